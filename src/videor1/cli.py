@@ -1,0 +1,246 @@
+"""The `videor1` command line: one entry point, one thin function per command.
+
+Every command imports its implementation lazily so that `videor1 --help` starts fast and no heavy backend
+(torch, transformers, vLLM) is imported by a command that does not need it. Bad input exits non-zero with
+a one-line reason (`fail`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Video-R1: SFT, GRPO / T-GRPO and evaluation for video reasoning with Qwen2.5-VL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
+model_app = typer.Typer(help="Make model checkpoints.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line reason on stderr and exit with `code`."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------- data
+@app.command()
+def synth(
+    out: Path = typer.Option(..., help="Output directory (records + mp4/png media)."),
+    n_train: int = typer.Option(256, help="Number of RL training records (the CoT set has as many)."),
+    n_test: int = typer.Option(96, help="Number of test records."),
+    seed: int = typer.Option(0, help="Random seed; the dataset is deterministic for a seed."),
+) -> None:
+    """Make the synthetic video-reasoning dataset (RL, CoT and test sets) as real mp4 files."""
+    from videor1.data.synth import make_dataset
+
+    paths = make_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@data_app.command("check")
+def data_check(
+    file: Path = typer.Argument(..., help="Dataset file (JSON list or JSONL of Video-R1 records)."),
+    media_root: Path = typer.Option(..., help="Directory the records' `path` fields are relative to."),
+    decode: bool = typer.Option(True, help="Also decode every media file."),
+) -> None:
+    """Validate every record and decode its media; one line per bad record, then a summary.
+
+    Exit 0 if all records are good, 1 if any is bad, 2 on unusable arguments.
+    """
+    from videor1.data.check import check_dataset
+
+    if not file.is_file():
+        fail(f"no such dataset file: {file}")
+    if not media_root.is_dir():
+        fail(f"no such media root directory: {media_root}")
+    n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
+    raise typer.Exit(1 if n_bad else 0)
+
+
+@data_app.command("stats")
+def data_stats(
+    file: Path = typer.Argument(..., help="Dataset file."),
+    media_root: Optional[Path] = typer.Option(None, help="Media root, for duration / resolution summaries."),
+    out: Optional[Path] = typer.Option(None, help="Directory for stats.md and stats.png."),
+) -> None:
+    """Counts by data type, problem type, source and order-dependence; media summaries; a chart."""
+    from videor1.data.stats import dataset_stats
+
+    if not file.is_file():
+        fail(f"no such dataset file: {file}")
+    dataset_stats(file, media_root=media_root, out=out, echo=typer.echo)
+
+
+@app.command()
+def annotate(
+    model: Path = typer.Option(..., help="Model directory (HF format) that writes the reasoning."),
+    data: Path = typer.Option(..., help="Records to annotate (e.g. the RL set)."),
+    media_root: Path = typer.Option(..., help="Media root of the records."),
+    out: Path = typer.Option(..., help="Output JSONL of accepted CoT records (appended; resumable)."),
+    samples: int = typer.Option(4, help="Completions sampled per record."),
+    threshold: float = typer.Option(0.6, help="Keep the best sample whose reward exceeds this."),
+    frames: int = typer.Option(16, help="Max frames per video."),
+    batch_size: int = typer.Option(4, help="Records per generation batch."),
+    limit: Optional[int] = typer.Option(None, help="Annotate at most this many records."),
+    max_new_tokens: int = typer.Option(768, help="Max new tokens per sample."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+) -> None:
+    """Make CoT data by rejection sampling: sample K completions, keep the best that passes the rewards."""
+    from videor1.annotate import annotate as run_annotate
+
+    run_annotate(
+        model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
+        frames=frames, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
+        echo=typer.echo,
+    )
+
+
+# -------------------------------------------------------------------------------------------- model
+@model_app.command("tiny")
+def model_tiny(
+    out: Path = typer.Option(..., help="Output directory for the HF checkpoint."),
+    seed: int = typer.Option(0, help="Initialisation seed."),
+    hidden_size: int = typer.Option(128, help="Language model hidden size."),
+    num_layers: int = typer.Option(2, help="Language model layers."),
+    initializer_range: float = typer.Option(0.1, help="Init std (0.1 lets a tiny model learn motion)."),
+) -> None:
+    """Make a tiny, randomly initialised Qwen2.5-VL (model, tokenizer, processor) offline."""
+    from videor1.model import build_tiny
+
+    path = build_tiny(out, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+                      initializer_range=initializer_range)
+    typer.echo(f"tiny Qwen2.5-VL written to {path}")
+
+
+# ----------------------------------------------------------------------------------------- training
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sft(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., help="YAML config (see configs/)."),
+) -> None:
+    """Supervised fine-tuning (cold start) on CoT records. Extra arguments: key=value overrides."""
+    from videor1.sft import run_sft
+
+    run_sft(config, list(ctx.args))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., help="YAML config (see configs/)."),
+) -> None:
+    """RL training with GRPO or T-GRPO. Extra arguments: key=value overrides."""
+    from videor1.rl.trainer import run_training
+
+    run_training(config, list(ctx.args))
+
+
+# --------------------------------------------------------------------------------------- evaluation
+eval_app = typer.Typer(help="Evaluate a model on a benchmark (`videor1 eval --help`), or `eval report`.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_cmd(
+    ctx: typer.Context,
+    model: Optional[Path] = typer.Option(None, help="Model directory (HF format)."),
+    bench: Optional[str] = typer.Option(None, help="Benchmark adapter name (videor1, vsibench, ...)."),
+    data: Optional[Path] = typer.Option(None, help="The benchmark's file."),
+    media_root: Optional[Path] = typer.Option(None, help="Directory of the benchmark's media."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (predictions.jsonl, report)."),
+    frames: int = typer.Option(16, help="Max frames per video."),
+    fps: float = typer.Option(2.0, help="Sampling fps before clamping to [4, frames]."),
+    max_pixels: int = typer.Option(256 * 28 * 28, help="Pixel budget per frame."),
+    batch_size: int = typer.Option(8, help="Items per generation batch."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate at most this many items."),
+    decoding: str = typer.Option("greedy", help="greedy | reference (temperature 0.1, top-p 0.001)."),
+    max_new_tokens: int = typer.Option(1024, help="Max new tokens per answer."),
+    shuffle_frames: bool = typer.Option(False, help="Shuffle frame order (seeded) to measure temporal reliance."),
+    seed: int = typer.Option(0, help="Seed for frame shuffling and sampling."),
+    engine: str = typer.Option("hf", help="hf | vllm."),
+) -> None:
+    """Evaluate a model on one benchmark; resumable, every setting recorded."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [n for n, v in [("--model", model), ("--bench", bench), ("--data", data),
+                              ("--media-root", media_root), ("--out", out)] if v is None]
+    if missing:
+        fail("missing " + ", ".join(missing) + " (see `videor1 eval --help`)")
+    from videor1.evaluate.runner import run_eval
+
+    run_eval(
+        model=model, bench=bench, data=data, media_root=media_root, out=out, frames=frames, fps=fps,
+        max_pixels=max_pixels, batch_size=batch_size, limit=limit, decoding=decoding,
+        max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed, engine=engine,
+        echo=typer.echo,
+    )
+
+
+@eval_app.command("report")
+def eval_report(
+    runs: List[Path] = typer.Argument(..., help="Evaluation output directories."),
+    out: Optional[Path] = typer.Option(None, help="Write the combined Markdown (and PNG) here."),
+) -> None:
+    """Put several evaluation runs side by side."""
+    from videor1.evaluate.report import compare_runs
+
+    typer.echo(compare_runs(runs, out=out))
+
+
+@app.command()
+def score(
+    bench: str = typer.Option(..., help="Benchmark adapter name."),
+    predictions: Path = typer.Option(..., help="predictions.jsonl written by `videor1 eval`."),
+    out: Optional[Path] = typer.Option(None, help="Write scores.json / report.md here."),
+) -> None:
+    """Re-score saved predictions without a model."""
+    from videor1.evaluate.runner import rescore
+
+    if not predictions.is_file():
+        fail(f"no such predictions file: {predictions}")
+    typer.echo(rescore(bench, predictions, out=out))
+
+
+@app.command()
+def infer(
+    model: Path = typer.Option(..., help="Model directory (HF format)."),
+    video: Path = typer.Option(..., help="Video (or image) file."),
+    question: str = typer.Option(..., help="The question."),
+    type: str = typer.Option("free-form", "--type", help="Problem type: multiple choice, numerical, OCR, free-form, regression."),
+    options: Optional[List[str]] = typer.Option(None, help="Options for multiple choice ('A. ...'), repeatable."),
+    frames: int = typer.Option(16, help="Max frames."),
+    max_pixels: int = typer.Option(256 * 28 * 28, help="Pixel budget per frame."),
+    max_new_tokens: int = typer.Option(1024, help="Max new tokens."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Ask a question about one video: prints the reasoning and the answer."""
+    from videor1.infer import run_infer
+
+    typer.echo(run_infer(model=model, video=video, question=question, problem_type=type,
+                         options=options or [], frames=frames, max_pixels=max_pixels,
+                         max_new_tokens=max_new_tokens, as_json=json_out))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
+    quick: bool = typer.Option(False, help="A shorter run (about 2 minutes)."),
+    seed: int = typer.Option(0, help="Seed for data, model and training."),
+) -> None:
+    """The whole Video-R1 pipeline on the synthetic default, on a CPU: data, SFT, GRPO vs T-GRPO, eval."""
+    from videor1.demo import run_demo
+
+    run_demo(out, quick=quick, seed=seed)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
