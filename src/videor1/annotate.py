@@ -1,0 +1,307 @@
+"""`videor1 annotate`: make chain-of-thought (CoT) records by rejection sampling.
+
+For every record, K completions are sampled (temperature 1, top-p 0.95 by default) from a model with
+:class:`videor1.rl.rollout.HFEngine` (or any ``RolloutEngine``), each is scored with the training accuracy
+reward (:func:`videor1.rewards.score`) and the format reward (:func:`videor1.rewards.format_reward`), and the
+best passing sample becomes the record's ``process``; ``solution`` stays the ground truth.
+
+Acceptance rule (documented choice). A sample *passes* when ``accuracy > threshold`` (strictly, as the
+reference's ``reward > 0.6``) and, with ``require_format`` (the default), its format reward is 1. The kept
+sample is the passing one with the highest accuracy (the first such on ties). Consequences: ``threshold=-1``
+with ``require_format=False`` accepts every record; ``threshold=0`` needs a partly right answer;
+``threshold >= 1`` accepts nothing (accuracy never exceeds 1).
+
+Where we depart from the reference:
+
+* The reference annotated with a larger model (Qwen2.5-VL-72B) and filtered with its accuracy reward only;
+  here the format must also be right by default, so every CoT record has a well-formed ``<think>`` span.
+  With ``require_format=False`` a sample without a ``<think>`` span gets its text before ``<answer>``
+  wrapped in ``<think></think>`` so the output is still a valid CoT record.
+* Output is appended one record at a time (flushed), and a rerun resumes: records whose ``problem_id`` is
+  already in the output or in ``<out stem>.rejects.jsonl`` are skipped. Batches are fixed slices of the
+  whole input (``batch_size`` records each, before ``limit``); a batch with any record left to do is
+  generated whole, with the sampling seed (``SamplingParams.seed``) ``seed`` combined with the batch index,
+  and only its records still to do are written. So an interrupted run continued later, or a ``limit`` run
+  extended later, writes the same lines as one uninterrupted run (on a deterministic device), at the cost
+  of regenerating at most one batch. A partly written last line (a kill mid-write) is cut off on resume.
+  ``limit`` means the first ``limit`` valid records of the input.
+* Bad media are never replaced: the record is reported, counted and listed in the rejects file with the
+  reason. Invalid input records are reported and counted (they have no trustworthy id to list).
+* The settings are written to ``<out stem>.annotate.json``; resuming with different settings (other than
+  ``limit``) is refused rather than mixing two configurations in one file.
+
+Each accepted record gets an ``annotation`` field (accuracy, format reward, sample index, K) kept as an extra
+field, so it round-trips through :mod:`videor1.data.records`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from videor1.data.records import Record, read_records
+
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+_SEED_STRIDE = 1_000_003
+
+
+class AnnotateError(ValueError):
+    """Unusable arguments or output files (bad --out, settings that differ from the run being resumed)."""
+
+
+@dataclass
+class Verdict:
+    """The outcome for one record: the kept sample (or None) and the best scores seen."""
+
+    accepted: bool
+    process: str | None
+    accuracy: float
+    format: float
+    index: int
+
+
+def rejects_path(out: Path) -> Path:
+    """``<out stem>.rejects.jsonl`` next to ``out``."""
+    return out.with_name(out.stem + ".rejects.jsonl")
+
+
+def settings_path(out: Path) -> Path:
+    """``<out stem>.annotate.json`` next to ``out``."""
+    return out.with_name(out.stem + ".annotate.json")
+
+
+def _id_key(problem_id: Any) -> str:
+    return json.dumps(problem_id)  # keeps 1 and "1" apart
+
+
+def think_part(completion: str) -> str:
+    """The first ``<think>...</think>`` span; without one, the text before ``<answer>`` wrapped in tags."""
+    match = _THINK_RE.search(completion)
+    if match:
+        return match.group(0)
+    body = completion.split("<answer>", 1)[0].strip()
+    return f"<think>{body}</think>"
+
+
+def judge(record: Record, completions: Sequence[str], *, threshold: float,
+          require_format: bool = True) -> Verdict:
+    """Score each completion and apply the acceptance rule (module docstring)."""
+    from videor1.rewards import format_reward, score
+
+    scored = [(score(record.problem_type, text, record.solution), format_reward(text)) for text in completions]
+    best: tuple[float, float, int] | None = None  # best passing (accuracy, format, index)
+    seen = (-1.0, -1.0, -1)  # best overall, for the rejects file
+    for i, (acc, fmt) in enumerate(scored):
+        if (acc, fmt) > seen[:2]:
+            seen = (acc, fmt, i)
+        passes = acc > threshold and (fmt == 1.0 or not require_format)
+        if passes and (best is None or acc > best[0]):
+            best = (acc, fmt, i)
+    if best is None:
+        return Verdict(False, None, max(seen[0], 0.0), max(seen[1], 0.0), seen[2])
+    return Verdict(True, think_part(completions[best[2]]), best[0], best[1], best[2])
+
+
+def _done_ids(path: Path, echo: Callable[[str], None]) -> set[str]:
+    """problem_ids already written to ``path``; cut off a partly written last line."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    keep = len(data)
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        echo(f"{path}: cutting off a partly written last line (an interrupted run)")
+        with open(path, "r+b") as handle:
+            handle.truncate(keep)
+    ids = set()
+    for number, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            ids.add(_id_key(json.loads(line)["problem_id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise AnnotateError(f"{path} line {number}: not a record written by `videor1 annotate`") from None
+    return ids
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = settings_path(out)
+    if path.exists() and (out.exists() or rejects_path(out).exists()):
+        old = json.loads(path.read_text())
+        differ = sorted(k for k in set(old) | set(settings) if k != "limit" and old.get(k) != settings.get(k))
+        if differ:
+            raise AnnotateError(f"{out} was started with other settings ({', '.join(differ)} differ: "
+                             f"{ {k: old.get(k) for k in differ} }); use a new --out or the same settings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _append(handle: Any, row: dict[str, Any]) -> None:
+    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    handle.flush()
+
+
+def _accepted_row(record: Record, verdict: Verdict, samples: int) -> dict[str, Any]:
+    note = {"accuracy": verdict.accuracy, "format": verdict.format, "sample": verdict.index, "of": samples}
+    return replace(record, process=verdict.process, extra={**record.extra, "annotation": note}).to_dict()
+
+
+def _reject_row(record: Record, reason: str, verdict: Verdict | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"problem_id": record.problem_id, "problem_type": record.problem_type,
+                           "data_type": record.data_type, "path": record.path, "reason": reason}
+    if verdict is not None:
+        row.update(best_accuracy=verdict.accuracy, best_format=verdict.format)
+    return row
+
+
+# ------------------------------------------------------------------------------------------ the loop
+@dataclass
+class _Run:
+    """What one batch needs: settings, open output files, the done set and running counts."""
+
+    engine: Any
+    params: Any
+    media_root: Path
+    video: Any
+    image: Any
+    threshold: float
+    require_format: bool
+    seed: int
+    samples: int
+    accepted_file: Any
+    rejects_file: Any
+    todo: set[str]
+    counts: Counter
+
+
+def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: Any) -> None:
+    """Sample, judge and write one batch. Records not to do (already done, or beyond ``limit``) stay in
+    the batch, so its composition and seed are those of an uninterrupted run, but are not written."""
+    from videor1.data.media import MediaError
+    from videor1.data.records import RecordError
+    from videor1.vision import make_sample
+
+    samples = []
+    for record in batch:
+        is_new = _id_key(record.problem_id) in run.todo
+        try:
+            samples.append(make_sample(record, run.media_root, run.video, run.image))
+        except (MediaError, RecordError) as exc:
+            if is_new:
+                reason = f"media: {getattr(exc, 'reason', exc)}"
+                progress.write(f"{record.problem_id}\t{reason}")
+                _append(run.rejects_file, _reject_row(record, reason))
+                run.counts["bad media"] += 1
+                progress.update(1)
+    if not samples:
+        return
+    params = replace(run.params, seed=run.seed * _SEED_STRIDE + batch_index)
+    outputs = run.engine.generate(samples, params)
+    for sample, completions in zip(samples, outputs):
+        record = sample.record
+        if _id_key(record.problem_id) not in run.todo:
+            continue
+        verdict = judge(record, [c.text for c in completions], threshold=run.threshold,
+                        require_format=run.require_format)
+        if verdict.accepted:
+            _append(run.accepted_file, _accepted_row(record, verdict, run.samples))
+            run.counts["accepted"] += 1
+        else:
+            _append(run.rejects_file, _reject_row(record, "no sample passed", verdict))
+            run.counts["rejected"] += 1
+        judged = run.counts["accepted"] + run.counts["rejected"]
+        progress.set_postfix(accept=f"{run.counts['accepted'] / judged:.0%}")
+        progress.update(1)
+
+
+def _load_engine(model: str | os.PathLike, batch_size: int) -> Any:
+    from videor1.model import load_model, load_processor
+    from videor1.rl.rollout import HFEngine
+
+    loaded = load_model(model)
+    loaded.eval()
+    return HFEngine(loaded, load_processor(model), batch_size=batch_size)
+
+
+def summarize_files(out: Path) -> dict[str, Any]:
+    """Accepted / rejected counts by problem type and data type over the output and rejects files."""
+    table: dict[str, dict[str, Counter]] = {"problem_type": {}, "data_type": {}}
+    for path, outcome in ((out, "accepted"), (rejects_path(out), "rejected")):
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for key in table:
+                table[key].setdefault(str(row.get(key)), Counter())[outcome] += 1
+    return {key: {name: {"accepted": c["accepted"], "rejected": c["rejected"]} for name, c in sorted(groups.items())}
+            for key, groups in table.items()}
+
+
+def _echo_summary(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
+    for key in ("problem_type", "data_type"):
+        echo(f"| {key} | accepted | rejected |")
+        echo("| --- | ---: | ---: |")
+        for name, c in summary[key].items():
+            echo(f"| {name} | {c['accepted']} | {c['rejected']} |")
+
+
+def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: str | os.PathLike,
+             out: str | os.PathLike, samples: int = 4, threshold: float = 0.6, frames: int = 16,
+             batch_size: int = 4, limit: int | None = None, max_new_tokens: int = 768, seed: int = 0,
+             echo: Callable[[str], None] = print, require_format: bool = True, temperature: float = 1.0,
+             top_p: float = 0.95, max_pixels: int = 128 * 28 * 28, engine: Any = None) -> dict[str, Any]:
+    """Annotate ``data`` into CoT records appended to ``out`` (JSONL); returns the summary.
+
+    ``engine`` (optional) is an already built ``RolloutEngine``; by default an ``HFEngine`` is built from
+    ``model``. See the module docstring for the acceptance rule and the resume guarantees.
+    """
+    from tqdm import tqdm
+
+    from videor1.data.media import ImageSpec, VideoSpec
+    from videor1.rl.rollout import SamplingParams
+
+    if samples < 1 or batch_size < 1:
+        raise AnnotateError(f"samples ({samples}) and batch_size ({batch_size}) must be at least 1")
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise AnnotateError(f"--out must be a .jsonl file (it is appended to), got {out}")
+    records, errors = read_records(data)
+    for error in errors:
+        echo(f"skipped invalid record: {error}")
+    video = VideoSpec(max_frames=frames, max_pixels=max_pixels)
+    image = ImageSpec()
+    settings = {"model": str(model), "data": str(data), "samples": samples, "threshold": threshold,
+                "require_format": require_format, "temperature": temperature, "top_p": top_p,
+                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "limit": limit,
+                "video": asdict(video), "image": asdict(image)}
+    _check_settings(out, settings)
+    done = _done_ids(out, echo) | _done_ids(rejects_path(out), echo)
+    selected = records[:limit] if limit is not None else records
+    todo = {_id_key(r.problem_id) for r in selected} - done
+    batches = [(i // batch_size, records[i:i + batch_size]) for i in range(0, len(records), batch_size)]
+    pending = [(b, batch) for b, batch in batches if any(_id_key(r.problem_id) in todo for r in batch)]
+    echo(f"{len(selected)} records, {len(selected) - len(todo)} already done, {len(todo)} to annotate")
+    counts: Counter = Counter(invalid=len(errors))
+    if pending:
+        engine = engine if engine is not None else _load_engine(model, batch_size)
+        params = SamplingParams(n=samples, max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_p=top_p, do_sample=True)
+        with open(out, "a", encoding="utf-8") as acc_f, \
+                open(rejects_path(out), "a", encoding="utf-8") as rej_f, \
+                tqdm(total=len(todo), desc="annotating", unit="record", disable=None) as progress:
+            run = _Run(engine, params, Path(media_root), video, image, threshold, require_format, seed,
+                       samples, acc_f, rej_f, todo, counts)
+            for batch_index, batch in pending:
+                _run_batch(run, batch_index, batch, progress)
+    summary = {"this_run": {k: counts[k] for k in ("accepted", "rejected", "bad media", "invalid")},
+               **summarize_files(out), "out": str(out), "rejects": str(rejects_path(out))}
+    echo("this run: " + ", ".join(f"{k} {v}" for k, v in summary["this_run"].items()))
+    _echo_summary(summary, echo)
+    return summary
