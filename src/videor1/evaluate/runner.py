@@ -1,0 +1,428 @@
+"""Batched, resumable evaluation of a model on any benchmark adapter, and re-scoring without a model.
+
+Outputs of `run_eval` (all in `--out`):
+
+* `predictions.jsonl`: one line an item, appended and flushed as each batch finishes. Each line holds
+  the item's scoring fields (`Item.row()`), the raw output, its token count, the scores of both
+  protocols, `shuffled`, the frame permutation when shuffled, and `settings_id` (the hash of the
+  settings in meta.json). A killed run resumes where it stopped: lines already present (by id and pass)
+  are never generated or scored twice, and a half-written last line is cut off first.
+* `meta.json`: every setting (model path, frames, fps, pixel budgets, decoding parameters, prompt
+  templates, engine, batch size, seed), the package version and git commit. Resuming into a folder
+  made with different result-relevant settings is refused.
+* `scores.json`, `report.md`, `scores.png` (see `videor1.evaluate.report`).
+
+Choices worth knowing:
+
+* A video that fails to decode (or a media path that escapes the root) becomes an *error item*: its
+  line records the reason, it scores 0 in both protocols, and the report counts errors. It is never
+  dropped silently and no other video is substituted.
+* `--shuffle-frames` adds a second pass over the same items with the frames of each video in a seeded
+  random order (never the identity for 2+ frames); the report shows ordered accuracy, shuffled
+  accuracy and the gap, overall and by order-dependence. The headline numbers come from the ordered pass.
+* The summary is computed from the whole predictions file, so `videor1 score` on that file reproduces
+  `videor1 eval`'s numbers exactly.
+* Generation goes through `videor1.rl.rollout` (HFEngine / VLLMEngine), shared with RL rollouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from videor1.data.media import ImageSpec, MediaError, VideoSpec, load_media, load_video
+from videor1.data.records import RecordError, resolve_media_path
+from videor1.evaluate.benchmarks import Benchmark, Item, get_benchmark
+from videor1.evaluate.scoring import mean, reference_score, reference_summary
+from videor1.rewards import format_reward
+
+DECODING: dict[str, dict[str, Any]] = {
+    "greedy": {"do_sample": False, "temperature": 1.0, "top_p": 1.0},
+    "reference": {"do_sample": True, "temperature": 0.1, "top_p": 0.001},   # the reference's eval decoding
+}
+# Settings that change results: a folder is resumed only if these match.
+RESULT_KEYS = ("model", "bench", "data", "video", "image", "decoding", "max_new_tokens", "seed", "prompt")
+PREDICTIONS = "predictions.jsonl"
+
+
+# ----------------------------------------------------------------------------------------- settings
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, or None outside a git checkout."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def sampling_params(decoding: str, max_new_tokens: int, seed: int = 0) -> Any:
+    """One completion per item; greedy, or the reference's sampling seeded per batch by `seed`."""
+    from videor1.rl.rollout import SamplingParams
+
+    if decoding not in DECODING:
+        raise ValueError(f"unknown decoding {decoding!r}; known: {', '.join(DECODING)}")
+    return SamplingParams(n=1, max_new_tokens=max_new_tokens, seed=seed, **DECODING[decoding])
+
+
+def make_settings(*, model: Any, bench: str, data: Any, media_root: Any, video: VideoSpec, image: ImageSpec,
+                  decoding: str, max_new_tokens: int, shuffle_frames: bool, seed: int, engine: str,
+                  batch_size: int, limit: int | None) -> dict[str, Any]:
+    """Every setting of a run, as recorded in meta.json and scores.json."""
+    from videor1 import __version__
+    from videor1.data.prompts import TEMPLATES
+
+    if decoding not in DECODING:
+        raise ValueError(f"unknown decoding {decoding!r}; known: {', '.join(DECODING)}")
+    settings = {
+        "model": str(model), "bench": bench, "data": str(data), "media_root": str(media_root),
+        "video": asdict(video), "image": asdict(image),
+        "decoding": {"name": decoding, **DECODING[decoding]}, "max_new_tokens": max_new_tokens,
+        "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine, "batch_size": batch_size,
+        "limit": limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
+        "version": __version__, "git_commit": git_commit(),
+    }
+    settings["settings_id"] = settings_id(settings)
+    return settings
+
+
+def settings_id(settings: Mapping[str, Any]) -> str:
+    relevant = {k: settings.get(k) for k in RESULT_KEYS}
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_resumable(out: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse to add predictions to a folder made with different result-relevant settings."""
+    meta_path = out / "meta.json"
+    if not meta_path.is_file() or not (out / PREDICTIONS).is_file():
+        return
+    old = json.loads(meta_path.read_text(encoding="utf-8"))
+    diffs = [k for k in RESULT_KEYS if json.dumps(old.get(k), sort_keys=True, default=str)
+             != json.dumps(settings.get(k), sort_keys=True, default=str)]
+    if diffs:
+        raise ValueError(f"{out} holds predictions made with other settings ({', '.join(diffs)} differ); "
+                         "use a new --out folder")
+
+
+# -------------------------------------------------------------------------------------- predictions
+def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The lines of a predictions file. A half-written last line (a killed run) is ignored, and with
+    `repair=True` cut off the file so that appending continues cleanly."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if repair and len(complete) != len(raw):
+        with path.open("r+b") as fh:
+            fh.truncate(len(complete))
+    rows = []
+    for n, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {n} is not JSON ({exc})") from None
+    return rows
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, bool]:
+    return str(row["id"]), bool(row.get("shuffled"))
+
+
+def append_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def score_row(adapter: Benchmark, row: dict[str, Any]) -> dict[str, Any]:
+    """Fill `reference`, `official` and `format` from `row["output"]`; error items score 0."""
+    if row.get("error"):
+        row.update(reference=0.0, official=0.0, format=0.0)
+        return row
+    output = row.get("output") or ""
+    row["reference"] = reference_score(row["problem_type"], output, row["solution"])
+    row["official"] = float(adapter.official_score(row, output))
+    row["format"] = float(format_reward(output))
+    return row
+
+
+def temporal_of(row: Mapping[str, Any]) -> str | None:
+    label = (row.get("meta") or {}).get("temporal")
+    if label is None and row.get("temporal") is not None:
+        label = "order-dependent" if row["temporal"] else "order-independent"
+    return label
+
+
+def temporal_reliance(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Ordered vs shuffled official accuracy over items answered in both passes (errors left out)."""
+    ordered = {r["id"]: r for r in rows if not r.get("shuffled") and not r.get("error")}
+    shuffled = {r["id"]: r for r in rows if r.get("shuffled") and not r.get("error")}
+    ids = [i for i in ordered if i in shuffled]
+    if not ids:
+        return None
+
+    def block(sel: list[str]) -> dict[str, Any]:
+        o = mean(float(ordered[i]["official"]) for i in sel)
+        s = mean(float(shuffled[i]["official"]) for i in sel)
+        return {"ordered": o, "shuffled": s, "gap": o - s, "n": len(sel)}
+
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        label = temporal_of(ordered[i])
+        if label is not None:
+            groups.setdefault(label, []).append(i)
+    return {"overall": block(ids), "by_temporal": {k: block(v) for k, v in sorted(groups.items())}}
+
+
+def reference_with_breakdowns(adapter: Benchmark, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Reference-protocol numbers: the item mean overall, by problem type, and in the official breakdowns."""
+    ref = reference_summary(rows)
+    swapped = adapter.aggregate([{**r, "official": r.get("reference")} for r in rows]) if rows else {}
+    for label, groups in (swapped.get("breakdowns") or {}).items():
+        ref["breakdowns"].setdefault(label, groups)
+    return ref
+
+
+def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
+              settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run's summary (scores.json): official headline + breakdowns, reference protocol, counts."""
+    ordered = [r for r in rows if not r.get("shuffled")]
+    answered = [r for r in ordered if not r.get("error")]
+    reasons: dict[str, int] = {}
+    for r in ordered:
+        if r.get("error"):
+            reasons[r["error"]] = reasons.get(r["error"], 0) + 1
+    return {
+        "bench": adapter.name,
+        "headline": adapter.headline,
+        "official": adapter.aggregate(ordered),
+        "reference": reference_with_breakdowns(adapter, ordered),
+        "counts": {"items": len(ordered), "answered": len(answered), "errors": len(ordered) - len(answered),
+                   "shuffled_items": len(rows) - len(ordered)},
+        "errors": [{"id": r["id"], "reason": r["error"]} for r in ordered if r.get("error")],
+        "error_reasons": reasons,
+        "format_reward": mean(float(r.get("format") or 0.0) for r in answered),
+        "completion_tokens": mean(float(r.get("n_tokens") or 0) for r in answered),
+        "temporal_reliance": temporal_reliance(rows),
+        "settings": dict(settings or {}),
+    }
+
+
+# --------------------------------------------------------------------------------------- generation
+def frame_permutation(n: int, seed: int, item_id: str) -> list[int]:
+    """A seeded permutation of n frames, fixed per (seed, item); never the identity when n >= 2."""
+    rng = np.random.default_rng([seed, zlib.crc32(item_id.encode("utf-8"))])
+    perm = list(range(n))
+    while n >= 2 and perm == list(range(n)):
+        perm = [int(i) for i in rng.permutation(n)]
+    return perm
+
+
+def load_item_media(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec) -> Any:
+    """Decoded media of an item (clipped to start/end where given); MediaError / RecordError if unusable."""
+    if item.start is None and item.end is None:
+        return load_media(item.record, media_root, video, image)
+    path = resolve_media_path(media_root, item.record.path, record_id=item.id)
+    return load_video(path, video, start=item.start, end=item.end)
+
+
+def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *, shuffled: bool,
+            seed: int) -> tuple[Any, list[int] | None, str | None]:
+    """(sample, permutation, None) or (None, None, error reason) for one item."""
+    from videor1.data.prompts import build_messages
+    from videor1.vision import Sample
+
+    try:
+        media = load_item_media(item, media_root, video, image)
+    except (MediaError, RecordError, OSError) as exc:
+        return None, None, f"{type(exc).__name__}: {exc}"
+    perm = None
+    if shuffled and hasattr(media, "permuted"):
+        perm = frame_permutation(len(media.frames), seed, item.id)
+        media = media.permuted(perm)
+    return Sample(record=item.record, media=media, messages=build_messages(item.record)), perm, None
+
+
+def generate_rows(engine: Any, adapter: Benchmark, items: Sequence[Item], *, media_root: Path,
+                  video: VideoSpec, image: ImageSpec, params: Any, batch_size: int, shuffled: bool,
+                  seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: Any = None) -> None:
+    """Generate and score `items` batch by batch, handing each batch's rows to `sink` as soon as done."""
+    for start in range(0, len(items), batch_size):
+        batch = items[start: start + batch_size]
+        rows, samples, pending = [], [], []
+        for item in batch:
+            sample, perm, error = prepare(item, media_root, video, image, shuffled=shuffled, seed=seed)
+            row = {**item.row(), "shuffled": shuffled, "perm": perm, "error": error, "output": "", "n_tokens": 0}
+            rows.append(row)
+            if sample is not None:
+                samples.append(sample)
+                pending.append(row)
+        if samples:
+            for row, completions in zip(pending, engine.generate(samples, params)):
+                row["output"] = completions[0].text
+                row["n_tokens"] = len(completions[0].token_ids)
+        sink([score_row(adapter, r) for r in rows])
+        if progress is not None:
+            progress.update(len(batch))
+
+
+def make_engine(kind: str, model_dir: Any, processor: Any, *, batch_size: int = 8, model: Any = None) -> Any:
+    """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model unless given) or
+    "vllm" (optional extra; vLLM loads the weights itself)."""
+    from videor1.rl import rollout
+
+    if kind == "hf":
+        if model is None:
+            from videor1.model import load_model
+
+            model = load_model(model_dir)
+        return rollout.HFEngine(model, processor, batch_size=batch_size)
+    if kind == "vllm":
+        return rollout.VLLMEngine(processor, model_path=str(model_dir))
+    raise ValueError(f"unknown engine {kind!r}; known: hf, vllm")
+
+
+def run_passes(engine: Any, adapter: Benchmark, items: Sequence[Item], *, done: set[tuple[str, bool]],
+               media_root: Path, video: VideoSpec, image: ImageSpec, params: Any, batch_size: int,
+               shuffle_frames: bool, seed: int, sink: Callable[[list[dict[str, Any]]], None],
+               echo: Callable[[str], None] | None = None) -> None:
+    """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done."""
+    from tqdm import tqdm
+
+    for shuffled in ([False, True] if shuffle_frames else [False]):
+        todo = [it for it in items if (it.id, shuffled) not in done]
+        if echo is not None and len(todo) < len(items):
+            echo(f"{'shuffled' if shuffled else 'ordered'} pass: {len(items) - len(todo)} of {len(items)} "
+                 "items already done, resuming")
+        if not todo:
+            continue
+        with tqdm(total=len(todo), desc="shuffled" if shuffled else "ordered", unit="item",
+                  disable=echo is None) as bar:
+            generate_rows(engine, adapter, todo, media_root=media_root, video=video, image=image,
+                          params=params, batch_size=batch_size, shuffled=shuffled, seed=seed, sink=sink,
+                          progress=bar)
+
+
+def load_items(adapter: Benchmark, data: Path, media_root: Path, limit: int | None,
+               echo: Callable[[str], None]) -> list[Item]:
+    loaded = adapter.load(Path(data), Path(media_root))
+    for line in loaded.problems[:20]:
+        echo(f"skipped: {line}")
+    if len(loaded.problems) > 20:
+        echo(f"... and {len(loaded.problems) - 20} more skipped entries")
+    items = loaded.items[:limit] if limit is not None else loaded.items
+    if not items:
+        raise ValueError(f"{data}: no usable {adapter.name} items")
+    return items
+
+
+def run_eval(*, model: Any, bench: str, data: Any, media_root: Any, out: Any, frames: int = 16,
+             fps: float = 2.0, max_pixels: int = 256 * 28 * 28, batch_size: int = 8, limit: int | None = None,
+             decoding: str = "greedy", max_new_tokens: int = 1024, shuffle_frames: bool = False, seed: int = 0,
+             engine: str = "hf", echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate the model in `model` on one benchmark; resumable. Returns the summary (scores.json)."""
+    from videor1.evaluate.report import write_outputs
+    from videor1.model import load_processor
+
+    adapter = get_benchmark(bench)
+    video = VideoSpec(fps=fps, max_frames=frames, max_pixels=max_pixels)
+    image = ImageSpec(max_pixels=max_pixels)
+    out = Path(out)
+    settings = make_settings(model=Path(model).resolve(), bench=bench, data=Path(data).resolve(),
+                             media_root=Path(media_root).resolve(), video=video, image=image, decoding=decoding,
+                             max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed,
+                             engine=engine, batch_size=batch_size, limit=limit)
+    items = load_items(adapter, Path(data), Path(media_root), limit, echo)
+    out.mkdir(parents=True, exist_ok=True)
+    check_resumable(out, settings)
+    (out / "meta.json").write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
+    pred_path = out / PREDICTIONS
+    done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
+    wanted = {(it.id, s) for it in items for s in ([False, True] if shuffle_frames else [False])}
+    if wanted - done:
+        gen = make_engine(engine, model, load_processor(model), batch_size=batch_size)
+        sid = settings["settings_id"]
+        run_passes(gen, adapter, items, done=done, media_root=Path(media_root), video=video, image=image,
+                   params=sampling_params(decoding, max_new_tokens, seed), batch_size=batch_size,
+                   shuffle_frames=shuffle_frames, seed=seed, echo=echo,
+                   sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
+    summary = summarize(adapter, read_predictions(pred_path), settings)
+    write_outputs(out, summary)
+    echo(headline_line(summary, out))
+    return summary
+
+
+def headline_line(summary: Mapping[str, Any], out: Path | None = None) -> str:
+    off, ref, counts = summary["official"], summary["reference"], summary["counts"]
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    where = f"; report: {out / 'report.md'}" if out is not None else ""
+    return (f"{summary['bench']}: official {pct(off['overall'])} ({summary['headline']}), reference "
+            f"{pct(ref['overall'])}; {counts['items']} items, {counts['errors']} errors{where}")
+
+
+def evaluate_records(model: Any, processor: Any, records: Sequence[Any], media_root: Any, *,
+                     video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(), batch_size: int = 8,
+                     max_new_tokens: int = 256, decoding: str = "greedy", shuffle_frames: bool = False,
+                     seed: int = 0, engine: Any = None, out: Any = None) -> dict[str, Any]:
+    """In-process evaluation of Video-R1 records with a model already loaded (what the demo calls).
+
+    Same rows, scores and summary as `run_eval` with the `videor1` adapter; with `out`, also writes
+    predictions.jsonl, scores.json, report.md and the chart there (predictions are overwritten).
+    """
+    from videor1.evaluate.benchmarks.videor1_records import items_from_records
+    from videor1.evaluate.report import write_outputs
+
+    adapter = get_benchmark("videor1")
+    items = items_from_records(records)
+    rows: list[dict[str, Any]] = []
+    gen = engine if engine is not None else make_engine("hf", None, processor, batch_size=batch_size, model=model)
+    run_passes(gen, adapter, items, done=set(), media_root=Path(media_root), video=video, image=image,
+               params=sampling_params(decoding, max_new_tokens, seed), batch_size=batch_size,
+               shuffle_frames=shuffle_frames, seed=seed, sink=rows.extend)
+    settings = {"video": asdict(video), "image": asdict(image), "decoding": {"name": decoding, **DECODING[decoding]},
+                "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed,
+                "batch_size": batch_size}
+    summary = summarize(adapter, rows, settings)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PREDICTIONS).unlink(missing_ok=True)
+        append_rows(out / PREDICTIONS, rows)
+        write_outputs(out, summary)
+    return summary
+
+
+def rescore(bench: str, predictions: Any, out: Any = None) -> str:
+    """Re-score a predictions file without a model; returns the Markdown report (and writes it to `out`).
+
+    The settings come from the meta.json beside the predictions file when there is one.
+    """
+    from videor1.evaluate.report import render_report, write_outputs
+
+    adapter = get_benchmark(bench)
+    predictions = Path(predictions)
+    rows = [score_row(adapter, dict(r)) for r in read_predictions(predictions)]
+    if not rows:
+        raise ValueError(f"{predictions}: no predictions to score")
+    ids = {r.get("settings_id") for r in rows}
+    if len(ids) > 1:
+        raise ValueError(f"{predictions}: lines from runs with different settings ({sorted(map(str, ids))})")
+    meta_path = predictions.parent / "meta.json"
+    settings = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    summary = summarize(adapter, rows, settings)
+    if out is not None:
+        write_outputs(Path(out), summary)
+    return render_report(summary)

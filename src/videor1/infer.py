@@ -1,0 +1,86 @@
+"""One video (or image) and one question in; the model's reasoning and answer out.
+
+The question goes through the same record -> prompt -> media path as training and evaluation
+(`videor1.data.prompts`, `videor1.data.media`, `videor1.rl.rollout.HFEngine`), so what `videor1 infer`
+shows is what the evaluator scores. Decoding is greedy. Departure from the reference's inference script:
+frames, fps and pixel budget are options (recorded in the JSON output), not constants.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from videor1.data.records import PROBLEM_TYPES, Record
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+_THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def make_question_record(media: Path, question: str, problem_type: str, options: Sequence[str]) -> Record:
+    """An in-memory record for one question (no ground truth: the solution is empty)."""
+    from videor1.evaluate.benchmarks.base import lettered
+
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"unknown --type {problem_type!r}; known: {', '.join(PROBLEM_TYPES)}")
+    if problem_type == "multiple choice" and len(options) < 2:
+        raise ValueError("multiple choice needs at least two --options")
+    if problem_type != "multiple choice" and options:
+        raise ValueError(f"--options are only for multiple choice, not {problem_type!r}")
+    if not question.strip():
+        raise ValueError("the question is empty")
+    data_type = "image" if media.suffix.lower() in IMAGE_SUFFIXES else "video"
+    return Record(problem_id="infer", problem=question.strip(), data_type=data_type, problem_type=problem_type,
+                  options=tuple(lettered(options)) if options else (), solution="", path=media.name)
+
+
+def split_output(text: str) -> dict[str, Any]:
+    """Reasoning (first <think> span), answer (first <answer> span) and whether the format is right."""
+    from videor1.rewards import extract_answer, format_reward
+
+    think = _THINK_RE.search(text or "")
+    return {"reasoning": think.group(1).strip() if think else "", "answer": extract_answer(text),
+            "format_ok": bool(format_reward(text))}
+
+
+def render(result: dict[str, Any]) -> str:
+    """Human-readable reasoning and answer."""
+    lines = ["Reasoning:", result["reasoning"] or "(no <think> section)", ""]
+    if result["answer"]:
+        lines.append(f"Answer: {result['answer']}")
+    else:
+        lines += ["Answer: (no <answer> section; raw output below)", result["output"]]
+    return "\n".join(lines)
+
+
+def run_infer(*, model: Any, video: Any, question: str, problem_type: str = "free-form",
+              options: Sequence[str] = (), frames: int = 16, fps: float = 2.0, max_pixels: int = 256 * 28 * 28,
+              max_new_tokens: int = 1024, as_json: bool = False) -> str:
+    """Answer `question` about `video` with the model in `model`; text, or one JSON object with as_json."""
+    from videor1.data.media import ImageSpec, VideoSpec, load_media
+    from videor1.data.prompts import build_messages
+    from videor1.model import load_model, load_processor
+    from videor1.rl.rollout import HFEngine, SamplingParams
+    from videor1.vision import Sample
+
+    media_path = Path(video)
+    if not media_path.is_file():
+        raise FileNotFoundError(f"no such video or image file: {media_path}")
+    record = make_question_record(media_path, question, problem_type, list(options))
+    vspec, ispec = VideoSpec(fps=fps, max_frames=frames, max_pixels=max_pixels), ImageSpec(max_pixels=max_pixels)
+    media = load_media(record, media_path.parent, vspec, ispec)
+    processor = load_processor(model)
+    engine = HFEngine(load_model(model), processor, batch_size=1)
+    params = SamplingParams(n=1, max_new_tokens=max_new_tokens, do_sample=False)
+    completion = engine.generate([Sample(record=record, media=media, messages=build_messages(record))], params)[0][0]
+    result = {
+        "model": str(model), "video": str(media_path), "question": record.problem,
+        "problem_type": problem_type, "options": list(record.options), **split_output(completion.text),
+        "output": completion.text, "n_tokens": len(completion.token_ids), "finished": completion.finished,
+        "frames": int(media.frames.shape[0]) if hasattr(media, "frames") else None,
+        "sample_fps": getattr(media, "sample_fps", None), "max_frames": frames, "fps": fps,
+        "max_pixels": max_pixels, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+    }
+    return json.dumps(result, ensure_ascii=False) if as_json else render(result)

@@ -1,0 +1,231 @@
+"""Each benchmark adapter reads a small fixture in its benchmark's real file layout (made here, with real
+mp4s), builds the training prompt, decodes the media (clipped where the benchmark says so) and scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from videor1.data.media import ImageSpec, VideoSpec
+from videor1.data.prompts import TEMPLATES, build_messages, question_text
+from videor1.evaluate.benchmarks import get_benchmark
+from videor1.evaluate.runner import load_item_media, score_row
+
+SPEC = VideoSpec(max_frames=4, max_pixels=8 * 28 * 28)
+
+
+def out(answer: str) -> str:
+    return f"<think>let me think</think><answer>{answer}</answer>"
+
+
+def put_video(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dest)
+
+
+def write_parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def scored(bench, item, output: str) -> dict:
+    return score_row(bench, {**item.row(), "output": output, "error": None})
+
+
+def check_prompt_and_media(item, media_root: Path) -> None:
+    text = question_text(item.record)
+    assert text.startswith(item.record.problem)
+    assert TEMPLATES["suffix"][item.record.problem_type] in text
+    for option in item.record.options:
+        assert option in text
+    assert build_messages(item.record)[-1]["content"][0] == {"type": "video"}
+    clip = load_item_media(item, media_root, SPEC, ImageSpec())
+    assert clip.frames.shape[0] == 4 and clip.frames.dtype.name == "uint8"
+
+
+# ------------------------------------------------------------------------------------------ VSI-Bench
+def test_vsibench_parquet(tmp_path, bikes_mp4):
+    put_video(bikes_mp4, tmp_path / "media/arkitscenes/41069025.mp4")
+    rows = [
+        {"id": 1, "dataset": "arkitscenes", "scene_name": "41069025", "question_type": "object_counting",
+         "question": "How many chairs are in this room?", "options": None, "ground_truth": "4"},
+        {"id": 2, "dataset": "arkitscenes", "scene_name": "41069025", "question_type": "object_rel_direction_hard",
+         "question": "Standing by the sofa facing the TV, is the lamp to my front-left, front-right, back-left or back-right?",
+         "options": ["A. front-left", "B. front-right", "C. back-left", "D. back-right"], "ground_truth": "C"},
+        {"id": 3, "dataset": "arkitscenes", "scene_name": "41069025", "question_type": "mystery_task",
+         "question": "?", "options": None, "ground_truth": "1"},
+    ]
+    data = write_parquet(tmp_path / "test-00000-of-00001.parquet", rows)
+    bench = get_benchmark("vsibench")
+    loaded = bench.load(data, tmp_path / "media")
+    assert [it.id for it in loaded.items] == ["1", "2"]
+    assert len(loaded.problems) == 1 and "mystery_task" in loaded.problems[0] and "record 3" in loaded.problems[0]
+    count, direction = loaded.items
+    assert count.record.problem_type == "regression" and count.record.path == "arkitscenes/41069025.mp4"
+    assert direction.meta["task"] == "object_rel_direction" and direction.meta["level"] == "hard"
+    for item in loaded.items:
+        check_prompt_and_media(item, tmp_path / "media")
+    assert scored(bench, direction, out("C."))["official"] == 1.0        # first token, trailing "." removed
+    assert scored(bench, direction, out("C."))["reference"] == 0.0       # reference: exact string
+    assert scored(bench, count, out("5"))["official"] == pytest.approx(0.6)   # 25 % off: θ .50 ... .75
+    assert scored(bench, count, out("4 chairs"))["official"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ Video-MME
+def test_videomme_parquet(tmp_path, bunny_mp4):
+    put_video(bunny_mp4, tmp_path / "data/fFjv93ACGo8.mp4")
+    rows = [{"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History",
+             "url": "https://www.youtube.com/watch?v=fFjv93ACGo8", "videoID": "fFjv93ACGo8", "question_id": "001-1",
+             "task_type": "Counting Problem", "question": "How many rabbits appear?",
+             "options": ["A. One.", "B. Two.", "C. Three.", "D. Four."], "answer": "A"}]
+    data = write_parquet(tmp_path / "videomme/test-00000-of-00001.parquet", rows)
+    bench = get_benchmark("videomme")
+    (item,) = bench.load(data, tmp_path / "data").items
+    assert item.record.options == ("A. One.", "B. Two.", "C. Three.", "D. Four.")
+    assert item.meta["duration"] == "short" and item.record.path == "fFjv93ACGo8.mp4"
+    check_prompt_and_media(item, tmp_path / "data")
+    assert scored(bench, item, out("The best answer is A"))["official"] == 1.0
+    assert scored(bench, item, out("After all, B"))["official"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------- MMVU
+def test_mmvu_validation_json_multiple_choice_only(tmp_path, bikes_mp4):
+    put_video(bikes_mp4, tmp_path / "MMVU/videos/Mechanics/7.mp4")
+    entries = [
+        {"id": "mc-7", "question": "Which law explains the motion of the bikes?",
+         "choices": {"A": "Ohm's law", "B": "Newton's first law", "C": "Hooke's law", "D": "Snell's law", "E": "Boyle's law"},
+         "answer": "B", "question_type": "multiple-choice",
+         "video": "https://huggingface.co/datasets/yale-nlp/MMVU/resolve/main/videos/Mechanics/7.mp4",
+         "metadata": {"subject": "Mechanics", "textbook": "t"}},
+        {"id": "open-8", "question": "Name the law.", "answer": "Newton's first law", "question_type": "open-ended",
+         "video": "https://huggingface.co/datasets/yale-nlp/MMVU/resolve/main/videos/Mechanics/7.mp4",
+         "metadata": {"subject": "Mechanics"}},
+    ]
+    (tmp_path / "MMVU/validation.json").write_text(json.dumps(entries))
+    bench = get_benchmark("mmvu")
+    loaded = bench.load(tmp_path / "MMVU", tmp_path / "MMVU")
+    (item,) = loaded.items
+    assert any("1 open-ended" in p for p in loaded.problems)
+    assert item.record.path == "videos/Mechanics/7.mp4" and item.meta["discipline"] == "Science"
+    assert item.record.options[1] == "B. Newton's first law"
+    check_prompt_and_media(item, tmp_path / "MMVU")
+    assert scored(bench, item, out("(B)"))["official"] == 1.0
+    assert scored(bench, item, out("Newton's first law"))["official"] == 1.0   # option text
+    assert scored(bench, item, out("Newton's first law"))["reference"] == 0.0  # reference: the letter only
+
+
+# -------------------------------------------------------------------------------------------- MVBench
+def test_mvbench_task_json_with_clipping(tmp_path, bikes_mp4):
+    put_video(bikes_mp4, tmp_path / "video/star/Charades_v1_480/ABC12.mp4")
+    put_video(bikes_mp4, tmp_path / "video/clevrer/video_validation/video_10000.mp4")
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json/action_sequence.json").write_text(json.dumps([
+        {"video": "ABC12.mp4", "question": "What did the person do first?",
+         "candidates": ["Opened the door.", "Sat on the bed.", "Took the cup."], "answer": "Sat on the bed.",
+         "start": 2.0, "end": 6.5},
+        {"video": "ABC12.mp4", "question": "Broken", "candidates": ["x", "y"], "answer": "z"},
+    ]))
+    (tmp_path / "json/moving_count.json").write_text(json.dumps([
+        {"video": "video_10000.mp4", "question": "How many metal objects enter the scene?",
+         "candidates": ["1", "2", "3", "0"], "answer": "2"}]))
+    bench = get_benchmark("mvbench")
+    loaded = bench.load(tmp_path / "json", tmp_path / "video")
+    assert len(loaded.items) == 2 and "not one of the candidates" in loaded.problems[0]
+    seq, count = sorted(loaded.items, key=lambda it: it.id)
+    assert seq.meta["task"] == "Action Sequence" and seq.answer == "B" and (seq.start, seq.end) == (2.0, 6.5)
+    assert count.record.path == "clevrer/video_validation/video_10000.mp4" and count.start is None
+    for item in loaded.items:
+        check_prompt_and_media(item, tmp_path / "video")
+    clip = load_item_media(seq, tmp_path / "video", SPEC, ImageSpec())
+    assert 2.0 - 0.05 <= min(clip.timestamps) and max(clip.timestamps) <= 6.5 + 0.05
+    full = load_item_media(count, tmp_path / "video", SPEC, ImageSpec())
+    assert max(full.timestamps) > 9.0
+    assert scored(bench, seq, out("(B) Sat on the bed."))["official"] == 1.0
+    assert scored(bench, count, out("A"))["official"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------- TempCompass
+def test_tempcompass_four_formats(tmp_path, bikes_mp4):
+    put_video(bikes_mp4, tmp_path / "videos/1025.mp4")
+    q = tmp_path / "questions"
+    q.mkdir()
+    (q / "multi-choice.json").write_text(json.dumps({"1025": {"speed": [
+        {"question": "How fast are the bikes moving?\nA. slowly\nB. fast\nC. not moving", "answer": "B. fast"}]}}))
+    (q / "yes_no.json").write_text(json.dumps({"1025": {"direction": [
+        {"question": "Are the bikes moving to the left?", "answer": "no"}]}}))
+    (q / "caption_matching.json").write_text(json.dumps({"1025": {"order": [
+        {"question": "Which caption matches the video better?\nCaption A: Bikes pass, then a car.\nCaption B: A car passes, then bikes.",
+         "answer": "Caption A: Bikes pass, then a car."}]}}))
+    (q / "captioning.json").write_text(json.dumps({"1025": {"action": [
+        {"question": "Describe the video.", "answer": "x",
+         "mc_question": "What are the people doing?\nA. riding bikes\nB. swimming", "mc_answer": "A. riding bikes"}]}}))
+    bench = get_benchmark("tempcompass")
+    loaded = bench.load(q, tmp_path / "videos")
+    assert not loaded.problems
+    items = {it.meta["format"]: it for it in loaded.items}
+    assert set(items) == {"multi-choice", "yes_no", "caption_matching", "captioning (as multi-choice)"}
+    mc = items["multi-choice"]
+    assert mc.record.problem == "How fast are the bikes moving?" and mc.answer == "B" and mc.meta["dimension"] == "speed"
+    assert items["caption_matching"].record.options[1] == "B. A car passes, then bikes."
+    for item in loaded.items:
+        check_prompt_and_media(item, tmp_path / "videos")
+    assert scored(bench, mc, out("B. fast"))["official"] == 1.0
+    assert scored(bench, items["yes_no"], out("No, they move right."))["official"] == 1.0
+    assert scored(bench, items["yes_no"], out("B"))["official"] == 1.0
+    assert scored(bench, items["yes_no"], out("yes"))["official"] == 0.0
+    assert scored(bench, items["caption_matching"], out("Caption A"))["official"] == 1.0
+    assert scored(bench, items["captioning (as multi-choice)"], out("A"))["official"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ VideoMMMU
+def test_videommmu_tracks(tmp_path, bunny_mp4):
+    put_video(bunny_mp4, tmp_path / "media/Medicine/validation_Clinical_Medicine_3.mp4")
+    put_video(bunny_mp4, tmp_path / "media/Science/validation_Math_12.mp4")
+    write_parquet(tmp_path / "VideoMMMU/Perception/test-00000-of-00001.parquet", [
+        {"id": "validation_Clinical_Medicine_3", "question": "Which organ is shown?",
+         "options": ["Heart", "Lung", "Liver", "Kidney"], "answer": "B", "question_type": "multiple-choice",
+         "link_selected": "https://example.org/v", "image": None}])
+    write_parquet(tmp_path / "VideoMMMU/Adaptation/test-00000-of-00001.parquet", [
+        {"id": "validation_Math_12", "question": "Compute the sum of the series.", "options": [],
+         "answer": "1,250", "question_type": "open", "link_selected": "x", "image": None}])
+    bench = get_benchmark("videommmu")
+    loaded = bench.load(tmp_path / "VideoMMMU", tmp_path / "media")
+    assert not loaded.problems
+    items = {it.meta["track"]: it for it in loaded.items}
+    perc, adapt = items["Perception"], items["Adaptation"]
+    assert perc.record.options == ("A. Heart", "B. Lung", "C. Liver", "D. Kidney")
+    assert perc.record.path == "Medicine/validation_Clinical_Medicine_3.mp4"
+    assert adapt.record.problem_type == "numerical" and adapt.answer == "1250"
+    for item in loaded.items:
+        check_prompt_and_media(item, tmp_path / "media")
+    assert scored(bench, perc, out("The answer is (B) Lung"))["official"] == 1.0
+    assert scored(bench, perc, out("liver"))["official"] == 0.0
+    assert scored(bench, adapt, out("The sum is 1250.0"))["official"] == 1.0
+    assert scored(bench, adapt, out("1250"))["reference"] == 1.0
+
+
+# --------------------------------------------------------------------------------- Video-R1 records
+def test_videor1_records_with_bad_record_reported(tmp_path, bikes_mp4):
+    put_video(bikes_mp4, tmp_path / "media/a.mp4")
+    recs = [{"problem_id": 1, "problem": "Which way do the bikes go?", "data_type": "video",
+             "problem_type": "multiple choice", "options": ["A. left", "B. right"],
+             "solution": "<answer>B</answer>", "path": "media/a.mp4", "temporal": True},
+            {"problem_id": 2, "problem": "bad", "data_type": "video", "problem_type": "essay", "options": [],
+             "solution": "<answer>x</answer>", "path": "media/a.mp4"}]
+    (tmp_path / "eval.json").write_text(json.dumps(recs))
+    bench = get_benchmark("videor1")
+    loaded = bench.load(tmp_path / "eval.json", tmp_path)
+    (item,) = loaded.items
+    assert len(loaded.problems) == 1 and "problem_type" in loaded.problems[0]
+    assert item.meta["temporal"] == "order-dependent"
+    check_prompt_and_media(item, tmp_path)
+    r = scored(bench, item, out("B"))
+    assert r["official"] == r["reference"] == 1.0 and r["format"] == 1.0
+    assert scored(bench, item, "B. right")["official"] == 0.0   # reference: exact letter
