@@ -57,12 +57,16 @@ def data_check(
     Exit 0 if all records are good, 1 if any is bad, 2 on unusable arguments.
     """
     from videor1.data.check import check_dataset
+    from videor1.data.records import DatasetFileError
 
     if not file.is_file():
         fail(f"no such dataset file: {file}")
     if not media_root.is_dir():
         fail(f"no such media root directory: {media_root}")
-    n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
+    try:
+        n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
+    except DatasetFileError as exc:
+        fail(str(exc))
     raise typer.Exit(1 if n_bad else 0)
 
 
@@ -73,11 +77,17 @@ def data_stats(
     out: Optional[Path] = typer.Option(None, help="Directory for stats.md and stats.png."),
 ) -> None:
     """Counts by data type, problem type, source and order-dependence; media summaries; a chart."""
+    from videor1.data.records import DatasetFileError
     from videor1.data.stats import dataset_stats
 
     if not file.is_file():
         fail(f"no such dataset file: {file}")
-    dataset_stats(file, media_root=media_root, out=out, echo=typer.echo)
+    if media_root is not None and not media_root.is_dir():
+        fail(f"no such media root directory: {media_root}")
+    try:
+        dataset_stats(file, media_root=media_root, out=out, echo=typer.echo)
+    except DatasetFileError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -87,21 +97,35 @@ def annotate(
     media_root: Path = typer.Option(..., help="Media root of the records."),
     out: Path = typer.Option(..., help="Output JSONL of accepted CoT records (appended; resumable)."),
     samples: int = typer.Option(4, help="Completions sampled per record."),
-    threshold: float = typer.Option(0.6, help="Keep the best sample whose reward exceeds this."),
+    threshold: float = typer.Option(0.6, help="Keep the best sample whose accuracy reward exceeds this (strictly)."),
     frames: int = typer.Option(16, help="Max frames per video."),
     batch_size: int = typer.Option(4, help="Records per generation batch."),
-    limit: Optional[int] = typer.Option(None, help="Annotate at most this many records."),
+    limit: Optional[int] = typer.Option(None, help="Annotate only the first N records (a rerun resumes the same job)."),
     max_new_tokens: int = typer.Option(768, help="Max new tokens per sample."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    require_format: bool = typer.Option(True, help="A kept sample must also have the <think>/<answer> format."),
 ) -> None:
-    """Make CoT data by rejection sampling: sample K completions, keep the best that passes the rewards."""
-    from videor1.annotate import annotate as run_annotate
+    """Make CoT data by rejection sampling: sample K completions, keep the best that passes the rewards.
 
-    run_annotate(
-        model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
-        frames=frames, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
-        echo=typer.echo,
-    )
+    Rejected records (and records with bad media) go to <out stem>.rejects.jsonl; a rerun resumes.
+    """
+    from videor1.annotate import AnnotateError
+    from videor1.annotate import annotate as run_annotate
+    from videor1.data.records import DatasetFileError
+
+    for what, path in (("model directory", model), ("media root", media_root)):
+        if not path.is_dir():
+            fail(f"no such {what}: {path}")
+    if not data.is_file():
+        fail(f"no such dataset file: {data}")
+    try:
+        run_annotate(
+            model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
+            frames=frames, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
+            echo=typer.echo, require_format=require_format,
+        )
+    except (DatasetFileError, AnnotateError) as exc:
+        fail(str(exc))
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -177,12 +201,19 @@ def eval_cmd(
         fail("missing " + ", ".join(missing) + " (see `videor1 eval --help`)")
     from videor1.evaluate.runner import run_eval
 
-    run_eval(
-        model=model, bench=bench, data=data, media_root=media_root, out=out, frames=frames, fps=fps,
-        max_pixels=max_pixels, batch_size=batch_size, limit=limit, decoding=decoding,
-        max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed, engine=engine,
-        echo=typer.echo,
-    )
+    if not model.is_dir():
+        fail(f"no such model directory: {model}")
+    if not media_root.is_dir():
+        fail(f"no such media root directory: {media_root}")
+    try:
+        run_eval(
+            model=model, bench=bench, data=data, media_root=media_root, out=out, frames=frames, fps=fps,
+            max_pixels=max_pixels, batch_size=batch_size, limit=limit, decoding=decoding,
+            max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed, engine=engine,
+            echo=typer.echo,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail(str(exc))
 
 
 @eval_app.command("report")
@@ -193,7 +224,10 @@ def eval_report(
     """Put several evaluation runs side by side."""
     from videor1.evaluate.report import compare_runs
 
-    typer.echo(compare_runs(runs, out=out))
+    try:
+        typer.echo(compare_runs(runs, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -207,7 +241,10 @@ def score(
 
     if not predictions.is_file():
         fail(f"no such predictions file: {predictions}")
-    typer.echo(rescore(bench, predictions, out=out))
+    try:
+        typer.echo(rescore(bench, predictions, out=out))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -223,11 +260,15 @@ def infer(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Ask a question about one video: prints the reasoning and the answer."""
+    from videor1.data.media import MediaError
     from videor1.infer import run_infer
 
-    typer.echo(run_infer(model=model, video=video, question=question, problem_type=type,
-                         options=options or [], frames=frames, max_pixels=max_pixels,
-                         max_new_tokens=max_new_tokens, as_json=json_out))
+    try:
+        typer.echo(run_infer(model=model, video=video, question=question, problem_type=type,
+                             options=options or [], frames=frames, max_pixels=max_pixels,
+                             max_new_tokens=max_new_tokens, as_json=json_out))
+    except (ValueError, FileNotFoundError, MediaError) as exc:
+        fail(str(exc))
 
 
 @app.command()

@@ -1,0 +1,310 @@
+"""The synthetic tasks: a registry of small generator functions, each drawing one question with its media.
+
+A task function takes a ``numpy.random.Generator`` and returns an :class:`Item`: the frames (a clip, or one
+image), the question, the answer and a one-sentence reasoning that names the evidence (used as the CoT
+``process``). Multiple-choice tasks return the correct option text and the distractors separately; the
+dataset builder (:mod:`videor1.data.synth`) places the correct option at a balanced letter.
+
+Tasks whose answer depends on frame order (``temporal=True``): ``direction`` (which way a square moves),
+``first_shape`` (which of two shapes was shown first) and ``colour_change`` (from which colour to which the
+square turns). Order-independent: ``colour``, ``count``, ``describe`` (a shape and its *axis* of motion,
+which shuffling does not change), ``distance`` (how far the square travels), ``ocr``, and the image tasks
+``image_colour``, ``image_count`` and ``image_ocr``.
+
+Videos are :data:`CLIP_FRAMES` frames at :data:`CLIP_FPS` fps (2 s), so sampling at 2 fps yields 4 frames;
+56x56 pixels (84x84 for text), the pixel budgets' lower bound, so the loader does not rescale them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from videor1.data import synth_render as R
+
+CLIP_FRAMES = 8
+CLIP_FPS = 4
+SIZE = 56
+TEXT_SIZE = 84
+WORDS = ("CAT", "DOG", "SUN", "RED", "BOX", "CAR", "MAP", "KEY", "HAT", "PEN", "CUP", "BUS",
+         "FISH", "BIRD", "TREE", "STAR", "MOON", "BOOK", "LAMP", "SHIP")
+DIRECTIONS = ("left", "right", "up", "down")
+_AXIS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+_EDGE = {"left": "left", "right": "right", "up": "top", "down": "bottom"}
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One generated question. ``frames`` is uint8 [T, H, W, 3]; T == 1 for an image."""
+
+    frames: np.ndarray
+    data_type: str            # "video" | "image"
+    problem: str
+    problem_type: str
+    answer: str               # the correct option text (multiple choice) or the answer itself
+    reasoning: str            # one sentence naming the evidence
+    temporal: bool
+    distractors: tuple[str, ...] = ()
+    facts: dict = field(default_factory=dict)   # ground-truth scene parameters, kept in the record's extra
+
+
+TaskFn = Callable[[np.random.Generator], Item]
+TASKS: dict[str, TaskFn] = {}
+
+
+def task(name: str) -> Callable[[TaskFn], TaskFn]:
+    """Register a task generator under ``name``."""
+    def deco(fn: TaskFn) -> TaskFn:
+        if name in TASKS:
+            raise ValueError(f"synthetic task {name!r} is already registered")
+        TASKS[name] = fn
+        return fn
+    return deco
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _even(rng: np.random.Generator, low: int, high: int) -> int:
+    """A random even integer in [low, high] (both rounded inward to even)."""
+    lo, hi = low + (low % 2), high - (high % 2)
+    return int(rng.integers(lo // 2, hi // 2 + 1)) * 2
+
+
+def _pick(rng: np.random.Generator, pool, k: int, exclude=()) -> list:
+    choices = [p for p in pool if p not in exclude]
+    idx = rng.choice(len(choices), size=k, replace=False)
+    return [choices[i] for i in idx]
+
+
+def _colour_distractors(rng: np.random.Generator, answer: str, k: int = 3) -> tuple[str, ...]:
+    return tuple(_pick(rng, list(R.PALETTE), k, exclude=(answer,)))
+
+
+def _still(frame: np.ndarray, n: int = CLIP_FRAMES) -> np.ndarray:
+    return np.repeat(frame[None], n, axis=0)
+
+
+def _motion_path(rng: np.random.Generator, direction: str, size: int, distance: int | None = None,
+                 ) -> list[tuple[int, int]]:
+    """Top-left corners, one a frame, of a box of ``size`` moving in ``direction`` by ``distance`` pixels
+    (default: from near one edge to near the other)."""
+    span = SIZE - size
+    dx, dy = _AXIS[direction]
+    if distance is None:
+        start = _even(rng, 0, 6)
+        distance = span - start - _even(rng, 0, 6)
+    else:
+        start = _even(rng, 0, span - distance)
+    begin = start if (dx + dy) > 0 else span - start
+    cross = _even(rng, 2, span - 2)
+    path = []
+    for i in range(CLIP_FRAMES):
+        along = begin + (dx + dy) * int(round(distance * i / (CLIP_FRAMES - 1) / 2.0)) * 2
+        path.append((along, cross) if dx else (cross, along))
+    return path
+
+
+def _moving_clip(path: list[tuple[int, int]], kind: str, size: int, colour: str) -> np.ndarray:
+    frames = []
+    for x, y in path:
+        frame = R.canvas(SIZE)
+        R.draw_shape(frame, kind, x, y, size, colour)
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def _scatter(rng: np.random.Generator, n: int, grid: int = 3, sizes: tuple[int, int] = (8, 12),
+             ) -> list[tuple[int, int, int]]:
+    """``n`` non-overlapping (x, y, size) boxes: one per distinct cell of a grid x grid layout."""
+    cell = SIZE // grid
+    cells = rng.choice(grid * grid, size=n, replace=False)
+    boxes = []
+    for c in cells:
+        size = _even(rng, sizes[0], min(sizes[1], cell - 4))
+        x0, y0 = (int(c) % grid) * cell, (int(c) // grid) * cell
+        boxes.append((x0 + _even(rng, 0, cell - size), y0 + _even(rng, 0, cell - size), size))
+    return boxes
+
+
+def _count_frame(rng: np.random.Generator, n: int) -> np.ndarray:
+    frame = R.canvas(SIZE)
+    for x, y, size in _scatter(rng, n):
+        R.draw_shape(frame, str(rng.choice(R.SHAPES)), x, y, size, str(rng.choice(list(R.PALETTE))))
+    return frame
+
+
+def _word_frame(rng: np.random.Generator, word: str) -> np.ndarray:
+    font_size = 22
+    w, h = R.text_box(word, font_size)
+    x = int(rng.integers(2, max(3, TEXT_SIZE - w - 2)))
+    y = int(rng.integers(2, max(3, TEXT_SIZE - h - 2)))
+    return R.draw_text(R.canvas(TEXT_SIZE), word, x, y, font_size)
+
+
+# --------------------------------------------------------------------------- order-dependent (video)
+@task("direction")
+def direction(rng: np.random.Generator) -> Item:
+    way = str(rng.choice(DIRECTIONS))
+    colour = str(rng.choice(list(R.PALETTE)))
+    size = _even(rng, 10, 14)
+    frames = _moving_clip(_motion_path(rng, way, size), "square", size, colour)
+    return Item(
+        frames=frames, data_type="video", problem_type="multiple choice", temporal=True,
+        problem=f"In which direction does the {colour} square move?",
+        answer=way, distractors=tuple(d for d in DIRECTIONS if d != way),
+        reasoning=(f"The square starts near the {_EDGE[_OPPOSITE[way]]} and ends near the "
+                   f"{_EDGE[way]}, so it moves {way}."),
+        facts={"direction": way, "colour": colour, "size": size},
+    )
+
+
+@task("first_shape")
+def first_shape(rng: np.random.Generator) -> Item:
+    colours = _pick(rng, list(R.PALETTE), 2)
+    kinds = _pick(rng, list(R.SHAPES), 2)
+    names = [f"the {c} {k}" for c, k in zip(colours, kinds)]
+    frames = []
+    boxes = _scatter(rng, 2, grid=2, sizes=(12, 16))
+    for i in range(CLIP_FRAMES):
+        j = 0 if i < CLIP_FRAMES // 2 else 1
+        frame = R.canvas(SIZE)
+        x, y, size = boxes[j]
+        R.draw_shape(frame, kinds[j], x, y, size, colours[j])
+        frames.append(frame)
+    others = [f"the {c} {k}" for c, k in zip(_pick(rng, list(R.PALETTE), 2, exclude=colours),
+                                             _pick(rng, list(R.SHAPES), 2))]
+    return Item(
+        frames=np.stack(frames), data_type="video", problem_type="multiple choice", temporal=True,
+        problem="Two shapes are shown one after the other. Which one is shown first?",
+        answer=names[0], distractors=(names[1], *others),
+        reasoning=f"{names[0].capitalize()} is in the early frames and {names[1]} in the late ones.",
+        facts={"first": names[0], "second": names[1]},
+    )
+
+
+@task("colour_change")
+def colour_change(rng: np.random.Generator) -> Item:
+    start, end, other = _pick(rng, list(R.PALETTE), 3)
+    size = _even(rng, 12, 18)
+    x, y = _even(rng, 4, SIZE - size - 4), _even(rng, 4, SIZE - size - 4)
+    frames = []
+    for i in range(CLIP_FRAMES):
+        frame = R.canvas(SIZE)
+        R.draw_shape(frame, "square", x, y, size, start if i < CLIP_FRAMES // 2 else end)
+        frames.append(frame)
+    answer = f"from {start} to {end}"
+    return Item(
+        frames=np.stack(frames), data_type="video", problem_type="multiple choice", temporal=True,
+        problem="The square changes colour. How does its colour change?",
+        answer=answer, distractors=(f"from {end} to {start}", f"from {start} to {other}",
+                                    f"from {other} to {end}"),
+        reasoning=f"The square is {start} in the early frames and {end} in the late ones.",
+        facts={"start": start, "end": end},
+    )
+
+
+# ------------------------------------------------------------------------- order-independent (video)
+@task("colour")
+def colour(rng: np.random.Generator) -> Item:
+    hue = str(rng.choice(list(R.PALETTE)))
+    size = _even(rng, 10, 14)
+    frames = _moving_clip(_motion_path(rng, str(rng.choice(DIRECTIONS)), size), "square", size, hue)
+    return Item(
+        frames=frames, data_type="video", problem_type="multiple choice", temporal=False,
+        problem="What colour is the moving square?", answer=hue,
+        distractors=_colour_distractors(rng, hue), reasoning=f"The square is {hue} in every frame.",
+        facts={"colour": hue},
+    )
+
+
+@task("count")
+def count(rng: np.random.Generator) -> Item:
+    n = int(rng.integers(1, 6))
+    return Item(
+        frames=_still(_count_frame(rng, n)), data_type="video", problem_type="numerical", temporal=False,
+        problem="How many shapes are in the video?", answer=str(n),
+        reasoning=f"I count {n} shape{'s' if n > 1 else ''} in the frames.", facts={"count": n},
+    )
+
+
+@task("describe")
+def describe(rng: np.random.Generator) -> Item:
+    hue, kind = str(rng.choice(list(R.PALETTE))), str(rng.choice(R.SHAPES))
+    motion = str(rng.choice(("horizontally", "vertically", "still")))
+    size = _even(rng, 12, 16)
+    if motion == "still":
+        x, y = _even(rng, 4, SIZE - size - 4), _even(rng, 4, SIZE - size - 4)
+        path = [(x, y)] * CLIP_FRAMES
+    else:
+        way = str(rng.choice(("left", "right") if motion == "horizontally" else ("up", "down")))
+        path = _motion_path(rng, way, size)
+    answer = f"a {hue} {kind} " + ("standing still" if motion == "still" else f"moving {motion}")
+    return Item(
+        frames=_moving_clip(path, kind, size, hue), data_type="video", problem_type="free-form",
+        temporal=False, problem="Describe the shape and how it moves, in a few words.", answer=answer,
+        reasoning=f"There is one {hue} {kind} and it is " + (
+            "in the same place in every frame." if motion == "still" else f"moving {motion}."),
+        facts={"colour": hue, "shape": kind, "motion": motion},
+    )
+
+
+@task("distance")
+def distance(rng: np.random.Generator) -> Item:
+    size = _even(rng, 10, 12)
+    dist = _even(rng, 10, SIZE - size - 4)
+    path = _motion_path(rng, str(rng.choice(DIRECTIONS)), size, distance=dist)
+    moved = abs(path[-1][0] - path[0][0]) + abs(path[-1][1] - path[0][1])
+    return Item(
+        frames=_moving_clip(path, "square", size, str(rng.choice(list(R.PALETTE)))), data_type="video",
+        problem_type="regression", temporal=False,
+        problem=(f"The frame is {SIZE} pixels wide. How many pixels does the square travel between the "
+                 "first and the last frame?"),
+        answer=str(moved), reasoning=f"The square moves about {moved} pixels in a straight line.",
+        facts={"distance": moved},
+    )
+
+
+@task("ocr")
+def ocr(rng: np.random.Generator) -> Item:
+    word = str(rng.choice(WORDS))
+    return Item(
+        frames=_still(_word_frame(rng, word)), data_type="video", problem_type="OCR", temporal=False,
+        problem="What word is written in the video?", answer=word,
+        reasoning=f"The frames show the word {word}.", facts={"word": word},
+    )
+
+
+# ------------------------------------------------------------------------------------------- images
+@task("image_colour")
+def image_colour(rng: np.random.Generator) -> Item:
+    hue, kind = str(rng.choice(list(R.PALETTE))), str(rng.choice(R.SHAPES))
+    size = _even(rng, 12, 20)
+    frame = R.canvas(SIZE)
+    R.draw_shape(frame, kind, _even(rng, 2, SIZE - size - 2), _even(rng, 2, SIZE - size - 2), size, hue)
+    return Item(
+        frames=frame[None], data_type="image", problem_type="multiple choice", temporal=False,
+        problem=f"What colour is the {kind}?", answer=hue, distractors=_colour_distractors(rng, hue),
+        reasoning=f"The {kind} in the image is {hue}.", facts={"colour": hue, "shape": kind},
+    )
+
+
+@task("image_count")
+def image_count(rng: np.random.Generator) -> Item:
+    n = int(rng.integers(1, 6))
+    return Item(
+        frames=_count_frame(rng, n)[None], data_type="image", problem_type="numerical", temporal=False,
+        problem="How many shapes are in the image?", answer=str(n),
+        reasoning=f"I count {n} shape{'s' if n > 1 else ''} in the image.", facts={"count": n},
+    )
+
+
+@task("image_ocr")
+def image_ocr(rng: np.random.Generator) -> Item:
+    word = str(rng.choice(WORDS))
+    return Item(
+        frames=_word_frame(rng, word)[None], data_type="image", problem_type="OCR", temporal=False,
+        problem="What word is written in the image?", answer=word,
+        reasoning=f"The image shows the word {word}.", facts={"word": word},
+    )

@@ -1,0 +1,332 @@
+"""Load a Qwen2.5-VL policy / reference model and its processor; build a tiny one offline.
+
+Everything is loaded through `from_pretrained` on a directory, so the tiny checkpoint made here and a real
+Qwen2.5-VL-7B-Instruct directory take exactly the same path (`trust_remote_code` is always off).
+
+`build_tiny` makes a randomly initialised `Qwen2_5_VLForConditionalGeneration` small enough to train on
+a laptop CPU (about 1 M parameters with the defaults), together with:
+
+- a byte-level BPE tokenizer trained offline (the `tokenizers` library) on a small built-in English
+  corpus plus the prompt templates of `videor1.data.prompts`, laid out like Qwen's: the same normaliser
+  and pre-tokeniser, the BPE vocabulary first and Qwen's special tokens after it in Qwen's order.
+  Departure from Qwen: `<think>`, `</think>`, `<answer>` and `</answer>` are single added (non-special)
+  tokens, so the output format is a few tokens and easy to learn, and decoding with
+  `skip_special_tokens=True` keeps them. The model's vocabulary is exactly the tokenizer's (Qwen pads
+  its embedding matrix past the tokenizer; we do not, so every id the model can emit decodes).
+- a chat template written for this project that renders conversations as Qwen2.5-VL's does
+  (`<|im_start|>role\\n ... <|im_end|>\\n`, default system prompt, vision placeholders, generation prompt).
+- a `Qwen2_5_VLProcessor` whose pixel limits are wide open: `videor1.data.media` already resizes frames
+  to multiples of 28 within the configured budget, so the processor never resizes again, and it never
+  samples frames itself (`do_sample_frames=False`).
+
+`initializer_range` defaults to 0.1 on both the text and the vision configs (transformers' default 0.02
+left a tiny model unable to learn motion direction; see the learnability note in the design docs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>",
+    "<|quad_start|>", "<|quad_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+)
+FORMAT_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Behaviourally the Qwen2.5-VL chat template, written for this project. Newlines are emitted explicitly.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' or 'image' in item or 'image_url' in item -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif item['type'] == 'video' or 'video' in item -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in item -%}"
+    "{{- item['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+
+# A small English corpus for the tokenizer: prompt wording, reasoning phrases, answer formats and the
+# words of the synthetic tasks. Any text still encodes (byte-level BPE); this only shortens sequences.
+_CORPUS_LINES: tuple[str, ...] = (
+    "You are a helpful assistant.",
+    "Please think about this question as if you were a human pondering deeply.",
+    "Engage in an internal dialogue using expressions such as 'let me think', 'wait', 'hmm', 'oh, I see', "
+    "'let's break it down', etc, or other natural language thought expressions.",
+    "It's encouraged to include self-reflection or verification in the reasoning process.",
+    "Provide your detailed reasoning between the <think> and </think> tags, and then give your final "
+    "answer between the <answer> and </answer> tags.",
+    "Please provide only the single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags.",
+    "Please provide the numerical value (e.g., 42 or 3.14) within the <answer> </answer> tags.",
+    "Please transcribe text from the image/video clearly and provide your text answer within the "
+    "<answer> </answer> tags.",
+    "Please provide your text answer within the <answer> </answer> tags.",
+    "Options:\nA. left\nB. right\nC. up\nD. down",
+    "Options:\nA. red\nB. green\nC. blue\nD. yellow",
+    "Options:\nA. yes\nB. no",
+    "<think>Let me think. The square starts on the left and ends on the right, so it moves right.</think>"
+    "<answer>B</answer>",
+    "<think>Hmm, wait. The circle is at the top in the first frame and at the bottom in the last frame."
+    "</think><answer>D</answer>",
+    "<think>I count the objects one by one: one, two, three.</think><answer>3</answer>",
+    "<think>Oh, I see. The colour of the shape is green in every frame.</think><answer>green</answer>",
+    "Which direction does the red square move in the video?",
+    "What colour is the moving object? What shape appears first? What happens after the ball stops?",
+    "How many objects are in the video? How many times does the circle change colour?",
+    "Does the object move clockwise or counterclockwise? Is it getting bigger or smaller, faster or slower?",
+    "Which object appears first, second, third, last? In what order do the shapes appear?",
+    "The video shows a square, a circle, a triangle, a star, a ball, a box and a line on a plain background.",
+    "Colours: red, green, blue, yellow, white, black, orange, purple, pink, grey, brown, cyan, magenta.",
+    "Directions: left, right, up, down, top, bottom, forward, backward, towards, away, clockwise.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 20 25 30 32 42 50 64 100 3.14 0.5 1.25 2.0",
+    "zero one two three four five six seven eight nine ten first second third fourth last before after",
+    "The answer is A. The answer is B. The answer is C. The answer is D. The answer is E.",
+    "So the final answer is the option that matches what happens at the end of the video.",
+    "Let me check again. Yes, that is consistent with the frames, so I am confident.",
+    "The person in the video picks up the cup, walks to the table and puts it down.",
+    "What is the distance between the chair and the table in meters? What is the size of the room?",
+    "Read the text in the image. The sign says open from nine to five.",
+    "Describe what happens in the video in one sentence.",
+    "system user assistant question answer video image frame frames time second seconds minute",
+    "the a an of in on at to from with without and or but not is are was were be been being it this that",
+    "moves moved moving stays still static appears disappears changes grows shrinks rotates turns",
+    # Common English words, so that free-form questions and answers tokenise into whole words.
+    "about above across act action actually add again against age ago agree air all almost alone along "
+    "already also although always among amount angle animal another any anything area arm around arrive "
+    "art ask available away baby back bad bag ball bank base beautiful because become bed begin behind "
+    "believe below beside best better between big bird black blue board boat body book both bottle bring "
+    "build building business buy call camera can car card care carry case cat catch cause center certain "
+    "chair chance change character check child choose city class clear close clothes cloud color come "
+    "common company compare complete consider contain continue control cook corner correct cost could "
+    "count country course cover create cross cup cut dark day decide deep describe detail different "
+    "difficult dinner direction discover distance do dog door draw dress drink drive drop during each "
+    "early earth east easy eat edge effect eight either else end enough enter entire equal even evening "
+    "event ever every example explain eye face fact fall family far fast father feel few field fight "
+    "figure fill final find fine finger finish fire fish five floor fly follow food foot force form four "
+    "free friend front full game garden general get girl give glass go good great ground group grow "
+    "guess hair half hand happen happy hard have head hear heart heavy help here high hold hole home hope "
+    "horse hot hour house how however hundred idea important include increase indicate inside instead "
+    "interest island item just keep key kind kitchen know land language large late later laugh lead learn "
+    "leave leg length less letter level life light like list listen little live long look lose lot low "
+    "machine main make man many map mark match matter may mean measure meet middle might mind miss money "
+    "month more morning most mother mountain mouth much music must name near need never new next night "
+    "nothing notice now object ocean off offer office often old once only open other out over own page "
+    "paint paper part pass past path pattern people perhaps person picture piece place plan plant play "
+    "point position possible power present probably problem produce product pull push put quite race rain "
+    "raise reach ready real reason record remain remember rest result return river road rock roll room "
+    "round row rule run same scene school score sea season seat see seem sentence set several shape share "
+    "ship short should show side sign simple since sing sit six size skin sky small snow some something "
+    "sometimes sound south space speak special speed spring stand star start state step stop store story "
+    "street strong student study such sun sure surface swim system table take talk tall teacher team tell "
+    "test than thing think though thought through together too tool top total touch toward town track "
+    "travel tree true try under until use usually value very view visible voice walk wall want warm watch "
+    "water wave way weather week weight well west what wheel when where whether which while white who "
+    "whole why wide wind window winter wish woman wood word work world would write wrong year young",
+)
+
+
+def pick_device() -> torch.device:
+    """cuda if available, else mps if available, else cpu (never hard-coded)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device | str) -> torch.dtype:
+    """bfloat16 on a CUDA device that supports it, float32 everywhere else."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_processor(path: str | Path) -> Any:
+    """`AutoProcessor.from_pretrained(path)` with remote code off (a Qwen2_5_VLProcessor)."""
+    from transformers import AutoProcessor
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such model directory: {path}")
+    return AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
+
+
+def load_model(path: str | Path, *, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> Any:
+    """`Qwen2_5_VLForConditionalGeneration.from_pretrained(path)` on `device` (default `pick_device()`)
+    in `dtype` (default `pick_dtype(device)`), remote code off."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such model directory: {path}")
+    device = torch.device(device) if device is not None else pick_device()
+    dtype = dtype if dtype is not None else pick_dtype(device)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        str(path), dtype=dtype, trust_remote_code=False)
+    return model.to(device)
+
+
+# ------------------------------------------------------------------------------------------ tiny model
+def _template_lines() -> list[str]:
+    """Every string of the prompt templates (`videor1.data.prompts.TEMPLATES`), so prompts tokenise short."""
+    from videor1.data.prompts import TEMPLATES
+
+    lines: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            lines.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(TEMPLATES)
+    return lines
+
+
+def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LINES) -> Any:
+    """A Qwen-style byte-level BPE tokenizer trained offline on `corpus`, as a transformers fast tokenizer.
+
+    Layout: BPE vocabulary (ids 0..n-1), then `SPECIAL_TOKENS` in Qwen's order, then `FORMAT_TOKENS`.
+    `vocab_size` is the BPE target; a small corpus may stop short of it (len(tokenizer) is the truth).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import AddedToken
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    bpe = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    # Repeat the corpus a little so that frequent words of the templates merge into whole tokens.
+    bpe.train_from_iterator(list(corpus) * 4 + _template_lines() * 4, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(state["vocab"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None,
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               model_max_length=32768)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")]})
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TOKENS])
+    for token in SPECIAL_TOKENS:  # the layout promised above, checked rather than assumed
+        if tokenizer.convert_tokens_to_ids(token) != vocab[token]:
+            raise RuntimeError(f"tokenizer layout: {token} got id {tokenizer.convert_tokens_to_ids(token)}")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+                num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
+                vision_heads: int = 4, initializer_range: float = 0.1) -> Any:
+    """A small `Qwen2_5_VLConfig` consistent with `tokenizer` (vocab size and special token ids)."""
+    from transformers import Qwen2_5_VLConfig
+
+    if hidden_size % num_heads or num_heads % num_kv_heads or vision_hidden % vision_heads:
+        raise ValueError(f"heads must divide hidden sizes: hidden {hidden_size}/{num_heads} heads "
+                         f"({num_kv_heads} kv), vision {vision_hidden}/{vision_heads} heads")
+    head_dim = hidden_size // num_heads
+    if head_dim % 8:
+        raise ValueError(f"head_dim {head_dim} must be a multiple of 8 for the M-RoPE sections")
+    half = head_dim // 2  # M-RoPE splits the rotary half into temporal / height / width sections
+    mrope_section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text_config = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096, initializer_range=initializer_range, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision_config = dict(
+        depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+        num_heads=vision_heads, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        tokens_per_second=2, window_size=112, out_hidden_size=hidden_size,
+        fullatt_block_indexes=[vision_depth - 1], initializer_range=initializer_range,
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text_config, vision_config=vision_config, tie_word_embeddings=False,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def tiny_processor(tokenizer: Any) -> Any:
+    """A Qwen2_5_VLProcessor that neither resizes our (already resized) frames nor samples frames."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    wide = {"min_pixels": 28 * 28, "max_pixels": 16384 * 28 * 28}
+    image_processor = Qwen2VLImageProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2,
+                                            do_sample_frames=False, cap_pixels_per_frame=False,
+                                            min_frames=2, max_frames=4096)
+    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def build_tiny(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128, num_layers: int = 2,
+               num_heads: int = 4, num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
+               initializer_range: float = 0.1, vocab_size: int = 2048) -> Path:
+    """Write a tiny random Qwen2.5-VL (safetensors), tokenizer and processor to `out_dir`; return it.
+
+    Deterministic for a seed. `vocab_size` is the BPE target of the tokenizer; the model's vocabulary is
+    exactly `len(tokenizer)` so that every id the model can emit decodes to a token.
+    """
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(vocab_size)
+    config = tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                         num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_depth=vision_depth,
+                         initializer_range=initializer_range)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    eos_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config = GenerationConfig(
+        bos_token_id=eos_ids[1], eos_token_id=eos_ids, pad_token_id=eos_ids[1], do_sample=False)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tiny_processor(tokenizer).save_pretrained(str(out))
+    return out
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Total number of parameters."""
+    return sum(p.numel() for p in model.parameters())

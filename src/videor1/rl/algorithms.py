@@ -1,0 +1,267 @@
+"""The math of GRPO and T-GRPO as pure functions on tensors (no model, no I/O), each unit-tested by hand.
+
+Shapes: N = completions in the local batch (prompts x generations, flattened prompt-major), L = completion
+tokens (padded), V = vocabulary. A "group" is the completions of one prompt; groups are named by integer
+group ids ([N] long tensor), so groups need not be contiguous nor of equal size.
+
+Variants are registered by name (`ADVANTAGES`, `LOSS_AGGREGATIONS`); `get(registry, name)` fails listing
+the known names, and a user adds a variant with `ADVANTAGES.register("name")(fn)`.
+
+Where we depart from the paper / the reference code:
+- The temporal bonus is decided per prompt group (p and p~ of that prompt's ordered and shuffled
+  completions). The reference averaged over the whole local batch, which is only right with one prompt
+  per device.
+- The comparison p > mu * p~ is configurable: "gt" (the paper's formula, our default) or "ge" (the
+  reference code's `>=`). They differ only when p == mu * p~ exactly (e.g. p = p~ = 0, where no ordered
+  completion is correct and the bonus changes nothing, or p = 0.8, p~ = 1 with mu = 0.8).
+- The std of a group is the unbiased one (as torch.std, TRL and the reference); a group of one
+  completion has std 0 (not NaN), so its advantage is 0.
+- The loss is on the response tokens only (the mask covers the completion up to and including EOS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable)
+
+ADV_EPS = 1e-4  # added to the std, as the reference
+SCALE_REWARDS = ("group", "batch", "none")
+TEMPORAL_COMPARISONS = ("gt", "ge")
+
+
+class Registry(Generic[F]):
+    """Named variants; `get` on an unknown name raises KeyError listing the known ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, F] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def add(fn: F) -> F:
+            self._items[name] = fn
+            return fn
+        return add
+
+    def get(self, name: str) -> F:
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+ADVANTAGES: Registry[Callable[..., torch.Tensor]] = Registry("advantage estimator")
+LOSS_AGGREGATIONS: Registry[Callable[..., torch.Tensor]] = Registry("loss_type")
+
+
+# ------------------------------------------------------------------------------------- group stats
+def group_mean_std(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and unbiased std of its group. values, group_ids: [N] -> ([N], [N]).
+
+    A group of size 1 has std 0.
+    """
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    values = values.to(torch.float64)
+    sums = torch.zeros(len(counts), dtype=values.dtype).index_add_(0, inverse, values)
+    means = sums / counts
+    sq = torch.zeros_like(sums).index_add_(0, inverse, (values - means[inverse]) ** 2)
+    var = torch.where(counts > 1, sq / (counts - 1).clamp(min=1), torch.zeros_like(sq))
+    return means[inverse], var.sqrt()[inverse]
+
+
+@ADVANTAGES.register("grpo")
+def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, scale_rewards: str = "group",
+                     eps: float = ADV_EPS) -> torch.Tensor:
+    """GRPO advantages. rewards: [N] float; group_ids: [N] long -> [N] float32.
+
+    A_i = r_i - mean(group); then divided by (std + eps) where std is the group's ("group", the
+    reference), the whole local batch's ("batch"), or not divided ("none", Dr. GRPO).
+    """
+    if scale_rewards not in SCALE_REWARDS:
+        raise KeyError(f"unknown scale_rewards {scale_rewards!r}; known: {', '.join(SCALE_REWARDS)}")
+    mean, std = group_mean_std(rewards, group_ids)
+    centred = rewards.to(torch.float64) - mean
+    if scale_rewards == "group":
+        centred = centred / (std + eps)
+    elif scale_rewards == "batch":
+        batch_std = rewards.to(torch.float64).std() if rewards.numel() > 1 else torch.zeros((), dtype=torch.float64)
+        centred = centred / (batch_std + eps)
+    return centred.to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------- reward shaping
+@dataclass
+class TemporalBonus:
+    """Result of `temporal_bonus`.
+
+    bonus: [N] float, added to the ordered completions' rewards.
+    groups: [K] long, the groups that had shuffled completions (video groups), in ascending id order.
+    applied: [K] bool, whether p > mu * p~ (or >=) held for that group.
+    p, p_shuffled: [K] float, the ordered / shuffled mean accuracy of each such group.
+    """
+
+    bonus: torch.Tensor
+    groups: torch.Tensor
+    applied: torch.Tensor
+    p: torch.Tensor
+    p_shuffled: torch.Tensor
+
+
+def temporal_bonus(accuracy: torch.Tensor, group_ids: torch.Tensor, shuffled_accuracy: torch.Tensor,
+                   shuffled_group_ids: torch.Tensor, *, alpha: float = 0.3, mu: float = 0.8,
+                   comparison: str = "gt", threshold: float = 0.1) -> TemporalBonus:
+    """T-GRPO's temporal bonus, per prompt group.
+
+    accuracy, group_ids: [N] ordered completions; shuffled_accuracy, shuffled_group_ids: [M] shuffled
+    completions (only video groups have any). For each group g with shuffled completions: p = mean ordered
+    accuracy, p~ = mean shuffled accuracy; if p > mu * p~ ("gt"; "ge": >=), each ordered completion of g
+    with accuracy > threshold gets +alpha. Groups without shuffled completions (images) get 0.
+    """
+    if comparison not in TEMPORAL_COMPARISONS:
+        raise KeyError(f"unknown temporal comparison {comparison!r}; known: {', '.join(TEMPORAL_COMPARISONS)}")
+    bonus = torch.zeros(accuracy.shape, dtype=torch.float32)
+    groups = torch.unique(shuffled_group_ids)
+    applied, ps, pts = [], [], []
+    for g in groups.tolist():
+        mine = group_ids == g
+        if not bool(mine.any()):
+            raise ValueError(f"shuffled completions of group {g} have no ordered completions")
+        p = accuracy[mine].double().mean()
+        p_tilde = shuffled_accuracy[shuffled_group_ids == g].double().mean()
+        ok = bool(p > mu * p_tilde) if comparison == "gt" else bool(p >= mu * p_tilde)
+        if ok:
+            bonus[mine & (accuracy > threshold)] = alpha
+        applied.append(ok)
+        ps.append(float(p))
+        pts.append(float(p_tilde))
+    return TemporalBonus(bonus, groups, torch.tensor(applied, dtype=torch.bool),
+                         torch.tensor(ps, dtype=torch.float32), torch.tensor(pts, dtype=torch.float32))
+
+
+def length_bonus(accuracy: torch.Tensor, lengths: torch.Tensor, group_ids: torch.Tensor, *, omega: float = 0.2,
+                 min_len: int = 320, max_len: int = 512, threshold: float = 0.1) -> torch.Tensor:
+    """Length bonus (tensor wrapper of `videor1.rewards.length_bonus`). All [N] -> [N] float32.
+
+    +omega for each completion with accuracy > threshold and min_len <= length <= max_len, only in groups
+    with more than one such correct completion.
+    """
+    from videor1.rewards import length_bonus as rule
+
+    values = rule((accuracy > threshold).tolist(), lengths.tolist(), group_ids.tolist(),
+                  omega=omega, min_len=min_len, max_len=max_len)
+    return torch.tensor(values, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------- losses
+def selective_log_softmax(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """log p(token) under `logits`. logits: [B, L, V]; token_ids: [B, L] -> [B, L] float32.
+
+    Computed row by row to keep the [B, L, V] float32 log-softmax from being materialised at once.
+    """
+    out = []
+    for row_logits, row_ids in zip(logits, token_ids):
+        row_logits = row_logits.float()
+        picked = row_logits.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1)
+        out.append(picked - torch.logsumexp(row_logits, dim=-1))
+    return torch.stack(out)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference): exp(ref - logp) - (ref - logp) - 1. [B, L] -> [B, L]."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+@dataclass
+class PolicyLoss:
+    """Output of `policy_loss`: the scalar loss (with grad) and detached statistics (masked means)."""
+
+    loss: torch.Tensor
+    kl: torch.Tensor  # mean k3 KL over completion tokens (0 when beta == 0)
+    clip_fraction: torch.Tensor  # fraction of completion tokens where the clipped branch was active
+    ratio_mean: torch.Tensor  # mean importance ratio over completion tokens
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
+                ref_logp: torch.Tensor | None = None, beta: float = 0.0, epsilon: float = 0.2,
+                epsilon_high: float | None = None, loss_type: str = "grpo",
+                max_completion_length: int | None = None, global_num_tokens: float | None = None,
+                num_processes: int = 1) -> PolicyLoss:
+    """Clipped GRPO surrogate with a k3 KL penalty, aggregated by `loss_type`.
+
+    logp, old_logp, ref_logp: [B, L] per-token log-probs (policy with grad; rollout policy; reference);
+    advantages: [B]; mask: [B, L] 1 on completion tokens. Per token:
+    ratio = exp(logp - old_logp); l = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A) + beta * KL.
+    With beta == 0, ref_logp is not needed (no reference model exists).
+    """
+    if beta != 0.0 and ref_logp is None:
+        raise ValueError("beta != 0 needs the reference model's log-probs (ref_logp)")
+    eps_high = epsilon if epsilon_high is None else epsilon_high
+    mask = mask.to(logp.dtype)
+    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
+    per_token = -torch.minimum(ratio * adv, clipped * adv)
+    if beta != 0.0:
+        kl = k3_kl(logp, ref_logp)
+        per_token = per_token + beta * kl
+    else:
+        kl = torch.zeros_like(logp)
+    aggregate = LOSS_AGGREGATIONS.get(loss_type)
+    loss = aggregate(per_token, mask, max_completion_length=max_completion_length,
+                     global_num_tokens=global_num_tokens, num_processes=num_processes)
+    with torch.no_grad():
+        is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+        stats = [masked_mean(x, mask) for x in (kl, is_clipped.to(logp.dtype), ratio)]
+    return PolicyLoss(loss, *stats)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where mask is 1 (0 when the mask is empty). [B, L], [B, L] -> [] (detached)."""
+    values = values.detach()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+@LOSS_AGGREGATIONS.register("grpo")
+def _agg_grpo(per_token: torch.Tensor, mask: torch.Tensor, **_: object) -> torch.Tensor:
+    """Mean over each sequence's tokens, then mean over sequences (the paper / reference)."""
+    per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_seq.mean()
+
+
+@LOSS_AGGREGATIONS.register("bnpo")
+def _agg_bnpo(per_token: torch.Tensor, mask: torch.Tensor, **_: object) -> torch.Tensor:
+    """Mean over all completion tokens of the local batch."""
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+@LOSS_AGGREGATIONS.register("dr_grpo")
+def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, *, max_completion_length: int | None = None,
+                 **_: object) -> torch.Tensor:
+    """Sum over tokens / (B * max_completion_length): a constant normaliser (Dr. GRPO)."""
+    if not max_completion_length:
+        raise ValueError("loss_type 'dr_grpo' needs max_completion_length")
+    return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
+
+
+@LOSS_AGGREGATIONS.register("dapo")
+def _agg_dapo(per_token: torch.Tensor, mask: torch.Tensor, *, global_num_tokens: float | None = None,
+              num_processes: int = 1, **_: object) -> torch.Tensor:
+    """Token mean over the GLOBAL batch: sum / (global token count / processes).
+
+    Data-parallel training averages gradients over processes, so dividing each rank's sum by
+    global_num_tokens / num_processes gives sum(all tokens) / global_num_tokens overall. Without
+    global_num_tokens the local count is used (equal to "bnpo" on one process).
+    """
+    total = mask.sum().clamp(min=1) if global_num_tokens is None else torch.as_tensor(
+        max(float(global_num_tokens), 1.0) / num_processes, dtype=per_token.dtype)
+    return (per_token * mask).sum() / total
+

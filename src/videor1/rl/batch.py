@@ -1,0 +1,274 @@
+"""The parts of one GRPO / T-GRPO step, as small functions the trainer composes top to bottom.
+
+Shapes: K = prompts kept on this process this step; G = ordered completions per prompt; G~ = shuffled
+completions per video prompt; V = video prompts among the K; N = K * G ordered completions (prompt-major:
+completion j of prompt i is row i * G + j); C = longest completion of the step in tokens.
+
+- `prompt_indices`: a seeded, resumable data order (a fresh permutation per epoch, derived from the seed
+  and the epoch alone, so the data position is all a checkpoint needs).
+- `load_prompts`: decode media and encode prompts; a bad sample (MediaError / RecordError, or a prompt
+  longer than max_prompt_length with its vision tokens) is logged with its id and skipped, never
+  replaced, and never truncated.
+- `shuffle_permutation` / `shuffled_samples`: a fresh random frame order per step and per video, seeded by
+  (seed, step, data position of the prompt); never the identity. "pair" keeps each temporal patch (two
+  consecutive frames) together and permutes the patches; "frame" permutes single frames (reference).
+- `generate_rollouts`: ONE generate call for ordered and shuffled rollouts: with n = gcd(G, G~) the
+  ordered samples are listed G / n times and the shuffled ones G~ / n times, so T-GRPO costs one batched
+  generation of G + G~ rows per video prompt instead of a second sequential generation.
+- `score_rollouts`: rewards (weighted registry rewards + temporal bonus + length bonus) and advantages,
+  all per prompt group, so nothing needs gathering across processes.
+- `loss_inputs` / `completion_logps`: the loss forward reuses the encoded prompt batch (same pixel
+  tensors, same second_per_grid_ts) with the generated token ids appended as they were generated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from videor1.rl.algorithms import (
+    ADVANTAGES,
+    TemporalBonus,
+    length_bonus,
+    selective_log_softmax,
+    temporal_bonus,
+)
+
+CORRECT_THRESHOLD = 0.1  # accuracy above this counts as correct (temporal and length bonus), as the reference
+
+
+# -------------------------------------------------------------------------------------------- data
+def prompt_indices(n_records: int, seed: int, position: int, count: int) -> list[int]:
+    """Record indices at data positions position .. position + count - 1 (epochs reshuffled by seed)."""
+    if n_records < 1:
+        raise ValueError("no usable training records")
+    out, orders = [], {}
+    for pos in range(position, position + count):
+        epoch, offset = divmod(pos, n_records)
+        if epoch not in orders:
+            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n_records)
+        out.append(int(orders[epoch][offset]))
+    return out
+
+
+@dataclass
+class Prompts:
+    """The usable prompts of a step on this process.
+
+    samples: K samples (record + decoded media + messages); positions: their data positions (seeds);
+    batch: encode(processor, samples), left padded, K rows (input_ids [K, L], vision tensors, ...);
+    skipped: (id, reason) of every dropped sample.
+    """
+
+    samples: list[Any]
+    positions: list[int]
+    batch: Any
+    skipped: list[tuple[Any, str]]
+
+
+def load_prompts(records: Sequence[Any], indices: Sequence[int], positions: Sequence[int], processor: Any, *,
+                 media_root: str | Path, video: Any, image: Any, max_prompt_length: int) -> Prompts:
+    """Decode, build and encode the prompts of `indices`; bad or too-long samples are skipped, not replaced."""
+    from videor1.data.media import MediaError
+    from videor1.data.records import RecordError
+    from videor1.vision import encode, make_sample, select_rows
+
+    samples, kept_pos, skipped = [], [], []
+    for index, pos in zip(indices, positions):
+        record = records[index]
+        try:
+            samples.append(make_sample(record, media_root, video, image))
+            kept_pos.append(pos)
+        except (MediaError, RecordError) as err:
+            skipped.append((record.problem_id, f"{type(err).__name__}: {err}"))
+    if not samples:
+        return Prompts([], [], None, skipped)
+    batch = encode(processor, samples, padding_side="left")
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
+    for i, n in enumerate(lengths):
+        if n > max_prompt_length:
+            skipped.append((samples[i].record.problem_id,
+                            f"prompt has {n} tokens (vision included) > max_prompt_length {max_prompt_length}"))
+    if len(keep) < len(samples):
+        if not keep:
+            return Prompts([], [], None, skipped)
+        batch = select_rows(batch, keep)
+        samples = [samples[i] for i in keep]
+        kept_pos = [kept_pos[i] for i in keep]
+    return Prompts(samples, kept_pos, batch, skipped)
+
+
+# ------------------------------------------------------------------------------------------ shuffles
+def shuffle_permutation(n_frames: int, unit: str, rng: np.random.Generator) -> list[int]:
+    """A random non-identity frame order of n_frames frames; "pair" moves frames (2k, 2k+1) together."""
+    if unit == "frame":
+        size, width = n_frames, 1
+    elif unit == "pair":
+        if n_frames % 2:
+            raise ValueError(f"pair shuffle needs an even frame count, got {n_frames}")
+        size, width = n_frames // 2, 2
+    else:
+        raise KeyError(f"unknown shuffle_unit {unit!r}; known: frame, pair")
+    if size < 2:
+        raise ValueError(f"cannot shuffle {n_frames} frames by {unit}: fewer than two units")
+    while True:
+        order = rng.permutation(size)
+        if (order != np.arange(size)).any():
+            break
+    return [int(u) * width + k for u in order for k in range(width)]
+
+
+def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tuple[list[Any], list[int]]:
+    """A frame-shuffled copy of each video sample and the prompt index (0..K-1) it belongs to."""
+    from videor1.vision import Sample
+
+    out, owners = [], []
+    for i, (sample, pos) in enumerate(zip(prompts.samples, prompts.positions)):
+        clip = sample.media
+        if getattr(clip, "frames", None) is None:  # an image: no shuffle, no bonus
+            continue
+        rng = np.random.default_rng([seed, step, pos, 1])
+        perm = shuffle_permutation(len(clip.frames), unit, rng)
+        out.append(Sample(record=sample.record, media=clip.permuted(perm), messages=sample.messages))
+        owners.append(i)
+    return out, owners
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+def generate_rollouts(engine: Any, samples: Sequence[Any], shuffled: Sequence[Any], params: Any,
+                      n_ordered: int, n_shuffled: int) -> tuple[list[list[Any]], list[list[Any]]]:
+    """n_ordered completions per sample and n_shuffled per shuffled sample, in one generate call."""
+    from dataclasses import replace
+
+    if not shuffled or n_shuffled == 0:
+        return engine.generate(list(samples), replace(params, n=n_ordered)), []
+    n = math.gcd(n_ordered, n_shuffled)
+    reps_o, reps_s = n_ordered // n, n_shuffled // n
+    call = list(samples) * reps_o + list(shuffled) * reps_s
+    out = engine.generate(call, replace(params, n=n))
+    k, v = len(samples), len(shuffled)
+    ordered = [[c for r in range(reps_o) for c in out[r * k + i]] for i in range(k)]
+    base = reps_o * k
+    shuf = [[c for r in range(reps_s) for c in out[base + r * v + j]] for j in range(v)]
+    return ordered, shuf
+
+
+# ------------------------------------------------------------------------------------------- rewards
+@dataclass
+class Scored:
+    """Rewards and advantages of a step. Ordered tensors are [N]; shuffled ones [V * G~]."""
+
+    rewards: torch.Tensor  # total reward: weighted rewards + temporal bonus + length bonus
+    per_reward: dict[str, torch.Tensor]  # each named reward, unweighted
+    accuracy: torch.Tensor  # the accuracy reward of each ordered completion
+    shuffled_accuracy: torch.Tensor  # the accuracy reward of each shuffled completion
+    temporal: TemporalBonus | None  # per-group T-GRPO decision (None for GRPO)
+    length: torch.Tensor  # length bonus
+    group_ids: torch.Tensor  # prompt index 0..K-1 of each ordered completion
+    advantages: torch.Tensor
+
+
+def reward_columns(samples: Sequence[Any], n: int, completions: Sequence[Any]) -> dict[str, list[Any]]:
+    """Per-completion columns for reward functions (record fields repeated n times, lengths, group ids)."""
+    cols: dict[str, list[Any]] = {k: [] for k in ("problem_type", "solution", "data_type", "problem_id",
+                                                  "options", "data_source", "group_ids")}
+    for i, sample in enumerate(samples):
+        rec = sample.record
+        for _ in range(n):
+            cols["problem_type"].append(rec.problem_type)
+            cols["solution"].append(rec.solution)
+            cols["data_type"].append(rec.data_type)
+            cols["problem_id"].append(rec.problem_id)
+            cols["options"].append(list(rec.options))
+            cols["data_source"].append(rec.data_source)
+            cols["group_ids"].append(i)
+    cols["completion_lengths"] = [len(c.token_ids) for c in completions]
+    return cols
+
+
+def _run_reward(name: str, texts: list[str], columns: dict[str, list[Any]]) -> torch.Tensor:
+    from videor1.rewards import get_reward
+
+    values = get_reward(name)(texts, **columns)
+    if len(values) != len(texts):
+        raise ValueError(f"reward {name!r} returned {len(values)} values for {len(texts)} completions")
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def score_rollouts(cfg: Any, samples: Sequence[Any], ordered: Sequence[Sequence[Any]],
+                   shuffled: Sequence[Sequence[Any]], owners: Sequence[int]) -> Scored:
+    """Rewards, T-GRPO temporal bonus, length bonus and group advantages (see `Scored`)."""
+    flat = [c for group in ordered for c in group]
+    texts = [c.text for c in flat]
+    cols = reward_columns(samples, cfg.num_generations, flat)
+    weights = cfg.reward_weights or (1.0,) * len(cfg.rewards)
+    per_reward = {name: _run_reward(name, texts, cols) for name in cfg.rewards}
+    total = sum(w * per_reward[name] for name, w in zip(cfg.rewards, weights))
+    accuracy = per_reward.get(cfg.accuracy_reward)
+    if accuracy is None:
+        accuracy = _run_reward(cfg.accuracy_reward, texts, cols)
+    group_ids = torch.tensor(cols["group_ids"], dtype=torch.long)
+    temporal, shuffled_acc = None, torch.zeros(0)
+    if cfg.algorithm == "tgrpo":
+        flat_s = [c for group in shuffled for c in group]
+        owner_samples = [samples[i] for i in owners]
+        cols_s = reward_columns(owner_samples, cfg.shuffled_generations, flat_s)
+        shuffled_acc = _run_reward(cfg.accuracy_reward, [c.text for c in flat_s], cols_s) if flat_s \
+            else torch.zeros(0)
+        s_groups = torch.tensor([owners[g] for g in cols_s["group_ids"]], dtype=torch.long)
+        temporal = temporal_bonus(accuracy, group_ids, shuffled_acc, s_groups, alpha=cfg.alpha, mu=cfg.mu,
+                                  comparison=cfg.temporal_comparison, threshold=CORRECT_THRESHOLD)
+        total = total + temporal.bonus
+    length = torch.zeros_like(total)
+    if cfg.length_bonus:
+        lengths = torch.tensor(cols["completion_lengths"])
+        length = length_bonus(accuracy, lengths, group_ids, omega=cfg.length_omega, min_len=cfg.length_min,
+                              max_len=cfg.length_max, threshold=CORRECT_THRESHOLD)
+        total = total + length
+    advantages = ADVANTAGES.get(cfg.advantage)(total, group_ids, scale_rewards=cfg.scale_rewards)
+    return Scored(total, per_reward, accuracy, shuffled_acc, temporal, length, group_ids, advantages)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def loss_inputs(prompt_batch: Any, token_ids: Sequence[Sequence[int]], n: int, pad_id: int
+                ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Model inputs of N = K * n rows (prompt i repeated n times + its completions), left padded.
+
+    Returns (inputs without labels, completion ids [N, C], completion mask [N, C]) where the last C
+    positions of every row hold its completion (left padding puts every completion at the end).
+    """
+    from transformers import BatchFeature
+
+    from videor1.vision import append_tokens, repeat_rows
+
+    full = append_tokens(repeat_rows(prompt_batch, n), token_ids, pad_id=pad_id, padding_side="left")
+    c = max(1, max(len(t) for t in token_ids))
+    ids = full["input_ids"][:, -c:]
+    mask = full["completion_mask"][:, -c:]
+    inputs = BatchFeature({k: v for k, v in full.items() if k not in ("labels", "completion_mask")})
+    return inputs, ids, mask
+
+
+def completion_logps(model: Any, inputs: Any, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token log-probs [N, C] of the completion ids under `model` (logits / temperature)."""
+    c = ids.shape[1]
+    logits = model(**inputs, logits_to_keep=c + 1, use_cache=False).logits[:, :-1, :]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return selective_log_softmax(logits, ids.to(logits.device))
+
+
+def dummy_inputs(processor: Any, pad_id: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """A one-row image prompt + one token, for a zero-weighted forward/backward on a process whose
+    prompts were all skipped (keeps collective calls equal across processes). Contributes no gradient."""
+    from videor1.vision import Sample, encode
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
+    sample = Sample(record=None, media=np.zeros((56, 56, 3), dtype=np.uint8), messages=messages)
+    return loss_inputs(encode(processor, [sample]), [[pad_id]], 1, pad_id)

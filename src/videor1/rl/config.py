@@ -1,0 +1,158 @@
+"""`RLConfig`: every setting of a GRPO / T-GRPO run (loaded by `videor1.config.load_config`).
+
+Defaults are the reference's (SPEC section 6) unless a comment says otherwise; `configs/rl_*.yaml` show
+a CPU demo and the Qwen2.5-VL-7B recipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from videor1.config import ConfigError, ImageConfig, VideoConfig
+
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """Settings of the vLLM rollout engine (`rollout_engine: vllm`; CUDA only, not run in CI)."""
+
+    gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (colocated with training)
+    tensor_parallel_size: int = 1  # vLLM tensor parallel degree
+    max_model_len: Optional[int] = None  # vLLM context limit (None: the model's)
+    rpc_method: Optional[str] = None  # weight sync through llm.collective_rpc(rpc_method) (multi-process)
+    video_metadata: bool = True  # send (frames, metadata) so vLLM reads the real sampled fps
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """A GRPO / T-GRPO run. `load_config(RLConfig, path, overrides)` reads and validates one."""
+
+    # --- what to train, on what, where to write
+    model: str  # HF model directory of the initial policy (e.g. the SFT output)
+    train_data: str  # Video-R1 records (JSON list or JSONL)
+    output_dir: str  # checkpoints, metrics.jsonl, tensorboard/, skipped.jsonl, curves.png, final/
+    media_root: Optional[str] = None  # directory record paths are relative to (default: train_data's folder)
+    reference_model: Optional[str] = None  # frozen KL reference (default: `model`); unused when beta == 0
+    # --- algorithm
+    algorithm: Literal["grpo", "tgrpo"] = "tgrpo"  # tgrpo adds shuffled-frame rollouts and the temporal bonus
+    max_steps: int = 1000  # rollout steps (each does num_iterations optimizer updates)
+    num_generations: int = 8  # G: completions per prompt on the ordered frames
+    num_shuffled_generations: Optional[int] = None  # G~: completions on shuffled frames (None: G // 2)
+    shuffle_unit: Literal["frame", "pair"] = "frame"  # permute single frames (reference) or whole frame pairs
+    prompts_per_step: int = 1  # prompts per process per step (reference: 1 per GPU)
+    advantage: str = "grpo"  # advantage estimator (videor1.rl.algorithms.ADVANTAGES)
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # std used to scale advantages
+    beta: float = 0.04  # KL coefficient (k3 estimator); 0 means no reference model at all
+    epsilon: float = 0.2  # lower clip: ratio >= 1 - epsilon
+    epsilon_high: Optional[float] = None  # upper clip 1 + epsilon_high (None: epsilon; DAPO clip-higher: 0.28)
+    loss_type: str = "grpo"  # token aggregation: grpo | bnpo | dr_grpo | dapo (algorithms.LOSS_AGGREGATIONS)
+    num_iterations: int = 1  # optimisation passes per rollout batch (old log-probs kept from the rollout)
+    # --- T-GRPO temporal bonus
+    alpha: float = 0.3  # bonus for correct ordered completions when ordered beats shuffled
+    mu: float = 0.8  # bonus when p > mu * p~ (reference code 0.8; the authors meant 1.0, similar results)
+    temporal_comparison: Literal["gt", "ge"] = "gt"  # "gt": p > mu p~ (paper); "ge": p >= mu p~ (reference code)
+    # --- rewards
+    rewards: tuple[str, ...] = ("accuracy", "format")  # names in videor1.rewards.REGISTRY, summed
+    reward_weights: Optional[tuple[float, ...]] = None  # one weight per reward (None: all 1)
+    accuracy_reward: str = "accuracy"  # reward that decides "correct" (> 0.1) for the temporal / length bonus
+    reward_modules: tuple[str, ...] = ()  # modules imported first, so user rewards can @register themselves
+    length_bonus: bool = False  # +length_omega for correct completions with length in [min, max] tokens
+    length_omega: float = 0.2  # length bonus size (reference code 0.2, paper 0.1)
+    length_min: int = 320  # shortest completion (tokens) that earns the length bonus
+    length_max: int = 512  # longest completion (tokens) that earns the length bonus
+    # --- optimisation
+    learning_rate: float = 1e-6  # AdamW learning rate
+    lr_scheduler: str = "cosine"  # cosine | linear | constant | constant_with_warmup
+    warmup_ratio: float = 0.0  # warmup as a fraction of all optimizer updates
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 5.0  # gradient-norm clip
+    freeze_vision: bool = False  # keep the vision tower fixed (the reference trains it)
+    seed: int = 42  # seed of data order, frame shuffles and sampling
+    # --- inputs and sampling
+    video: VideoConfig = field(default_factory=VideoConfig)  # frames per video, fps, pixel budget per frame
+    image: ImageConfig = field(default_factory=ImageConfig)  # image pixel budget
+    max_prompt_length: int = 16384  # prompt tokens incl. vision tokens; longer prompts are skipped, never cut
+    max_completion_length: int = 768  # max new tokens per completion
+    temperature: float = 1.0  # sampling temperature (log-probs use the same temperature)
+    top_p: float = 0.95  # nucleus sampling (reference 0.95)
+    rollout_engine: Literal["hf", "vllm"] = "hf"  # transformers generate, or vLLM (optional extra)
+    rollout_batch_size: int = 0  # prompt rows per HF generate call (0: all rows of a step in one call)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # vLLM engine settings
+    # --- runtime
+    gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
+    bf16: Union[bool, Literal["auto"]] = "auto"  # bf16 autocast; auto: on where the device supports it
+    save_steps: int = 100  # checkpoint every this many steps (0: only the final model)
+    save_total_limit: Optional[int] = 2  # keep this many checkpoints (None: all)
+    logging_steps: int = 1  # write a metrics line every this many steps
+    resume: bool = False  # continue from the latest checkpoint in output_dir
+    tensorboard: bool = True  # mirror metrics to TensorBoard
+    progress: bool = True  # tqdm progress bar on the main process
+
+    @property
+    def shuffled_generations(self) -> int:
+        """G~ in effect: 0 for GRPO; num_shuffled_generations or G // 2 for T-GRPO."""
+        if self.algorithm != "tgrpo":
+            return 0
+        return self.num_shuffled_generations if self.num_shuffled_generations is not None \
+            else self.num_generations // 2
+
+    def validate(self) -> None:
+        from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS
+
+        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(self.num_generations >= 2, f"num_generations must be >= 2 (a group), got {self.num_generations}")
+        if self.algorithm == "tgrpo":
+            _check(self.shuffled_generations >= 1, f"T-GRPO needs num_shuffled_generations >= 1, "
+                                                   f"got {self.shuffled_generations}")
+        _check(self.shuffle_unit == "frame" or self.video.min_frames >= 4,
+               f"shuffle_unit 'pair' needs video.min_frames >= 4 (two pairs), got {self.video.min_frames}")
+        _check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        _check(self.advantage in ADVANTAGES, f"advantage: unknown {self.advantage!r}; known: "
+                                             f"{', '.join(ADVANTAGES.names())}")
+        _check(self.loss_type in LOSS_AGGREGATIONS, f"loss_type: unknown {self.loss_type!r}; known: "
+                                                    f"{', '.join(LOSS_AGGREGATIONS.names())}")
+        _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _check(0 < self.epsilon < 1, f"epsilon must be in (0, 1), got {self.epsilon}")
+        _check(self.epsilon_high is None or self.epsilon_high >= self.epsilon,
+               f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon})")
+        _check(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        _check(self.lr_scheduler in SCHEDULERS, f"lr_scheduler: unknown {self.lr_scheduler!r}; known: "
+                                                f"{', '.join(SCHEDULERS)}")
+        _check(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _check(self.learning_rate > 0 and self.max_grad_norm > 0, "learning_rate and max_grad_norm must be > 0")
+        _check(self.temperature > 0 and 0 < self.top_p <= 1, "need temperature > 0 and 0 < top_p <= 1")
+        _check(self.max_completion_length >= 1 and self.max_prompt_length >= 1,
+               "max_completion_length and max_prompt_length must be >= 1")
+        _check(self.save_steps >= 0 and self.logging_steps >= 1, "need save_steps >= 0 and logging_steps >= 1")
+        _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
+        _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
+        self._validate_rewards()
+
+    def _validate_rewards(self) -> None:
+        from videor1.rewards import get_reward
+
+        for module in self.reward_modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise ConfigError(f"reward_modules: cannot import {module!r} ({err})") from None
+        _check(len(self.rewards) >= 1, "rewards must name at least one reward")
+        for name in (*self.rewards, self.accuracy_reward):
+            try:
+                get_reward(name)
+            except KeyError as err:
+                raise ConfigError(f"rewards: {err.args[0]}") from None
+        if self.reward_weights is not None:
+            _check(len(self.reward_weights) == len(self.rewards),
+                   f"reward_weights has {len(self.reward_weights)} entries for {len(self.rewards)} rewards")
+        _check(not (self.length_bonus and "length" in self.rewards),
+               "the length bonus is on (length_bonus: true) and 'length' is also in rewards: pick one")
+        _check(self.length_min <= self.length_max, "length_min must be <= length_max")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

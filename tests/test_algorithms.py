@@ -1,0 +1,143 @@
+"""videor1.rl.algorithms against hand computations (numbers worked out in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from videor1.rl.algorithms import (
+    ADVANTAGES,
+    LOSS_AGGREGATIONS,
+    group_advantages,
+    group_mean_std,
+    k3_kl,
+    length_bonus,
+    policy_loss,
+    selective_log_softmax,
+    temporal_bonus,
+)
+
+GROUPS = torch.tensor([0, 0, 0, 0, 1, 1])
+REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0])
+
+
+def test_group_stats_unbiased_and_singletons():
+    mean, std = group_mean_std(torch.tensor([1.0, 3.0, 5.0, 7.0]), torch.tensor([4, 9, 4, 2]))
+    # group 4: {1, 5} mean 3, unbiased std sqrt(((-2)^2 + 2^2) / 1) = sqrt(8); groups 9 and 2 are singletons
+    assert mean.tolist() == [3.0, 3.0, 3.0, 7.0]
+    assert std.tolist() == pytest.approx([math.sqrt(8), 0.0, math.sqrt(8), 0.0])
+
+
+def test_group_advantages_three_scalings():
+    # group 0: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.57735; group 1: mean 2, std 0 -> advantage 0
+    a = group_advantages(REWARDS, GROUPS, scale_rewards="group")
+    s = math.sqrt(1 / 3) + 1e-4
+    assert a.tolist() == pytest.approx([0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s, 0.0, 0.0], rel=1e-6)
+    # batch std of [1,0,0,1,2,2]: mean 1, squares 0+1+1+0+1+1 = 4, / 5 -> 0.8, std 0.894427
+    b = group_advantages(REWARDS, GROUPS, scale_rewards="batch")
+    sb = math.sqrt(0.8) + 1e-4
+    assert b.tolist() == pytest.approx([0.5 / sb, -0.5 / sb, -0.5 / sb, 0.5 / sb, 0.0, 0.0], rel=1e-6)
+    assert group_advantages(REWARDS, GROUPS, scale_rewards="none").tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0]
+    # interleaved group ids give the same per-element result as contiguous ones
+    perm = torch.tensor([4, 0, 5, 1, 2, 3])
+    assert torch.allclose(group_advantages(REWARDS[perm], GROUPS[perm]), a[perm])
+    with pytest.raises(KeyError, match="known: group, batch, none"):
+        group_advantages(REWARDS, GROUPS, scale_rewards="global")
+
+
+def test_temporal_bonus_per_group_and_images_get_none():
+    acc = torch.tensor([1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    gid = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])  # groups 0, 1 video; 2 image (no shuffled)
+    sacc = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    sgid = torch.tensor([0, 0, 1, 1])
+    out = temporal_bonus(acc, gid, sacc, sgid, alpha=0.3, mu=0.8)
+    # group 0: p = 2.5/4 = 0.625 > 0.8 * 0.5 = 0.4 -> +0.3 on accuracies > 0.1 (indices 0, 2, 3)
+    # group 1: p = 0.25, not > 0.8 * 1.0 -> nothing; group 2 (image): nothing
+    assert out.bonus.tolist() == pytest.approx([0.3, 0, 0.3, 0.3, 0, 0, 0, 0, 0, 0])
+    assert out.groups.tolist() == [0, 1] and out.applied.tolist() == [True, False]
+    assert out.p.tolist() == pytest.approx([0.625, 0.25]) and out.p_shuffled.tolist() == [0.5, 1.0]
+
+
+def test_temporal_bonus_comparison_at_the_boundary():
+    acc = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])  # p = 0.8 exactly
+    gid = torch.zeros(5, dtype=torch.long)
+    sacc, sgid = torch.tensor([1.0, 1.0]), torch.zeros(2, dtype=torch.long)  # p~ = 1, mu * p~ = 0.8
+    assert temporal_bonus(acc, gid, sacc, sgid, mu=0.8, comparison="gt").bonus.sum() == 0
+    ge = temporal_bonus(acc, gid, sacc, sgid, mu=0.8, comparison="ge", alpha=0.5)
+    assert ge.bonus.tolist() == [0.5, 0.5, 0.5, 0.5, 0.0]
+    assert temporal_bonus(acc, gid, sacc, sgid, mu=1.0, comparison="ge").bonus.sum() == 0
+    with pytest.raises(KeyError, match="known: gt, ge"):
+        temporal_bonus(acc, gid, sacc, sgid, comparison="geq")
+
+
+def test_length_bonus_wrapper():
+    acc = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.05, 1.0])
+    lengths = torch.tensor([320, 600, 400, 512, 400, 400])
+    gid = torch.tensor([0, 0, 0, 1, 1, 2])
+    # group 0: two correct, only the first is in [320, 512]; group 1: one correct (0.05 is not > 0.1)
+    # -> nothing; group 2: a single correct -> nothing
+    assert length_bonus(acc, lengths, gid, omega=0.2).tolist() == pytest.approx([0.2, 0, 0, 0, 0, 0])
+
+
+def _ratios_case():
+    old = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, -2.2]])
+    ratio = torch.tensor([[1.5, 1.0, 0.5], [0.7, 1.1, 1.3]])
+    logp = (old + ratio.log()).requires_grad_()
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("loss_type,kwargs,expected", [
+    # per-token losses with eps 0.2 / eps_high 0.28: seq 0 (A=+1): -min(1.5, 1.28) = -1.28, -1; seq 1 (A=-2):
+    # -min(-1.4, -1.6) = 1.6, -min(-2.2, -2.2) = 2.2, -min(-2.6, -2.56) = 2.6. Sum 4.12 over 5 tokens.
+    ("grpo", {}, ((-1.28 - 1.0) / 2 + (1.6 + 2.2 + 2.6) / 3) / 2),
+    ("bnpo", {}, 4.12 / 5),
+    ("dr_grpo", {"max_completion_length": 4}, 4.12 / (2 * 4)),
+    ("dapo", {}, 4.12 / 5),
+    ("dapo", {"global_num_tokens": 20, "num_processes": 2}, 4.12 / 10),
+])
+def test_policy_loss_aggregations(loss_type, kwargs, expected):
+    logp, old, adv, mask = _ratios_case()
+    out = policy_loss(logp, old, adv, mask, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type, **kwargs)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    # clipped branch active: seq 0 token 0 (1.5 > 1.28, A > 0) and seq 1 token 0 (0.7 < 0.8, A < 0)
+    assert out.clip_fraction.item() == pytest.approx(2 / 5)
+    assert out.kl.item() == 0.0
+
+
+def test_unknown_loss_type_and_dr_grpo_needs_length():
+    logp, old, adv, mask = _ratios_case()
+    with pytest.raises(KeyError, match="known: bnpo, dapo, dr_grpo, grpo"):
+        policy_loss(logp, old, adv, mask, loss_type="token_mean")
+    with pytest.raises(ValueError, match="max_completion_length"):
+        policy_loss(logp, old, adv, mask, loss_type="dr_grpo")
+    assert LOSS_AGGREGATIONS.names() == ["bnpo", "dapo", "dr_grpo", "grpo"] and "grpo" in ADVANTAGES
+
+
+def test_k3_kl_and_beta_term():
+    logp = torch.zeros(1, 2, requires_grad=True)
+    ref = torch.tensor([[math.log(2), -math.log(2)]])
+    # k3: 2 - ln2 - 1 = 0.306853 and 0.5 + ln2 - 1 = 0.193147; mean 0.25
+    assert k3_kl(logp, ref).tolist()[0] == pytest.approx([2 - math.log(2) - 1, 0.5 + math.log(2) - 1])
+    out = policy_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 2), ref_logp=ref, beta=0.04)
+    assert out.loss.item() == pytest.approx(0.04 * 0.25) and out.kl.item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="ref_logp"):
+        policy_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 2), beta=0.04)
+
+
+def test_on_policy_gradient_is_minus_advantage_over_length():
+    # ratio == 1 (one update per rollout): d/dlogp of -(ratio * A) averaged over 2 tokens = -A / 2
+    logp = torch.zeros(1, 2, requires_grad=True)
+    policy_loss(logp, logp.detach(), torch.tensor([2.0]), torch.ones(1, 2)).loss.backward()
+    assert logp.grad.tolist() == [[-1.0, -1.0]]
+
+
+def test_selective_log_softmax_matches_log_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    ids = torch.randint(0, 11, (2, 5))
+    expected = torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(selective_log_softmax(logits, ids), expected, atol=1e-6)

@@ -1,0 +1,181 @@
+"""GRPO / T-GRPO training end to end on the CPU: the tiny model, real mp4 / png media, real updates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from videor1.config import config_from_dict
+from videor1.rewards import register
+from videor1.rl.config import RLConfig
+from videor1.training_utils import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@register("rl_test_variety", overwrite=True)
+def variety_reward(completions, **columns):
+    """Differs between random completions, so even an untrained model gets non-zero advantages."""
+    return [len(set(c)) / (1.0 + len(c)) for c in completions]
+
+
+def _config(tiny_model_dir, data, media_root, out, **extra) -> RLConfig:
+    base = dict(model=str(tiny_model_dir), train_data=str(data), media_root=str(media_root), output_dir=str(out),
+                algorithm="tgrpo", num_generations=2, num_shuffled_generations=1, prompts_per_step=2,
+                max_completion_length=6, beta=0.0, learning_rate=1e-2, lr_scheduler="constant", top_p=1.0,
+                rewards=["rl_test_variety", "accuracy"], save_steps=0, tensorboard=False, progress=False,
+                video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
+                image={"min_pixels": 3136, "max_pixels": 3136}, seed=1)
+    base.update(extra)
+    return config_from_dict(RLConfig, base)
+
+
+def _subset(synth_dir: Path, out: Path, pick) -> tuple[Path, list[dict]]:
+    """A records file of the synthetic records `pick` selects, with their media copied under `out`."""
+    rows = [json.loads(line) for line in (synth_dir / "rl.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if pick(r)]
+    for r in rows:
+        (out / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(synth_dir / r["path"], out / r["path"])
+    return out / "rl.jsonl", rows
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _visual(path: Path) -> dict:
+    return {k: v for k, v in load_file(str(path / "model.safetensors")).items() if "visual" in k}
+
+
+def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    import videor1.rl.trainer as trainer
+
+    seen = []
+    real_build = trainer._build_engine
+
+    def spying_engine(cfg, policy, processor):
+        engine = real_build(cfg, policy, processor)
+        generate = engine.generate
+
+        def record(samples, params):
+            seen.append((list(samples), params.n))
+            return generate(samples, params)
+
+        engine.generate = record
+        return engine
+
+    monkeypatch.setattr(trainer, "_build_engine", spying_engine)
+    data, _ = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
+    _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()
+                  if json.loads(x)["problem_type"] == "multiple choice"])
+    cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", max_steps=1, beta=0.04)
+    final = trainer.train(cfg)
+
+    before, after = _visual(tiny_model_dir), _visual(final)
+    changed = [k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())]
+    assert len(changed) >= len(before) // 2, f"only {len(changed)} of {len(before)} vision tensors changed"
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    assert row["step"] == 1 and np.isfinite(row["loss"]) and row["kl"] >= 0.0
+    assert {"shuffled_accuracy", "ordered_accuracy", "temporal_bonus_rate", "reward_rl_test_variety"} <= set(row)
+    assert (tmp_path / "run" / "curves.png").is_file()
+
+    # one generate call: 2 prompts x (G / n) + shuffled videos x (G~ / n), n = gcd(2, 1) = 1
+    assert len(seen) == 1
+    samples, n = seen[0]
+    assert n == 1
+    ordered = samples[:2]
+    assert samples[2:4] == ordered
+    for shuffled in samples[4:]:
+        owner = next(s for s in ordered if s.record.problem_id == shuffled.record.problem_id)
+        a, b = owner.media.frames, shuffled.media.frames
+        assert not np.array_equal(a, b)
+        assert sorted(map(bytes, a)) == sorted(map(bytes, b))
+
+
+def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    import videor1.model
+    import videor1.rl.trainer as trainer
+
+    data, rows = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
+    good = [r for r in rows if r["data_type"] == "video"][:3] + [r for r in rows if r["data_type"] == "image"][:1]
+    (tmp_path / "media" / "broken.mp4").write_bytes(b"\x00\x01 definitely not an mp4" * 20)
+    corrupt = dict(good[0], problem_id="corrupt", path="media/broken.mp4")
+    missing = dict(good[0], problem_id="missing", path="media/nowhere.mp4")
+    too_long = dict(good[3], problem_id="too-long", problem="why " * 1500)
+    _write(data, good + [corrupt, missing, too_long])
+    loads = []
+    real_load = videor1.model.load_model
+    monkeypatch.setattr(videor1.model, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", algorithm="grpo", prompts_per_step=3,
+                  max_steps=2, max_prompt_length=1000)
+    trainer.train(cfg)
+
+    assert len(loads) == 1  # beta == 0: no reference model is loaded
+    skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert {s["id"] for s in skipped} == {"corrupt", "missing", "too-long"}
+    assert "max_prompt_length" in next(s["reason"] for s in skipped if s["id"] == "too-long")
+    metrics = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    # 6 loadable records, 3 a step: one epoch in 2 steps; 2 skipped at run time, none replaced
+    assert sum(m["prompts"] for m in metrics) == 4
+    assert sum(m["samples_skipped"] for m in metrics) == 2 and metrics[-1]["samples_skipped_total"] == 2
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    import videor1.rl.trainer as trainer
+    from videor1.training_utils import MetricsLogger
+
+    data, _ = _subset(synth_dir, tmp_path, lambda r: True)
+    _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()])
+    common = dict(max_steps=4, save_steps=2, num_iterations=2, lr_scheduler="cosine", warmup_ratio=0.25)
+    trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "full", **common))
+
+    real_log = MetricsLogger.log
+
+    def log_then_die(self, step, metrics):
+        real_log(self, step, metrics)
+        if step == 3:
+            raise KeyboardInterrupt("killed after step 3")
+
+    monkeypatch.setattr(MetricsLogger, "log", log_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "cut", **common))
+    monkeypatch.setattr(MetricsLogger, "log", real_log)
+    assert (tmp_path / "cut" / "checkpoint-2").is_dir() and not (tmp_path / "cut" / "checkpoint-4").exists()
+    trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "cut", resume=True, **common))
+
+    full = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [m["step"] for m in cut] == [1, 2, 3, 4]
+    for key in ("loss", "reward", "completion_length", "clip_fraction", "lr", "grad_norm"):
+        assert [m[key] for m in cut] == [m[key] for m in full], key
+    assert len({m["loss"] for m in full}) > 1
+    w_full = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    w_cut = load_file(str(tmp_path / "cut" / "final" / "model.safetensors"))
+    assert all(np.array_equal(w_full[k].numpy(), w_cut[k].numpy()) for k in w_full)
+
+
+@pytest.mark.slow
+def test_cli_demo_config_runs_three_steps(tiny_model_dir, synth_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "videor1"), "train", "--config", str(REPO / "configs/rl_demo_cpu.yaml"),
+           f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
+           f"output_dir={out}", "max_steps=3"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert (out / "final" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+    print(f"videor1 train, 3 demo steps: {elapsed:.1f} s")
+    assert elapsed < 120

@@ -1,0 +1,227 @@
+"""videor1.rl.rollout: HF generation on real media, and the vLLM adapter against a recording stand-in."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from videor1.data.media import VideoSpec, load_video
+from videor1.model import load_model, load_processor
+from videor1.rl.rollout import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
+from videor1.vision import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
+
+SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return load_processor(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu").eval()
+
+
+@pytest.fixture(scope="module")
+def samples(bikes_mp4):
+    clip = load_video(bikes_mp4, SMALL)
+    video = Sample(record=SimpleNamespace(problem_id="bikes"), media=clip, messages=[
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where do the bikes go?"}]}])
+    image = np.ascontiguousarray(clip.frames[-1][:, :56])
+    still = Sample(record=SimpleNamespace(problem_id="still"), media=image, messages=[
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}])
+    return [video, still]
+
+
+class _BiasedHead(torch.nn.Module):
+    def __init__(self, head, bias):
+        super().__init__()
+        self.head, self.bias = head, bias
+
+    def forward(self, hidden):
+        return self.head(hidden) + self.bias
+
+
+def _biased_copy(model, token_ids, bias=100.0):
+    """A copy of the model whose output layer adds `bias` to the logits of `token_ids`."""
+    biased = copy.deepcopy(model)
+    extra = torch.zeros(biased.lm_head.out_features)
+    extra[list(token_ids)] = bias
+    biased.lm_head = _BiasedHead(biased.lm_head, extra)
+    return biased
+
+
+def test_generate_on_a_real_video_and_an_image(model, processor, samples):
+    engine = HFEngine(model, processor, batch_size=2)
+    out = engine.generate(samples, SamplingParams(n=3, max_new_tokens=6, seed=0))
+    assert len(out) == 2 and all(len(group) == 3 for group in out)
+    banned = set(vision_token_ids(processor))
+    for group in out:
+        for c in group:
+            assert isinstance(c, Completion) and 1 <= len(c.token_ids) <= 6
+            assert not banned & set(c.token_ids)
+            assert c.text == processor.tokenizer.decode(c.token_ids, skip_special_tokens=True)
+    assert len({tuple(c.token_ids) for c in out[0]}) > 1  # temperature 1 on a random model: samples differ
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(model, processor, samples):
+    engine = HFEngine(model, processor, batch_size=2)
+    params = SamplingParams(n=2, max_new_tokens=5, seed=123)
+    state = torch.random.get_rng_state()
+    a = engine.generate(samples, params)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = engine.generate(samples, params)
+    c = engine.generate(samples, SamplingParams(n=2, max_new_tokens=5, seed=124))
+    ids = lambda res: [[x.token_ids for x in g] for g in res]  # noqa: E731
+    assert ids(a) == ids(b)
+    assert ids(a) != ids(c)
+
+
+def test_greedy_is_batch_size_invariant(model, processor, samples):
+    params = SamplingParams(n=2, max_new_tokens=6, do_sample=False)
+    one = HFEngine(model, processor, batch_size=1).generate(samples, params)
+    two = HFEngine(model, processor, batch_size=2).generate(samples, params)
+    assert [[c.token_ids for c in g] for g in one] == [[c.token_ids for c in g] for g in two]
+    assert one[0][0].token_ids == one[0][1].token_ids  # greedy: the n copies agree
+
+
+def test_loss_forward_on_the_returned_batch_reproduces_greedy_choices(model, processor, samples):
+    engine = HFEngine(model, processor, batch_size=2)
+    params = SamplingParams(n=2, max_new_tokens=5, do_sample=False)
+    completions, batch = engine.generate_with_inputs(samples, params)
+    assert torch.equal(batch["input_ids"], encode(processor, samples)["input_ids"])
+    flat = [c.token_ids for group in completions for c in group]
+    full = append_tokens(repeat_rows(batch, params.n), flat, pad_id=pad_token_id(processor))
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in full.items() if k not in ("labels", "completion_mask")}).logits
+    logits[..., vision_token_ids(processor)] = float("-inf")
+    for row, ids in enumerate(flat):
+        pos = full["completion_mask"][row].nonzero().flatten()
+        predicted = logits[row, pos - 1].argmax(-1).tolist()  # logits at t-1 predict token t
+        assert predicted == ids
+
+
+def test_vision_tokens_are_suppressed_even_when_favoured(model, processor, samples):
+    banned = vision_token_ids(processor)
+    biased = _biased_copy(model, banned)
+    with torch.no_grad():  # sanity: without suppression the biased model would emit a vision token
+        logits = biased(**encode(processor, samples[:1])).logits[0, -1]
+    assert int(logits.argmax()) in banned
+    out = HFEngine(biased, processor).generate(samples, SamplingParams(n=2, max_new_tokens=4, seed=0))
+    assert all(not set(banned) & set(c.token_ids) for g in out for c in g)
+
+
+def test_generation_stops_at_im_end(model, processor, samples):
+    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    biased = _biased_copy(model, [im_end])
+    out = HFEngine(biased, processor).generate(samples, SamplingParams(n=2, max_new_tokens=8, do_sample=False))
+    for group in out:
+        for c in group:
+            assert c.token_ids == [im_end] and c.finished and c.text == ""
+
+
+def test_trim_completion():
+    assert trim_completion([5, 6, 2, 0, 0], [2, 1], pad_id=0) == ([5, 6, 2], True)
+    assert trim_completion([5, 6, 7], [2], pad_id=0) == ([5, 6, 7], False)
+    assert trim_completion([5, 0, 0], [2], pad_id=0) == ([5], False)
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError, match="n must be"):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=0.0)
+    SamplingParams(temperature=0.0, do_sample=False)  # greedy ignores temperature
+
+
+# ----------------------------------------------------------------------------------------- vLLM stand-in
+class _RecordingLLM:
+    """Stands in for vllm.LLM: records generate / weight-sync calls, returns canned outputs."""
+
+    def __init__(self, end_id):
+        self.calls = []
+        self.loaded = []
+        self.rpc = []
+        self.resets = 0
+        self.end_id = end_id
+        runner_model = SimpleNamespace(load_weights=lambda pairs: self.loaded.append(list(pairs)))
+        worker = SimpleNamespace(model_runner=SimpleNamespace(model=runner_model))
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(worker=worker)))
+
+    def generate(self, requests, sampling_params=None, use_tqdm=True):
+        self.calls.append((requests, sampling_params, use_tqdm))
+        outs = []
+        for sp in sampling_params:
+            finished = SimpleNamespace(text="<answer>A</answer>", token_ids=[11, 12, self.end_id],
+                                       finish_reason="stop", stop_reason=None)
+            cut = SimpleNamespace(text="abc", token_ids=[13, 14], finish_reason="length", stop_reason=None)
+            outs.append(SimpleNamespace(outputs=[finished, cut][: sp.kwargs["n"]] * (sp.kwargs["n"] // 2 or 1)))
+        return outs
+
+    def collective_rpc(self, method, args=()):
+        self.rpc.append((method, args))
+
+    def reset_prefix_cache(self):
+        self.resets += 1
+
+
+class _RecordingSamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+def test_vllm_engine_sends_what_we_intend(processor, samples):
+    im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    llm = _RecordingLLM(im_end)
+    engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams)
+    clip = samples[0].media
+    perm = [2, 0, 3, 1]
+    shuffled = Sample(record=samples[0].record, media=clip.permuted(perm), messages=samples[0].messages)
+    out = engine.generate([samples[0], shuffled, samples[1]],
+                          SamplingParams(n=2, max_new_tokens=7, temperature=0.9, top_p=0.95, seed=5))
+    (requests, sps, use_tqdm), = llm.calls
+    assert use_tqdm is False and len(requests) == 3
+    expected_prompt = processor.apply_chat_template(samples[0].messages, tokenize=False, add_generation_prompt=True)
+    assert requests[0]["prompt"] == expected_prompt and "<|video_pad|>" in expected_prompt
+    frames, meta = requests[0]["multi_modal_data"]["video"]
+    np.testing.assert_array_equal(frames, clip.frames)
+    assert meta["fps"] == pytest.approx(clip.sample_fps) and meta["total_num_frames"] == len(clip.frames)
+    assert requests[0]["mm_processor_kwargs"] == {"fps": pytest.approx(clip.sample_fps), "do_sample_frames": False}
+    shuffled_frames, _ = requests[1]["multi_modal_data"]["video"]
+    np.testing.assert_array_equal(shuffled_frames, clip.frames[perm])  # T-GRPO: the shuffled frames go out
+    assert "image" in requests[2]["multi_modal_data"] and "<|image_pad|>" in requests[2]["prompt"]
+    for i, sp in enumerate(sps):
+        kw = sp.kwargs
+        assert (kw["n"], kw["max_tokens"], kw["temperature"], kw["top_p"], kw["seed"]) == (2, 7, 0.9, 0.95, 5 + i)
+        assert im_end in kw["stop_token_ids"]
+        assert sorted(kw["logit_bias"]) == sorted(vision_token_ids(processor))
+        assert all(v <= -100 for v in kw["logit_bias"].values())
+        assert "top_k" not in kw
+    assert out[0][0] == Completion(text="<answer>A</answer>", token_ids=[11, 12, im_end], finished=True)
+    assert out[0][1] == Completion(text="abc", token_ids=[13, 14], finished=False)
+
+
+def test_vllm_engine_greedy_and_weight_sync(processor, samples, model):
+    llm = _RecordingLLM(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams)
+    engine.generate(samples[:1], SamplingParams(n=1, do_sample=False, temperature=0.7))
+    kw = llm.calls[0][1][0].kwargs
+    assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0 and "seed" not in kw
+    engine.sync_weights(model)
+    names = [name for name, _ in llm.loaded[0]]
+    assert names == list(model.state_dict().keys()) and llm.resets == 1
+    assert all(not t.requires_grad for _, t in llm.loaded[0])
+    rpc_engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams,
+                            rpc_method="update_weights")
+    rpc_engine.sync_weights(model)
+    assert llm.rpc[0][0] == "update_weights" and len(llm.rpc[0][1][0]) == len(names) and llm.resets == 2
+
+
+def test_vllm_engine_without_llm_or_path_is_refused(processor):
+    with pytest.raises(ValueError, match="llm"):
+        VLLMEngine(processor, sampling_params_cls=_RecordingSamplingParams)
