@@ -1,0 +1,72 @@
+"""The demo: the report's table is built from the evaluation summaries, and `videor1 demo --quick` runs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from videor1.demo import MODEL_NAMES, QUICK, DemoSettings
+from videor1.demo_report import chance_by_task, model_row, results_table
+
+
+def _summary(ordered: float, shuffled: float, dep: tuple[float, float], indep: tuple[float, float],
+             fmt: float, tokens: float) -> dict:
+    return {
+        "official": {"overall": ordered, "breakdowns": {"source": {"synth/direction": {"score": dep[0], "n": 4}}}},
+        "temporal_reliance": {
+            "overall": {"ordered": ordered, "shuffled": shuffled},
+            "by_temporal": {"order-dependent": {"ordered": dep[0], "shuffled": dep[1]},
+                            "order-independent": {"ordered": indep[0], "shuffled": indep[1]}},
+        },
+        "format_reward": fmt, "completion_tokens": tokens,
+    }
+
+
+def test_results_table_puts_each_number_in_its_column():
+    summaries = {"base": _summary(0.1, 0.2, (0.25, 0.125), (0.5, 0.375), 0.0, 30.0),
+                 "SFT": _summary(0.9, 0.6, (0.875, 0.3), (0.95, 0.9), 1.0, 21.5)}
+    row = model_row(summaries["SFT"])
+    assert row["order-dep."] == 0.875 and row["order-dep. (shuffled)"] == 0.3
+    assert row["order-indep. (shuffled)"] == 0.9 and row["format reward"] == 1.0
+    lines = results_table(summaries).splitlines()
+    assert lines[0].split("|")[1].strip() == "model" and len(lines) == 4
+    cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert cells == ["SFT", "0.900", "0.600", "0.875", "0.300", "0.950", "0.900", "1.000", "21.5"]
+
+
+def test_chance_by_task(synth_dir):
+    from videor1.data.records import load_records
+
+    chance = chance_by_task(load_records(synth_dir / "rl.jsonl"))
+    assert chance["direction"] == pytest.approx(0.25)
+    assert chance["ocr"] is None and chance["distance"] is None
+
+
+def test_quick_settings_are_smaller():
+    default = DemoSettings()
+    assert QUICK.sft_steps < default.sft_steps and QUICK.rl_steps < default.rl_steps
+    assert QUICK.n_test <= default.n_test
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    from videor1.cli import app
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--seed", "0"])
+    assert result.exit_code == 0, result.output[-3000:]
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert str(out / "report.md") in result.output
+    number = r"\s*(?:\d+\.\d+|—)\s*"
+    for name in MODEL_NAMES:
+        match = re.search(rf"^\|\s*{re.escape(name)}\s*\|((?:{number}\|){{8}})\s*$", report, re.MULTILINE)
+        assert match, f"no results row for {name}"
+        cells = [c.strip() for c in match.group(1).split("|")[:-1]]
+        assert re.fullmatch(r"\d+\.\d+", cells[0]), cells        # overall accuracy is a number
+        assert 0.0 <= float(cells[0]) <= 1.0
+    assert (out / "training_curves.png").stat().st_size > 1000
+    assert (out / "accuracy_bars.png").stat().st_size > 1000
+    for name in ("sft", "rl_grpo", "rl_tgrpo"):
+        assert (out / name / "metrics.jsonl").is_file()
