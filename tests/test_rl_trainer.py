@@ -33,7 +33,7 @@ def _config(tiny_model_dir, data, media_root, out, **extra) -> RLConfig:
                 max_completion_length=6, beta=0.0, learning_rate=1e-2, lr_scheduler="constant", top_p=1.0,
                 rewards=["rl_test_variety", "accuracy"], save_steps=0, tensorboard=False, progress=False,
                 video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
-                image={"min_pixels": 3136, "max_pixels": 3136}, seed=1)
+                image={"min_pixels": 3136, "max_pixels": 3136}, seed=1, num_threads=1)
     base.update(extra)
     return config_from_dict(RLConfig, base)
 
@@ -117,7 +117,7 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
     real_load = videor1.model.load_model
     monkeypatch.setattr(videor1.model, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", algorithm="grpo", prompts_per_step=3,
-                  max_steps=2, max_prompt_length=1000)
+                  max_steps=2, max_prompt_length=1000, gradient_checkpointing=True)
     trainer.train(cfg)
 
     assert len(loads) == 1  # beta == 0: no reference model is loaded
@@ -130,7 +130,6 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
     assert sum(m["samples_skipped"] for m in metrics) == 2 and metrics[-1]["samples_skipped_total"] == 2
 
 
-@pytest.mark.slow
 def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
     import videor1.rl.trainer as trainer
     from videor1.training_utils import MetricsLogger

@@ -90,6 +90,7 @@ class RLConfig:
     resume: bool = False  # continue from the latest checkpoint in output_dir
     tensorboard: bool = True  # mirror metrics to TensorBoard
     progress: bool = True  # tqdm progress bar on the main process
+    num_threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
 
     @property
     def shuffled_generations(self) -> int:
@@ -129,6 +130,7 @@ class RLConfig:
         _check(self.save_steps >= 0 and self.logging_steps >= 1, "need save_steps >= 0 and logging_steps >= 1")
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
+        _check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:

@@ -21,7 +21,7 @@ Where we depart from the paper and the reference code:
 - Image prompts get no shuffled rollouts and no temporal bonus.
 - A bad sample (unreadable media, prompt too long with its vision tokens) is logged to skipped.jsonl with
   its id, counted, and skipped; the step goes on with fewer prompts (the reference swapped in a fixed
-  video). A process left with no prompt makes a zero-weighted forward/backward on a dummy one-pixel-image
+  video). A process left with no prompt makes a zero-weighted forward/backward on a dummy black-image
   prompt so that every process makes the same collective calls; DDP then averages its zero gradient in.
 - With beta == 0 no reference model is created. With DeepSpeed ZeRO-3 the reference is wrapped by its
   own inference-only DeepSpeed engine (parameters sharded like the policy's) and rollouts with the HF
@@ -74,13 +74,17 @@ def train(cfg: RLConfig) -> Path:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from videor1.model import load_processor
+    from videor1.model import load_processor, pick_device
     from videor1.rl.rollout import SamplingParams
     from videor1.training_utils import MetricsLogger, plot_curves, seed_everything, skip_log
     from videor1.vision import move_batch, pad_token_id
 
     validate(cfg)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.bf16))
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    # cpu=True on a machine without an accelerator: lets `accelerate launch --multi_gpu` / torchrun start
+    # several CPU processes (gloo); accelerate 1.15's `--cpu --num_processes N` starts one without MPI.
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     out = Path(cfg.output_dir)
     ckpt = _checkpoint_to_resume(cfg, out)
@@ -137,10 +141,10 @@ def train(cfg: RLConfig) -> Path:
         losses = _optimise(cfg, model, ref, optimizer, scheduler, accelerator, inputs, ids.to(accelerator.device),
                            mask.to(accelerator.device), advantages.to(accelerator.device), weight)
         # 5. metrics (one gather), checkpoint
-        skipped_total += _gathered_sum(accelerator, len(prompts.skipped))
         local = _step_stats(cfg, scored, losses, mask if scored else None, len(prompts.samples),
                             len(prompts.skipped))
         metrics = _gather_stats(accelerator, local)
+        skipped_total += int(metrics["samples_skipped"])
         metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
                        step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total)
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
@@ -246,10 +250,6 @@ def _gather_stats(accelerator: Any, stats: dict[str, tuple[float, float]]) -> di
     return out
 
 
-def _gathered_sum(accelerator: Any, value: int) -> int:
-    return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).sum())
-
-
 # -------------------------------------------------------------------------------------------- setup
 def _mixed_precision(bf16: bool | str) -> str:
     if bf16 == "auto":
@@ -313,7 +313,7 @@ def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[A
         for p in model.model.visual.parameters():
             p.requires_grad_(False)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     model.train()
     if cfg.beta == 0:
