@@ -57,50 +57,19 @@ def ours(model: Path, data: Path, media_root: Path, out: Path, algorithm: str, a
 
 
 def trl_grpo(model_dir: Path, data: Path, media_root: Path, out: Path, a: argparse.Namespace) -> list[float]:
-    from datasets import Dataset
-    from PIL import Image
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    """TRL 1.16 GRPOTrainer on the same images and settings (see benchmarks/trl_baseline.py)."""
+    import sys
 
-    from videor1.data.media import ImageSpec, load_image
-    from videor1.data.prompts import question_text
-    from videor1.data.records import load_records, resolve_media_path
-    from videor1.model import load_model, load_processor
-    from videor1.rewards import get_reward
+    sys.path.insert(0, str(Path(__file__).parent))
+    from trl_baseline import time_trl_grpo
 
-    records = load_records(data, media_root)
-    spec = ImageSpec(min_pixels=PIXELS, max_pixels=PIXELS)
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question_text(r)}]}],
-             "image": Image.fromarray(load_image(resolve_media_path(media_root, r.path), spec)),
-             "problem_type": r.problem_type, "solution": r.solution} for r in records]
+    from videor1.data.records import load_records
 
-    def accuracy(completions, **kw):
-        return get_reward("accuracy")([c[0]["content"] for c in completions], **kw)
-
-    def fmt(completions, **kw):
-        return get_reward("format")([c[0]["content"] for c in completions])
-
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
-
-    torch.set_num_threads(a.threads)
-    args = GRPOConfig(
-        output_dir=str(out), max_steps=a.warmup + a.steps, per_device_train_batch_size=a.prompts * a.generations,
-        num_generations=a.generations, max_completion_length=a.max_completion, temperature=1.0, top_p=1.0,
-        beta=a.beta, loss_type="grpo", learning_rate=1e-4, lr_scheduler_type="constant", use_cpu=True,
-        bf16=False, report_to=[], logging_steps=1, save_strategy="no", seed=0, dataloader_num_workers=0,
-        gradient_accumulation_steps=1, num_iterations=1, disable_tqdm=True)
-    trainer = GRPOTrainer(model=load_model(model_dir, dtype=torch.float32), reward_funcs=[accuracy, fmt], args=args,
-                          train_dataset=Dataset.from_list(rows), processing_class=load_processor(model_dir),
-                          callbacks=[Timer()])
-    trainer.train()
-    return times[a.warmup:]
+    result = time_trl_grpo(
+        model_dir, load_records(data, media_root), media_root, num_generations=a.generations,
+        prompts_per_step=a.prompts, max_completion_length=a.max_completion, steps=a.steps, warmup=a.warmup,
+        max_pixels=PIXELS, seed=0, learning_rate=1e-4, beta=a.beta, num_threads=a.threads, output_dir=out)
+    return result["step_times_s"]
 
 
 def main() -> None:
