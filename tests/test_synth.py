@@ -126,6 +126,22 @@ def test_answer_letters_are_balanced(tmp_path):
     assert len(ways) == 4 and min(ways.values()) >= 5
 
 
+def test_fixed_option_order(tmp_path):
+    paths = make_dataset(tmp_path / "g", n_train=40, n_test=0, n_cot=0, seed=5, shuffle_options=False,
+                         tasks={"direction": 1.0, "colour": 1.0, "colour_change": 1.0})
+    records = load_records(paths["rl"], paths["media_root"])
+    letter_of: dict[tuple[str, str], str] = {}
+    for r in records:
+        facts = r.extra["synth_facts"]
+        truth = {"direction": facts.get("direction"), "colour": facts.get("colour"),
+                 "colour_change": facts.get("end")}[_task(r)]
+        assert dict(o.split(". ", 1) for o in r.options)[r.answer] == truth
+        expected = ["A. left", "B. right", "C. up", "D. down"] if _task(r) == "direction" else \
+            [f"{chr(65 + i)}. {c}" for i, c in enumerate(R.PALETTE)]
+        assert list(r.options) == expected
+        assert letter_of.setdefault((_task(r), truth), r.answer) == r.answer   # one letter per answer
+
+
 def test_task_selection_and_cot_mix(tmp_path):
     paths = make_dataset(tmp_path / "e", n_train=8, n_test=4, seed=0, tasks=["colour", "count"],
                          cot_tasks={"colour": 1.0})

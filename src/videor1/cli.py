@@ -152,9 +152,15 @@ def sft(
     config: Path = typer.Option(..., help="YAML config (see configs/)."),
 ) -> None:
     """Supervised fine-tuning (cold start) on CoT records. Extra arguments: key=value overrides."""
+    from videor1.config import ConfigError
+    from videor1.data.records import DatasetFileError
     from videor1.sft import run_sft
 
-    run_sft(config, list(ctx.args))
+    try:
+        final = run_sft(config, list(ctx.args))
+    except (ConfigError, DatasetFileError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"SFT model written to {final}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -162,10 +168,15 @@ def train(
     ctx: typer.Context,
     config: Path = typer.Option(..., help="YAML config (see configs/)."),
 ) -> None:
-    """RL training with GRPO or T-GRPO. Extra arguments: key=value overrides."""
+    """RL training with GRPO or T-GRPO. Extra arguments: key=value overrides (dotted for nested keys)."""
+    from videor1.config import ConfigError
     from videor1.rl.trainer import run_training
 
-    run_training(config, list(ctx.args))
+    try:
+        path = run_training(config, list(ctx.args))
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(f"final model: {path}")
 
 
 # --------------------------------------------------------------------------------------- evaluation

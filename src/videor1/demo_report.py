@@ -222,8 +222,11 @@ def plot_accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], out_png: Path
     width = 0.8 / len(cols)
     for j, col in enumerate(cols):
         xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [rows[m][col] or 0.0 for m in rows], width, label=col,
-               hatch="//" if "shuffled" in col else None, alpha=0.9)
+        shuffled = "shuffled" in col
+        colour = "C0" if col.startswith("order-dep.") else "C2"
+        ax.bar(xs, [rows[m][col] or 0.0 for m in rows], width, label=col, color=colour,
+               alpha=0.45 if shuffled else 0.95, hatch="//" if shuffled else None, edgecolor="black",
+               linewidth=0.5)
     for label, value, style in (("chance (order-dep.)", chance.get(ORDER_DEP), "--"),
                                 ("chance (order-indep.)", chance.get(ORDER_INDEP), ":")):
         if value is not None:

@@ -2,8 +2,9 @@
 
 The loop in `train_sft` reads top to bottom: set up (records, model, optimizer, schedule, resume), then one
 optimizer step per global batch, then save the final HF directory. The data side (order, decoding,
-collate, loss) is in `videor1.sft_data`; checkpoints, metrics, seeding and skip logs are shared with the
-RL trainer (`videor1.training_utils`).
+collate, loss) is in `videor1.sft_data`, the model side (precision, LoRA, merge) in `videor1.sft_model`;
+checkpoints, metrics, seeding and skip logs are shared with the RL trainer (`videor1.training_utils`).
+Multi-GPU / multi-node runs go through `accelerate launch` (DDP, DeepSpeed ZeRO-2/3; see configs/accelerate).
 
 Where we depart from the reference (Video-R1's SFT on TRL's SFTTrainer):
 
@@ -16,6 +17,7 @@ Where we depart from the reference (Video-R1's SFT on TRL's SFTTrainer):
   and ran out of memory on 80 GB cards for some users.
 - Bad samples (no `process`, undecodable media, longer than `max_length`) are logged to skipped.jsonl,
   counted in the metrics and left out, never replaced by a fallback sample; vision tokens are never cut.
+  The run stops when more than `max_skipped_fraction` of the samples are bad (a broken dataset or decoder).
 - Checkpoints resume exactly: the data position is the optimizer step (seeded order per epoch), and the
   optimizer, scheduler and RNG states are restored. The last incomplete global batch of an epoch is dropped.
 - Weights are kept in float32 for full fine-tuning (bf16 runs as autocast, or as DeepSpeed's bf16 with
@@ -29,16 +31,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Iterator, Literal, Sequence, Union
 
 import torch
 
 from videor1.config import ConfigError, ImageConfig, VideoConfig, config_to_dict, load_config, save_config
 from videor1.data.prompts import TEMPLATES
 from videor1.sft_data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
+from videor1.sft_model import (build_model, check_lora_placement, fill_deepspeed_auto, mixed_precision, param_groups,
+                               save_final)
 
 LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VISION_EXCLUDE_REGEX = r"(.*\.)?visual\..*"  # peft `exclude_modules`: every module inside the vision tower
 CURVE_KEYS = ("loss", "lr", "grad_norm", "target_tokens", "samples_skipped", "step_time_s")
 
 
@@ -79,8 +82,9 @@ class SFTConfig:
     save_total_limit: int | None = 2  # keep only the newest N checkpoints (None: keep all)
     logging_steps: int = 1  # write a metrics line every this many steps (loss: token mean over the interval)
     resume: Union[bool, str] = False  # true: continue from the newest checkpoint in output_dir (fresh if none);
-    #                                   false: start fresh; a path: continue from that checkpoint
+    #                 false: start fresh (refused if output_dir holds checkpoints); a path: continue from it
     num_workers: int = 0  # DataLoader worker processes decoding media
+    num_threads: int | None = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
     max_skipped_fraction: float = 0.5  # stop when more than this fraction of the samples seen were skipped
     tensorboard: bool = True  # mirror metrics to <output_dir>/tensorboard
     progress: bool = True  # tqdm progress bar on the main process
@@ -97,6 +101,8 @@ class SFTConfig:
             raise ConfigError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1 or unset, got {self.num_threads}")
         if min(self.weight_decay, self.max_grad_norm, self.num_workers, self.save_steps) < 0:
             raise ConfigError("weight_decay, max_grad_norm, num_workers and save_steps must be >= 0")
         if not 0.0 <= self.lora_dropout < 1.0 or not 0.0 <= self.max_skipped_fraction <= 1.0:
@@ -115,29 +121,86 @@ def run_sft(config_path: str | Path, overrides: Sequence[str] = ()) -> Path:
 # ----------------------------------------------------------------------------------------- the loop
 def train_sft(cfg: SFTConfig) -> Path:
     """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir)."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
+
+    from videor1.training_utils import MetricsLogger, plot_curves
+
+    run = _setup(cfg)
+    accelerator, main = run.accelerator, run.accelerator.is_main_process
+    logger = MetricsLogger(run.out, cfg.tensorboard, resume_step=run.start if run.resumed else None, enabled=main)
+    bar = tqdm(total=run.total_steps, initial=run.start, desc="sft", disable=not (main and cfg.progress),
+               dynamic_ncols=True)
+    interval = _Interval()
+    last_good: MicroBatch | None = None  # run with weight 0 where a process's whole step was skipped (DDP)
+
+    for step in range(run.start, run.total_steps):  # one optimizer step per global batch
+        t0 = time.perf_counter()
+        window = [next(run.batches) for _ in range(cfg.gradient_accumulation_steps)]
+        lr = run.scheduler.get_last_lr()[0]
+        stats = train_step(run.model, run.optimizer, window, accelerator, run.params, cfg.max_grad_norm,
+                           dummy=last_good)
+        run.scheduler.step()
+        last_good = next((mb for mb in reversed(window) if mb.inputs is not None), last_good)
+        _account(run, window, stats, step + 1)
+        interval.add(stats, time.perf_counter() - t0)
+        if (step + 1) % cfg.logging_steps == 0 or step + 1 == run.total_steps:
+            row = interval.flush() | {"lr": lr, "grad_norm": stats["grad_norm"], "epoch": run.plan.epoch_of(step + 1),
+                                      "samples_skipped_total": run.counters["samples_skipped"]
+                                      + run.counters["bad_records"]}
+            logger.log(step + 1, row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+        bar.update(1)
+        if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < run.total_steps:
+            _save_checkpoint(run, step + 1)
+    bar.close()
+    logger.close()
+
+    final = save_final(run.model, run.processor, accelerator, run.out / "final", lora=cfg.lora)
+    if main:
+        plot_curves(run.out / "metrics.jsonl", run.out / "curves.png", CURVE_KEYS)
+    accelerator.end_training()
+    return final
+
+
+@dataclass
+class _Run:
+    """What the loop works with, made by `_setup`."""
+
+    cfg: SFTConfig
+    out: Path
+    accelerator: Any
+    processor: Any
+    model: Any  # prepared by accelerate
+    optimizer: Any  # prepared by accelerate
+    scheduler: Any
+    plan: DataPlan
+    total_steps: int
+    start: int  # optimizer steps already done (the checkpoint's step when resuming)
+    resumed: bool
+    counters: dict[str, int]  # bad_records (at load), samples_seen, samples_skipped (during training)
+    batches: Iterator[MicroBatch]  # micro-batches from step `start` on
+    params: list[torch.nn.Parameter]  # the trainable ones
+
+
+def _setup(cfg: SFTConfig) -> _Run:
+    """Records, model, optimizer, schedule and data order; restored from a checkpoint when resuming."""
     from transformers import get_scheduler
 
     from videor1.model import load_processor
-    from videor1.training_utils import (MetricsLogger, latest_checkpoint, plot_curves, save_checkpoint,
-                                        seed_everything, set_rng_state)
+    from videor1.training_utils import latest_checkpoint, seed_everything, set_rng_state
 
-    out = Path(cfg.output_dir)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                              mixed_precision=_mixed_precision(cfg.bf16))
-    _check_lora_placement(cfg, accelerator)
-    main = accelerator.is_main_process
+    accelerator = _make_accelerator(cfg)
+    out, main = Path(cfg.output_dir), accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
     ckpt = _resume_checkpoint(cfg, latest_checkpoint(out))
-    records, n_bad_records = _load_records(cfg, out, write_log=main and ckpt is None)
-
-    # --- setup: model, optimizer, schedule
+    if main and ckpt is None:
+        (out / "skipped.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh skip log (as metrics.jsonl)
+    records, n_bad = _load_records(cfg, out, write_log=main and ckpt is None)
     seed_everything(cfg.seed)
     processor = load_processor(cfg.model)
-    model = _build_model(cfg, ckpt, accelerator.device)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+    model = build_model(cfg, ckpt, accelerator.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
                                   betas=tuple(cfg.adam_betas))
     plan = DataPlan(len(records), cfg.seed, cfg.per_device_batch_size, cfg.gradient_accumulation_steps,
                     accelerator.num_processes, accelerator.process_index)
@@ -145,79 +208,64 @@ def train_sft(cfg: SFTConfig) -> Path:
         plan.check()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    total_steps = cfg.max_steps or max(1, math.floor(cfg.num_epochs * plan.steps_per_epoch))
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    total = cfg.max_steps or max(1, math.floor(cfg.num_epochs * plan.steps_per_epoch))
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
+                              num_training_steps=total)
+    fill_deepspeed_auto(cfg, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
-
-    # --- data: a seeded order that starts at the checkpoint's step
-    counters = {"bad_records": n_bad_records, "samples_seen": 0, "samples_skipped": 0}
+    counters = {"bad_records": n_bad, "samples_seen": 0, "samples_skipped": 0}
     state = _load_state(ckpt, accelerator) if ckpt else None
     start = _restore(state, ckpt, accelerator, optimizer, scheduler, plan, counters) if state else 0
-    dataset = SFTDataset(records, _media_root(cfg), cfg.video.to_spec(), cfg.image.to_spec(), cfg.system_prompt)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=StepBatchSampler(plan, start, total_steps),
-                                         collate_fn=make_collate(processor, cfg.max_length),
-                                         num_workers=cfg.num_workers)
-    batches = iter(loader)  # before restoring RNG: making the iterator draws from torch's RNG
+    batches = iter(_loader(cfg, records, processor, plan, start, total))  # draws from torch's RNG: before restoring it
     if state is not None:
         set_rng_state(state["rng"])
         _trim_skip_log(out, start, main)
-        del state  # the optimizer state may be large
-    logger = MetricsLogger(out, cfg.tensorboard, resume_step=start if ckpt else None, enabled=main)
     if main:
         save_config(cfg, out / "sft_config.yaml")
     params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=total_steps, initial=start, desc="sft", disable=not (main and cfg.progress), dynamic_ncols=True)
-    interval = _Interval()
+    return _Run(cfg, out, accelerator, processor, model, optimizer, scheduler, plan, total, start, ckpt is not None,
+                counters, batches, params)
 
-    # --- train: one optimizer step per global batch
-    for step in range(start, total_steps):
-        t0 = time.perf_counter()
-        window = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
-        lr = scheduler.get_last_lr()[0]
-        stats = train_step(model, optimizer, window, accelerator, params, cfg.max_grad_norm)
-        scheduler.step()
-        _report_skips(window, out, step + 1, accelerator.process_index)
-        counters["samples_seen"] += int(stats["samples"] + stats["samples_skipped"])
-        counters["samples_skipped"] += int(stats["samples_skipped"])
-        _check_skip_rate(counters, cfg.max_skipped_fraction, plan.global_batch)
-        interval.add(stats, time.perf_counter() - t0)
-        if (step + 1) % cfg.logging_steps == 0 or step + 1 == total_steps:
-            row = interval.flush() | {"lr": lr, "grad_norm": stats["grad_norm"], "epoch": plan.epoch_of(step + 1),
-                                      "samples_skipped_total": counters["samples_skipped"] + counters["bad_records"]}
-            logger.log(step + 1, row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
-        bar.update(1)
-        if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < total_steps:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "plan": _plan_key(plan), "counters": dict(counters), "config": config_to_dict(cfg)}
-            save_checkpoint(out, step + 1, model, processor, state, accelerator=accelerator,
-                            save_total_limit=cfg.save_total_limit)
-    bar.close()
-    logger.close()
 
-    # --- finish: merged plain HF directory, curves
-    final = save_final(model, processor, accelerator, out / "final", lora=cfg.lora)
-    if main:
-        plot_curves(out / "metrics.jsonl", out / "curves.png", CURVE_KEYS)
-    accelerator.end_training()
-    return final
+def _make_accelerator(cfg: SFTConfig) -> Any:
+    from accelerate import Accelerator
+
+    from videor1.model import pick_device
+
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    # cpu=True without an accelerator lets `accelerate launch --multi_gpu` (torchrun) join CPU processes (gloo)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                              mixed_precision=mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
+    check_lora_placement(cfg, accelerator)
+    return accelerator
+
+
+def _loader(cfg: SFTConfig, records: list[Any], processor: Any, plan: DataPlan, start: int, total: int) -> Any:
+    """Micro-batches of steps `start .. total-1`, decoded and encoded by a DataLoader."""
+    dataset = SFTDataset(records, _media_root(cfg), cfg.video.to_spec(), cfg.image.to_spec(), cfg.system_prompt)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=StepBatchSampler(plan, start, total),
+                                       collate_fn=make_collate(processor, cfg.max_length),
+                                       num_workers=cfg.num_workers)
 
 
 def train_step(model: Any, optimizer: Any, window: Sequence[MicroBatch], accelerator: Any,
-               params: Sequence[torch.nn.Parameter], max_grad_norm: float) -> dict[str, float]:
+               params: Sequence[torch.nn.Parameter], max_grad_norm: float,
+               dummy: MicroBatch | None = None) -> dict[str, float]:
     """Forward/backward over the micro-batches of one optimizer step, clip, step the optimizer.
 
     The loss is normalised by the target tokens of the whole step on all processes (accelerate divides
     by the accumulation steps and DDP averages over processes; `scale` undoes both). Empty micro-batches
-    (every sample skipped) go first so that the micro-batch that synchronises gradients has a backward.
+    (every sample skipped) go first so that the micro-batch that synchronises gradients has a backward;
+    with several processes, a process whose whole step was skipped runs `dummy` (an earlier micro-batch)
+    with weight 0 so that it still joins the gradient all-reduce.
     """
     device = accelerator.device
     local = torch.tensor([sum(mb.n_targets for mb in window)], dtype=torch.float64, device=device)
     total_targets = float(accelerator.reduce(local, reduction="sum").item())
     scale = accelerator.gradient_accumulation_steps * accelerator.num_processes / max(total_targets, 1.0)
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for mb in sorted(window, key=lambda m: m.inputs is not None):
+    for mb, weight in _passes(window, dummy, accelerator.num_processes):
         with accelerator.accumulate(model):
             if mb.inputs is None:
                 continue
@@ -225,8 +273,8 @@ def train_step(model: Any, optimizer: Any, window: Sequence[MicroBatch], acceler
             labels = inputs.pop("labels")
             logits = model(**inputs, use_cache=False).logits
             nll, _ = token_nll(logits, labels)
-            accelerator.backward(nll * scale)
-            nll_sum += nll.detach().double()
+            accelerator.backward(nll * (scale * weight))
+            nll_sum += nll.detach().double() * weight
     if not accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation out of step: the last micro-batch did not synchronise")
     grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
@@ -239,45 +287,18 @@ def train_step(model: Any, optimizer: Any, window: Sequence[MicroBatch], acceler
             "samples_skipped": skipped, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
 
 
-def save_final(model: Any, processor: Any, accelerator: Any, final: Path, *, lora: bool) -> Path:
-    """Write the trained model as a plain HF directory (LoRA merged into the base weights), atomically."""
-    import os
-    import shutil
-
-    accelerator.wait_for_everyone()
-    tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(model)
-        if lora:
-            unwrapped = unwrapped.merge_and_unload()
-        unwrapped.config.use_cache = True
-        unwrapped.save_pretrained(str(tmp), safe_serialization=True)
-        processor.save_pretrained(str(tmp))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
-    return final
+def _passes(window: Sequence[MicroBatch], dummy: MicroBatch | None, world: int) -> list[tuple[MicroBatch, float]]:
+    """(micro-batch, loss weight) in run order: empty ones first; a weight-0 dummy where DDP needs a backward."""
+    passes = [(mb, 1.0) for mb in sorted(window, key=lambda m: m.inputs is not None)]
+    if world > 1 and all(mb.inputs is None for mb in window):
+        if dummy is None:
+            raise RuntimeError("every sample of this process's step was skipped before any usable sample was "
+                               "seen; with several processes each one needs a backward (see skipped.jsonl)")
+        passes[-1] = (dummy, 0.0)
+    return passes
 
 
 # ------------------------------------------------------------------------------------------- setup
-def _mixed_precision(bf16: bool | str) -> str:
-    if bf16 == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if bf16 else "no"
-
-
-def _check_lora_placement(cfg: SFTConfig, accelerator: Any) -> None:
-    """LoRA merge needs whole parameters on the main process: refuse ZeRO-3 / FSDP with LoRA up front."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    sharded_params = (plugin is not None and getattr(plugin, "zero_stage", 0) == 3) or \
-        "FSDP" in str(accelerator.distributed_type)
-    if cfg.lora and sharded_params:
-        raise ConfigError("lora: true is supported with DDP or DeepSpeed ZeRO-2, not ZeRO-3 / FSDP "
-                          "(the adapter merge needs whole weights); use configs/accelerate/*zero2*")
-
-
 def _media_root(cfg: SFTConfig) -> str:
     return cfg.media_root if cfg.media_root is not None else str(Path(cfg.train_data).parent)
 
@@ -308,7 +329,11 @@ def _load_records(cfg: SFTConfig, out: Path, *, write_log: bool) -> tuple[list[A
 
 
 def _resume_checkpoint(cfg: SFTConfig, latest: Path | None) -> Path | None:
+    """The checkpoint to continue from; a fresh run refuses an output_dir that already holds checkpoints."""
     if cfg.resume is False:
+        if latest is not None:
+            raise ConfigError(f"{cfg.output_dir} already holds {latest.name}: pass resume=true to continue it, "
+                              "or use a new output_dir")
         return None
     if cfg.resume is True:
         return latest
@@ -316,60 +341,6 @@ def _resume_checkpoint(cfg: SFTConfig, latest: Path | None) -> Path | None:
     if not (path / "trainer_state.pt").is_file():
         raise ConfigError(f"resume: {path} is not a checkpoint directory (no trainer_state.pt)")
     return path
-
-
-def _build_model(cfg: SFTConfig, ckpt: Path | None, device: torch.device) -> Any:
-    """The model to train: full weights (from the checkpoint when resuming) or the base with LoRA adapters."""
-    from videor1.model import load_model
-
-    dtype = _model_dtype(cfg)
-    model = load_model(ckpt if ckpt is not None and not cfg.lora else cfg.model, device=device, dtype=dtype)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if cfg.lora:
-        return _wrap_lora(cfg, model, ckpt)
-    if cfg.freeze_vision:
-        for name, p in model.named_parameters():
-            if _is_vision(name):
-                p.requires_grad_(False)
-    model.train()
-    return model
-
-
-def _wrap_lora(cfg: SFTConfig, model: Any, ckpt: Path | None) -> Any:
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    if ckpt is not None:
-        model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
-    else:
-        lora_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules=list(cfg.lora_target_modules), bias="none",
-                              exclude_modules=None if cfg.lora_include_vision else VISION_EXCLUDE_REGEX)
-        model = get_peft_model(model, lora_cfg)
-    model.train()
-    return model
-
-
-def _model_dtype(cfg: SFTConfig) -> torch.dtype:
-    if cfg.model_dtype != "auto":
-        return getattr(torch, cfg.model_dtype)
-    if cfg.lora and _mixed_precision(cfg.bf16) == "bf16":
-        return torch.bfloat16  # frozen base in bf16; peft keeps the adapters in float32
-    return torch.float32
-
-
-def _is_vision(param_name: str) -> bool:
-    return "visual" in param_name.split(".")
-
-
-def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices, none on biases and norm weights (1-D parameters)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -404,13 +375,20 @@ def _trim_skip_log(out: Path, step: int, main: bool) -> None:
     path = out / "skipped.jsonl"
     if not main or not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by the kill
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line)
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------- bookkeeping
-def _report_skips(window: Sequence[MicroBatch], out: Path, step: int, rank: int) -> None:
+def _account(run: _Run, window: Sequence[MicroBatch], stats: dict[str, float], step: int) -> None:
+    """Log this process's skipped samples (skipped.jsonl + a warning), count them, stop if too many."""
     import logging
 
     from videor1.training_utils import skip_log
@@ -418,14 +396,23 @@ def _report_skips(window: Sequence[MicroBatch], out: Path, step: int, rank: int)
     for mb in window:
         for s in mb.skipped:
             logging.getLogger(__name__).warning("skipped sample %r: %s", s.record_id, s.reason)
-            skip_log(out, s.record_id, s.reason, path=s.path, step=step, rank=rank)
+            skip_log(run.out, s.record_id, s.reason, path=s.path, step=step, rank=run.accelerator.process_index)
+    counters = run.counters
+    counters["samples_seen"] += int(stats["samples"] + stats["samples_skipped"])
+    counters["samples_skipped"] += int(stats["samples_skipped"])
+    seen, skipped, limit = counters["samples_seen"], counters["samples_skipped"], run.cfg.max_skipped_fraction
+    if seen >= run.plan.global_batch and skipped > limit * seen:
+        raise RuntimeError(f"{skipped} of {seen} samples were skipped (max_skipped_fraction {limit}); "
+                           f"see {run.out / 'skipped.jsonl'}")
 
 
-def _check_skip_rate(counters: dict[str, int], max_fraction: float, min_seen: int) -> None:
-    seen, skipped = counters["samples_seen"], counters["samples_skipped"]
-    if seen >= min_seen and skipped > max_fraction * max(seen, 1):
-        raise RuntimeError(f"{skipped} of {seen} samples were skipped (max_skipped_fraction {max_fraction}); "
-                           "see skipped.jsonl in the output directory")
+def _save_checkpoint(run: _Run, step: int) -> None:
+    from videor1.training_utils import save_checkpoint
+
+    state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+             "plan": _plan_key(run.plan), "counters": dict(run.counters), "config": config_to_dict(run.cfg)}
+    save_checkpoint(run.out, step, run.model, run.processor, state, accelerator=run.accelerator,
+                    save_total_limit=run.cfg.save_total_limit)
 
 
 class _Interval:

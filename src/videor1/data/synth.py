@@ -20,6 +20,9 @@ Design choices (this dataset has no counterpart in the paper, which trains on Vi
 * Balanced: the task mix is allocated exactly (largest remainder), and within each multiple-choice task the
   correct option's letter cycles through shuffled blocks of all letters, so every letter is (near-)equally
   likely and a letter prior earns chance, not more.
+* ``shuffle_options=False`` (the demo's choice) gives the easier variant: each multiple-choice task lists
+  its full option set in a fixed order (4 directions, 6 colours), so the letter follows from the answer
+  without reading the options; letters are then balanced only in expectation (answers are uniform).
 * ``tasks`` picks a subset: a list of names (equal weights) or a mapping name -> weight. ``cot_tasks`` may
   differ from it (e.g. to leave a temporal task out of the CoT set, so RL has something left to teach).
 """
@@ -92,10 +95,17 @@ def balanced_slots(rng: np.random.Generator, n: int, k: int) -> list[int]:
     return slots[:n]
 
 
-def _options(item: Item, slot: int, rng: np.random.Generator) -> tuple[list[str], str]:
-    """Option strings with the correct one at ``slot``; returns (options, correct letter)."""
-    distractors = [item.distractors[i] for i in rng.permutation(len(item.distractors))]
-    texts = distractors[:slot] + [item.answer] + distractors[slot:]
+def _options(item: Item, slot: int | None, rng: np.random.Generator) -> tuple[list[str], str]:
+    """Option strings and the correct letter: the correct one at ``slot`` among the shuffled distractors,
+    or (``slot`` None) the task's fixed ``choices`` in order."""
+    if slot is None:
+        texts = list(item.choices)
+        if item.answer not in texts:
+            raise ValueError(f"answer {item.answer!r} is not among the fixed choices {texts}")
+        slot = texts.index(item.answer)
+    else:
+        distractors = [item.distractors[i] for i in rng.permutation(len(item.distractors))]
+        texts = distractors[:slot] + [item.answer] + distractors[slot:]
     if len(set(texts)) != len(texts):
         raise ValueError(f"duplicate options {texts}")
     return [f"{chr(ord('A') + i)}. {t}" for i, t in enumerate(texts)], chr(ord("A") + slot)
@@ -113,7 +123,7 @@ def _record(out: Path, split: str, index: int, name: str, item: Item, slot: int 
     pid = f"synth-{split}-{index:05d}"
     rel = f"media/{split}/{pid}.{'png' if item.data_type == 'image' else 'mp4'}"
     if item.problem_type == "multiple choice":
-        options, answer = _options(item, slot if slot is not None else 0, rng)
+        options, answer = _options(item, slot, rng)
     else:
         options, answer = [], item.answer
     _write_media(out, rel, item)
@@ -126,7 +136,8 @@ def _record(out: Path, split: str, index: int, name: str, item: Item, slot: int 
     return rec
 
 
-def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: int) -> list[dict]:
+def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: int, *,
+                shuffle_options: bool = True) -> list[dict]:
     """Generate ``n`` records (and their media) of one split; CoT records get a ``process``."""
     split_rng = np.random.default_rng([seed, SPLITS[split], 0])
     names = [name for name, c in allocate(n, mix).items() for _ in range(c)]
@@ -138,7 +149,7 @@ def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: i
         rng = np.random.default_rng([seed, SPLITS[split], index + 1])
         item = TASKS[name](rng)
         slot = None
-        if item.problem_type == "multiple choice":
+        if item.problem_type == "multiple choice" and shuffle_options:
             k = len(item.distractors) + 1
             if name not in slots:
                 slots[name] = balanced_slots(split_rng, names.count(name), k)
@@ -153,10 +164,12 @@ def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: i
 
 def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96, seed: int = 0,
                  tasks: TaskSpec = None, cot_tasks: TaskSpec = None, n_cot: int | None = None,
-                 ) -> dict[str, Path]:
+                 shuffle_options: bool = True) -> dict[str, Path]:
     """Write the RL, CoT and test sets and their media under ``out``; return their paths.
 
-    ``n_cot`` defaults to ``n_train`` and ``cot_tasks`` to ``tasks``. Returns
+    ``n_cot`` defaults to ``n_train`` and ``cot_tasks`` to ``tasks``. ``shuffle_options=False`` lists each
+    multiple-choice task's options in one fixed order (every direction, every colour), so an answer's
+    letter is the same in every question. Returns
     ``{"rl": out/"rl.jsonl", "cot": out/"cot.jsonl", "test": out/"test.jsonl", "media_root": out}``.
     """
     out = Path(out)
@@ -169,7 +182,7 @@ def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, n in sizes.items():
-        records = build_split(out, split, n, mixes[split], seed)
+        records = build_split(out, split, n, mixes[split], seed, shuffle_options=shuffle_options)
         paths[split] = write_records(out / f"{split}.jsonl", records)
     paths["media_root"] = out
     return paths

@@ -2,12 +2,14 @@
 
 A task function takes a ``numpy.random.Generator`` and returns an :class:`Item`: the frames (a clip, or one
 image), the question, the answer and a one-sentence reasoning that names the evidence (used as the CoT
-``process``). Multiple-choice tasks return the correct option text and the distractors separately; the
-dataset builder (:mod:`videor1.data.synth`) places the correct option at a balanced letter.
+``process``). Multiple-choice tasks return the correct option text, the distractors, and the task's full
+option list in a fixed order (``choices``); the dataset builder (:mod:`videor1.data.synth`) either shuffles
+answer + distractors with the correct option at a balanced letter (the default) or lists ``choices`` in
+their fixed order (``shuffle_options=False``, an easier variant the demo uses).
 
 Tasks whose answer depends on frame order (``temporal=True``): ``direction`` (which way a square moves),
-``first_shape`` (which of two shapes was shown first) and ``colour_change`` (from which colour to which the
-square turns). Order-independent: ``colour``, ``count``, ``describe`` (a shape and its *axis* of motion,
+``first_shape`` (two shapes shown one after the other: the colour of the first) and ``colour_change`` (a
+square that changes colour once: its colour at the end). Order-independent: ``colour``, ``count``, ``describe`` (a shape and its *axis* of motion,
 which shuffling does not change), ``distance`` (how far the square travels), ``ocr``, and the image tasks
 ``image_colour``, ``image_count`` and ``image_ocr``.
 
@@ -47,7 +49,8 @@ class Item:
     answer: str               # the correct option text (multiple choice) or the answer itself
     reasoning: str            # one sentence naming the evidence
     temporal: bool
-    distractors: tuple[str, ...] = ()
+    distractors: tuple[str, ...] = ()      # multiple choice: wrong options (shuffled with the answer)
+    choices: tuple[str, ...] = ()          # multiple choice: the task's full option list in a fixed order
     facts: dict = field(default_factory=dict)   # ground-truth scene parameters, kept in the record's extra
 
 
@@ -153,7 +156,7 @@ def direction(rng: np.random.Generator) -> Item:
     return Item(
         frames=frames, data_type="video", problem_type="multiple choice", temporal=True,
         problem=f"In which direction does the {colour} square move?",
-        answer=way, distractors=tuple(d for d in DIRECTIONS if d != way),
+        answer=way, distractors=tuple(d for d in DIRECTIONS if d != way), choices=DIRECTIONS,
         reasoning=(f"The square starts near the {_EDGE[_OPPOSITE[way]]} and ends near the "
                    f"{_EDGE[way]}, so it moves {way}."),
         facts={"direction": way, "colour": colour, "size": size},
@@ -164,29 +167,28 @@ def direction(rng: np.random.Generator) -> Item:
 def first_shape(rng: np.random.Generator) -> Item:
     colours = _pick(rng, list(R.PALETTE), 2)
     kinds = _pick(rng, list(R.SHAPES), 2)
-    names = [f"the {c} {k}" for c, k in zip(colours, kinds)]
-    frames = []
     boxes = _scatter(rng, 2, grid=2, sizes=(12, 16))
+    frames = []
     for i in range(CLIP_FRAMES):
         j = 0 if i < CLIP_FRAMES // 2 else 1
         frame = R.canvas(SIZE)
         x, y, size = boxes[j]
         R.draw_shape(frame, kinds[j], x, y, size, colours[j])
         frames.append(frame)
-    others = [f"the {c} {k}" for c, k in zip(_pick(rng, list(R.PALETTE), 2, exclude=colours),
-                                             _pick(rng, list(R.SHAPES), 2))]
+    others = _pick(rng, list(R.PALETTE), 2, exclude=colours)
     return Item(
         frames=np.stack(frames), data_type="video", problem_type="multiple choice", temporal=True,
-        problem="Two shapes are shown one after the other. Which one is shown first?",
-        answer=names[0], distractors=(names[1], *others),
-        reasoning=f"{names[0].capitalize()} is in the early frames and {names[1]} in the late ones.",
-        facts={"first": names[0], "second": names[1]},
+        problem="Two shapes are shown one after the other. What colour is the shape shown first?",
+        answer=colours[0], distractors=(colours[1], *others), choices=tuple(R.PALETTE),
+        reasoning=f"The {colours[0]} {kinds[0]} is in the early frames and the {colours[1]} {kinds[1]} "
+                  "in the late ones.",
+        facts={"first": f"{colours[0]} {kinds[0]}", "second": f"{colours[1]} {kinds[1]}"},
     )
 
 
 @task("colour_change")
 def colour_change(rng: np.random.Generator) -> Item:
-    start, end, other = _pick(rng, list(R.PALETTE), 3)
+    start, end = _pick(rng, list(R.PALETTE), 2)
     size = _even(rng, 12, 18)
     x, y = _even(rng, 4, SIZE - size - 4), _even(rng, 4, SIZE - size - 4)
     frames = []
@@ -194,12 +196,11 @@ def colour_change(rng: np.random.Generator) -> Item:
         frame = R.canvas(SIZE)
         R.draw_shape(frame, "square", x, y, size, start if i < CLIP_FRAMES // 2 else end)
         frames.append(frame)
-    answer = f"from {start} to {end}"
     return Item(
         frames=np.stack(frames), data_type="video", problem_type="multiple choice", temporal=True,
-        problem="The square changes colour. How does its colour change?",
-        answer=answer, distractors=(f"from {end} to {start}", f"from {start} to {other}",
-                                    f"from {other} to {end}"),
+        problem="The square changes colour once. What colour is it at the end?",
+        answer=end, distractors=(start, *_pick(rng, list(R.PALETTE), 2, exclude=(start, end))),
+        choices=tuple(R.PALETTE),
         reasoning=f"The square is {start} in the early frames and {end} in the late ones.",
         facts={"start": start, "end": end},
     )
@@ -214,7 +215,8 @@ def colour(rng: np.random.Generator) -> Item:
     return Item(
         frames=frames, data_type="video", problem_type="multiple choice", temporal=False,
         problem="What colour is the moving square?", answer=hue,
-        distractors=_colour_distractors(rng, hue), reasoning=f"The square is {hue} in every frame.",
+        distractors=_colour_distractors(rng, hue), choices=tuple(R.PALETTE),
+        reasoning=f"The square is {hue} in every frame.",
         facts={"colour": hue},
     )
 
@@ -286,6 +288,7 @@ def image_colour(rng: np.random.Generator) -> Item:
     return Item(
         frames=frame[None], data_type="image", problem_type="multiple choice", temporal=False,
         problem=f"What colour is the {kind}?", answer=hue, distractors=_colour_distractors(rng, hue),
+        choices=tuple(R.PALETTE),
         reasoning=f"The {kind} in the image is {hue}.", facts={"colour": hue, "shape": kind},
     )
 
