@@ -17,10 +17,8 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import torch
 
 PIXELS = 56 * 56
 

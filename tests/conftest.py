@@ -55,3 +55,19 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
     make_dataset(out, n_train=24, n_test=12, seed=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    """The tiny model's processor, loaded through from_pretrained."""
+    from videor1.model import load_processor
+
+    return load_processor(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    """The tiny model in eval mode on the CPU (one per test module: a module may not train it for another)."""
+    from videor1.model import load_model
+
+    return load_model(tiny_model_dir, device="cpu").eval()

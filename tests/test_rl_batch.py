@@ -26,13 +26,6 @@ IMAGE = ImageSpec(min_pixels=56 * 56, max_pixels=56 * 56)
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_model_dir):
-    from videor1.model import load_processor
-
-    return load_processor(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def mixed(synth_dir, processor):
     """Prompts of two multiple-choice videos and one multiple-choice image (in that order)."""
     records, _ = read_records(synth_dir / "rl.jsonl", synth_dir)

@@ -10,21 +10,10 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.model import load_model, load_processor
 from videor1.rl.rollout import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
 from videor1.vision import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_model_dir):
-    return load_processor(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    return load_model(tiny_model_dir, device="cpu").eval()
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,10 @@ import pytest
 import torch
 
 from videor1.data.media import Clip, ImageSpec, VideoSpec, load_video
-from videor1.model import load_model, load_processor
 from videor1.vision import (IGNORE_INDEX, Sample, append_tokens, encode, make_sample, move_batch,
                             pad_token_id, repeat_rows, select_rows, vision_token_ids)
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_model_dir):
-    return load_processor(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    return load_model(tiny_model_dir, device="cpu").eval()
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,36 @@ def train(
     typer.echo(f"final model: {path}")
 
 
+@app.command("serve-rollouts")
+def serve_rollouts(
+    model: Path = typer.Option(..., help="HF model directory of the initial policy (the trainer's `model`)."),
+    engine: str = typer.Option("vllm", help="vllm (CUDA) | hf (transformers generate, CPU or GPU)."),
+    weights_dir: Optional[Path] = typer.Option(None, help="Directory the trainer writes weights to for sync "
+                                               "(shared with it, e.g. on /dev/shm); without it, no weight sync."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port (0: any free port; the address is printed)."),
+    batch_size: int = typer.Option(8, help="hf engine: prompt rows per generate call."),
+    gpu_memory_utilization: float = typer.Option(0.9, help="vllm engine: share of GPU memory."),
+    tensor_parallel_size: int = typer.Option(1, help="vllm engine: tensor parallel degree."),
+) -> None:
+    """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU)."""
+    from videor1.rl.remote import make_server
+
+    if not model.is_dir():
+        fail(f"no such model directory: {model}")
+    llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size}
+    try:
+        server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
+                             batch_size=batch_size, llm_kwargs=llm_kwargs)
+    except (ValueError, ImportError) as exc:
+        fail(str(exc))
+    print(f"serving rollouts on {server.address}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.close()
+
+
 # --------------------------------------------------------------------------------------- evaluation
 eval_app = typer.Typer(help="Evaluate a model on a benchmark (`videor1 eval --help`), or `eval report`.")
 app.add_typer(eval_app, name="eval")

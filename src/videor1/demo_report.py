@@ -234,7 +234,7 @@ def plot_accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], out_png: Path
     ax.set_xticks(range(len(rows)), list(rows))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (synthetic test set)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")  # over the base model, whose bars are lowest
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)

@@ -104,7 +104,7 @@ def choose_option(text: str, options: Sequence[str]) -> str:
     letters = LETTERS[: len(options)]
     s = f" {(text or '').strip()} "
     found: dict[str, int] = {}
-    passes = ([rf"\({{L}}\)", rf"(?<![A-Za-z]){{L}}[\.\):]"], [rf"(?<![A-Za-z]){{L}}(?![A-Za-z])"])
+    passes = ([r"\({L}\)", r"(?<![A-Za-z]){L}[\.\):]"], [r"(?<![A-Za-z]){L}(?![A-Za-z])"])
     for patterns in passes:                      # marked letters first, bare letters only if none
         for letter in letters:
             for pat in patterns:

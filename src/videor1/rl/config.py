@@ -27,6 +27,15 @@ class VLLMConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """Settings of server-mode rollouts (`rollout_engine: remote`; see `videor1.rl.remote`)."""
+
+    url: str = "http://127.0.0.1:8000"  # where `videor1 serve-rollouts` listens
+    weights_dir: Optional[str] = None  # directory trainer and server both see, for weight sync (a RAM disk)
+    timeout_s: float = 600.0  # per request, and for the non-main processes' wait for a weight sync
+
+
+@dataclass(frozen=True)
 class RLConfig:
     """A GRPO / T-GRPO run. `load_config(RLConfig, path, overrides)` reads and validates one."""
 
@@ -78,9 +87,10 @@ class RLConfig:
     max_completion_length: int = 768  # max new tokens per completion
     temperature: float = 1.0  # sampling temperature (log-probs use the same temperature)
     top_p: float = 0.95  # nucleus sampling (reference 0.95)
-    rollout_engine: Literal["hf", "vllm"] = "hf"  # transformers generate, or vLLM (optional extra)
+    rollout_engine: Literal["hf", "vllm", "remote"] = "hf"  # transformers generate, colocated vLLM, or a server
     rollout_batch_size: int = 0  # prompt rows per HF generate call (0: all rows of a step in one call)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)  # vLLM engine settings
+    remote: RemoteConfig = field(default_factory=RemoteConfig)  # rollout server settings
     # --- runtime
     gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
     bf16: Union[bool, Literal["auto"]] = "auto"  # bf16 autocast; auto: on where the device supports it

@@ -180,6 +180,13 @@ class HFEngine:
         completions = [self._completion(ids) for ids in new_tokens]
         return [completions[i * params.n:(i + 1) * params.n] for i in range(n_rows)]
 
+    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy (name, tensor) pairs of a full HF state dict into the model (every name must match)."""
+        missing, unexpected = self.model.load_state_dict(dict(pairs), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the served model: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+
     def _completion(self, ids: list[int]) -> Completion:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
         text = self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
@@ -326,7 +333,11 @@ class VLLMEngine:
 
     def sync_weights(self, model: Any) -> None:
         """Copy the policy's current weights into the vLLM engine (see the class doc)."""
-        pairs = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+        self.load_weights((name, tensor.detach()) for name, tensor in model.state_dict().items())
+
+    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load (name, tensor) pairs of an HF state dict into the engine's model (see the class doc)."""
+        pairs = list(pairs)
         if self.rpc_method is not None:
             self.llm.collective_rpc(self.rpc_method, args=(pairs,))
         else:

@@ -95,7 +95,7 @@ def train(cfg: RLConfig) -> Path:
     model, ref = _build_models(cfg, ckpt, accelerator)
     optimizer, scheduler = _build_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    engine = _build_engine(cfg, accelerator.unwrap_model(model), processor)
+    engine, sync_rollout_weights = _build_engine(cfg, accelerator.unwrap_model(model), processor, main)
     step, position, skipped_total = 0, 0, 0
     if ckpt is not None:
         step, position, skipped_total = _restore(ckpt, accelerator, optimizer, scheduler, out)
@@ -121,7 +121,9 @@ def train(cfg: RLConfig) -> Path:
                                image=image, max_prompt_length=cfg.max_prompt_length)
         for rid, why in prompts.skipped:
             skip_log(out, rid, why, step=step, rank=rank)
-        # 2. rollouts: ordered (+ shuffled video frames in T-GRPO) in one generate call
+        # 2. rollouts: ordered (+ shuffled video frames in T-GRPO) in one generate call; vLLM and server
+        #    engines hold their own copy of the weights and get the current ones first
+        sync_rollout_weights(step)
         scored = None
         with _generation_context(cfg, model, accelerator):
             if prompts.samples:
@@ -281,6 +283,11 @@ def _checkpoint_to_resume(cfg: RLConfig, out: Path) -> Path | None:
 
 
 def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    zero3 = plugin is not None and getattr(plugin, "zero_stage", 0) == 3
+    if cfg.rollout_engine == "remote" and (zero3 or "FSDP" in str(accelerator.distributed_type)):
+        raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
+                          "(one process, DDP or ZeRO-2), not ZeRO-3 / FSDP")
     if "FSDP" in str(accelerator.distributed_type) and cfg.rollout_engine == "hf":
         raise ConfigError("FSDP with rollout_engine 'hf' is not supported (sharded generation would need "
                           "equal forward counts on every process): use DeepSpeed ZeRO-2/3 or rollout_engine vllm")
@@ -368,29 +375,26 @@ def _build_optimizer(cfg: RLConfig, model: Any) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
-def _build_engine(cfg: RLConfig, policy: Any, processor: Any) -> Any:
+def _build_engine(cfg: RLConfig, policy: Any, processor: Any, main: bool) -> tuple[Any, Any]:
+    """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's."""
     from videor1.rl.rollout import HFEngine, VLLMEngine
 
     if cfg.rollout_engine == "hf":
-        return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30)
+        return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30), lambda step: None
+    if cfg.rollout_engine == "remote":
+        from videor1.rl.remote import RemoteEngine
+
+        r = cfg.remote
+        remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
+                              timeout_s=r.timeout_s)
+        return remote, lambda step: remote.sync_weights(policy, version=step, writer=main)
     v = cfg.vllm
     llm_kwargs = {"gpu_memory_utilization": v.gpu_memory_utilization, "tensor_parallel_size": v.tensor_parallel_size}
     if v.max_model_len is not None:
         llm_kwargs["max_model_len"] = v.max_model_len
     engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=v.video_metadata, rpc_method=v.rpc_method,
                         llm_kwargs=llm_kwargs)
-    return _SyncingEngine(engine, policy)
-
-
-class _SyncingEngine:
-    """vLLM rollouts from the current policy: copies the weights in before every generate call."""
-
-    def __init__(self, engine: Any, policy: Any) -> None:
-        self.engine, self.policy = engine, policy
-
-    def generate(self, samples: list[Any], params: Any) -> list[list[Any]]:
-        self.engine.sync_weights(self.policy)
-        return self.engine.generate(samples, params)
+    return engine, lambda step: engine.sync_weights(policy)
 
 
 # ---------------------------------------------------------------------------------- checkpointing
