@@ -63,8 +63,8 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
     seen = []
     real_build = trainer._build_engine
 
-    def spying_engine(cfg, policy, processor):
-        engine = real_build(cfg, policy, processor)
+    def spying_engine(cfg, policy, processor, main):
+        engine, sync = real_build(cfg, policy, processor, main)
         generate = engine.generate
 
         def record(samples, params):
@@ -72,7 +72,7 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
             return generate(samples, params)
 
         engine.generate = record
-        return engine
+        return engine, sync
 
     monkeypatch.setattr(trainer, "_build_engine", spying_engine)
     data, _ = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
