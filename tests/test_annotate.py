@@ -44,9 +44,10 @@ def test_judge_acceptance_rule():
     assert not v.accepted and (v.accuracy, v.format, v.index) == (1.0, 0.0, 1)  # the best sample seen
     v = judge(rec, [wrong, unformatted], threshold=0.6, require_format=False)
     assert v.accepted and v.index == 1 and v.process == "<think>it moves right</think>"
-    assert not judge(rec, [good], threshold=1.0).accepted  # accuracy never exceeds 1
-    assert not judge(rec, [wrong], threshold=0.0).accepted  # strictly greater
-    v = judge(rec, [wrong, "garbage"], threshold=-1, require_format=False)
+    assert judge(rec, [good], threshold=1.0).accepted  # at least the threshold
+    assert not judge(rec, [good], threshold=1.01).accepted  # accuracy never exceeds 1
+    assert not judge(rec, [wrong], threshold=0.01).accepted
+    v = judge(rec, [wrong, "garbage"], threshold=0, require_format=False)
     assert v.accepted and v.index == 0  # ties keep the first sample
 
 
@@ -60,10 +61,10 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_accept_all_gives_valid_cot_records(tmp_path, synth_dir, engine):
+def test_accept_all_gives_valid_cot_records(tmp_path, synth_dir, engine, processor):
     out = tmp_path / "cot.jsonl"
     summary = annotate(model="unused", data=synth_dir / "rl.jsonl", media_root=synth_dir, out=out,
-                       threshold=-1, require_format=False, batch_size=3, limit=6, engine=engine,
+                       threshold=0, require_format=False, batch_size=3, limit=6, engine=engine,
                        echo=lambda s: None, **FAST)
     source = load_records(synth_dir / "rl.jsonl")[:6]
     written = load_records(out)
@@ -76,12 +77,21 @@ def test_accept_all_gives_valid_cot_records(tmp_path, synth_dir, engine):
     assert summary["this_run"]["accepted"] == 6 and _lines(rejects_path(out)) == []
     by_type = Counter(r.problem_type for r in source)
     assert {k: v["accepted"] for k, v in summary["problem_type"].items()} == dict(by_type)
+    # the SFT trainer's data side reads them: response-only labels over process + solution
+    from videor1.data.media import ImageSpec, VideoSpec
+    from videor1.sft_data import SFTDataset, make_collate
+
+    ds = SFTDataset(written, str(synth_dir), VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136),
+                    "You are a helpful assistant.")
+    batch = make_collate(processor, 4096)([ds[i] for i in range(len(ds))])
+    assert batch.n_samples == len(written) and not batch.skipped
+    assert int((batch.inputs["labels"] != -100).sum()) > 0
 
 
 def test_threshold_above_max_rejects_everything(tmp_path, synth_dir, engine):
     out = tmp_path / "cot.jsonl"
     summary = annotate(model="unused", data=synth_dir / "rl.jsonl", media_root=synth_dir, out=out,
-                       threshold=1.0, require_format=False, batch_size=4, limit=5, engine=engine,
+                       threshold=1.01, require_format=False, batch_size=4, limit=5, engine=engine,
                        echo=lambda s: None, **FAST)
     rejects = _lines(rejects_path(out))
     assert _lines(out) == [] and len(rejects) == 5 and summary["this_run"]["rejected"] == 5
@@ -89,7 +99,7 @@ def test_threshold_above_max_rejects_everything(tmp_path, synth_dir, engine):
 
 
 def test_resume_equals_one_run(tmp_path, synth_dir, engine):
-    kw = dict(model="unused", data=synth_dir / "rl.jsonl", media_root=synth_dir, threshold=-1,
+    kw = dict(model="unused", data=synth_dir / "rl.jsonl", media_root=synth_dir, threshold=0,
               require_format=False, batch_size=4, engine=engine, echo=lambda s: None, **FAST)
     full = tmp_path / "full.jsonl"
     annotate(out=full, limit=7, **kw)
@@ -121,7 +131,7 @@ def test_bad_media_is_rejected_with_reason(tmp_path, synth_dir, engine):
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"problem_id": "x"}\n')
     out = tmp_path / "cot.jsonl"
-    summary = annotate(model="unused", data=data, media_root=root, out=out, threshold=-1, require_format=False,
+    summary = annotate(model="unused", data=data, media_root=root, out=out, threshold=0, require_format=False,
                        batch_size=4, limit=None, engine=engine, echo=lambda s: None, **FAST)
     assert summary["this_run"] == {"accepted": 2, "rejected": 0, "bad media": 2, "invalid": 1}
     rejects = {r["problem_id"]: r["reason"] for r in _lines(rejects_path(out))}
@@ -135,7 +145,7 @@ def test_cli_annotate(tmp_path, synth_dir, tiny_model_dir):
     out = tmp_path / "cot.jsonl"
     args = ["annotate", "--model", str(tiny_model_dir), "--data", str(synth_dir / "rl.jsonl"),
             "--media-root", str(synth_dir), "--out", str(out), "--samples", "2", "--frames", "4",
-            "--max-new-tokens", "8", "--limit", "2", "--threshold=-1", "--no-require-format"]
+            "--max-new-tokens", "8", "--limit", "2", "--threshold=0", "--no-require-format"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "accepted 2" in result.output and len(_lines(out)) == 2

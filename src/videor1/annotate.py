@@ -5,11 +5,12 @@ For every record, K completions are sampled (temperature 1, top-p 0.95 by defaul
 reward (:func:`videor1.rewards.score`) and the format reward (:func:`videor1.rewards.format_reward`), and the
 best passing sample becomes the record's ``process``; ``solution`` stays the ground truth.
 
-Acceptance rule (documented choice). A sample *passes* when ``accuracy > threshold`` (strictly, as the
-reference's ``reward > 0.6``) and, with ``require_format`` (the default), its format reward is 1. The kept
-sample is the passing one with the highest accuracy (the first such on ties). Consequences: ``threshold=-1``
-with ``require_format=False`` accepts every record; ``threshold=0`` needs a partly right answer;
-``threshold >= 1`` accepts nothing (accuracy never exceeds 1).
+Acceptance rule (documented choice). A sample *passes* when ``accuracy >= threshold`` and, with
+``require_format`` (the default), its format reward is 1. The reference kept ``reward > 0.6``; the two
+differ only for an accuracy of exactly the threshold (never for the 0/1 rewards of multiple choice and
+numbers). The kept sample is the passing one with the highest accuracy (the first such on ties).
+Consequences: ``threshold=0`` with ``require_format=False`` accepts every record; a threshold above 1
+accepts nothing (accuracy never exceeds 1).
 
 Where we depart from the reference:
 
@@ -99,7 +100,7 @@ def judge(record: Record, completions: Sequence[str], *, threshold: float,
     for i, (acc, fmt) in enumerate(scored):
         if (acc, fmt) > seen[:2]:
             seen = (acc, fmt, i)
-        passes = acc > threshold and (fmt == 1.0 or not require_format)
+        passes = acc >= threshold and (fmt == 1.0 or not require_format)
         if passes and (best is None or acc > best[0]):
             best = (acc, fmt, i)
     if best is None:

@@ -97,7 +97,7 @@ def annotate(
     media_root: Path = typer.Option(..., help="Media root of the records."),
     out: Path = typer.Option(..., help="Output JSONL of accepted CoT records (appended; resumable)."),
     samples: int = typer.Option(4, help="Completions sampled per record."),
-    threshold: float = typer.Option(0.6, help="Keep the best sample whose accuracy reward exceeds this (strictly)."),
+    threshold: float = typer.Option(0.6, help="Keep the best sample whose accuracy reward is at least this."),
     frames: int = typer.Option(16, help="Max frames per video."),
     batch_size: int = typer.Option(4, help="Records per generation batch."),
     limit: Optional[int] = typer.Option(None, help="Annotate only the first N records (a rerun resumes the same job)."),
