@@ -28,7 +28,8 @@ How the default was sized (seed 0, this project's 2-core CPU, 2026-12-01):
   "red" to every colour question), although colour alone reaches 0.95 in 200 steps: the mix is slow, not
   too hard. 2,048 CoT records x 250 steps of 32 (about 2 minutes) reach direction 1.00 and colour ~0.6.
   Direction then leaves RL nothing to add on this seed; colour_change and the open answers do.
-- RL at lr 2e-4 or 1e-4 for 100 steps undid part of the colour skill (0.58 -> 0.21 / 0.37); 5e-5 keeps it.
+- RL at lr 2e-4 or 1e-4 for 100 steps undid much of the colour skill (0.58 -> 0.21 / 0.37); at 5e-5 GRPO
+  kept it (0.58) in that run and kept most of it (0.63 -> 0.53) in the run the README reports.
 """
 
 from __future__ import annotations
