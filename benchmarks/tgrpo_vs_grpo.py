@@ -68,8 +68,8 @@ def main() -> None:
         print(f"seed {seed} ({time.perf_counter() - t0:.0f} s): order-dependent accuracy SFT "
               f"{rows['SFT']['order-dep.']:.3f}, GRPO {g['order-dep.']:.3f} (shuffled "
               f"{g['order-dep. (shuffled)']:.3f}), T-GRPO {t['order-dep.']:.3f} (shuffled "
-              f"{t['order-dep. (shuffled)']:.3f}); order-independent GRPO {g['order-indep.']:.3f}, "
-              f"T-GRPO {t['order-indep.']:.3f}", flush=True)
+              f"{t['order-dep. (shuffled)']:.3f}); order-independent SFT {rows['SFT']['order-indep.']:.3f}, "
+              f"GRPO {g['order-indep.']:.3f}, T-GRPO {t['order-indep.']:.3f}", flush=True)
     diffs = [r["T-GRPO"]["order-dep."] - r["GRPO"]["order-dep."] for r in results.values()]
     gaps = {name: [r[name]["order-dep."] - r[name]["order-dep. (shuffled)"] for r in results.values()]
             for name in ("GRPO", "T-GRPO")}
