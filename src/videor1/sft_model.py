@@ -43,10 +43,9 @@ def model_dtype(cfg: Any) -> torch.dtype:
 
 def check_lora_placement(cfg: Any, accelerator: Any) -> None:
     """Refuse LoRA with sharded parameters (ZeRO-3 / FSDP): the merge needs whole weights."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    sharded = (plugin is not None and getattr(plugin, "zero_stage", 0) == 3) or \
-        "FSDP" in str(accelerator.distributed_type)
-    if cfg.lora and sharded:
+    from videor1.training_utils import params_sharded
+
+    if cfg.lora and params_sharded(accelerator):
         raise ConfigError("lora: true is supported with DDP or DeepSpeed ZeRO-2, not ZeRO-3 / FSDP "
                           "(the adapter merge needs whole weights); use configs/accelerate/zero2.yaml")
 

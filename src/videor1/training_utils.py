@@ -274,6 +274,18 @@ def load_trainer_state(ckpt: str | Path, *, rank: int = 0) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def zero_stage(accelerator: Any) -> int:
+    """DeepSpeed's ZeRO stage under `accelerate launch` with a DeepSpeed config; 0 without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return int(getattr(plugin, "zero_stage", 0) or 0) if plugin is not None else 0
+
+
+def params_sharded(accelerator: Any) -> bool:
+    """True when parameters themselves are split across processes (ZeRO-3 or FSDP), not only optimizer
+    state (ZeRO-1/2): then no process holds the whole model without gathering it."""
+    return zero_stage(accelerator) == 3 or "FSDP" in str(getattr(accelerator, "distributed_type", ""))
+
+
 def is_sharded(accelerator: Any) -> bool:
     """True under DeepSpeed or FSDP (parameters / optimizer state split across processes)."""
     kind = str(getattr(accelerator, "distributed_type", ""))

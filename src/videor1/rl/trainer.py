@@ -283,9 +283,9 @@ def _checkpoint_to_resume(cfg: RLConfig, out: Path) -> Path | None:
 
 
 def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    zero3 = plugin is not None and getattr(plugin, "zero_stage", 0) == 3
-    if cfg.rollout_engine == "remote" and (zero3 or "FSDP" in str(accelerator.distributed_type)):
+    from videor1.training_utils import params_sharded
+
+    if cfg.rollout_engine == "remote" and params_sharded(accelerator):
         raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
                           "(one process, DDP or ZeRO-2), not ZeRO-3 / FSDP")
     if "FSDP" in str(accelerator.distributed_type) and cfg.rollout_engine == "hf":
@@ -333,12 +333,13 @@ def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[A
 
 def _prepare_reference(ref: Any, accelerator: Any) -> Any:
     """Under ZeRO-3 the reference gets its own inference DeepSpeed engine (sharded); else it stays as is."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None or getattr(plugin, "zero_stage", 0) != 3:
+    from videor1.training_utils import zero_stage
+
+    if zero_stage(accelerator) != 3:
         return ref
     import deepspeed  # lazily: optional extra
 
-    config = copy.deepcopy(plugin.deepspeed_config)
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
     for key in ("optimizer", "scheduler"):
         config.pop(key, None)
     config["train_micro_batch_size_per_gpu"] = 1
@@ -351,8 +352,9 @@ def _prepare_reference(ref: Any, accelerator: Any) -> Any:
 
 def _generation_context(cfg: RLConfig, model: Any, accelerator: Any) -> Any:
     """ZeRO-3 + HF rollouts: gather the policy's parameters for generation (collective: every rank)."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if cfg.rollout_engine != "hf" or plugin is None or getattr(plugin, "zero_stage", 0) != 3:
+    from videor1.training_utils import zero_stage
+
+    if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
         return contextlib.nullcontext()
     import deepspeed
 
