@@ -140,6 +140,9 @@ class RLConfig:
         _check(self.save_steps >= 0 and self.logging_steps >= 1, "need save_steps >= 0 and logging_steps >= 1")
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
+        _check(self.rollout_engine != "remote" or self.remote.weights_dir is not None,
+               "rollout_engine 'remote' needs remote.weights_dir (a directory the server's --weights-dir also "
+               "points to), or the server would generate from stale weights")
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
         self._validate_rewards()
 
