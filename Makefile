@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/media_decode.py
+	$(BIN)/python perf/media_decode.py
 
 clean:
 	rm -rf $(VENV) runs

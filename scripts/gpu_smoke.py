@@ -61,7 +61,7 @@ def _rl_config(work: Path, name: str, model: Path, data: dict, **over: Any) -> A
 
 def check_sft(work: Path, model: Path, data: dict) -> str:
     from videor1.config import load_config
-    from videor1.sft import SFTConfig, train_sft
+    from videor1.sft.trainer import SFTConfig, train_sft
 
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(SFTConfig, root / "sft_demo_cpu.yaml", [
@@ -106,9 +106,9 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
 
     from videor1.config import ImageConfig, VideoConfig
     from videor1.data.records import load_records
-    from videor1.model import load_model, load_processor
-    from videor1.rl.rollout import SamplingParams, VLLMEngine
-    from videor1.vision import make_sample
+    from videor1.model.load import load_model, load_processor
+    from videor1.generation.engines import SamplingParams, VLLMEngine
+    from videor1.model.inputs import make_sample
 
     processor = load_processor(model)
     engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": 0.3})
@@ -153,8 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from videor1.data.synth import make_dataset
-    from videor1.model import build_tiny
+    from videor1.data.synth.build import make_dataset
+    from videor1.model.tiny import build_tiny
 
     work = args.out or Path(tempfile.mkdtemp(prefix="videor1-gpu-smoke-"))
     work.mkdir(parents=True, exist_ok=True)

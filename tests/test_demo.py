@@ -7,8 +7,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from videor1.demo import MODEL_NAMES, QUICK, DemoSettings
-from videor1.demo_report import chance_by_task, model_row, results_table
+from videor1.tools.demo import MODEL_NAMES, QUICK, DemoSettings
+from videor1.tools.demo_report import chance_by_task, model_row, results_table
 
 
 def _summary(ordered: float, shuffled: float, dep: tuple[float, float], indep: tuple[float, float],

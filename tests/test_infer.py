@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from videor1.cli import app
-from videor1.infer import make_question_record, split_output
+from videor1.tools.infer import make_question_record, split_output
 
 
 def test_infer_json_on_real_video(tiny_model_dir, bikes_mp4):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from videor1.model import (CHAT_TEMPLATE, FORMAT_TOKENS, SPECIAL_TOKENS, build_tiny, count_parameters,
-                           load_model, load_processor, pick_device, pick_dtype)
+from videor1.model.load import count_parameters, load_model, load_processor, pick_device, pick_dtype
+from videor1.model.tiny import CHAT_TEMPLATE, FORMAT_TOKENS, SPECIAL_TOKENS, build_tiny
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_pick_device_and_dtype(monkeypatch):
 
 def test_forward_backward_on_a_real_video(tiny, bikes_mp4):
     from videor1.data.media import VideoSpec, load_video
-    from videor1.vision import Sample, encode
+    from videor1.model.inputs import Sample, encode
 
     model, processor = tiny
     clip = load_video(bikes_mp4, VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2))

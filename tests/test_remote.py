@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.rl.remote import RemoteEngine, RolloutServer, sample_from_wire, sample_to_wire
-from videor1.rl.rollout import HFEngine, SamplingParams
-from videor1.vision import Sample
+from videor1.generation.remote import RemoteEngine, RolloutServer, sample_from_wire, sample_to_wire
+from videor1.generation.engines import HFEngine, SamplingParams
+from videor1.model.inputs import Sample
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
@@ -47,7 +47,7 @@ def samples(bikes_mp4):
 @pytest.fixture
 def served(tiny_model_dir, processor, tmp_path):
     """A RolloutServer in a thread with the HF engine on its own copy of the tiny model."""
-    from videor1.model import load_model
+    from videor1.model.load import load_model
 
     engine = Recording(HFEngine(load_model(tiny_model_dir, device="cpu").eval(), processor))
     server = RolloutServer(engine, weights_dir=tmp_path / "weights", port=0).start()
@@ -82,7 +82,7 @@ def test_remote_generation_equals_local(served, samples, model, processor):
 
 
 def test_weight_sync_and_versions(served, tiny_model_dir, tmp_path):
-    from videor1.model import load_model
+    from videor1.model.load import load_model
 
     server, engine = served
     policy = load_model(tiny_model_dir, device="cpu")

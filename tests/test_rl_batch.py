@@ -1,4 +1,4 @@
-"""videor1.rl.batch on real synthetic records and the tiny model's processor (no training)."""
+"""videor1.rl.step on real synthetic records and the tiny model's processor (no training)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import read_records
-from videor1.rl.batch import (
+from videor1.rl.step import (
     generate_rollouts,
     load_prompts,
     prompt_indices,
@@ -19,7 +19,7 @@ from videor1.rl.batch import (
     shuffled_samples,
 )
 from videor1.rl.config import RLConfig
-from videor1.rl.rollout import Completion, SamplingParams
+from videor1.generation.engines import Completion, SamplingParams
 
 VIDEO = VideoSpec(fps=2.0, min_frames=4, max_frames=4, min_pixels=56 * 56, max_pixels=56 * 56)
 IMAGE = ImageSpec(min_pixels=56 * 56, max_pixels=56 * 56)
@@ -98,7 +98,7 @@ def test_shuffles_are_fresh_non_identity_and_keep_pairs(unit):
 
 def test_shuffled_rollouts_see_permuted_pixels(mixed, processor):
     """The pixel tensors of a pair-shuffled clip are the ordered clip's temporal patches, permuted."""
-    from videor1.vision import encode
+    from videor1.model.inputs import encode
 
     shuffled, owners = shuffled_samples(mixed, seed=0, step=7, unit="pair")
     ordered = encode(processor, [mixed.samples[owners[0]]])

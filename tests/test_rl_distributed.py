@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from videor1.rl.batch import prompt_indices
-from videor1.training_utils import read_metrics
+from videor1.rl.step import prompt_indices
+from videor1.train.common import read_metrics
 
 SEED = 5
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from videor1.config import config_from_dict
 from videor1.rewards import register
 from videor1.rl.config import RLConfig
-from videor1.training_utils import read_metrics
+from videor1.train.common import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
 
 
 def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
-    import videor1.model
+    import videor1.model.load
     import videor1.rl.trainer as trainer
 
     data, rows = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
@@ -114,8 +114,8 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
     too_long = dict(good[3], problem_id="too-long", problem="why " * 1500)
     _write(data, good + [corrupt, missing, too_long])
     loads = []
-    real_load = videor1.model.load_model
-    monkeypatch.setattr(videor1.model, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = videor1.model.load.load_model
+    monkeypatch.setattr(videor1.model.load, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", algorithm="grpo", prompts_per_step=3,
                   max_steps=2, max_prompt_length=1000, gradient_checkpointing=True)
     trainer.train(cfg)
@@ -132,7 +132,7 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
 
 def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
     import videor1.rl.trainer as trainer
-    from videor1.training_utils import MetricsLogger
+    from videor1.train.common import MetricsLogger
 
     data, _ = _subset(synth_dir, tmp_path, lambda r: True)
     _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()])

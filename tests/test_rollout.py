@@ -1,4 +1,4 @@
-"""videor1.rl.rollout: HF generation on real media, and the vLLM adapter against a recording stand-in."""
+"""videor1.generation.engines: HF generation on real media, and the vLLM adapter against a recording stand-in."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.rl.rollout import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
-from videor1.vision import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
+from videor1.generation.engines import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
+from videor1.model.inputs import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
 

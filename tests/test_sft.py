@@ -13,8 +13,8 @@ import torch
 
 from videor1.config import ImageConfig, VideoConfig, config_to_dict, load_config
 from videor1.data.records import load_records, write_records
-from videor1.sft import SFTConfig, train_sft
-from videor1.sft_data import DataPlan, SFTDataset, make_collate, response_text, token_nll
+from videor1.sft.trainer import SFTConfig, train_sft
+from videor1.sft.data import DataPlan, SFTDataset, make_collate, response_text, token_nll
 
 SMALL_VIDEO = VideoConfig(max_frames=4, max_pixels=56 * 56)
 SMALL_IMAGE = ImageConfig(max_pixels=56 * 56)
@@ -44,7 +44,7 @@ def _metrics(out: Path) -> list[dict]:
 
 def _mean_loss(model_dir: Path, data: Path, media_root: Path) -> float:
     """Token-mean response NLL of a saved model over every record of `data` (no training)."""
-    from videor1.model import load_model, load_processor
+    from videor1.model.load import load_model, load_processor
 
     processor = load_processor(model_dir)
     model = load_model(model_dir, device="cpu", dtype=torch.float32).eval()
@@ -76,8 +76,8 @@ def test_data_plan_same_records_for_any_split():
 def test_labels_cover_response_only_in_a_mixed_batch(tiny_model_dir, synth_dir, tmp_path):
     """One image and one video in one batch: labels are -100 on every prompt and vision token, and the
     labelled tokens are exactly process + newline + solution + <|im_end|>."""
-    from videor1.model import load_processor
-    from videor1.vision import vision_token_ids
+    from videor1.model.load import load_processor
+    from videor1.model.inputs import vision_token_ids
 
     processor = load_processor(tiny_model_dir)
     data = _subset(synth_dir, tmp_path / "mixed.jsonl", ["image", "video"])
@@ -169,7 +169,7 @@ def test_accumulation_matches_one_big_batch(tiny_model_dir, synth_dir, tmp_path)
 def test_lora_trains_only_adapters_and_merges(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    import videor1.sft as sft
+    import videor1.sft.trainer as sft
 
     captured = {}
     real_save_final = sft.save_final
@@ -206,7 +206,7 @@ def test_lora_trains_only_adapters_and_merges(tiny_model_dir, synth_dir, tmp_pat
 @pytest.mark.parametrize("lora", [False, True])
 def test_resume_after_kill_matches_uninterrupted(tiny_model_dir, synth_dir, tmp_path, monkeypatch, lora):
     """Kill during step 4 (checkpoint at 2), run again: metrics and final weights equal an uninterrupted run."""
-    import videor1.sft as sft
+    import videor1.sft.trainer as sft
     from safetensors.torch import load_file
 
     data = synth_dir / "cot.jsonl"
@@ -259,11 +259,11 @@ def test_config_file_and_overrides(tmp_path):
 def test_sft_teaches_the_format(tiny_model_dir, tmp_path):
     """SFT on the synthetic CoT set (100 steps of 8, well under a minute on 2 idle cores), then greedy
     decoding on the held-out test set: most outputs follow <think>...</think><answer>...</answer>."""
-    from videor1.data.synth import make_dataset
-    from videor1.model import load_model, load_processor
+    from videor1.data.synth.build import make_dataset
+    from videor1.model.load import load_model, load_processor
     from videor1.rewards import format_reward
-    from videor1.rl.rollout import HFEngine, SamplingParams
-    from videor1.vision import make_sample
+    from videor1.generation.engines import HFEngine, SamplingParams
+    from videor1.model.inputs import make_sample
 
     paths = make_dataset(tmp_path / "synth", n_train=96, n_test=48, seed=0)
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -310,7 +310,7 @@ def test_two_processes_match_one_with_a_skipped_step(tiny_model_dir, synth_dir, 
               "learning_rate=5e-4", "lr_scheduler=constant", "save_steps=0", "tensorboard=false", "progress=false",
               "num_threads=1", "video.max_frames=4", "video.max_pixels=3136", "image.max_pixels=3136"]
     script = tmp_path / "launch.py"
-    script.write_text("import sys\nfrom videor1.sft import run_sft\nrun_sft(None, sys.argv[1:])\n")
+    script.write_text("import sys\nfrom videor1.sft.trainer import run_sft\nrun_sft(None, sys.argv[1:])\n")
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *common,

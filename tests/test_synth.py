@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from videor1.data import synth_render as R
+from videor1.data.synth import render as R
 from videor1.data.records import DATA_TYPES, PROBLEM_TYPES, load_records
-from videor1.data.synth import allocate, make_dataset, resolve_mix
+from videor1.data.synth.build import allocate, make_dataset, resolve_mix
 
 TEMPORAL_TASKS = {"direction", "first_shape", "colour_change"}
 

@@ -1,4 +1,4 @@
-"""videor1.training_utils: RNG state, metrics log (resumable), atomic checkpoints, skip log."""
+"""videor1.train.common: RNG state, metrics log (resumable), atomic checkpoints, skip log."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from videor1.training_utils import (
+from videor1.train.common import (
     MetricsLogger,
     latest_checkpoint,
     list_checkpoints,

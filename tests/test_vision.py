@@ -1,4 +1,4 @@
-"""videor1.vision: samples -> model tensors (fps metadata, mixed batches, labels, row selection)."""
+"""videor1.model.inputs: samples -> model tensors (fps metadata, mixed batches, labels, row selection)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from videor1.data.media import Clip, ImageSpec, VideoSpec, load_video
-from videor1.vision import (IGNORE_INDEX, Sample, append_tokens, encode, make_sample, move_batch,
+from videor1.model.inputs import (IGNORE_INDEX, Sample, append_tokens, encode, make_sample, move_batch,
                             pad_token_id, repeat_rows, select_rows, vision_token_ids)
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)

@@ -39,7 +39,7 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the dataset is deterministic for a seed."),
 ) -> None:
     """Make the synthetic video-reasoning dataset (RL, CoT and test sets) as real mp4 files."""
-    from videor1.data.synth import make_dataset
+    from videor1.data.synth.build import make_dataset
 
     paths = make_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
     for name, path in paths.items():
@@ -109,8 +109,8 @@ def annotate(
 
     Rejected records (and records with bad media) go to <out stem>.rejects.jsonl; a rerun resumes.
     """
-    from videor1.annotate import AnnotateError
-    from videor1.annotate import annotate as run_annotate
+    from videor1.tools.annotate import AnnotateError
+    from videor1.tools.annotate import annotate as run_annotate
     from videor1.data.records import DatasetFileError
 
     for what, path in (("model directory", model), ("media root", media_root)):
@@ -138,7 +138,7 @@ def model_tiny(
     initializer_range: float = typer.Option(0.1, help="Init std (0.1 lets a tiny model learn motion)."),
 ) -> None:
     """Make a tiny, randomly initialised Qwen2.5-VL (model, tokenizer, processor) offline."""
-    from videor1.model import build_tiny
+    from videor1.model.tiny import build_tiny
 
     path = build_tiny(out, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
                       initializer_range=initializer_range)
@@ -154,7 +154,7 @@ def sft(
     """Supervised fine-tuning (cold start) on CoT records. Extra arguments: key=value overrides."""
     from videor1.config import ConfigError
     from videor1.data.records import DatasetFileError
-    from videor1.sft import run_sft
+    from videor1.sft.trainer import run_sft
 
     try:
         final = run_sft(config, list(ctx.args))
@@ -192,7 +192,7 @@ def serve_rollouts(
     tensor_parallel_size: int = typer.Option(1, help="vllm engine: tensor parallel degree."),
 ) -> None:
     """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU)."""
-    from videor1.rl.remote import make_server
+    from videor1.generation.remote import make_server
 
     if not model.is_dir():
         fail(f"no such model directory: {model}")
@@ -302,7 +302,7 @@ def infer(
 ) -> None:
     """Ask a question about one video: prints the reasoning and the answer."""
     from videor1.data.media import MediaError
-    from videor1.infer import run_infer
+    from videor1.tools.infer import run_infer
 
     try:
         typer.echo(run_infer(model=model, video=video, question=question, problem_type=type,
@@ -319,7 +319,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed for data, model and training."),
 ) -> None:
     """The whole Video-R1 pipeline on the synthetic default, on a CPU: data, SFT, GRPO vs T-GRPO, eval."""
-    from videor1.demo import run_demo
+    from videor1.tools.demo import run_demo
 
     run_demo(out, quick=quick, seed=seed)
 

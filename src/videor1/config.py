@@ -13,7 +13,7 @@ How a config is built (`load_config(cls, path, overrides)`):
 4. every dataclass's `validate()` hook (if it has one) runs, nested ones first, so a bad combination
    fails before the first rollout.
 
-Each trainer owns its config dataclass (`videor1.rl.trainer.RLConfig`, `videor1.sft.SFTConfig`); this
+Each trainer owns its config dataclass (`videor1.rl.trainer.RLConfig`, `videor1.sft.trainer.SFTConfig`); this
 module holds the generic machinery and the sub-configs they share (`VideoConfig`, `ImageConfig`).
 Every field is documented by a comment beside it.
 """

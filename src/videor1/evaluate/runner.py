@@ -22,7 +22,7 @@ Choices worth knowing:
   accuracy and the gap, overall and by order-dependence. The headline numbers come from the ordered pass.
 * The summary is computed from the whole predictions file, so `videor1 score` on that file reproduces
   `videor1 eval`'s numbers exactly.
-* Generation goes through `videor1.rl.rollout` (HFEngine / VLLMEngine), shared with RL rollouts.
+* Generation goes through `videor1.generation.engines` (HFEngine / VLLMEngine), shared with RL rollouts.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def git_commit() -> str | None:
 
 def sampling_params(decoding: str, max_new_tokens: int, seed: int = 0) -> Any:
     """One completion per item; greedy, or the reference's sampling seeded per batch by `seed`."""
-    from videor1.rl.rollout import SamplingParams
+    from videor1.generation.engines import SamplingParams
 
     if decoding not in DECODING:
         raise ValueError(f"unknown decoding {decoding!r}; known: {', '.join(DECODING)}")
@@ -243,7 +243,7 @@ def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *,
             seed: int) -> tuple[Any, list[int] | None, str | None]:
     """(sample, permutation, None) or (None, None, error reason) for one item."""
     from videor1.data.prompts import build_messages
-    from videor1.vision import Sample
+    from videor1.model.inputs import Sample
 
     try:
         media = load_item_media(item, media_root, video, image)
@@ -282,11 +282,11 @@ def generate_rows(engine: Any, adapter: Benchmark, items: Sequence[Item], *, med
 def make_engine(kind: str, model_dir: Any, processor: Any, *, batch_size: int = 8, model: Any = None) -> Any:
     """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model unless given) or
     "vllm" (optional extra; vLLM loads the weights itself)."""
-    from videor1.rl import rollout
+    from videor1.generation import engines as rollout
 
     if kind == "hf":
         if model is None:
-            from videor1.model import load_model
+            from videor1.model.load import load_model
 
             model = load_model(model_dir)
         return rollout.HFEngine(model, processor, batch_size=batch_size)
@@ -335,7 +335,7 @@ def run_eval(*, model: Any, bench: str, data: Any, media_root: Any, out: Any, fr
              engine: str = "hf", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate the model in `model` on one benchmark; resumable. Returns the summary (scores.json)."""
     from videor1.evaluate.report import write_outputs
-    from videor1.model import load_processor
+    from videor1.model.load import load_processor
 
     adapter = get_benchmark(bench)
     video = VideoSpec(fps=fps, max_frames=frames, max_pixels=max_pixels)

@@ -28,7 +28,7 @@ class VLLMConfig:
 
 @dataclass(frozen=True)
 class RemoteConfig:
-    """Settings of server-mode rollouts (`rollout_engine: remote`; see `videor1.rl.remote`)."""
+    """Settings of server-mode rollouts (`rollout_engine: remote`; see `videor1.generation.remote`)."""
 
     url: str = "http://127.0.0.1:8000"  # where `videor1 serve-rollouts` listens
     weights_dir: Optional[str] = None  # directory trainer and server both see, for weight sync (a RAM disk)

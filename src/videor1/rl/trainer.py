@@ -44,7 +44,7 @@ import torch
 
 from videor1.config import ConfigError, config_to_dict, load_config, save_config, validate
 from videor1.rl.algorithms import policy_loss
-from videor1.rl.batch import (
+from videor1.rl.step import (
     completion_logps,
     dummy_inputs,
     generate_rollouts,
@@ -74,10 +74,10 @@ def train(cfg: RLConfig) -> Path:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from videor1.model import load_processor, pick_device
-    from videor1.rl.rollout import SamplingParams
-    from videor1.training_utils import MetricsLogger, plot_curves, seed_everything, skip_log
-    from videor1.vision import move_batch, pad_token_id
+    from videor1.model.load import load_processor, pick_device
+    from videor1.generation.engines import SamplingParams
+    from videor1.train.common import MetricsLogger, plot_curves, seed_everything, skip_log
+    from videor1.model.inputs import move_batch, pad_token_id
 
     validate(cfg)
     if cfg.num_threads is not None:
@@ -269,7 +269,7 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _checkpoint_to_resume(cfg: RLConfig, out: Path) -> Path | None:
-    from videor1.training_utils import latest_checkpoint
+    from videor1.train.common import latest_checkpoint
 
     latest = latest_checkpoint(out)
     if cfg.resume:
@@ -283,7 +283,7 @@ def _checkpoint_to_resume(cfg: RLConfig, out: Path) -> Path | None:
 
 
 def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
-    from videor1.training_utils import params_sharded
+    from videor1.train.common import params_sharded
 
     if cfg.rollout_engine == "remote" and params_sharded(accelerator):
         raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
@@ -296,7 +296,7 @@ def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
 def _load_records(cfg: RLConfig, out: Path, *, write_log: bool) -> list[Any]:
     """Good records; bad ones are listed in skipped.jsonl (once, by the main process) and counted."""
     from videor1.data.records import read_records
-    from videor1.training_utils import skip_log
+    from videor1.train.common import skip_log
 
     good, errors = read_records(cfg.train_data, _media_root(cfg))
     if write_log:
@@ -313,7 +313,7 @@ def _load_records(cfg: RLConfig, out: Path, *, write_log: bool) -> list[Any]:
 
 def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[Any, Any]:
     """The policy (from the checkpoint when resuming) and the frozen reference (None when beta == 0)."""
-    from videor1.model import load_model
+    from videor1.model.load import load_model
 
     model = load_model(ckpt or cfg.model, device=accelerator.device, dtype=torch.float32)
     if cfg.freeze_vision:
@@ -333,7 +333,7 @@ def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[A
 
 def _prepare_reference(ref: Any, accelerator: Any) -> Any:
     """Under ZeRO-3 the reference gets its own inference DeepSpeed engine (sharded); else it stays as is."""
-    from videor1.training_utils import zero_stage
+    from videor1.train.common import zero_stage
 
     if zero_stage(accelerator) != 3:
         return ref
@@ -352,7 +352,7 @@ def _prepare_reference(ref: Any, accelerator: Any) -> Any:
 
 def _generation_context(cfg: RLConfig, model: Any, accelerator: Any) -> Any:
     """ZeRO-3 + HF rollouts: gather the policy's parameters for generation (collective: every rank)."""
-    from videor1.training_utils import zero_stage
+    from videor1.train.common import zero_stage
 
     if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
         return contextlib.nullcontext()
@@ -379,12 +379,12 @@ def _build_optimizer(cfg: RLConfig, model: Any) -> tuple[Any, Any]:
 
 def _build_engine(cfg: RLConfig, policy: Any, processor: Any, main: bool) -> tuple[Any, Any]:
     """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's."""
-    from videor1.rl.rollout import HFEngine, VLLMEngine
+    from videor1.generation.engines import HFEngine, VLLMEngine
 
     if cfg.rollout_engine == "hf":
         return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30), lambda step: None
     if cfg.rollout_engine == "remote":
-        from videor1.rl.remote import RemoteEngine
+        from videor1.generation.remote import RemoteEngine
 
         r = cfg.remote
         remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
@@ -402,7 +402,7 @@ def _build_engine(cfg: RLConfig, policy: Any, processor: Any, main: bool) -> tup
 # ---------------------------------------------------------------------------------- checkpointing
 def _save(out: Path, step: int, model: Any, processor: Any, optimizer: Any, scheduler: Any, accelerator: Any,
           cfg: RLConfig, position: int, skipped_total: int) -> Path:
-    from videor1.training_utils import save_checkpoint
+    from videor1.train.common import save_checkpoint
 
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "data_position": position, "skipped_total": skipped_total, "config": config_to_dict(cfg),
@@ -413,7 +413,7 @@ def _save(out: Path, step: int, model: Any, processor: Any, optimizer: Any, sche
 
 def _restore(ckpt: Path, accelerator: Any, optimizer: Any, scheduler: Any, out: Path) -> tuple[int, int, int]:
     """Optimizer, scheduler, RNG and data position from a checkpoint; returns (step, position, skipped)."""
-    from videor1.training_utils import load_trainer_state, set_rng_state, trim_skip_log
+    from videor1.train.common import load_trainer_state, set_rng_state, trim_skip_log
 
     state = load_trainer_state(ckpt, rank=accelerator.process_index)
     if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
@@ -433,7 +433,7 @@ def _restore(ckpt: Path, accelerator: Any, optimizer: Any, scheduler: Any, out: 
 
 def _save_final(final: Path, model: Any, processor: Any, accelerator: Any) -> Path:
     """The trained policy as a plain HF directory (safetensors) + processor, written by the main process."""
-    from videor1.training_utils import is_sharded
+    from videor1.train.common import is_sharded
 
     state_dict = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
     if accelerator.is_main_process:

@@ -1,7 +1,7 @@
 """`videor1 annotate`: make chain-of-thought (CoT) records by rejection sampling.
 
 For every record, K completions are sampled (temperature 1, top-p 0.95 by default) from a model with
-:class:`videor1.rl.rollout.HFEngine` (or any ``RolloutEngine``), each is scored with the training accuracy
+:class:`videor1.generation.engines.HFEngine` (or any ``RolloutEngine``), each is scored with the training accuracy
 reward (:func:`videor1.rewards.score`) and the format reward (:func:`videor1.rewards.format_reward`), and the
 best passing sample becomes the record's ``process``; ``solution`` stays the ground truth.
 
@@ -185,7 +185,7 @@ def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: Any) 
     the batch, so its composition and seed are those of an uninterrupted run, but are not written."""
     from videor1.data.media import MediaError
     from videor1.data.records import RecordError
-    from videor1.vision import make_sample
+    from videor1.model.inputs import make_sample
 
     samples = []
     for record in batch:
@@ -221,8 +221,8 @@ def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: Any) 
 
 
 def _load_engine(model: str | os.PathLike, batch_size: int) -> Any:
-    from videor1.model import load_model, load_processor
-    from videor1.rl.rollout import HFEngine
+    from videor1.model.load import load_model, load_processor
+    from videor1.generation.engines import HFEngine
 
     loaded = load_model(model)
     loaded.eval()
@@ -266,7 +266,7 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
     from tqdm import tqdm
 
     from videor1.data.media import ImageSpec, VideoSpec
-    from videor1.rl.rollout import SamplingParams
+    from videor1.generation.engines import SamplingParams
 
     if samples < 1 or batch_size < 1:
         raise AnnotateError(f"samples ({samples}) and batch_size ({batch_size}) must be at least 1")

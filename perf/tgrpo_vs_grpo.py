@@ -7,7 +7,7 @@ deviation over seeds of the T-GRPO minus GRPO difference in accuracy on order-de
 (ordered frames), and of the ordered-minus-shuffled gap of each. Nothing here tunes toward a winner: the
 settings are the demo's (``--quick`` for its quick schedule), only the seed changes.
 
-    python benchmarks/tgrpo_vs_grpo.py --seeds 0 1 2 [--quick] [--out runs/tgrpo_vs_grpo] [--rl-steps N]
+    python perf/tgrpo_vs_grpo.py --seeds 0 1 2 [--quick] [--out runs/tgrpo_vs_grpo] [--rl-steps N]
 
 Each seed takes about as long as one demo run minus the base-model evaluation. Results also go to
 ``OUT/results.json``.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 
 def one_seed(out: Path, settings, seed: int) -> dict:
-    from videor1 import demo
-    from videor1.demo_report import model_row
+    from videor1.tools import demo
+    from videor1.tools.demo_report import model_row
 
     data = demo.make_data(out, settings, seed)
     base = demo.make_model(out, settings, seed)
@@ -53,7 +53,7 @@ def main() -> None:
 
     import torch
 
-    from videor1.demo import DEFAULT, QUICK
+    from videor1.tools.demo import DEFAULT, QUICK
 
     settings = QUICK if args.quick else DEFAULT
     if args.rl_steps is not None:

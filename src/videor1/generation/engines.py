@@ -9,7 +9,7 @@ Conventions shared by both engines (where we depart from the reference, it is sa
   (`<|im_end|>` or `<|endoftext|>`), nothing after it and no padding; `finished` is False when the
   generation hit `max_new_tokens` before any end id. `text` is the decode with special tokens skipped;
   `<think>`, `</think>`, `<answer>`, `</answer>` are ordinary added tokens and stay in the text.
-* Vision special tokens (`videor1.vision.vision_token_ids`) are suppressed during sampling: a sampled
+* Vision special tokens (`videor1.model.inputs.vision_token_ids`) are suppressed during sampling: a sampled
   `<|video_pad|>` would break the loss forward that follows (the reference did not guard this).
 * Greedy when `do_sample` is False (temperature / top-p ignored). `top_k` is off unless set, so RL
   sampling is plain temperature + nucleus sampling (transformers' default top-k 50 is not applied, and a
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 import torch
 
-from videor1.vision import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
+from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -135,7 +135,7 @@ class HFEngine:
         The batch is `encode(processor, samples)` (left padded, B = len(samples) rows, on CPU), i.e. the
         exact input_ids and vision tensors (pixel_values*, *_grid_thw, second_per_grid_ts,
         mm_token_type_ids) the completions were sampled from. The RL trainer builds its loss input from
-        it with `videor1.vision.repeat_rows(batch, n)` and `videor1.vision.append_tokens(...,
+        it with `videor1.model.inputs.repeat_rows(batch, n)` and `videor1.model.inputs.append_tokens(...,
         [c.token_ids for group in completions for c in group], pad_id=...)`, so the loss forward sees
         the same frames (ordered or shuffled) and the same second_per_grid_ts as the rollout.
         """

@@ -2,15 +2,15 @@
 
 Stages (each timed; the times go into the report):
 
-1. **data** — the synthetic dataset (:func:`videor1.data.synth.make_dataset`): RL, CoT and test sets of
-   real mp4 clips / PNG images; and a tiny random Qwen2.5-VL (:func:`videor1.model.build_tiny`).
-2. **SFT** — cold start on the CoT set (:func:`videor1.sft.train_sft`).
+1. **data** — the synthetic dataset (:func:`videor1.data.synth.build.make_dataset`): RL, CoT and test sets of
+   real mp4 clips / PNG images; and a tiny random Qwen2.5-VL (:func:`videor1.model.tiny.build_tiny`).
+2. **SFT** — cold start on the CoT set (:func:`videor1.sft.trainer.train_sft`).
 3. **RL** — from the SFT model, two runs with the same seed, data and budget: GRPO and T-GRPO
    (:func:`videor1.rl.trainer.train`).
 4. **eval** — base, SFT, GRPO and T-GRPO on the synthetic test set, greedy, with ordered and with shuffled
    frames (:func:`videor1.evaluate.runner.run_eval`).
 5. **report** — ``DIR/report.md`` (results table, per-task table, findings, stage times, settings) and
-   PNG plots (training curves; accuracy bars), built by :mod:`videor1.demo_report` from the files the run
+   PNG plots (training curves; accuracy bars), built by :mod:`videor1.tools.demo_report` from the files the run
    wrote.
 
 What differs from the paper, by necessity: a ~1 M-parameter random model instead of Qwen2.5-VL-7B, a
@@ -120,20 +120,20 @@ def _video_cfgs(s: DemoSettings) -> tuple[Any, Any]:
 
 
 def make_data(out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
-    from videor1.data.synth import make_dataset
+    from videor1.data.synth.build import make_dataset
 
     return make_dataset(out / "data", n_train=s.n_train, n_test=s.n_test, n_cot=s.n_cot, seed=seed,
                         tasks=dict(s.tasks), shuffle_options=s.shuffle_options)
 
 
 def make_model(out: Path, s: DemoSettings, seed: int) -> Path:
-    from videor1.model import build_tiny
+    from videor1.model.tiny import build_tiny
 
     return build_tiny(out / "models" / "base", seed=seed, hidden_size=s.hidden_size, num_layers=s.num_layers)
 
 
 def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mapping[str, Path]) -> Path:
-    from videor1.sft import SFTConfig, train_sft
+    from videor1.sft.trainer import SFTConfig, train_sft
 
     video, image = _video_cfgs(s)
     cfg = SFTConfig(model=str(base), train_data=str(data["cot"]), media_root=str(data["media_root"]),
@@ -179,7 +179,7 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
                  summaries: Mapping[str, dict], timer: StageTimer) -> tuple[Path, str]:
     """report.md + the two PNGs; returns (report path, the results table)."""
     from videor1.data.records import load_records
-    from videor1.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training,
+    from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training,
                                      results_table, task_table)
 
     test = load_records(data["test"])

@@ -1,7 +1,7 @@
 """One video (or image) and one question in; the model's reasoning and answer out.
 
 The question goes through the same record -> prompt -> media path as training and evaluation
-(`videor1.data.prompts`, `videor1.data.media`, `videor1.rl.rollout.HFEngine`), so what `videor1 infer`
+(`videor1.data.prompts`, `videor1.data.media`, `videor1.generation.engines.HFEngine`), so what `videor1 infer`
 shows is what the evaluator scores. Decoding is greedy. Departure from the reference's inference script:
 frames, fps and pixel budget are options (recorded in the JSON output), not constants.
 """
@@ -61,9 +61,9 @@ def run_infer(*, model: Any, video: Any, question: str, problem_type: str = "fre
     """Answer `question` about `video` with the model in `model`; text, or one JSON object with as_json."""
     from videor1.data.media import ImageSpec, VideoSpec, load_media
     from videor1.data.prompts import build_messages
-    from videor1.model import load_model, load_processor
-    from videor1.rl.rollout import HFEngine, SamplingParams
-    from videor1.vision import Sample
+    from videor1.model.load import load_model, load_processor
+    from videor1.generation.engines import HFEngine, SamplingParams
+    from videor1.model.inputs import Sample
 
     media_path = Path(video)
     if not media_path.is_file():

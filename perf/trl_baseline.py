@@ -2,10 +2,10 @@
 
 `time_trl_grpo` trains TRL's GRPO on the image records of the synthetic set and returns the median time of
 one optimizer step (rollout + rewards + loss forward/backward + optimizer) after `warmup` untimed steps.
-`benchmarks/rl_step.py` may import it to print TRL next to our trainer; run alone it prints TRL's time.
+`perf/rl_step.py` may import it to print TRL next to our trainer; run alone it prints TRL's time.
 
 Settings matched to our `videor1.rl.trainer` run (same values as `RLConfig` where TRL has the knob):
-  * the same tiny Qwen2.5-VL, loaded by `videor1.model.load_model` in float32 (bf16 only when asked), and
+  * the same tiny Qwen2.5-VL, loaded by `videor1.model.load.load_model` in float32 (bf16 only when asked), and
     the same processor object (`processing_class=processor`); one process; no gradient checkpointing;
   * one generation batch per optimizer step: `per_device_train_batch_size = prompts_per_step *
     num_generations`, `steps_per_generation = 1`, `gradient_accumulation_steps = 1`, `num_iterations = 1`;
@@ -22,7 +22,7 @@ Timing: a TrainerCallback, perf_counter at on_step_begin / on_step_end (transfor
 where TRL generates, and the optimizer step between them); the interval between successive step ends
 (which adds data loading and logging) is returned too. Offline: HF_HUB_OFFLINE=1, report_to="none".
 
-    .venv/bin/python benchmarks/trl_baseline.py [--steps 5 --prompts 2 --generations 4 --max-completion 32]
+    .venv/bin/python perf/trl_baseline.py [--steps 5 --prompts 2 --generations 4 --max-completion 32]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def time_trl_grpo(model_dir: str | os.PathLike, records: Sequence[Any], media_ro
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from videor1.model import load_model, load_processor, pick_device
+    from videor1.model.load import load_model, load_processor, pick_device
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
@@ -171,8 +171,8 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=32, help="synthetic RL records to make (images are a part)")
     a = p.parse_args()
     from videor1.data.records import load_records
-    from videor1.data.synth import make_dataset
-    from videor1.model import build_tiny
+    from videor1.data.synth.build import make_dataset
+    from videor1.model.tiny import build_tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_dataset(Path(tmp) / "synth", n_train=a.n_train, n_test=2, seed=0)

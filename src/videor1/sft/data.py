@@ -9,7 +9,7 @@ collate that encodes a micro-batch with its labels, and the token loss.
   end of an epoch is dropped (every step sees a full batch). The data position is therefore just the
   optimizer step: resuming at step `k` replays exactly the batches an uninterrupted run would see.
 - **Targets.** The assistant turn is `process + "\\n" + solution` (`<think>…</think>\\n<answer>…</answer>`);
-  `videor1.vision.encode` sets labels to -100 on every prompt, vision and padding token. Where we depart
+  `videor1.model.inputs.encode` sets labels to -100 on every prompt, vision and padding token. Where we depart
   from the reference: it also trained on the prompt and vision pad tokens; we train on the response only.
 - **Bad samples.** A record without `process`, media that will not decode, a sample the processor
   refuses, or a sample longer than `max_length` tokens (vision tokens are never cut: the sample is
@@ -128,7 +128,7 @@ class SFTDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> tuple[Any, str] | Skipped:
-        from videor1.vision import make_sample
+        from videor1.model.inputs import make_sample
 
         record = self.records[i]
         try:
@@ -162,7 +162,7 @@ class MicroBatch:
 
 
 def _encode(processor: Any, pairs: Sequence[tuple[Any, str]]) -> dict[str, torch.Tensor]:
-    from videor1.vision import encode
+    from videor1.model.inputs import encode
 
     samples = [s for s, _ in pairs]
     responses = [r for _, r in pairs]

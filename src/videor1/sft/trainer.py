@@ -2,8 +2,8 @@
 
 The loop in `train_sft` reads top to bottom: set up (records, model, optimizer, schedule, resume), then one
 optimizer step per global batch, then save the final HF directory. The data side (order, decoding,
-collate, loss) is in `videor1.sft_data`, the model side (precision, LoRA, merge) in `videor1.sft_model`;
-checkpoints, metrics, seeding and skip logs are shared with the RL trainer (`videor1.training_utils`).
+collate, loss) is in `videor1.sft.data`, the model side (precision, LoRA, merge) in `videor1.sft.model`;
+checkpoints, metrics, seeding and skip logs are shared with the RL trainer (`videor1.train.common`).
 Multi-GPU / multi-node runs go through `accelerate launch` (DDP, DeepSpeed ZeRO-2/3; see configs/accelerate).
 
 Where we depart from the reference (Video-R1's SFT on TRL's SFTTrainer):
@@ -37,8 +37,8 @@ import torch
 
 from videor1.config import ConfigError, ImageConfig, VideoConfig, config_to_dict, load_config, save_config
 from videor1.data.prompts import TEMPLATES
-from videor1.sft_data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
-from videor1.sft_model import (build_model, check_lora_placement, fill_deepspeed_auto, mixed_precision, param_groups,
+from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
+from videor1.sft.model import (build_model, check_lora_placement, fill_deepspeed_auto, mixed_precision, param_groups,
                                save_final)
 
 LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -123,7 +123,7 @@ def train_sft(cfg: SFTConfig) -> Path:
     """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir)."""
     from tqdm.auto import tqdm
 
-    from videor1.training_utils import MetricsLogger, plot_curves
+    from videor1.train.common import MetricsLogger, plot_curves
 
     run = _setup(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
@@ -186,8 +186,8 @@ def _setup(cfg: SFTConfig) -> _Run:
     """Records, model, optimizer, schedule and data order; restored from a checkpoint when resuming."""
     from transformers import get_scheduler
 
-    from videor1.model import load_processor
-    from videor1.training_utils import latest_checkpoint, seed_everything, set_rng_state
+    from videor1.model.load import load_processor
+    from videor1.train.common import latest_checkpoint, seed_everything, set_rng_state
 
     accelerator = _make_accelerator(cfg)
     out, main = Path(cfg.output_dir), accelerator.is_main_process
@@ -230,7 +230,7 @@ def _setup(cfg: SFTConfig) -> _Run:
 def _make_accelerator(cfg: SFTConfig) -> Any:
     from accelerate import Accelerator
 
-    from videor1.model import pick_device
+    from videor1.model.load import pick_device
 
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
@@ -306,7 +306,7 @@ def _media_root(cfg: SFTConfig) -> str:
 def _load_records(cfg: SFTConfig, out: Path, *, write_log: bool) -> tuple[list[Any], int]:
     """Good CoT records; bad ones (and those without `process`) are logged to skipped.jsonl and counted."""
     from videor1.data.records import read_records
-    from videor1.training_utils import skip_log
+    from videor1.train.common import skip_log
 
     good, errors = read_records(cfg.train_data, _media_root(cfg))
     reasons = [(e.record_id, str(e)) for e in errors]
@@ -350,7 +350,7 @@ def _plan_key(plan: DataPlan) -> dict[str, int]:
 
 
 def _load_state(ckpt: Path, accelerator: Any) -> dict[str, Any]:
-    from videor1.training_utils import load_trainer_state
+    from videor1.train.common import load_trainer_state
 
     return load_trainer_state(ckpt, rank=accelerator.process_index)
 
@@ -391,7 +391,7 @@ def _account(run: _Run, window: Sequence[MicroBatch], stats: dict[str, float], s
     """Log this process's skipped samples (skipped.jsonl + a warning), count them, stop if too many."""
     import logging
 
-    from videor1.training_utils import skip_log
+    from videor1.train.common import skip_log
 
     for mb in window:
         for s in mb.skipped:
@@ -407,7 +407,7 @@ def _account(run: _Run, window: Sequence[MicroBatch], stats: dict[str, float], s
 
 
 def _save_checkpoint(run: _Run, step: int) -> None:
-    from videor1.training_utils import save_checkpoint
+    from videor1.train.common import save_checkpoint
 
     state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "plan": _plan_key(run.plan), "counters": dict(run.counters), "config": config_to_dict(run.cfg)}

@@ -10,7 +10,7 @@ media under ``out/media/`` (real H.264 mp4 clips and PNG images):
 
 Every record carries ``data_source = "synth/<task>"``, a boolean ``temporal`` (the answer depends on frame
 order) and the scene's ground truth in an extra field ``synth_facts``. The tasks live in
-:mod:`videor1.data.synth_tasks`; drawing and encoding in :mod:`videor1.data.synth_render`.
+:mod:`videor1.data.synth.tasks`; drawing and encoding in :mod:`videor1.data.synth.render`.
 
 Design choices (this dataset has no counterpart in the paper, which trains on Video-R1-260k):
 
@@ -35,9 +35,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from videor1.data import synth_render as R
+from videor1.data.synth import render as R
 from videor1.data.records import write_records
-from videor1.data.synth_tasks import CLIP_FPS, TASKS, Item
+from videor1.data.synth.tasks import CLIP_FPS, TASKS, Item
 
 #: The demo's default mix: mostly learnable multiple choice (order-dependent and not), a few of each type.
 DEFAULT_MIX: dict[str, float] = {

@@ -3,7 +3,7 @@
 The reference trained on N-1 GPUs of a node and served vLLM rollouts from the last one. Here that is
 `videor1 serve-rollouts --model DIR --engine vllm --weights-dir /dev/shm/videor1` on the rollout GPU and
 `rollout_engine: remote` (+ `remote.url`, `remote.weights_dir`) in the training config. Any engine of
-`videor1.rl.rollout` can be served (`--engine hf` serves transformers' generate, which is how the tests
+`videor1.generation.engines` can be served (`--engine hf` serves transformers' generate, which is how the tests
 run the whole path on a CPU); the vLLM one has not run on a GPU yet (see its class doc).
 
 Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and are read back with
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from videor1.rl.rollout import Completion, SamplingParams
-from videor1.vision import Sample
+from videor1.generation.engines import Completion, SamplingParams
+from videor1.model.inputs import Sample
 
 WEIGHTS_FILE = "policy.safetensors"
 
@@ -199,8 +199,8 @@ def make_server(model: str | os.PathLike, *, engine: str = "vllm", weights_dir: 
                 host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8,
                 llm_kwargs: dict[str, Any] | None = None) -> RolloutServer:
     """A `RolloutServer` for the checkpoint at `model`: vLLM's offline engine, or transformers' generate."""
-    from videor1.model import load_model, load_processor
-    from videor1.rl.rollout import HFEngine, VLLMEngine
+    from videor1.model.load import load_model, load_processor
+    from videor1.generation.engines import HFEngine, VLLMEngine
 
     processor = load_processor(model)
     if engine == "hf":

@@ -43,7 +43,7 @@ def model_dtype(cfg: Any) -> torch.dtype:
 
 def check_lora_placement(cfg: Any, accelerator: Any) -> None:
     """Refuse LoRA with sharded parameters (ZeRO-3 / FSDP): the merge needs whole weights."""
-    from videor1.training_utils import params_sharded
+    from videor1.train.common import params_sharded
 
     if cfg.lora and params_sharded(accelerator):
         raise ConfigError("lora: true is supported with DDP or DeepSpeed ZeRO-2, not ZeRO-3 / FSDP "
@@ -68,7 +68,7 @@ def fill_deepspeed_auto(cfg: Any, accelerator: Any) -> None:
 
 def build_model(cfg: Any, ckpt: Path | None, device: torch.device) -> Any:
     """The model to train, in train mode: full weights (from `ckpt` when resuming) or base + LoRA adapters."""
-    from videor1.model import load_model
+    from videor1.model.load import load_model
 
     source = ckpt if ckpt is not None and not cfg.lora else cfg.model
     model = load_model(source, device=device, dtype=model_dtype(cfg))

@@ -8,7 +8,7 @@ Step time is measured around whole optimisation steps (rollout + rewards + loss 
 the first `--warmup` steps excluded, median over the rest. The tiny model is random, so completions almost
 always run to `--max-completion` tokens in every run: the work per step is comparable.
 
-    .venv/bin/python benchmarks/rl_step.py [--steps 6 --prompts 4 --generations 4 --max-completion 24]
+    .venv/bin/python perf/rl_step.py [--steps 6 --prompts 4 --generations 4 --max-completion 24]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ PIXELS = 56 * 56
 
 
 def _make_inputs(work: Path) -> tuple[Path, Path]:
-    from videor1.data.synth import make_dataset
-    from videor1.model import build_tiny
+    from videor1.data.synth.build import make_dataset
+    from videor1.model.tiny import build_tiny
 
     paths = make_dataset(work / "synth", n_train=64, n_test=4, seed=0)
     return build_tiny(work / "tiny", seed=0), paths["rl"]
@@ -40,7 +40,7 @@ def _subset(rl: Path, data_type: str, out: Path) -> Path:
 def ours(model: Path, data: Path, media_root: Path, out: Path, algorithm: str, a: argparse.Namespace) -> list[float]:
     from videor1.config import config_from_dict
     from videor1.rl.trainer import RLConfig, train
-    from videor1.training_utils import read_metrics
+    from videor1.train.common import read_metrics
 
     cfg = config_from_dict(RLConfig, dict(
         model=str(model), train_data=str(data), media_root=str(media_root), output_dir=str(out),
@@ -55,7 +55,7 @@ def ours(model: Path, data: Path, media_root: Path, out: Path, algorithm: str, a
 
 
 def trl_grpo(model_dir: Path, data: Path, media_root: Path, out: Path, a: argparse.Namespace) -> list[float]:
-    """TRL 1.16 GRPOTrainer on the same images and settings (see benchmarks/trl_baseline.py)."""
+    """TRL 1.16 GRPOTrainer on the same images and settings (see perf/trl_baseline.py)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))

@@ -126,7 +126,7 @@ def findings(summaries: Mapping[str, Mapping[str, Any]], chance_dep: float | Non
         a, b = rows["GRPO"].get("order-dep."), rows["T-GRPO"].get("order-dep.")
         if a is not None and b is not None:
             out.append(f"T-GRPO minus GRPO on order-dependent questions: {b - a:+.3f} (one seed; differences of "
-                       "a few items are noise, see benchmarks/tgrpo_vs_grpo.py for several seeds).")
+                       "a few items are noise, see perf/tgrpo_vs_grpo.py for several seeds).")
     return out
 
 

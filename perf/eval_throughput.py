@@ -4,7 +4,7 @@ Runs the same evaluation (`videor1.evaluate.runner.evaluate_records`: decode, pr
 score) twice in one process, with batch size 1 and with batch size B, and prints items/s for each and
 the ratio. Both runs produce the same scores (greedy decoding); the script checks that too.
 
-    python benchmarks/eval_throughput.py [--items 24] [--batch-size 8] [--max-new-tokens 32]
+    python perf/eval_throughput.py [--items 24] [--batch-size 8] [--max-new-tokens 32]
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def main() -> None:
     import torch
 
     from videor1.data.records import load_records
-    from videor1.data.synth import make_dataset
-    from videor1.model import build_tiny, load_model, load_processor
+    from videor1.data.synth.build import make_dataset
+    from videor1.model.load import load_model, load_processor
+    from videor1.model.tiny import build_tiny
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,7 +76,7 @@ def load_prompts(records: Sequence[Any], indices: Sequence[int], positions: Sequ
     """Decode, build and encode the prompts of `indices`; bad or too-long samples are skipped, not replaced."""
     from videor1.data.media import MediaError
     from videor1.data.records import RecordError
-    from videor1.vision import encode, make_sample, select_rows
+    from videor1.model.inputs import encode, make_sample, select_rows
 
     samples, kept_pos, skipped = [], [], []
     for index, pos in zip(indices, positions):
@@ -126,7 +126,7 @@ def shuffle_permutation(n_frames: int, unit: str, rng: np.random.Generator) -> l
 
 def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tuple[list[Any], list[int]]:
     """A frame-shuffled copy of each video sample and the prompt index (0..K-1) it belongs to."""
-    from videor1.vision import Sample
+    from videor1.model.inputs import Sample
 
     out, owners = [], []
     for i, (sample, pos) in enumerate(zip(prompts.samples, prompts.positions)):
@@ -245,7 +245,7 @@ def loss_inputs(prompt_batch: Any, token_ids: Sequence[Sequence[int]], n: int, p
     """
     from transformers import BatchFeature
 
-    from videor1.vision import append_tokens, repeat_rows
+    from videor1.model.inputs import append_tokens, repeat_rows
 
     full = append_tokens(repeat_rows(prompt_batch, n), token_ids, pad_id=pad_id, padding_side="left")
     c = max(1, max(len(t) for t in token_ids))
@@ -267,7 +267,7 @@ def completion_logps(model: Any, inputs: Any, ids: torch.Tensor, temperature: fl
 def dummy_inputs(processor: Any, pad_id: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """A one-row image prompt + one token, for a zero-weighted forward/backward on a process whose
     prompts were all skipped (keeps collective calls equal across processes). Contributes no gradient."""
-    from videor1.vision import Sample, encode
+    from videor1.model.inputs import Sample, encode
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
     sample = Sample(record=None, media=np.zeros((56, 56, 3), dtype=np.uint8), messages=messages)

@@ -1,0 +1,1 @@
+"""The synthetic video dataset: tasks (questions over rendered motion), render (frames -> mp4), build."""

@@ -1,0 +1,1 @@
+"""Generation engines: HF `generate`, vLLM (optional extra) and a remote rollout server, behind one protocol."""

@@ -1,0 +1,1 @@
+"""SFT cold start: config, data (CoT records -> masked token batches), trainer, LoRA."""

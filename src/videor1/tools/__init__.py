@@ -1,0 +1,1 @@
+"""Thin readers of the pipeline: annotate (CoT by rejection sampling), infer, demo."""

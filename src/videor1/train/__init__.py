@@ -1,0 +1,1 @@
+"""What SFT and RL share: precision, records, resume, parameter groups, freezing, skip log, checkpoints, metrics."""
