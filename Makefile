@@ -1,12 +1,13 @@
-# make setup  : create .venv (idempotent) and install videor1 with everything it needs
-# make demo   : setup, then run the whole pipeline on the embedded synthetic default
-# make test   : setup, then run the test suite
+# make setup     : create .venv (idempotent) and install videor1 with everything it needs
+# make demo      : setup, then run the whole pipeline on the embedded synthetic default
+# make test      : setup, then run the whole test suite (what CI runs, via .ci/run; a few minutes)
+# make test-fast : setup, then the suite without the end-to-end tests marked `slow` (under ~90 s on 2 cores)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test bench clean
+.PHONY: setup demo demo-quick test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,9 @@ demo-quick: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python perf/media_decode.py

@@ -40,7 +40,7 @@ def _subset(rl: Path, data_type: str, out: Path) -> Path:
 def ours(model: Path, data: Path, media_root: Path, out: Path, algorithm: str, a: argparse.Namespace) -> list[float]:
     from videor1.config import config_from_dict
     from videor1.rl.trainer import RLConfig, train
-    from videor1.train.common import read_metrics
+    from videor1.train.metrics import read_metrics
 
     cfg = config_from_dict(RLConfig, dict(
         model=str(model), train_data=str(data), media_root=str(media_root), output_dir=str(out),

@@ -5,7 +5,10 @@ reported as skipped). Each check runs on the tiny model and a small synthetic se
 timed, and is reported as ok / FAILED (with the reason) / skipped; the script goes on after a failure and
 exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``.
 
-    python scripts/gpu_smoke.py [--out DIR] [--only sft,rl,eval,vllm,server]
+    python scripts/gpu_smoke.py [--out DIR] [--only sft,rl,eval,vllm,server] [--dry-run]
+
+``--dry-run`` runs only the preflight (imports every module the checks use; no model, no data, seconds)
+and reports the selected checks as skipped: the test suite uses it to prove the script works.
 
 Checks: ``sft`` (5 steps, bf16 where supported: the loss is finite and falls), ``rl`` (3 T-GRPO steps with
 beta 0.04, i.e. with a reference model: metrics written, vision tower changed), ``eval`` (batched greedy
@@ -17,6 +20,7 @@ plus a weight sync; needs vLLM and CUDA), ``server`` (3 T-GRPO steps through ``v
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -27,6 +31,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 CHECKS = ("sft", "rl", "eval", "vllm", "server")
+PREFLIGHT_MODULES = ("torch", "safetensors.torch", "videor1.config", "videor1.data.synth.build",
+                     "videor1.model.tiny", "videor1.model.load", "videor1.model.inputs",
+                     "videor1.data.records", "videor1.data.media", "videor1.generation.engines",
+                     "videor1.generation.remote", "videor1.sft.trainer", "videor1.rl.config",
+                     "videor1.rl.trainer", "videor1.evaluate.runner")
 
 
 class Skip(Exception):
@@ -61,7 +70,8 @@ def _rl_config(work: Path, name: str, model: Path, data: dict, **over: Any) -> A
 
 def check_sft(work: Path, model: Path, data: dict) -> str:
     from videor1.config import load_config
-    from videor1.sft.trainer import SFTConfig, train_sft
+    from videor1.sft.config import SFTConfig
+    from videor1.sft.trainer import train_sft
 
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(SFTConfig, root / "sft_demo_cpu.yaml", [
@@ -92,11 +102,14 @@ def check_rl(work: Path, model: Path, data: dict) -> str:
 
 
 def check_eval(work: Path, model: Path, data: dict) -> str:
+    from videor1.data.media import ImageSpec, VideoSpec
+    from videor1.evaluate.config import EvalConfig
     from videor1.evaluate.runner import run_eval
 
-    summary = run_eval(model=model, bench="videor1", data=data["test"], media_root=data["media_root"],
-                       out=work / "eval", frames=4, max_pixels=3136, batch_size=8, max_new_tokens=16,
-                       shuffle_frames=True, echo=lambda _: None)
+    summary = run_eval(EvalConfig(model=Path(model), bench="videor1", data=Path(data["test"]),
+                                  media_root=Path(data["media_root"]), out=work / "eval",
+                                  video=VideoSpec(max_frames=4, max_pixels=3136), image=ImageSpec(max_pixels=3136),
+                                  batch_size=8, max_new_tokens=16, shuffle_frames=True), echo=lambda _: None)
     return f"official {summary['official']['overall']:.3f} over {summary['official'].get('n', '?')} items"
 
 
@@ -104,7 +117,7 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
     _needs_vllm()
     import numpy as np
 
-    from videor1.config import ImageConfig, VideoConfig
+    from videor1.data.media import ImageSpec, VideoSpec
     from videor1.data.records import load_records
     from videor1.model.load import load_model, load_processor
     from videor1.generation.engines import SamplingParams, VLLMEngine
@@ -113,7 +126,7 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
     processor = load_processor(model)
     engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": 0.3})
     records = [r for r in load_records(data["test"]) if r.data_type == "video"][:4]
-    video, image = VideoConfig(max_frames=4, max_pixels=3136).to_spec(), ImageConfig(max_pixels=3136).to_spec()
+    video, image = VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136)
     samples = [make_sample(r, data["media_root"], video, image) for r in records]
     shuffled = [type(s)(s.record, s.media.permuted(list(np.random.default_rng(0).permutation(4))), s.messages)
                 for s in samples]
@@ -146,39 +159,62 @@ def check_server(work: Path, model: Path, data: dict) -> str:
         proc.wait(timeout=60)
 
 
-def main() -> None:
+def preflight() -> str:
+    """Import every module the checks use (no model, no data): a broken import or layout fails here."""
+    for name in PREFLIGHT_MODULES:
+        importlib.import_module(name)
+    return f"{len(PREFLIGHT_MODULES)} modules import"
+
+
+def _run(name: str, fn: Callable[[], str], results: dict) -> None:
+    t0 = time.perf_counter()
+    try:
+        status, detail = "ok", fn()
+    except Skip as exc:
+        status, detail = "skipped", str(exc)
+    except Exception as exc:  # report and go on: one run should show every failing path
+        status, detail = "FAILED", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    results[name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), "detail": detail}
+    print(f"{name:9s} {status:8s} {results[name]['seconds']:6.1f} s  {detail.splitlines()[0]}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the checks; write OUT/gpu_smoke.json; return the exit status (1 if any check failed)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--only", default=",".join(CHECKS))
-    args = parser.parse_args()
+    parser.add_argument("--dry-run", action="store_true",
+                        help="preflight only (imports); report the selected checks as skipped")
+    args = parser.parse_args(argv)
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(CHECKS))
+    if unknown:
+        parser.error(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
     import torch
-
-    from videor1.data.synth.build import make_dataset
-    from videor1.model.tiny import build_tiny
 
     work = args.out or Path(tempfile.mkdtemp(prefix="videor1-gpu-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"torch {torch.__version__}, device {device}, work dir {work}", flush=True)
-    data = make_dataset(work / "synth", n_train=32, n_test=16, seed=0)
-    model = build_tiny(work / "tiny", seed=0)
-    checks: dict[str, Callable[[Path, Path, dict], str]] = {
-        "sft": check_sft, "rl": check_rl, "eval": check_eval, "vllm": check_vllm, "server": check_server}
-    results = {}
-    for name in args.only.split(","):
-        t0 = time.perf_counter()
-        try:
-            status, detail = "ok", checks[name](work, model, data)
-        except Skip as exc:
-            status, detail = "skipped", str(exc)
-        except Exception as exc:  # report and go on: one run should show every failing path
-            status, detail = "FAILED", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-        results[name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), "detail": detail}
-        print(f"{name:7s} {status:8s} {results[name]['seconds']:6.1f} s  {detail.splitlines()[0]}", flush=True)
+    results: dict[str, dict] = {}
+    _run("preflight", preflight, results)
+    if args.dry_run:
+        for name in only:
+            results[name] = {"status": "skipped", "seconds": 0.0, "detail": "dry run"}
+    elif results["preflight"]["status"] == "ok":
+        from videor1.data.synth.build import make_dataset
+        from videor1.model.tiny import build_tiny
+
+        data = make_dataset(work / "synth", n_train=32, n_test=16, seed=0)
+        model = build_tiny(work / "tiny", seed=0)
+        checks: dict[str, Callable[[Path, Path, dict], str]] = {
+            "sft": check_sft, "rl": check_rl, "eval": check_eval, "vllm": check_vllm, "server": check_server}
+        for name in only:
+            _run(name, lambda fn=checks[name]: fn(work, model, data), results)
     (work / "gpu_smoke.json").write_text(json.dumps({"device": device, "torch": torch.__version__,
-                                                     "results": results}, indent=1))
-    sys.exit(1 if any(r["status"] == "FAILED" for r in results.values()) else 0)
+                                                     "dry_run": args.dry_run, "results": results}, indent=1))
+    return 1 if any(r["status"] == "FAILED" for r in results.values()) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -72,13 +72,42 @@ def test_temporal_bonus_comparison_at_the_boundary():
         temporal_bonus(acc, gid, sacc, sgid, comparison="geq")
 
 
-def test_length_bonus_wrapper():
+def test_length_bonus_group_rules():
     acc = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.05, 1.0])
     lengths = torch.tensor([320, 600, 400, 512, 400, 400])
     gid = torch.tensor([0, 0, 0, 1, 1, 2])
     # group 0: two correct, only the first is in [320, 512]; group 1: one correct (0.05 is not > 0.1)
     # -> nothing; group 2: a single correct -> nothing
-    assert length_bonus(acc, lengths, gid, omega=0.2).tolist() == pytest.approx([0.2, 0, 0, 0, 0, 0])
+    out = length_bonus(acc, lengths, gid, omega=0.2)
+    assert out.dtype == torch.float32 and out.tolist() == pytest.approx([0.2, 0, 0, 0, 0, 0])
+    # groups need not be contiguous: ids 7 and 3 interleaved, each with two correct in range
+    gid = torch.tensor([7, 3, 7, 3])
+    assert length_bonus(torch.ones(4), torch.full((4,), 400), gid).tolist() == pytest.approx([0.2] * 4)
+
+
+def test_length_bonus_threshold_is_strict():
+    # exactly CORRECT_THRESHOLD is not correct: group 0 then has one correct completion -> no bonus
+    from videor1.rewards import CORRECT_THRESHOLD
+
+    acc = torch.tensor([CORRECT_THRESHOLD, 1.0, 0.11, 1.0])
+    out = length_bonus(acc, torch.full((4,), 400), torch.tensor([0, 0, 1, 1]))
+    assert out.tolist() == pytest.approx([0.0, 0.0, 0.2, 0.2])
+
+
+def test_length_bonus_bounds_inclusive_and_omega():
+    lengths = torch.tensor([319, 320, 512, 513])
+    acc, gid = torch.ones(4), torch.full((4,), 7)
+    assert length_bonus(acc, lengths, gid, omega=0.1).tolist() == pytest.approx([0.0, 0.1, 0.1, 0.0])
+    assert length_bonus(acc, lengths, gid, min_len=0, max_len=1000).tolist() == pytest.approx([0.2] * 4)
+
+
+def test_length_bonus_validates():
+    with pytest.raises(ValueError, match="must be \\[N\\]"):
+        length_bonus(torch.ones(1), torch.tensor([1, 2]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="min_len"):
+        length_bonus(torch.ones(1), torch.tensor([1]), torch.tensor([0]), min_len=10, max_len=5)
+    empty = length_bonus(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    assert empty.shape == (0,) and empty.dtype == torch.float32
 
 
 def _ratios_case():

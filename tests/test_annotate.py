@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from videor1.tools.annotate import AnnotateError, annotate, judge, rejects_path, think_part
 from videor1.cli import app
 from videor1.data.check import check_dataset
+from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import load_records, parse_record
 
-FAST = dict(samples=2, frames=4, max_new_tokens=10, seed=0)
+FAST = dict(samples=2, video=VideoSpec(max_frames=4), max_new_tokens=10, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,6 @@ def test_accept_all_gives_valid_cot_records(tmp_path, synth_dir, engine, process
     by_type = Counter(r.problem_type for r in source)
     assert {k: v["accepted"] for k, v in summary["problem_type"].items()} == dict(by_type)
     # the SFT trainer's data side reads them: response-only labels over process + solution
-    from videor1.data.media import ImageSpec, VideoSpec
     from videor1.sft.data import SFTDataset, make_collate
 
     ds = SFTDataset(written, str(synth_dir), VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136),

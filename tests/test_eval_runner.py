@@ -11,10 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 from videor1.cli import app
+from videor1.data.media import ImageSpec, VideoSpec
 from videor1.evaluate import runner
+from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.runner import read_predictions, run_eval
 
-FAST = dict(frames=4, fps=2.0, max_pixels=8 * 28 * 28, max_new_tokens=6, decoding="greedy", seed=0, engine="hf")
+FAST = dict(video=VideoSpec(fps=2.0, max_frames=4, max_pixels=8 * 28 * 28), image=ImageSpec(max_pixels=8 * 28 * 28),
+            max_new_tokens=6, decoding="greedy", seed=0, engine="hf")
+
+
+def eval_config(model, data, media_root, out, **kw) -> EvalConfig:
+    return EvalConfig(model=Path(model), bench="videor1", data=Path(data), media_root=Path(media_root), out=Path(out),
+                      **kw)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +44,7 @@ def small_set(tmp_path_factory, bikes_mp4) -> Path:
 
 def evaluate(model, data_root, out, **kw):
     args = {**FAST, "batch_size": 3, "limit": None, "shuffle_frames": False, **kw}
-    return run_eval(model=model, bench="videor1", data=data_root / "test.jsonl", media_root=data_root, out=out,
-                    echo=lambda *_: None, **args)
+    return run_eval(eval_config(model, data_root / "test.jsonl", data_root, out, **args), echo=lambda *_: None)
 
 
 def comparable(rows):
@@ -102,7 +109,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, small_set, tm
 def test_resume_with_other_settings_is_refused(tiny_model_dir, small_set, tmp_path):
     evaluate(tiny_model_dir, small_set, tmp_path / "run", limit=2)
     with pytest.raises(ValueError, match="video"):
-        evaluate(tiny_model_dir, small_set, tmp_path / "run", limit=2, frames=8)
+        evaluate(tiny_model_dir, small_set, tmp_path / "run", limit=2, video=VideoSpec(max_frames=8))
 
 
 def test_score_cli_reproduces_eval_cli(tiny_model_dir, small_set, tmp_path):
@@ -125,9 +132,8 @@ def test_score_cli_reproduces_eval_cli(tiny_model_dir, small_set, tmp_path):
 
 
 def test_shuffled_frames_on_synthetic_set(tiny_model_dir, synth_dir, tmp_path):
-    summary = run_eval(model=tiny_model_dir, bench="videor1", data=synth_dir / "test.jsonl", media_root=synth_dir,
-                       out=tmp_path / "shuf", batch_size=6, limit=6, shuffle_frames=True,
-                       echo=lambda *_: None, **FAST)
+    summary = run_eval(eval_config(tiny_model_dir, synth_dir / "test.jsonl", synth_dir, tmp_path / "shuf",
+                                   batch_size=6, limit=6, shuffle_frames=True, **FAST), echo=lambda *_: None)
     rows = read_predictions(tmp_path / "shuf/predictions.jsonl")
     ordered = {r["id"]: r for r in rows if not r["shuffled"]}
     shuffled = {r["id"]: r for r in rows if r["shuffled"]}

@@ -36,10 +36,11 @@ def test_mra_threshold_edges(pred, inclusive, expected):
     assert mra(pred, 100.0, inclusive=inclusive) == pytest.approx(expected)
 
 
-def test_mra_missing_or_zero_truth_scores_zero():
+def test_mra_missing_truth_scores_zero_and_zero_truth_needs_an_exact_zero():
     assert mra(None, 3.0) == 0.0
     assert mra(3.0, None) == 0.0
-    assert mra(0.0, 0.0) == 0.0
+    assert mra(0.0, 0.0) == 1.0
+    assert mra(0.5, 0.0) == 0.0
 
 
 # ------------------------------------------------------------------------------------------ parsers

@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("name", ["rl_demo_cpu.yaml", "rl_qwen25vl7b_tgrpo.yaml"])
 def test_rl_configs_load_and_validate(name):
     cfg = load_config(RLConfig, CONFIGS / name, [])
-    assert cfg.algorithm == "tgrpo" and cfg.shuffled_generations == cfg.num_generations // 2
+    assert cfg.algorithm == "tgrpo" and cfg.temporal and cfg.shuffled_generations == cfg.num_generations // 2
 
 
 def test_reference_recipe_values():
@@ -39,12 +39,20 @@ def test_reference_recipe_values():
     (["num_generations=1"], "num_generations must be >= 2"),
     (["epsilon_high=0.1"], "epsilon_high"),
     (["shuffle_unit=pair", "video.min_frames=2", "video.max_frames=2"], "shuffle_unit 'pair' needs video.min_frames"),
-    (["length_bonus=true", "rewards=[accuracy,length]"], "pick one"),
+    (["rewards=[accuracy,length]", "length_bonus=true"], "there is no 'length' reward; the length bonus is "
+                                                         "switched on by length_bonus: true"),
 ])
 def test_bad_combinations_fail_at_load(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(RLConfig, CONFIGS / "rl_demo_cpu.yaml", overrides)
     load_config(RLConfig, CONFIGS / "rl_demo_cpu.yaml", overrides[1:])  # the rest alone is fine
+
+
+def test_temporal_is_the_one_algorithm_switch():
+    grpo = RLConfig(model="m", train_data="d", output_dir="o", algorithm="grpo", num_shuffled_generations=3)
+    tgrpo = RLConfig(model="m", train_data="d", output_dir="o", algorithm="tgrpo", num_generations=6)
+    assert not grpo.temporal and grpo.shuffled_generations == 0
+    assert tgrpo.temporal and tgrpo.shuffled_generations == 3
 
 
 def test_cli_reports_a_bad_key_in_one_line(tmp_path):

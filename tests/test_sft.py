@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from videor1.config import ImageConfig, VideoConfig, config_to_dict, load_config
+from videor1.config import config_to_dict, load_config
+from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import load_records, write_records
-from videor1.sft.trainer import SFTConfig, train_sft
+from videor1.sft.config import SFTConfig
+from videor1.sft.lora import LORA_DEFAULT_TARGETS
+from videor1.sft.trainer import train_sft
 from videor1.sft.data import DataPlan, SFTDataset, make_collate, response_text, token_nll
 
-SMALL_VIDEO = VideoConfig(max_frames=4, max_pixels=56 * 56)
-SMALL_IMAGE = ImageConfig(max_pixels=56 * 56)
+SMALL_VIDEO = VideoSpec(max_frames=4, max_pixels=56 * 56)
+SMALL_IMAGE = ImageSpec(max_pixels=56 * 56)
 
 
 def _cfg(model: Path, data: Path, out: Path, **kw) -> SFTConfig:
@@ -48,7 +51,7 @@ def _mean_loss(model_dir: Path, data: Path, media_root: Path) -> float:
 
     processor = load_processor(model_dir)
     model = load_model(model_dir, device="cpu", dtype=torch.float32).eval()
-    ds = SFTDataset(load_records(data), str(media_root), SMALL_VIDEO.to_spec(), SMALL_IMAGE.to_spec(),
+    ds = SFTDataset(load_records(data), str(media_root), SMALL_VIDEO, SMALL_IMAGE,
                     "You are a helpful assistant.")
     mb = make_collate(processor, 4096)([ds[i] for i in range(len(ds))])
     assert not mb.skipped
@@ -82,7 +85,7 @@ def test_labels_cover_response_only_in_a_mixed_batch(tiny_model_dir, synth_dir, 
     processor = load_processor(tiny_model_dir)
     data = _subset(synth_dir, tmp_path / "mixed.jsonl", ["image", "video"])
     records = load_records(data)
-    ds = SFTDataset(records, str(synth_dir), SMALL_VIDEO.to_spec(), SMALL_IMAGE.to_spec(),
+    ds = SFTDataset(records, str(synth_dir), SMALL_VIDEO, SMALL_IMAGE,
                     "You are a helpful assistant.")
     mb = make_collate(processor, 4096)([ds[0], ds[1]])
     batch = mb.inputs
@@ -199,7 +202,7 @@ def test_lora_trains_only_adapters_and_merges(tiny_model_dir, synth_dir, tmp_pat
     sd = merged.state_dict()
     assert not any("lora" in k for k in sd)
     changed = [k for k in base if not torch.equal(sd[k], base[k])]
-    assert changed and all(k.split(".")[-2] in sft.LORA_DEFAULT_TARGETS for k in changed)
+    assert changed and all(k.split(".")[-2] in LORA_DEFAULT_TARGETS for k in changed)
     assert not any("visual" in k for k in changed)
 
 
@@ -272,7 +275,7 @@ def test_sft_teaches_the_format(tiny_model_dir, tmp_path):
         f"output_dir={tmp_path / 'run'}", "max_steps=100", "save_steps=0", "tensorboard=false"])
     final = train_sft(cfg)
     records = load_records(paths["test"])
-    samples = [make_sample(r, paths["media_root"], cfg.video.to_spec(), cfg.image.to_spec(),
+    samples = [make_sample(r, paths["media_root"], cfg.video, cfg.image,
                            system_prompt=cfg.system_prompt) for r in records]
 
     def format_rate(model_dir: Path) -> float:

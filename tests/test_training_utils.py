@@ -1,4 +1,4 @@
-"""videor1.train.common: RNG state, metrics log (resumable), atomic checkpoints, skip log."""
+"""videor1.train: RNG state (common), metrics log (resumable) and skip log (metrics), atomic checkpoints."""
 
 from __future__ import annotations
 
@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from videor1.train.common import (
-    MetricsLogger,
-    latest_checkpoint,
-    list_checkpoints,
-    load_trainer_state,
-    plot_curves,
-    read_metrics,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-    skip_log,
-)
+from videor1.train.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state, save_checkpoint
+from videor1.train.common import rng_state, seed_everything, set_rng_state
+from videor1.train.metrics import MetricsLogger, plot_curves, read_metrics, skip_log
 
 
 def _draw() -> tuple:

@@ -1,18 +1,84 @@
 """The `videor1` command line: one entry point, one thin function per command.
 
-Every command imports its implementation lazily so that `videor1 --help` starts fast and no heavy backend
-(torch, transformers, vLLM) is imported by a command that does not need it. Bad input exits non-zero with
-a one-line reason (`fail`).
+Imports: every command imports its implementation lazily, inside the command, so that `videor1 --help`
+starts fast and no heavy backend (torch, transformers, vLLM) is imported by a command that does not need
+it. That is the one exception to "imports at module top" in this package.
+
+Errors: every command runs through one wrapper (`GuardedGroup.invoke`, the root group). An expected user
+error (`USER_ERRORS`: a bad config, record, media file, path, argument value, YAML / JSON / text encoding,
+a missing optional extra) prints one line `error: <message>` on stderr and exits 2. `videor1 --debug ...`
+(or `VIDEOR1_DEBUG=1`) re-raises it instead, with the full traceback. Anything else (a bug) is never
+hidden. A command's own argument checks call `fail(message)`, which goes through the same wrapper.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, NoReturn, Optional
 
+import click
 import typer
+import yaml
+from typer.core import TyperGroup
+
+from videor1.config import ConfigError
+from videor1.data.media import MediaError
+from videor1.data.records import RecordError
+
+
+class CommandError(Exception):
+    """A bad argument found by a command itself (`fail`)."""
+
+
+#: Errors that are the user's (bad input), reported in one line with exit code 2. ValueError covers bad
+#: argument values (ConfigError, RecordError, json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+#: too; listed for the reader). ImportError: a missing optional extra (vllm, deepspeed, peft).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CommandError, ConfigError, RecordError, MediaError, FileNotFoundError, FileExistsError, NotADirectoryError,
+    IsADirectoryError, PermissionError, ValueError, yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError,
+    ImportError,
+)
+DEBUG_ENV = "VIDEOR1_DEBUG"
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (an OSError as `<file>: <reason>`)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc) or type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+class GuardedGroup(TyperGroup):
+    """The root command group: runs every command inside the one error wrapper (module docstring)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(f"error: {one_line(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+
+class OverridesGroup(TyperGroup):
+    """A group whose own callback also takes `key=value` overrides: a first argument that is not one of its
+    subcommands is left, with everything after it, in `ctx.args` for the callback."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        attr = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
+        protected = getattr(ctx, attr)
+        if protected and protected[0] not in self.commands:
+            ctx.args = [*protected, *ctx.args]
+            setattr(ctx, attr, [])
+        return ctx.args
+
 
 app = typer.Typer(
+    cls=GuardedGroup,
     help="Video-R1: SFT, GRPO / T-GRPO and evaluation for video reasoning with Qwen2.5-VL.",
     no_args_is_help=True,
     add_completion=False,
@@ -24,10 +90,17 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line reason on stderr and exit with `code`."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", envvar=DEBUG_ENV,
+                               help=f"Show the full traceback of an error instead of one line (or {DEBUG_ENV}=1)."),
+) -> None:
+    """Video-R1: SFT, GRPO / T-GRPO and evaluation for video reasoning with Qwen2.5-VL."""
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command: the wrapper prints `error: <message>` on stderr and exits 2."""
+    raise CommandError(message)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -41,6 +114,8 @@ def synth(
     """Make the synthetic video-reasoning dataset (RL, CoT and test sets) as real mp4 files."""
     from videor1.data.synth.build import make_dataset
 
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
     paths = make_dataset(out, n_train=n_train, n_test=n_test, seed=seed)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -57,16 +132,12 @@ def data_check(
     Exit 0 if all records are good, 1 if any is bad, 2 on unusable arguments.
     """
     from videor1.data.check import check_dataset
-    from videor1.data.records import DatasetFileError
 
     if not file.is_file():
         fail(f"no such dataset file: {file}")
     if not media_root.is_dir():
         fail(f"no such media root directory: {media_root}")
-    try:
-        n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
-    except DatasetFileError as exc:
-        fail(str(exc))
+    n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
     raise typer.Exit(1 if n_bad else 0)
 
 
@@ -77,17 +148,21 @@ def data_stats(
     out: Optional[Path] = typer.Option(None, help="Directory for stats.md and stats.png."),
 ) -> None:
     """Counts by data type, problem type, source and order-dependence; media summaries; a chart."""
-    from videor1.data.records import DatasetFileError
     from videor1.data.stats import dataset_stats
 
     if not file.is_file():
         fail(f"no such dataset file: {file}")
     if media_root is not None and not media_root.is_dir():
         fail(f"no such media root directory: {media_root}")
-    try:
-        dataset_stats(file, media_root=media_root, out=out, echo=typer.echo)
-    except DatasetFileError as exc:
-        fail(str(exc))
+    dataset_stats(file, media_root=media_root, out=out, echo=typer.echo)
+
+
+def _media_specs(config: Optional[Path], base: Any, **flags: Any) -> Any:
+    """The video / image specs of `infer` and `annotate`: `base`, then the `video` / `image` sections of
+    `config` (any eval / SFT / RL config file), then the flags that were given (dotted keys)."""
+    from videor1.evaluate.config import load_media_specs
+
+    return load_media_specs(config, flags, base=base)
 
 
 @app.command()
@@ -96,9 +171,11 @@ def annotate(
     data: Path = typer.Option(..., help="Records to annotate (e.g. the RL set)."),
     media_root: Path = typer.Option(..., help="Media root of the records."),
     out: Path = typer.Option(..., help="Output JSONL of accepted CoT records (appended; resumable)."),
+    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` sections give the media specs "
+                                          "(e.g. the training config); flags override it."),
     samples: int = typer.Option(4, help="Completions sampled per record."),
     threshold: float = typer.Option(0.6, help="Keep the best sample whose accuracy reward is at least this."),
-    frames: int = typer.Option(16, help="Max frames per video."),
+    frames: Optional[int] = typer.Option(None, help="Max frames per video (video.max_frames; default 16)."),
     batch_size: int = typer.Option(4, help="Records per generation batch."),
     limit: Optional[int] = typer.Option(None, help="Annotate only the first N records (a rerun resumes the same job)."),
     max_new_tokens: int = typer.Option(768, help="Max new tokens per sample."),
@@ -109,23 +186,20 @@ def annotate(
 
     Rejected records (and records with bad media) go to <out stem>.rejects.jsonl; a rerun resumes.
     """
-    from videor1.tools.annotate import AnnotateError
+    from videor1.evaluate.config import MediaSpecs
     from videor1.tools.annotate import annotate as run_annotate
-    from videor1.data.records import DatasetFileError
 
     for what, path in (("model directory", model), ("media root", media_root)):
         if not path.is_dir():
             fail(f"no such {what}: {path}")
     if not data.is_file():
         fail(f"no such dataset file: {data}")
-    try:
-        run_annotate(
-            model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
-            frames=frames, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
-            echo=typer.echo, require_format=require_format,
-        )
-    except (DatasetFileError, AnnotateError) as exc:
-        fail(str(exc))
+    specs = _media_specs(config, MediaSpecs(), **{"video.max_frames": frames})
+    run_annotate(
+        model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
+        video=specs.video, image=specs.image, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
+        seed=seed, echo=typer.echo, require_format=require_format,
+    )
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -138,6 +212,8 @@ def model_tiny(
     initializer_range: float = typer.Option(0.1, help="Init std (0.1 lets a tiny model learn motion)."),
 ) -> None:
     """Make a tiny, randomly initialised Qwen2.5-VL (model, tokenizer, processor) offline."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
     from videor1.model.tiny import build_tiny
 
     path = build_tiny(out, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
@@ -152,14 +228,9 @@ def sft(
     config: Path = typer.Option(..., help="YAML config (see configs/)."),
 ) -> None:
     """Supervised fine-tuning (cold start) on CoT records. Extra arguments: key=value overrides."""
-    from videor1.config import ConfigError
-    from videor1.data.records import DatasetFileError
     from videor1.sft.trainer import run_sft
 
-    try:
-        final = run_sft(config, list(ctx.args))
-    except (ConfigError, DatasetFileError, FileNotFoundError) as exc:
-        fail(str(exc))
+    final = run_sft(config, list(ctx.args))
     typer.echo(f"SFT model written to {final}")
 
 
@@ -169,13 +240,9 @@ def train(
     config: Path = typer.Option(..., help="YAML config (see configs/)."),
 ) -> None:
     """RL training with GRPO or T-GRPO. Extra arguments: key=value overrides (dotted for nested keys)."""
-    from videor1.config import ConfigError
     from videor1.rl.trainer import run_training
 
-    try:
-        path = run_training(config, list(ctx.args))
-    except ConfigError as err:
-        fail(str(err))
+    path = run_training(config, list(ctx.args))
     typer.echo(f"final model: {path}")
 
 
@@ -192,16 +259,13 @@ def serve_rollouts(
     tensor_parallel_size: int = typer.Option(1, help="vllm engine: tensor parallel degree."),
 ) -> None:
     """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU)."""
-    from videor1.generation.remote import make_server
-
     if not model.is_dir():
         fail(f"no such model directory: {model}")
+    from videor1.generation.remote import make_server
+
     llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size}
-    try:
-        server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
-                             batch_size=batch_size, llm_kwargs=llm_kwargs)
-    except (ValueError, ImportError) as exc:
-        fail(str(exc))
+    server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
+                         batch_size=batch_size, llm_kwargs=llm_kwargs)
     print(f"serving rollouts on {server.address}", flush=True)
     try:
         server.serve_forever()
@@ -210,51 +274,51 @@ def serve_rollouts(
 
 
 # --------------------------------------------------------------------------------------- evaluation
-eval_app = typer.Typer(help="Evaluate a model on a benchmark (`videor1 eval --help`), or `eval report`.")
+eval_app = typer.Typer(cls=OverridesGroup,
+                       help="Evaluate a model on a benchmark (`videor1 eval --help`), or `eval report`.")
 app.add_typer(eval_app, name="eval")
 
 
-@eval_app.callback(invoke_without_command=True)
+@eval_app.callback(invoke_without_command=True, context_settings={"ignore_unknown_options": True})
 def eval_cmd(
     ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, help="YAML EvalConfig (see configs/eval_default.yaml); the flags "
+                                          "and then key=value arguments after the options override it."),
     model: Optional[Path] = typer.Option(None, help="Model directory (HF format)."),
     bench: Optional[str] = typer.Option(None, help="Benchmark adapter name (videor1, vsibench, ...)."),
     data: Optional[Path] = typer.Option(None, help="The benchmark's file."),
     media_root: Optional[Path] = typer.Option(None, help="Directory of the benchmark's media."),
     out: Optional[Path] = typer.Option(None, help="Output directory (predictions.jsonl, report)."),
-    frames: int = typer.Option(16, help="Max frames per video."),
-    fps: float = typer.Option(2.0, help="Sampling fps before clamping to [4, frames]."),
-    max_pixels: int = typer.Option(256 * 28 * 28, help="Pixel budget per frame."),
-    batch_size: int = typer.Option(8, help="Items per generation batch."),
+    frames: Optional[int] = typer.Option(None, help="Max frames per video (video.max_frames; default 16)."),
+    fps: Optional[float] = typer.Option(None, help="Sampling fps before clamping to [4, frames] (video.fps; 2.0)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Pixel budget per frame and per image (video.max_pixels "
+                                             "and image.max_pixels; default 256*28*28)."),
+    batch_size: Optional[int] = typer.Option(None, help="Items per generation batch (default 8)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate at most this many items."),
-    decoding: str = typer.Option("greedy", help="greedy | reference (temperature 0.1, top-p 0.001)."),
-    max_new_tokens: int = typer.Option(1024, help="Max new tokens per answer."),
-    shuffle_frames: bool = typer.Option(False, help="Shuffle frame order (seeded) to measure temporal reliance."),
-    seed: int = typer.Option(0, help="Seed for frame shuffling and sampling."),
-    engine: str = typer.Option("hf", help="hf | vllm."),
+    decoding: Optional[str] = typer.Option(None, help="greedy (default) | reference (temperature 0.1, top-p 0.001)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Max new tokens per answer (default 1024)."),
+    shuffle_frames: Optional[bool] = typer.Option(None, "--shuffle-frames/--no-shuffle-frames",
+                                                  help="Shuffle frame order (seeded) to measure temporal reliance."),
+    seed: Optional[int] = typer.Option(None, help="Seed for frame shuffling and sampling (default 0)."),
+    engine: Optional[str] = typer.Option(None, help="hf (default) | vllm."),
 ) -> None:
-    """Evaluate a model on one benchmark; resumable, every setting recorded."""
+    """Evaluate a model on one benchmark; resumable, every setting recorded.
+
+    Settings: --config FILE (an EvalConfig YAML), then the flags, then key=value arguments (after the
+    options; dotted for sections, e.g. video.min_frames=8).
+    """
     if ctx.invoked_subcommand is not None:
         return
-    missing = [n for n, v in [("--model", model), ("--bench", bench), ("--data", data),
-                              ("--media-root", media_root), ("--out", out)] if v is None]
-    if missing:
-        fail("missing " + ", ".join(missing) + " (see `videor1 eval --help`)")
+    from videor1.config import load_config
+    from videor1.evaluate.config import EvalConfig
     from videor1.evaluate.runner import run_eval
 
-    if not model.is_dir():
-        fail(f"no such model directory: {model}")
-    if not media_root.is_dir():
-        fail(f"no such media root directory: {media_root}")
-    try:
-        run_eval(
-            model=model, bench=bench, data=data, media_root=media_root, out=out, frames=frames, fps=fps,
-            max_pixels=max_pixels, batch_size=batch_size, limit=limit, decoding=decoding,
-            max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed, engine=engine,
-            echo=typer.echo,
-        )
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        fail(str(exc))
+    values = {"model": model, "bench": bench, "data": data, "media_root": media_root, "out": out,
+              "video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
+              "image.max_pixels": max_pixels, "batch_size": batch_size, "limit": limit, "decoding": decoding,
+              "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine}
+    cfg = load_config(EvalConfig, config, list(ctx.args), values=values)
+    run_eval(cfg, echo=typer.echo)
 
 
 @eval_app.command("report")
@@ -265,10 +329,7 @@ def eval_report(
     """Put several evaluation runs side by side."""
     from videor1.evaluate.report import compare_runs
 
-    try:
-        typer.echo(compare_runs(runs, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    typer.echo(compare_runs(runs, out=out))
 
 
 @app.command()
@@ -278,14 +339,11 @@ def score(
     out: Optional[Path] = typer.Option(None, help="Write scores.json / report.md here."),
 ) -> None:
     """Re-score saved predictions without a model."""
-    from videor1.evaluate.runner import rescore
-
     if not predictions.is_file():
         fail(f"no such predictions file: {predictions}")
-    try:
-        typer.echo(rescore(bench, predictions, out=out))
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    from videor1.evaluate.runner import rescore
+
+    typer.echo(rescore(bench, predictions, out=out))
 
 
 @app.command()
@@ -295,21 +353,24 @@ def infer(
     question: str = typer.Option(..., help="The question."),
     type: str = typer.Option("free-form", "--type", help="Problem type: multiple choice, numerical, OCR, free-form, regression."),
     options: Optional[List[str]] = typer.Option(None, help="Options for multiple choice ('A. ...'), repeatable."),
-    frames: int = typer.Option(16, help="Max frames."),
-    max_pixels: int = typer.Option(256 * 28 * 28, help="Pixel budget per frame."),
+    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` sections give the media specs "
+                                          "(e.g. an eval or training config); flags override it."),
+    frames: Optional[int] = typer.Option(None, help="Max frames (video.max_frames; default 16)."),
+    fps: Optional[float] = typer.Option(None, help="Sampling fps (video.fps; default 2.0)."),
+    max_pixels: Optional[int] = typer.Option(None, help="Pixel budget per frame and per image (default 256*28*28)."),
     max_new_tokens: int = typer.Option(1024, help="Max new tokens."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Ask a question about one video: prints the reasoning and the answer."""
-    from videor1.data.media import MediaError
-    from videor1.tools.infer import run_infer
+    from videor1.evaluate.config import MediaSpecs
+    from videor1.tools.infer import DEFAULT_IMAGE, DEFAULT_VIDEO, run_infer
 
-    try:
-        typer.echo(run_infer(model=model, video=video, question=question, problem_type=type,
-                             options=options or [], frames=frames, max_pixels=max_pixels,
-                             max_new_tokens=max_new_tokens, as_json=json_out))
-    except (ValueError, FileNotFoundError, MediaError) as exc:
-        fail(str(exc))
+    specs = _media_specs(config, MediaSpecs(video=DEFAULT_VIDEO, image=DEFAULT_IMAGE),
+                         **{"video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
+                            "image.max_pixels": max_pixels})
+    typer.echo(run_infer(model=model, video=video, question=question, problem_type=type, options=options or [],
+                         video_spec=specs.video, image_spec=specs.image, max_new_tokens=max_new_tokens,
+                         as_json=json_out))
 
 
 @app.command()
@@ -319,6 +380,11 @@ def demo(
     seed: int = typer.Option(0, help="Seed for data, model and training."),
 ) -> None:
     """The whole Video-R1 pipeline on the synthetic default, on a CPU: data, SFT, GRPO vs T-GRPO, eval."""
+    import os
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # before transformers is imported
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from videor1.tools.demo import run_demo
 
     run_demo(out, quick=quick, seed=seed)

@@ -7,15 +7,21 @@ How a config is built (`load_config(cls, path, overrides)`):
    `max_steps=3` is an int, `bf16=false` a bool, `rewards=[accuracy,format]` a list and `resume=` None;
    dotted keys reach nested dataclasses (`video.max_frames=4`);
 3. the mapping is turned into the dataclass by `config_from_dict`, which checks every key (an unknown
-   key is an error naming it and listing the valid ones), coerces values to the annotated types (an int
+   key is an error naming it and listing the valid ones, a missing required key is an error naming it; a
+   section such as `video: {max_frames: 8}` is laid over that field's default, so it changes only the keys
+   it names), coerces values to the annotated types (an int
    where a float is expected, a list where a tuple is expected, a string such as "1e-6" where a float is
    expected -- YAML 1.1 reads `1e-6` without a dot as a string), and refuses anything else;
 4. every dataclass's `validate()` hook (if it has one) runs, nested ones first, so a bad combination
-   fails before the first rollout.
+   fails before the first rollout. Errors are `ConfigError`s naming the dotted key (`video.max_frames: ...`).
 
-Each trainer owns its config dataclass (`videor1.rl.trainer.RLConfig`, `videor1.sft.trainer.SFTConfig`); this
-module holds the generic machinery and the sub-configs they share (`VideoConfig`, `ImageConfig`).
-Every field is documented by a comment beside it.
+`load_config(..., values=...)` also takes already-typed values (what command-line flags give), laid over the
+file and under the `key=value` overrides.
+
+Each command owns its config dataclass (`videor1.rl.config.RLConfig`, `videor1.sft.config.SFTConfig`,
+`videor1.evaluate.config.EvalConfig`); this module holds only the generic machinery. The media sections they
+share are the media specs themselves (`videor1.data.media.VideoSpec`, `ImageSpec`), used directly as field
+types. Every field is documented by a comment beside it.
 """
 
 from __future__ import annotations
@@ -33,70 +39,67 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key (dotted) and the reason."""
+    """A configuration that cannot be used; the message names the key (dotted) and the reason.
 
+    `key` (optional) is the offending field; the message is then ``"<key>: <reason>"``, and when the
+    error comes from a nested section the loader prefixes the section (``video.max_frames: ...``).
+    """
 
-# --------------------------------------------------------------------------------- shared sub-configs
-@dataclasses.dataclass(frozen=True)
-class VideoConfig:
-    """How a video becomes frames (mirrors `videor1.data.media.VideoSpec`; recorded in every output)."""
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        self.reason = message
+        super().__init__(f"{key}: {message}" if key else message)
 
-    fps: float = 2.0  # sampling rate before clamping the frame count to [min_frames, max_frames]
-    min_frames: int = 4  # fewest frames sampled from a video (even: Qwen2.5-VL merges frame pairs)
-    max_frames: int = 16  # most frames sampled from a video (even)
-    min_pixels: int = 4 * 28 * 28  # smallest H*W per frame after resizing
-    max_pixels: int = 128 * 28 * 28  # largest H*W per frame after resizing (training budget of the reference)
-
-    def validate(self) -> None:
-        if self.fps <= 0:
-            raise ConfigError(f"fps must be > 0, got {self.fps}")
-        if self.min_frames < 2 or self.max_frames < self.min_frames:
-            raise ConfigError(f"need 2 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
-        if self.min_frames % 2 or self.max_frames % 2:
-            raise ConfigError(f"min_frames and max_frames must be even (temporal patch 2), got "
-                              f"{self.min_frames}, {self.max_frames}")
-        if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
-            raise ConfigError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
-
-    def to_spec(self):
-        """The `videor1.data.media.VideoSpec` this config describes."""
-        from videor1.data.media import VideoSpec
-
-        return VideoSpec(**dataclasses.asdict(self))
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageConfig:
-    """How an image is resized (mirrors `videor1.data.media.ImageSpec`)."""
-
-    min_pixels: int = 4 * 28 * 28  # smallest H*W after resizing
-    max_pixels: int = 256 * 28 * 28  # largest H*W after resizing
-
-    def validate(self) -> None:
-        if self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
-            raise ConfigError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
-
-    def to_spec(self):
-        """The `videor1.data.media.ImageSpec` this config describes."""
-        from videor1.data.media import ImageSpec
-
-        return ImageSpec(**dataclasses.asdict(self))
+    def within(self, prefix: str) -> "ConfigError":
+        """This error raised from the section `prefix` (``"video."``): the key or message gets the prefix."""
+        if not prefix:
+            return self
+        if self.key is not None:
+            return ConfigError(self.reason, key=f"{prefix}{self.key}")
+        return ConfigError(f"{prefix.rstrip('.')}: {self}")
 
 
 # ---------------------------------------------------------------------------------------- loading
-def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = ()) -> T:
-    """Read `path` (YAML; None for defaults only), apply `key=value` overrides, build and validate `cls`."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"no such config file: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded or {}
+def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> T:
+    """Read `path` (YAML; None for defaults only), set `values`, apply `key=value` overrides, build and
+    validate `cls`.
+
+    `values` maps (dotted) keys to Python values (what command-line flags give); they sit between the file
+    and the `key=value` overrides. A None value means "not given" and leaves the key alone.
+    """
+    data = read_yaml(path) if path is not None else {}
+    data = set_values(data, values or {})
     data = apply_overrides(data, overrides)
     return config_from_dict(cls, data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file `path` ({} for an empty file); ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no such config file: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def set_values(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with each (dotted) key of `values` set; None values are skipped."""
+    out = _deep_copy(data)
+    for key, value in values.items():
+        if value is not None:
+            _set_dotted(out, key, value, key)
+    return out
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -111,21 +114,30 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
-        node = out
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_dotted(out, key, value, f"override {item!r}")
     return out
 
 
-def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping, coercing types, refusing unknown keys, running validate()."""
+def _set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{what}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, base: T | None = None, _prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, coercing types, refusing unknown keys, running validate().
+
+    Keys missing from `data` take their value from `base` (an instance of `cls`) when given, else the field
+    default. A section (a field whose type is a dataclass) given as a mapping is laid over that field's
+    value in `base`, or its default instance, so ``video: {max_frames: 8}`` changes only max_frames of the default video section.
+    """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     if not isinstance(data, Mapping):
@@ -135,14 +147,41 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _prefix: str = ""
     if unknown:
         raise ConfigError(f"unknown config key '{_prefix}{unknown[0]}' for {cls.__name__}; valid keys: "
                           f"{', '.join(sorted(fields))}")
+    if base is not None:
+        data = {**{name: getattr(base, name) for name in fields}, **data}
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing required key{'s' * (len(missing) > 1)} "
+                          f"{', '.join(_prefix + name for name in missing)} for {cls.__name__}")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, f"{_prefix}{name}") for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        hint, key = hints[name], f"{_prefix}{name}"
+        section = None
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            section = getattr(base, name) if base is not None else _field_default(fields[name])
+        if section is not None and isinstance(value, Mapping):
+            kwargs[name] = config_from_dict(hint, value, base=section, _prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(hint, value, key)
     try:
-        obj = cls(**kwargs)
-    except TypeError as err:  # a required field without a value
+        obj = cls(**kwargs)  # a class that validates itself on construction (the media specs) raises here
+    except TypeError as err:  # defensive: the required keys were checked above
         raise ConfigError(f"{_prefix or cls.__name__ + ': '}{err}") from None
+    except ConfigError as err:
+        raise err.within(_prefix) from None
     validate(obj, _prefix)
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """The default value of a dataclass field (calling its default_factory), or None without one."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def validate(cfg: Any, _prefix: str = "") -> None:
@@ -156,8 +195,7 @@ def validate(cfg: Any, _prefix: str = "") -> None:
         try:
             hook()
         except ConfigError as err:
-            where = _prefix.rstrip(".")
-            raise ConfigError(f"{where}: {err}" if where else str(err)) from None
+            raise err.within(_prefix) from None
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -208,7 +246,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
-        return config_from_dict(hint, value if value is not None else {}, _prefix=f"{key}.")
+        return config_from_dict(hint, value if value is not None else {}, _prefix=f"{key}.")  # type: ignore[arg-type]
     if origin in (tuple, list, collections.abc.Sequence) or hint in (tuple, list):
         return _coerce_sequence(hint, origin, args, value, key)
     if origin in (dict, collections.abc.Mapping) or hint is dict:

@@ -21,6 +21,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from videor1.data.media import ImageSpec, MediaError, VideoSpec, load_media
 from videor1.data.records import Record, RecordError, read_records
 
 
@@ -44,8 +45,6 @@ def _error_line(error: RecordError) -> str:
 
 def _decode_all(records: list[Record], media_root: str | os.PathLike) -> list[tuple[Record, Exception]]:
     """Decode every record's media; return the records whose media failed, with the error."""
-    from videor1.data.media import ImageSpec, MediaError, VideoSpec, load_media
-
     video, image = VideoSpec(), ImageSpec()
     failures: list[tuple[Record, Exception]] = []
     for record in tqdm(records, desc="decoding media", unit="file", disable=None):

@@ -35,9 +35,16 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
+import av
 import numpy as np
+from av.container import InputContainer
+from av.video.stream import VideoStream
+from PIL import Image, UnidentifiedImageError
+
+from videor1.config import ConfigError
+from videor1.data.records import Record, resolve_media_path
 
 FACTOR = 28  # Qwen2.5-VL: patch 14 x spatial merge 2
 _EPS = 1e-6  # tolerance when turning seconds into frame indices
@@ -45,36 +52,59 @@ _EPS = 1e-6  # tolerance when turning seconds into frame indices
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """How a video becomes frames. Every field is configuration and is recorded in outputs."""
+    """How a video becomes frames. Every field is configuration and is recorded in outputs.
 
-    fps: float = 2.0
-    min_frames: int = 4
-    max_frames: int = 16
-    min_pixels: int = 4 * 28 * 28
-    max_pixels: int = 128 * 28 * 28
+    The one video section of every config (SFT, RL, eval, annotate, infer): YAML ``video: {max_frames: 8}``
+    becomes this class. It validates itself on construction (``validate``), so an invalid spec never exists;
+    errors are :class:`~videor1.config.ConfigError` (a ``ValueError``) naming the field.
+    """
+
+    fps: float = 2.0  # sampling rate (frames per second of video) before clamping to [min_frames, max_frames]
+    min_frames: int = 4  # fewest frames sampled from a video (even, >= 2: Qwen2.5-VL merges frame pairs)
+    max_frames: int = 16  # most frames sampled from a video (even, >= min_frames)
+    min_pixels: int = 4 * 28 * 28  # smallest H*W per frame after resizing (>= 1)
+    max_pixels: int = 128 * 28 * 28  # largest H*W per frame after resizing (>= 28*28; the reference's training budget)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """ConfigError naming the first bad field: fps > 0; 2 <= min_frames <= max_frames, both even; pixels."""
         if not self.fps > 0:
-            raise ValueError(f"VideoSpec.fps must be > 0, got {self.fps}")
-        if self.max_frames < 2 or self.min_frames < 1 or self.min_frames > self.max_frames:
-            raise ValueError(f"VideoSpec needs 1 <= min_frames <= max_frames and max_frames >= 2, "
-                             f"got min_frames={self.min_frames}, max_frames={self.max_frames}")
-        _check_pixels("VideoSpec", self.min_pixels, self.max_pixels)
+            raise ConfigError(f"must be > 0, got {self.fps}", key="fps")
+        if self.min_frames < 2:
+            raise ConfigError(f"must be >= 2, got {self.min_frames}", key="min_frames")
+        if self.max_frames < self.min_frames:
+            raise ConfigError(f"must be >= min_frames ({self.min_frames}), got {self.max_frames}", key="max_frames")
+        for key in ("min_frames", "max_frames"):
+            if getattr(self, key) % 2:
+                raise ConfigError(f"must be even (Qwen2.5-VL merges frame pairs), got {getattr(self, key)}",
+                                  key=key)
+        _check_pixels(self.min_pixels, self.max_pixels)
 
 
 @dataclass(frozen=True)
 class ImageSpec:
-    min_pixels: int = 4 * 28 * 28
-    max_pixels: int = 256 * 28 * 28
+    """How an image is resized (the ``image`` section of every config); validates itself like VideoSpec."""
+
+    min_pixels: int = 4 * 28 * 28  # smallest H*W after resizing (>= 1)
+    max_pixels: int = 256 * 28 * 28  # largest H*W after resizing (>= 28*28)
 
     def __post_init__(self) -> None:
-        _check_pixels("ImageSpec", self.min_pixels, self.max_pixels)
+        self.validate()
+
+    def validate(self) -> None:
+        """ConfigError naming the bad field: 1 <= min_pixels <= max_pixels and max_pixels >= 28*28."""
+        _check_pixels(self.min_pixels, self.max_pixels)
 
 
-def _check_pixels(owner: str, min_pixels: int, max_pixels: int) -> None:
-    if min_pixels < 1 or max_pixels < FACTOR * FACTOR or min_pixels > max_pixels:
-        raise ValueError(f"{owner} needs 1 <= min_pixels <= max_pixels and max_pixels >= {FACTOR * FACTOR}, "
-                         f"got min_pixels={min_pixels}, max_pixels={max_pixels}")
+def _check_pixels(min_pixels: int, max_pixels: int) -> None:
+    if min_pixels < 1:
+        raise ConfigError(f"must be >= 1, got {min_pixels}", key="min_pixels")
+    if max_pixels < FACTOR * FACTOR:
+        raise ConfigError(f"must be >= {FACTOR * FACTOR} (one 28x28 patch), got {max_pixels}", key="max_pixels")
+    if max_pixels < min_pixels:
+        raise ConfigError(f"must be >= min_pixels ({min_pixels}), got {max_pixels}", key="max_pixels")
 
 
 class MediaError(RuntimeError):
@@ -176,10 +206,8 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "not a regular file")
 
 
-def _open_video(path: Path) -> tuple[Any, Any]:
+def _open_video(path: Path) -> tuple[InputContainer, VideoStream]:
     """(container, first video stream); MediaError for anything PyAV cannot open as a video."""
-    import av
-
     _check_file(path)
     try:
         container = av.open(str(path))
@@ -191,14 +219,14 @@ def _open_video(path: Path) -> tuple[Any, Any]:
     return container, container.streams.video[0]
 
 
-def _native_fps(stream: Any, path: Path) -> float:
+def _native_fps(stream: VideoStream, path: Path) -> float:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or float(rate) <= 0:
         raise MediaError(path, "the video stream declares no frame rate")
     return float(rate)
 
 
-def _duration_s(container: Any, stream: Any) -> float:
+def _duration_s(container: InputContainer, stream: VideoStream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -236,10 +264,8 @@ class _PacketIndex:
         return self.keyframes[max(pos, 0)]
 
 
-def _packet_index(container: Any, stream: Any, path: Path) -> _PacketIndex:
+def _packet_index(container: InputContainer, stream: VideoStream, path: Path) -> _PacketIndex:
     """Demux the whole stream without decoding (cheap: no pixel work)."""
-    import av
-
     count, timed = 0, True
     pts: list[int] = []
     key_pts: list[int] = []
@@ -264,9 +290,7 @@ def _packet_index(container: Any, stream: Any, path: Path) -> _PacketIndex:
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def _resize_frame(frame: Any, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
+def _resize_frame(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     # to_ndarray + fromarray: PyAV's own to_image() is ~30x slower (it copies row by row).
     image = Image.fromarray(frame.to_ndarray(format="rgb24"))
@@ -275,7 +299,7 @@ def _resize_frame(frame: Any, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _frames_from(container: Any, stream: Any, wanted_pts: set[int]) -> Iterator[Any]:
+def _frames_from(container: InputContainer, stream: VideoStream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
     """Decoded frames from the current demux position; packets of unwanted frames skip non-reference
     work (``skip_frame = NONREF``), so those frames may not come out at all."""
     codec = stream.codec_context
@@ -285,13 +309,13 @@ def _frames_from(container: Any, stream: Any, wanted_pts: set[int]) -> Iterator[
     codec.skip_frame = "DEFAULT"
 
 
-def _decode_seeking(container: Any, stream: Any, index: _PacketIndex, wanted: list[int],
-                    path: Path) -> dict[int, Any]:
+def _decode_seeking(container: InputContainer, stream: VideoStream, index: _PacketIndex, wanted: list[int],
+                    path: Path) -> dict[int, av.VideoFrame]:
     """Decoded frames for the `wanted` indices (sorted, unique), seeking between GOPs."""
     wanted_pts = {index.pts[i] for i in wanted}
     rank = {p: i for i, p in enumerate(index.pts)}
-    got: dict[int, Any] = {}
-    frames: Iterator[Any] | None = None
+    got: dict[int, av.VideoFrame] = {}
+    frames: Iterator[av.VideoFrame] | None = None
     cur = -1  # highest frame index decoded since the last seek
     for target in wanted:
         key = index.keyframe_at_or_before(target)
@@ -313,7 +337,7 @@ def _decode_seeking(container: Any, stream: Any, index: _PacketIndex, wanted: li
     return got
 
 
-def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, Any]:
+def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, av.VideoFrame]:
     """For streams without packet timestamps (raw H.264 ...): decode from the start, index = output
     order. The only place we count frames, and only from the very first one. Such streams often
     cannot seek, so the file is opened afresh."""
@@ -328,10 +352,8 @@ def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, Any]:
     raise MediaError(path, f"truncated: the decoder ran out before frame {wanted[-1]}")
 
 
-def _decode(container: Any, stream: Any, index: _PacketIndex, wanted: list[int],
-            path: Path) -> dict[int, Any]:
-    import av
-
+def _decode(container: InputContainer, stream: VideoStream, index: _PacketIndex, wanted: list[int],
+            path: Path) -> dict[int, av.VideoFrame]:
     unique = sorted(set(wanted))
     if unique[-1] >= index.count:
         raise MediaError(path, f"truncated: the file holds {index.count} frames, fewer than its header "
@@ -344,7 +366,7 @@ def _decode(container: Any, stream: Any, index: _PacketIndex, wanted: list[int],
         raise MediaError(path, f"decoding failed ({exc.__class__.__name__}: {exc})") from None
 
 
-def _timestamps(index: _PacketIndex, stream: Any, native_fps: float, wanted: list[int]) -> list[float]:
+def _timestamps(index: _PacketIndex, stream: VideoStream, native_fps: float, wanted: list[int]) -> list[float]:
     """Seconds from the first frame: from the pts where known, else ``index / native_fps``."""
     if index.pts is None:
         return [i / native_fps for i in wanted]
@@ -383,9 +405,7 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start:
 
 
 # -------------------------------------------------------------------------------------------- images
-def _to_rgb(image: Any) -> Any:
-    from PIL import Image
-
+def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -398,8 +418,6 @@ def _to_rgb(image: Any) -> Any:
 
 def load_image(path: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> np.ndarray:
     """uint8 [H, W, 3] RGB, resized (BICUBIC) to ``smart_resize`` of its size within the budget."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     _check_file(path)
     try:
@@ -416,11 +434,9 @@ def load_image(path: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> np.nda
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def load_media(record: Any, media_root: str | os.PathLike, video: VideoSpec = VideoSpec(),
+def load_media(record: Record, media_root: str | os.PathLike, video: VideoSpec = VideoSpec(),
                image: ImageSpec = ImageSpec()) -> Clip | np.ndarray:
     """The record's media: a :class:`Clip` for ``data_type == "video"``, an image array for "image"."""
-    from videor1.data.records import resolve_media_path
-
     path = resolve_media_path(media_root, record.path, record_id=record.problem_id)
     if record.data_type == "video":
         return load_video(path, video)

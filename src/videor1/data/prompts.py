@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from videor1.data.records import PROBLEM_TYPES
+from videor1.data.records import PROBLEM_TYPES, Record
 
 _NUMBER_SUFFIX = " Inside <answer></answer> write only the number, for example 42 or 3.14."
 
@@ -50,12 +50,12 @@ def format_question(problem: str, problem_type: str, options: Sequence[str] = ()
     return text + "\n" + TEMPLATES["instruction"] + suffixes[problem_type]
 
 
-def question_text(record: Any) -> str:
+def question_text(record: Record) -> str:
     """The user text for a :class:`~videor1.data.records.Record` (see :func:`format_question`)."""
     return format_question(record.problem, record.problem_type, record.options)
 
 
-def build_messages(record: Any, *, system_prompt: str | None = None) -> list[dict]:
+def build_messages(record: Record, *, system_prompt: str | None = None) -> list[dict]:
     """Chat messages for one record: an optional system message, then the user turn (media first, then text).
 
     SFT passes ``system_prompt=TEMPLATES["sft_system_prompt"]``; RL and evaluation pass nothing, so the chat

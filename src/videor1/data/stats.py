@@ -19,6 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from matplotlib.figure import Figure
+from PIL import Image, UnidentifiedImageError
+
+from videor1.data.media import MediaError, probe_video
 from videor1.data.records import Record, RecordError, read_records, resolve_media_path
 
 COUNTED_FIELDS = ("data_type", "problem_type", "data_source", "temporal")
@@ -53,8 +57,6 @@ def summarize(values: list[float]) -> dict[str, float] | None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return image.size
@@ -63,8 +65,6 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _probe(record: Record, media_root: str | os.PathLike) -> dict[str, Any]:
-    from videor1.data.media import probe_video
-
     path = resolve_media_path(media_root, record.path, record_id=record.problem_id)
     if record.data_type == "video":
         return probe_video(path)
@@ -77,8 +77,6 @@ def _probe(record: Record, media_root: str | os.PathLike) -> dict[str, Any]:
 def media_summary(records: Iterable[Record], media_root: str | os.PathLike,
                   echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Header-only media facts: video duration / fps / frames / resolution, image resolution, error count."""
-    from videor1.data.media import MediaError
-
     facts: dict[str, list[dict[str, Any]]] = {"video": [], "image": []}
     errors = 0
     for record in records:
@@ -143,14 +141,10 @@ def render_markdown(stats: dict[str, Any]) -> str:
 
 def plot_mix(stats: dict[str, Any], out_png: Path) -> Path:
     """Horizontal bar charts of the counts (one panel per counted field that has values)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # matplotlib's object API (no pyplot): no global backend or figure registry, nothing to close
     panels = [(name, stats["counts"][name]) for name in COUNTED_FIELDS if stats["counts"][name]]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.2 + 0.9 * sum(len(c) for _, c in panels)),
-                             squeeze=False)
+    fig = Figure(figsize=(7, 1.2 + 0.9 * sum(len(c) for _, c in panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (name, counts) in zip(axes[:, 0], panels):
         keys = list(counts)[::-1]
         ax.barh(keys, [counts[k] for k in keys], color="#4c72b0")
@@ -159,7 +153,6 @@ def plot_mix(stats: dict[str, Any], out_png: Path) -> Path:
     fig.suptitle(f"{stats['records']} records", fontsize=11)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return out_png
 
 

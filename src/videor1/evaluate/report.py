@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 
-def pct(x: Any) -> str:
+
+def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * float(x):.1f}"
 
 
@@ -52,7 +54,7 @@ def _temporal_lines(tr: Mapping[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
-def _tokens(x: Any) -> str:
+def _tokens(x: float | None) -> str:
     return "n/a" if x is None else f"{float(x):.1f}"
 
 
@@ -83,11 +85,6 @@ def render_report(summary: Mapping[str, Any]) -> str:
 
 def plot_summary(summary: Mapping[str, Any], png: Path) -> Path:
     """Bar chart: overall and the first breakdown, official and reference side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     off, ref = summary["official"], summary["reference"]
     names, o_vals, r_vals = ["overall"], [off["overall"]], [ref["overall"]]
     breakdowns = [(k, v) for k, v in off.get("breakdowns", {}).items() if v]
@@ -98,7 +95,8 @@ def plot_summary(summary: Mapping[str, Any], png: Path) -> Path:
             names.append(name)
             o_vals.append(cell["score"])
             r_vals.append(ref_groups.get(name, {}).get("score"))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 3.8))
+    fig = Figure(figsize=(max(5.0, 0.6 * len(names) + 2), 3.8))
+    ax = fig.subplots()
     xs = range(len(names))
     ax.bar([x - 0.2 for x in xs], [100 * (v or 0) for v in o_vals], width=0.4, label="official")
     ax.bar([x + 0.2 for x in xs], [100 * (v or 0) for v in r_vals], width=0.4, label="reference")
@@ -109,7 +107,6 @@ def plot_summary(summary: Mapping[str, Any], png: Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     return png
 
 
@@ -174,12 +171,8 @@ def compare_runs(runs: Sequence[Path], out: Path | None = None) -> str:
 
 
 def _plot_comparison(heads: Sequence[str], summaries: Sequence[Mapping[str, Any]], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(heads) + 2), 3.8))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(heads) + 2), 3.8))
+    ax = fig.subplots()
     xs = range(len(heads))
     ax.bar([x - 0.2 for x in xs], [100 * (s["official"]["overall"] or 0) for s in summaries], width=0.4,
            label="official")
@@ -191,4 +184,3 @@ def _plot_comparison(heads: Sequence[str], summaries: Sequence[Mapping[str, Any]
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    plt.close(fig)

@@ -1,6 +1,7 @@
 """Batched, resumable evaluation of a model on any benchmark adapter, and re-scoring without a model.
 
-Outputs of `run_eval` (all in `--out`):
+Every setting of a run is one `videor1.evaluate.config.EvalConfig` (`run_eval(cfg)`). Outputs of `run_eval`
+(all in `cfg.out`):
 
 * `predictions.jsonl`: one line an item, appended and flushed as each batch finishes. Each line holds
   the item's scoring fields (`Item.row()`), the raw output, its token count, the scores of both
@@ -37,11 +38,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
+from transformers import PreTrainedModel, ProcessorMixin
 
-from videor1.data.media import ImageSpec, MediaError, VideoSpec, load_media, load_video
-from videor1.data.records import RecordError, resolve_media_path
+from videor1 import __version__
+from videor1.config import validate
+from videor1.data.media import Clip, ImageSpec, MediaError, VideoSpec, load_media, load_video
+from videor1.data.prompts import TEMPLATES, build_messages
+from videor1.data.records import Record, RecordError, resolve_media_path
 from videor1.evaluate.benchmarks import Benchmark, Item, get_benchmark
+from videor1.evaluate.benchmarks.videor1_records import items_from_records
+from videor1.evaluate.config import EvalConfig
+from videor1.evaluate.report import render_report, write_outputs
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
+from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.model.inputs import Sample
+from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward
 
 DECODING: dict[str, dict[str, Any]] = {
@@ -64,30 +76,23 @@ def git_commit() -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
-def sampling_params(decoding: str, max_new_tokens: int, seed: int = 0) -> Any:
+def sampling_params(decoding: str, max_new_tokens: int, seed: int = 0) -> SamplingParams:
     """One completion per item; greedy, or the reference's sampling seeded per batch by `seed`."""
-    from videor1.generation.engines import SamplingParams
-
     if decoding not in DECODING:
         raise ValueError(f"unknown decoding {decoding!r}; known: {', '.join(DECODING)}")
     return SamplingParams(n=1, max_new_tokens=max_new_tokens, seed=seed, **DECODING[decoding])
 
 
-def make_settings(*, model: Any, bench: str, data: Any, media_root: Any, video: VideoSpec, image: ImageSpec,
-                  decoding: str, max_new_tokens: int, shuffle_frames: bool, seed: int, engine: str,
-                  batch_size: int, limit: int | None) -> dict[str, Any]:
-    """Every setting of a run, as recorded in meta.json and scores.json."""
-    from videor1 import __version__
-    from videor1.data.prompts import TEMPLATES
-
-    if decoding not in DECODING:
-        raise ValueError(f"unknown decoding {decoding!r}; known: {', '.join(DECODING)}")
+def make_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """Every setting of a run, as recorded in meta.json and scores.json (paths resolved)."""
+    if cfg.decoding not in DECODING:
+        raise ValueError(f"unknown decoding {cfg.decoding!r}; known: {', '.join(DECODING)}")
     settings = {
-        "model": str(model), "bench": bench, "data": str(data), "media_root": str(media_root),
-        "video": asdict(video), "image": asdict(image),
-        "decoding": {"name": decoding, **DECODING[decoding]}, "max_new_tokens": max_new_tokens,
-        "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine, "batch_size": batch_size,
-        "limit": limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
+        "model": str(cfg.model.resolve()), "bench": cfg.bench, "data": str(cfg.data.resolve()),
+        "media_root": str(cfg.media_root.resolve()), "video": asdict(cfg.video), "image": asdict(cfg.image),
+        "decoding": {"name": cfg.decoding, **DECODING[cfg.decoding]}, "max_new_tokens": cfg.max_new_tokens,
+        "shuffle_frames": cfg.shuffle_frames, "seed": cfg.seed, "engine": cfg.engine, "batch_size": cfg.batch_size,
+        "limit": cfg.limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
         "version": __version__, "git_commit": git_commit(),
     }
     settings["settings_id"] = settings_id(settings)
@@ -231,7 +236,7 @@ def frame_permutation(n: int, seed: int, item_id: str) -> list[int]:
     return perm
 
 
-def load_item_media(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec) -> Any:
+def load_item_media(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec) -> Clip | np.ndarray:
     """Decoded media of an item (clipped to start/end where given); MediaError / RecordError if unusable."""
     if item.start is None and item.end is None:
         return load_media(item.record, media_root, video, image)
@@ -240,11 +245,8 @@ def load_item_media(item: Item, media_root: Path, video: VideoSpec, image: Image
 
 
 def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *, shuffled: bool,
-            seed: int) -> tuple[Any, list[int] | None, str | None]:
+            seed: int) -> tuple[Sample | None, list[int] | None, str | None]:
     """(sample, permutation, None) or (None, None, error reason) for one item."""
-    from videor1.data.prompts import build_messages
-    from videor1.model.inputs import Sample
-
     try:
         media = load_item_media(item, media_root, video, image)
     except (MediaError, RecordError, OSError) as exc:
@@ -256,9 +258,9 @@ def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *,
     return Sample(record=item.record, media=media, messages=build_messages(item.record)), perm, None
 
 
-def generate_rows(engine: Any, adapter: Benchmark, items: Sequence[Item], *, media_root: Path,
-                  video: VideoSpec, image: ImageSpec, params: Any, batch_size: int, shuffled: bool,
-                  seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: Any = None) -> None:
+def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, media_root: Path,
+                  video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int, shuffled: bool,
+                  seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: tqdm | None = None) -> None:
     """Generate and score `items` batch by batch, handing each batch's rows to `sink` as soon as done."""
     for start in range(0, len(items), batch_size):
         batch = items[start: start + batch_size]
@@ -279,29 +281,24 @@ def generate_rows(engine: Any, adapter: Benchmark, items: Sequence[Item], *, med
             progress.update(len(batch))
 
 
-def make_engine(kind: str, model_dir: Any, processor: Any, *, batch_size: int = 8, model: Any = None) -> Any:
+def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMixin, *, batch_size: int = 8,
+                model: PreTrainedModel | None = None) -> RolloutEngine:
     """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model unless given) or
     "vllm" (optional extra; vLLM loads the weights itself)."""
-    from videor1.generation import engines as rollout
-
     if kind == "hf":
         if model is None:
-            from videor1.model.load import load_model
-
             model = load_model(model_dir)
-        return rollout.HFEngine(model, processor, batch_size=batch_size)
+        return HFEngine(model, processor, batch_size=batch_size)
     if kind == "vllm":
-        return rollout.VLLMEngine(processor, model_path=str(model_dir))
+        return VLLMEngine(processor, model_path=str(model_dir))
     raise ValueError(f"unknown engine {kind!r}; known: hf, vllm")
 
 
-def run_passes(engine: Any, adapter: Benchmark, items: Sequence[Item], *, done: set[tuple[str, bool]],
-               media_root: Path, video: VideoSpec, image: ImageSpec, params: Any, batch_size: int,
+def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, done: set[tuple[str, bool]],
+               media_root: Path, video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int,
                shuffle_frames: bool, seed: int, sink: Callable[[list[dict[str, Any]]], None],
                echo: Callable[[str], None] | None = None) -> None:
     """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done."""
-    from tqdm import tqdm
-
     for shuffled in ([False, True] if shuffle_frames else [False]):
         todo = [it for it in items if (it.id, shuffled) not in done]
         if echo is not None and len(todo) < len(items):
@@ -329,35 +326,26 @@ def load_items(adapter: Benchmark, data: Path, media_root: Path, limit: int | No
     return items
 
 
-def run_eval(*, model: Any, bench: str, data: Any, media_root: Any, out: Any, frames: int = 16,
-             fps: float = 2.0, max_pixels: int = 256 * 28 * 28, batch_size: int = 8, limit: int | None = None,
-             decoding: str = "greedy", max_new_tokens: int = 1024, shuffle_frames: bool = False, seed: int = 0,
-             engine: str = "hf", echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate the model in `model` on one benchmark; resumable. Returns the summary (scores.json)."""
-    from videor1.evaluate.report import write_outputs
-    from videor1.model.load import load_processor
-
-    adapter = get_benchmark(bench)
-    video = VideoSpec(fps=fps, max_frames=frames, max_pixels=max_pixels)
-    image = ImageSpec(max_pixels=max_pixels)
-    out = Path(out)
-    settings = make_settings(model=Path(model).resolve(), bench=bench, data=Path(data).resolve(),
-                             media_root=Path(media_root).resolve(), video=video, image=image, decoding=decoding,
-                             max_new_tokens=max_new_tokens, shuffle_frames=shuffle_frames, seed=seed,
-                             engine=engine, batch_size=batch_size, limit=limit)
-    items = load_items(adapter, Path(data), Path(media_root), limit, echo)
+def run_eval(cfg: EvalConfig, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate `cfg.model` on `cfg.bench`; resumable. Returns the summary (scores.json)."""
+    validate(cfg)
+    cfg.check_inputs()
+    adapter = get_benchmark(cfg.bench)
+    out = cfg.out
+    settings = make_settings(cfg)
+    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, settings)
     (out / "meta.json").write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
     pred_path = out / PREDICTIONS
     done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
-    wanted = {(it.id, s) for it in items for s in ([False, True] if shuffle_frames else [False])}
+    wanted = {(it.id, s) for it in items for s in ([False, True] if cfg.shuffle_frames else [False])}
     if wanted - done:
-        gen = make_engine(engine, model, load_processor(model), batch_size=batch_size)
+        gen = make_engine(cfg.engine, cfg.model, load_processor(cfg.model), batch_size=cfg.batch_size)
         sid = settings["settings_id"]
-        run_passes(gen, adapter, items, done=done, media_root=Path(media_root), video=video, image=image,
-                   params=sampling_params(decoding, max_new_tokens, seed), batch_size=batch_size,
-                   shuffle_frames=shuffle_frames, seed=seed, echo=echo,
+        run_passes(gen, adapter, items, done=done, media_root=cfg.media_root, video=cfg.video, image=cfg.image,
+                   params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
+                   shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo,
                    sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
     summary = summarize(adapter, read_predictions(pred_path), settings)
     write_outputs(out, summary)
@@ -373,18 +361,16 @@ def headline_line(summary: Mapping[str, Any], out: Path | None = None) -> str:
             f"{pct(ref['overall'])}; {counts['items']} items, {counts['errors']} errors{where}")
 
 
-def evaluate_records(model: Any, processor: Any, records: Sequence[Any], media_root: Any, *,
-                     video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(), batch_size: int = 8,
-                     max_new_tokens: int = 256, decoding: str = "greedy", shuffle_frames: bool = False,
-                     seed: int = 0, engine: Any = None, out: Any = None) -> dict[str, Any]:
+def evaluate_records(model: PreTrainedModel, processor: ProcessorMixin, records: Sequence[Record],
+                     media_root: str | Path, *, video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(),
+                     batch_size: int = 8, max_new_tokens: int = 256, decoding: str = "greedy",
+                     shuffle_frames: bool = False, seed: int = 0, engine: RolloutEngine | None = None,
+                     out: str | Path | None = None) -> dict[str, Any]:
     """In-process evaluation of Video-R1 records with a model already loaded (what the demo calls).
 
     Same rows, scores and summary as `run_eval` with the `videor1` adapter; with `out`, also writes
     predictions.jsonl, scores.json, report.md and the chart there (predictions are overwritten).
     """
-    from videor1.evaluate.benchmarks.videor1_records import items_from_records
-    from videor1.evaluate.report import write_outputs
-
     adapter = get_benchmark("videor1")
     items = items_from_records(records)
     rows: list[dict[str, Any]] = []
@@ -405,13 +391,11 @@ def evaluate_records(model: Any, processor: Any, records: Sequence[Any], media_r
     return summary
 
 
-def rescore(bench: str, predictions: Any, out: Any = None) -> str:
+def rescore(bench: str, predictions: str | Path, out: str | Path | None = None) -> str:
     """Re-score a predictions file without a model; returns the Markdown report (and writes it to `out`).
 
     The settings come from the meta.json beside the predictions file when there is one.
     """
-    from videor1.evaluate.report import render_report, write_outputs
-
     adapter = get_benchmark(bench)
     predictions = Path(predictions)
     rows = [score_row(adapter, dict(r)) for r in read_predictions(predictions)]

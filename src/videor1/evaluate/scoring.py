@@ -12,8 +12,8 @@ Official protocols parse answers with each benchmark's own rule. Where we depart
   the whole output they would pick letters out of the reasoning.
 * Where an official parser falls back to a random guess (MMMU) or an LLM judge (TempCompass), an
   unparsable answer scores 0 here: deterministic, no network.
-* VSI-Bench's MRA thresholds are computed as exact decimals (k/20) so that a relative error of exactly
-  1 - θ is treated consistently (the official `<=` includes it; the reference MRA in rewards uses `<`).
+* VSI-Bench's MRA is the one exact function of the project (`videor1.rewards.mean_relative_accuracy`,
+  thresholds k/20 as exact decimals) with the official `<=`; the training reward uses the reference's `<`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from videor1.rewards import eval_score, extract_answer
+from videor1.rewards import eval_score, extract_answer, mean_relative_accuracy
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -35,7 +36,7 @@ def answer_span(output: str) -> str:
     return extract_answer(output) or (output or "").strip()
 
 
-def parse_float(text: Any) -> float | None:
+def parse_float(text: object) -> float | None:
     """`text` as a number ("1,234.5" included), or None; never raises."""
     if text is None:
         return None
@@ -55,17 +56,15 @@ def reference_score(problem_type: str, output: str, solution: str) -> float:
 
 # --------------------------------------------------------------------------------------------- MRA
 def mra(pred: float | None, gt: float | None, *, inclusive: bool = True) -> float:
-    """Mean relative accuracy over θ ∈ {0.50, 0.55, ..., 0.95}: the share of θ with |pred-gt|/|gt| within 1-θ.
+    """Mean relative accuracy over θ ∈ {0.50, 0.55, ..., 0.95}: `videor1.rewards.mean_relative_accuracy`
+    (exact decimal arithmetic), with VSI-Bench's official `<=` by default.
 
     `inclusive=True` counts an error of exactly 1-θ as within (VSI-Bench's official `<=`); False is the
-    strict `<` of the reference. A missing number, or gt = 0, scores 0.
+    strict `<` of the reference. A missing number scores 0; gt = 0 scores 1 only for pred = 0.
     """
-    if pred is None or gt is None or gt == 0:
+    if pred is None or gt is None:
         return 0.0
-    err = abs(pred - gt) / abs(gt)
-    tolerances = [(20 - k) / 20 for k in range(10, 20)]   # 0.50, 0.45, ..., 0.05 exactly as decimals
-    hits = sum(1 for tol in tolerances if (err <= tol if inclusive else err < tol))
-    return hits / len(tolerances)
+    return mean_relative_accuracy(pred, gt, inclusive=inclusive)
 
 
 # ------------------------------------------------------------------------------------ choice parsers
@@ -144,6 +143,11 @@ def group_scores(rows: Sequence[Mapping[str, Any]], key: Callable[[Mapping[str, 
 def meta_key(name: str) -> Callable[[Mapping[str, Any]], Any]:
     """A grouping key reading `row["meta"][name]`."""
     return lambda row: (row.get("meta") or {}).get(name)
+
+
+def in_order(breakdown: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """A breakdown with the groups named in `order` first, in that order, then the others as they were."""
+    return {k: breakdown[k] for k in order if k in breakdown} | {k: v for k, v in breakdown.items() if k not in order}
 
 
 def accuracy_summary(rows: Sequence[Mapping[str, Any]], breakdowns: Mapping[str, str],

@@ -26,10 +26,13 @@ Conventions shared by both engines (where we depart from the reference, it is sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
+from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
 
@@ -79,7 +82,13 @@ class RolloutEngine(Protocol):
         ...
 
 
-def end_token_ids(processor: Any, model: Any = None) -> list[int]:
+class ServableEngine(RolloutEngine, Protocol):
+    """An engine a rollout server can serve: it also takes new weights as (name, tensor) pairs."""
+
+    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+
+def end_token_ids(processor: ProcessorMixin, model: PreTrainedModel | None = None) -> list[int]:
     """<|im_end|> and <|endoftext|> ids, plus any eos id of the model's generation_config."""
     tokenizer = processor.tokenizer
     ids = [int(tokenizer.convert_tokens_to_ids(t)) for t in END_TOKENS]
@@ -114,7 +123,7 @@ class HFEngine:
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
 
-    def __init__(self, model: Any, processor: Any, *, batch_size: int = 8) -> None:
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, batch_size: int = 8) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -129,7 +138,7 @@ class HFEngine:
         return self.generate_with_inputs(samples, params)[0]
 
     def generate_with_inputs(self, samples: list[Sample], params: SamplingParams
-                             ) -> tuple[list[list[Completion]], Any]:
+                             ) -> tuple[list[list[Completion]], BatchFeature | None]:
         """Completions plus the encoded prompt batch they were generated from.
 
         The batch is `encode(processor, samples)` (left padded, B = len(samples) rows, on CPU), i.e. the
@@ -149,9 +158,7 @@ class HFEngine:
             results.extend(self._generate_chunk(sub, params, chunk_index))
         return results, batch
 
-    def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
-        from transformers import GenerationConfig
-
+    def _generate_kwargs(self, params: SamplingParams) -> dict[str, GenerationConfig]:
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
             temperature=params.temperature if params.do_sample else None,
@@ -162,7 +169,7 @@ class HFEngine:
         )
         return {"generation_config": config}
 
-    def _generate_chunk(self, sub: Any, params: SamplingParams, chunk_index: int) -> list[list[Completion]]:
+    def _generate_chunk(self, sub: BatchFeature, params: SamplingParams, chunk_index: int) -> list[list[Completion]]:
         n_rows = sub["input_ids"].shape[0]
         inputs = repeat_rows(sub, params.n) if params.n > 1 else sub
         device = next(self.model.parameters()).device
@@ -208,7 +215,7 @@ class _seeded:
         self._fork.__enter__()
         torch.manual_seed(int(self.seed) + int(self.offset))
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fork is not None:
             self._fork.__exit__(*exc)
 
@@ -251,7 +258,7 @@ class VLLMEngine:
     so pre-sampled and shuffled frames (T-GRPO) need the offline engine above.
     """
 
-    def __init__(self, processor: Any, *, llm: Any = None, model_path: str | None = None,
+    def __init__(self, processor: ProcessorMixin, *, llm: Any = None, model_path: str | None = None,
                  sampling_params_cls: Callable[..., Any] | None = None, video_metadata: bool = True,
                  rpc_method: str | None = None, llm_kwargs: dict | None = None,
                  mm_processor_kwargs: dict | None = None) -> None:
@@ -288,8 +295,6 @@ class VLLMEngine:
             return {"prompt": text, "multi_modal_data": {"video": video},
                     "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False, **self.extra_mm_kwargs}}
         if isinstance(media, np.ndarray) and media.ndim == 3:
-            from PIL import Image
-
             request = {"prompt": text, "multi_modal_data": {"image": Image.fromarray(media)}}
             if self.extra_mm_kwargs:
                 request["mm_processor_kwargs"] = dict(self.extra_mm_kwargs)
@@ -331,7 +336,7 @@ class VLLMEngine:
                 ids, finished = ids + [stop], True
         return Completion(text=output.text, token_ids=ids, finished=finished)
 
-    def sync_weights(self, model: Any) -> None:
+    def sync_weights(self, model: torch.nn.Module) -> None:
         """Copy the policy's current weights into the vLLM engine (see the class doc)."""
         self.load_weights((name, tensor.detach()) for name, tensor in model.state_dict().items())
 
@@ -346,7 +351,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
 
-def _import_vllm() -> Any:
+def _import_vllm() -> ModuleType:
     try:
         import vllm
     except ImportError as err:  # pragma: no cover - depends on the environment

@@ -37,15 +37,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
-from videor1.generation.engines import Completion, SamplingParams
+from videor1.data.media import Clip
+from videor1.generation.engines import Completion, HFEngine, SamplingParams, ServableEngine, VLLMEngine
 from videor1.model.inputs import Sample
+from videor1.model.load import load_model, load_processor
 
 WEIGHTS_FILE = "policy.safetensors"
 
@@ -77,26 +81,29 @@ def sample_to_wire(sample: Sample) -> dict[str, Any]:
     return {"id": None if rid is None else str(rid), "messages": sample.messages, "media": wire}
 
 
+@dataclass(frozen=True)
+class WireRecord:
+    """The stand-in record of a sample received over the wire: only the id travels."""
+
+    problem_id: str | None
+
+
 def sample_from_wire(obj: dict[str, Any]) -> Sample:
     """The inverse of `sample_to_wire` (the record is a stand-in holding only the id)."""
-    from types import SimpleNamespace
-
-    from videor1.data.media import Clip
-
     media = obj["media"]
     if media["kind"] == "video":
         frames = b64_to_array(media["frames"])
         if frames.dtype != np.uint8 or frames.ndim != 4:
             raise ValueError(f"sample {obj.get('id')!r}: frames must be uint8 [T, H, W, 3], got "
                              f"{frames.dtype} {list(frames.shape)}")
-        decoded: Any = Clip(frames=frames, sample_fps=float(media["sample_fps"]), timestamps=list(media["timestamps"]),
+        decoded: Clip | np.ndarray = Clip(frames=frames, sample_fps=float(media["sample_fps"]), timestamps=list(media["timestamps"]),
                             indices=list(media["indices"]), total_frames=int(media["total_frames"]),
                             native_fps=float(media["native_fps"]), path=str(media["path"]))
     elif media["kind"] == "image":
         decoded = b64_to_array(media["array"])
     else:
         raise ValueError(f"sample {obj.get('id')!r}: unknown media kind {media['kind']!r}")
-    return Sample(record=SimpleNamespace(problem_id=obj.get("id")), media=decoded, messages=obj["messages"])
+    return Sample(record=WireRecord(obj.get("id")), media=decoded, messages=obj["messages"])
 
 
 def params_to_wire(params: SamplingParams) -> dict[str, Any]:
@@ -108,7 +115,7 @@ class RolloutServer:
     """Serves one rollout engine (see the module doc). `serve_forever()` blocks; `start()` runs it in a
     daemon thread (tests). Requests are handled one at a time (generation holds the engine)."""
 
-    def __init__(self, engine: Any, *, weights_dir: str | os.PathLike | None, model_name: str = "",
+    def __init__(self, engine: ServableEngine, *, weights_dir: str | os.PathLike | None, model_name: str = "",
                  host: str = "127.0.0.1", port: int = 8000) -> None:
         self.engine = engine
         self.weights_dir = Path(weights_dir).resolve() if weights_dir is not None else None
@@ -131,8 +138,6 @@ class RolloutServer:
                                  for c in group] for group in groups]}
 
     def load_weights(self, body: dict[str, Any]) -> dict[str, Any]:
-        from safetensors.torch import load_file
-
         if self.weights_dir is None:
             raise PermissionError("this server was started without --weights-dir: weight loading is off")
         path = (self.weights_dir / str(body["file"])).resolve()
@@ -199,12 +204,9 @@ def make_server(model: str | os.PathLike, *, engine: str = "vllm", weights_dir: 
                 host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8,
                 llm_kwargs: dict[str, Any] | None = None) -> RolloutServer:
     """A `RolloutServer` for the checkpoint at `model`: vLLM's offline engine, or transformers' generate."""
-    from videor1.model.load import load_model, load_processor
-    from videor1.generation.engines import HFEngine, VLLMEngine
-
     processor = load_processor(model)
     if engine == "hf":
-        served: Any = HFEngine(load_model(model).eval(), processor, batch_size=batch_size)
+        served: ServableEngine = HFEngine(load_model(model).eval(), processor, batch_size=batch_size)
     elif engine == "vllm":
         served = VLLMEngine(processor, model_path=str(model), llm_kwargs=llm_kwargs)
     else:
@@ -251,7 +253,7 @@ class RemoteEngine:
             raise RuntimeError(f"rollout server returned {len(groups)} groups for {len(samples)} samples")
         return groups
 
-    def sync_weights(self, model: Any, *, version: int, writer: bool = True, poll_s: float = 0.05) -> None:
+    def sync_weights(self, model: torch.nn.Module, *, version: int, writer: bool = True, poll_s: float = 0.05) -> None:
         """Make the server generate from `model`'s weights (see the module doc): the writer saves and posts
         them; the others wait until the server reports `version` of this run."""
         if writer:
@@ -274,8 +276,6 @@ class RemoteEngine:
 
 def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors, written to a temporary name and renamed; tensors sharing storage are copied apart."""
-    from safetensors.torch import save_file
-
     seen: set[int] = set()
     tensors = {}
     for name, tensor in state.items():

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from videor1.data.media import Clip, ImageSpec, VideoSpec, load_media
+from videor1.data.prompts import build_messages
+from videor1.data.records import Record
 
 IGNORE_INDEX = -100
 # Pixel limits passed on every processor call so that no checkpoint's processor config (e.g. a video
@@ -38,6 +43,14 @@ IGNORE_INDEX = -100
 _KEEP_SIZE = {"size": {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}
 VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
                          "<|video_pad|>")
+
+
+class RecordLike(Protocol):
+    """What a sample needs of its record here: the id, for error messages. A :class:`Record` has it; a
+    rollout server's samples carry a stand-in holding only the id."""
+
+    @property
+    def problem_id(self) -> str | int | None: ...
 
 
 @dataclass
@@ -48,26 +61,23 @@ class Sample:
     uint8 array [H, W, 3] for an image record. messages: chat messages with one media item.
     """
 
-    record: Any
-    media: Any
+    record: Record | RecordLike | None
+    media: Clip | np.ndarray
     messages: list[dict]
 
 
-def make_sample(record: Any, media_root: str | Path, video: Any, image: Any, *,
+def make_sample(record: Record, media_root: str | Path, video: VideoSpec, image: ImageSpec, *,
                 system_prompt: str | None = None) -> Sample:
     """Decode the record's media (`load_media`) and build its messages (`build_messages`).
 
     Raises `MediaError` / `RecordError` from those modules for a bad record (never substitutes media).
     """
-    from videor1.data.media import load_media
-    from videor1.data.prompts import build_messages
-
     media = load_media(record, media_root, video, image)
     messages = build_messages(record, system_prompt=system_prompt)
     return Sample(record=record, media=media, messages=messages)
 
 
-def _record_id(sample: Sample) -> Any:
+def _record_id(sample: Sample) -> str | int | None:
     return getattr(sample.record, "problem_id", None)
 
 
@@ -128,14 +138,14 @@ def _collect_media(samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np
     return images, videos, metadata
 
 
-def prompt_texts(processor: Any, samples: Sequence[Sample], *, add_generation_prompt: bool = True) -> list[str]:
+def prompt_texts(processor: ProcessorMixin, samples: Sequence[Sample], *, add_generation_prompt: bool = True) -> list[str]:
     """The chat-template rendering of each sample's messages (vision placeholders not yet expanded)."""
     return [processor.apply_chat_template(s.messages, tokenize=False, add_generation_prompt=add_generation_prompt)
             for s in samples]
 
 
-def encode(processor: Any, samples: Sequence[Sample], *, responses: Sequence[str] | None = None,
-           add_generation_prompt: bool = True, padding_side: str = "left") -> Any:
+def encode(processor: ProcessorMixin, samples: Sequence[Sample], *, responses: Sequence[str] | None = None,
+           add_generation_prompt: bool = True, padding_side: str = "left") -> BatchFeature:
     """Chat template + processor for a batch that may mix image and video samples.
 
     Returns a `BatchFeature` of torch tensors:
@@ -176,7 +186,7 @@ def encode(processor: Any, samples: Sequence[Sample], *, responses: Sequence[str
     return append_tokens(batch, response_ids, pad_id=pad_token_id(processor), padding_side=padding_side)
 
 
-def _check_grids(batch: Any, images: list[np.ndarray], videos: list[np.ndarray],
+def _check_grids(batch: BatchFeature, images: list[np.ndarray], videos: list[np.ndarray],
                  samples: Sequence[Sample]) -> None:
     """Refuse a batch whose vision grids do not match the media (the processor must not resize)."""
     patch = 14
@@ -192,7 +202,7 @@ def _check_grids(batch: Any, images: list[np.ndarray], videos: list[np.ndarray],
                          f"(records {[_record_id(s) for s in samples]})")
 
 
-def _response_ids(processor: Any, response: str, sample: Sample) -> list[int]:
+def _response_ids(processor: ProcessorMixin, response: str, sample: Sample) -> list[int]:
     for token in VISION_SPECIAL_TOKENS:
         if token in response:
             raise ValueError(f"record {_record_id(sample)!r}: response contains the vision token {token}")
@@ -201,7 +211,7 @@ def _response_ids(processor: Any, response: str, sample: Sample) -> list[int]:
     return list(ids) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
 
 
-def pad_token_id(processor: Any) -> int:
+def pad_token_id(processor: ProcessorMixin) -> int:
     """The tokenizer's pad id (Qwen: <|endoftext|>)."""
     pad = processor.tokenizer.pad_token_id
     if pad is None:
@@ -209,8 +219,8 @@ def pad_token_id(processor: Any) -> int:
     return int(pad)
 
 
-def append_tokens(batch: Any, token_ids: Sequence[Sequence[int]], *, pad_id: int,
-                  padding_side: str = "left") -> Any:
+def append_tokens(batch: BatchFeature, token_ids: Sequence[Sequence[int]], *, pad_id: int,
+                  padding_side: str = "left") -> BatchFeature:
     """Append `token_ids[i]` after the real tokens of row i; re-pad; add labels and a completion mask.
 
     `batch` is a prompt batch from `encode` (B rows). Returns a new `BatchFeature` with the same vision
@@ -219,8 +229,6 @@ def append_tokens(batch: Any, token_ids: Sequence[Sequence[int]], *, pad_id: int
     Used for SFT labels and for the RL loss forward over generated completions (token ids as generated,
     never re-tokenised).
     """
-    from transformers import BatchFeature
-
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if len(token_ids) != ids.shape[0]:
         raise ValueError(f"got {len(token_ids)} token lists for {ids.shape[0]} rows")
@@ -252,7 +260,7 @@ def append_tokens(batch: Any, token_ids: Sequence[Sequence[int]], *, pad_id: int
     return BatchFeature(data)
 
 
-def select_rows(batch: Any, rows: Sequence[int]) -> Any:
+def select_rows(batch: BatchFeature, rows: Sequence[int]) -> BatchFeature:
     """A new batch made of `rows` of `batch` (in that order, repeats allowed), vision tensors included.
 
     The patches of each row's image / video go with it (located from the grid_thw products; every row
@@ -260,15 +268,13 @@ def select_rows(batch: Any, rows: Sequence[int]) -> Any:
     selected row are dropped. Token keys: input_ids, attention_mask, mm_token_type_ids and, when
     present, labels and completion_mask.
     """
-    from transformers import BatchFeature
-
     rows = [int(r) for r in rows]
     n_rows = batch["input_ids"].shape[0]
     if not rows or min(rows) < 0 or max(rows) >= n_rows:
         raise ValueError(f"rows must be non-empty indices in [0, {n_rows}), got {rows}")
     index = torch.as_tensor(rows, dtype=torch.long)
     keep_cols = batch["attention_mask"][index].bool().any(dim=0)
-    data: dict[str, Any] = {}
+    data: dict[str, torch.Tensor] = {}
     for key in ("input_ids", "attention_mask", "mm_token_type_ids", "labels", "completion_mask"):
         if key in batch:
             data[key] = batch[key][index][:, keep_cols]
@@ -289,7 +295,7 @@ def select_rows(batch: Any, rows: Sequence[int]) -> Any:
     return BatchFeature(data)
 
 
-def _media_row_order(batch: Any, kind_id: int, pixels: str) -> dict[int, int]:
+def _media_row_order(batch: BatchFeature, kind_id: int, pixels: str) -> dict[int, int]:
     """Map row -> index of its image (kind 1) / video (kind 2) among the batch's images / videos."""
     mm = batch.get("mm_token_type_ids")
     if mm is None:
@@ -303,7 +309,7 @@ def _media_row_order(batch: Any, kind_id: int, pixels: str) -> dict[int, int]:
     return owner
 
 
-def repeat_rows(batch: Any, n: int) -> Any:
+def repeat_rows(batch: BatchFeature, n: int) -> BatchFeature:
     """Repeat every row n times consecutively (row i -> rows i*n .. i*n+n-1), vision tensors included.
 
     Used to generate or score n completions per prompt: the result is a valid model input of B*n rows.
@@ -314,10 +320,8 @@ def repeat_rows(batch: Any, n: int) -> Any:
     return select_rows(batch, [i for i in range(b) for _ in range(n)])
 
 
-def move_batch(batch: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> Any:
+def move_batch(batch: BatchFeature, device: torch.device | str, dtype: torch.dtype | None = None) -> BatchFeature:
     """Move every tensor to `device`; cast the pixel tensors (only) to `dtype` when given."""
-    from transformers import BatchFeature
-
     data = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
@@ -328,7 +332,7 @@ def move_batch(batch: Any, device: torch.device | str, dtype: torch.dtype | None
     return BatchFeature(data)
 
 
-def vision_token_ids(processor: Any) -> list[int]:
+def vision_token_ids(processor: ProcessorMixin) -> list[int]:
     """Ids of <|vision_start|>, <|vision_end|>, <|vision_pad|>, <|image_pad|>, <|video_pad|>.
 
     Generation must never emit them: a sampled placeholder breaks the next forward with pixel inputs.

@@ -6,9 +6,8 @@ The tiny checkpoint of `videor1.model.tiny` and a real Qwen2.5-VL-7B-Instruct di
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
+from transformers import AutoProcessor, ProcessorMixin, Qwen2_5_VLForConditionalGeneration
 
 
 def pick_device() -> torch.device:
@@ -29,10 +28,8 @@ def pick_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def load_processor(path: str | Path) -> Any:
+def load_processor(path: str | Path) -> ProcessorMixin:
     """`AutoProcessor.from_pretrained(path)` with remote code off (a Qwen2_5_VLProcessor)."""
-    from transformers import AutoProcessor
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no such model directory: {path}")
@@ -40,11 +37,9 @@ def load_processor(path: str | Path) -> Any:
 
 
 def load_model(path: str | Path, *, device: torch.device | str | None = None,
-               dtype: torch.dtype | None = None) -> Any:
+               dtype: torch.dtype | None = None) -> Qwen2_5_VLForConditionalGeneration:
     """`Qwen2_5_VLForConditionalGeneration.from_pretrained(path)` on `device` (default `pick_device()`)
     in `dtype` (default `pick_dtype(device)`), remote code off."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no such model directory: {path}")

@@ -27,9 +27,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import (AddedToken, GenerationConfig, PreTrainedTokenizerBase, Qwen2_5_VLConfig,
+                          Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor)
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+from videor1.data.prompts import TEMPLATES
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
@@ -149,11 +157,9 @@ _CORPUS_LINES: tuple[str, ...] = (
 # ------------------------------------------------------------------------------------------ tiny model
 def _template_lines() -> list[str]:
     """Every string of the prompt templates (`videor1.data.prompts.TEMPLATES`), so prompts tokenise short."""
-    from videor1.data.prompts import TEMPLATES
-
     lines: list[str] = []
 
-    def walk(value: Any) -> None:
+    def walk(value: object) -> None:
         if isinstance(value, str):
             lines.append(value)
         elif isinstance(value, dict):
@@ -167,17 +173,12 @@ def _template_lines() -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LINES) -> Any:
+def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LINES) -> Qwen2Tokenizer:
     """A Qwen-style byte-level BPE tokenizer trained offline on `corpus`, as a transformers fast tokenizer.
 
     Layout: BPE vocabulary (ids 0..n-1), then `SPECIAL_TOKENS` in Qwen's order, then `FORMAT_TOKENS`.
     `vocab_size` is the BPE target; a small corpus may stop short of it (len(tokenizer) is the truth).
     """
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
-    from tokenizers.models import BPE
-    from transformers import AddedToken
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
-
     bpe = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
@@ -207,12 +208,10 @@ def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LI
     return tokenizer
 
 
-def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+def tiny_config(tokenizer: PreTrainedTokenizerBase, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
                 num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
-                vision_heads: int = 4, initializer_range: float = 0.1) -> Any:
+                vision_heads: int = 4, initializer_range: float = 0.1) -> Qwen2_5_VLConfig:
     """A small `Qwen2_5_VLConfig` consistent with `tokenizer` (vocab size and special token ids)."""
-    from transformers import Qwen2_5_VLConfig
-
     if hidden_size % num_heads or num_heads % num_kv_heads or vision_hidden % vision_heads:
         raise ValueError(f"heads must divide hidden sizes: hidden {hidden_size}/{num_heads} heads "
                          f"({num_kv_heads} kv), vision {vision_hidden}/{vision_heads} heads")
@@ -242,12 +241,8 @@ def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, 
     )
 
 
-def tiny_processor(tokenizer: Any) -> Any:
+def tiny_processor(tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLProcessor:
     """A Qwen2_5_VLProcessor that neither resizes our (already resized) frames nor samples frames."""
-    from transformers import Qwen2_5_VLProcessor
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
     wide = {"min_pixels": 28 * 28, "max_pixels": 16384 * 28 * 28}
     image_processor = Qwen2VLImageProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2,
@@ -265,8 +260,6 @@ def build_tiny(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128, nu
     Deterministic for a seed. `vocab_size` is the BPE target of the tokenizer; the model's vocabulary is
     exactly `len(tokenizer)` so that every id the model can emit decodes to a token.
     """
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(vocab_size)

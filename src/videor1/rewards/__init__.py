@@ -1,4 +1,4 @@
-"""Rule-based rewards (SPEC §5): answer extraction, accuracy by problem type, format, length, registry.
+"""Rule-based rewards (SPEC §5): answer extraction, accuracy by problem type, format, registry.
 
 Answer extraction
   * The answer is the stripped content of the first ``<answer>`` ... ``</answer>`` span (newlines
@@ -41,34 +41,43 @@ Accuracy, ``score(problem_type, completion, solution, *, reference=False)`` (tra
 Evaluation metric, ``eval_score(problem_type, completion, solution, *, reference=True)``
   * As ``score`` with the reference rules by default, except that a completion without an
     ``<answer>`` span is scored as its whole stripped text, and regression uses MRA.
-  * ``mean_relative_accuracy(pred, gt)``: the fraction of θ in {0.50, 0.55, ..., 0.95} (ten values,
-    built from integer hundredths) with |pred - gt| / |gt| < 1 - θ, strictly.  The test is done in
-    exact rational arithmetic on the shortest decimal form of each float, so a relative error of
-    exactly 5 % (pred 1.05, gt 1) fails θ = 0.95 and exactly 10 % (0.9 vs 1) fails θ = 0.90.  gt == 0:
-    1.0 if pred == 0 else 0.0; non-finite input: 0.0.  Departure: reference implementations compute
-    this in float32 with an epsilon, which can flip a result that lies exactly on a threshold (and
-    VSI-Bench's own script uses ``linspace(0.5, 0.95, 11)``, eleven thresholds; we follow the
-    SPEC's ten).
+  * ``mean_relative_accuracy(pred, gt, *, inclusive=False)``, the project's one MRA: the fraction of θ
+    in {0.50, 0.55, ..., 0.95} (ten values, built from integer hundredths) with |pred - gt| / |gt|
+    within 1 - θ: strictly (``<``, the default, SPEC §7 and ``eval_score``) or, with
+    ``inclusive=True``, ``<=`` (VSI-Bench's official scorer, ``videor1.evaluate.scoring.mra``).  The
+    test is done in exact rational arithmetic on the shortest decimal form of each float, so a
+    relative error of exactly 5 % (pred 1.05, gt 1) fails θ = 0.95 when strict and passes it when
+    inclusive, whatever binary floats say.  gt == 0: 1.0 if pred == 0 else 0.0; non-finite input:
+    0.0.  Departure: reference implementations compute this in floats (VSI-Bench: numpy,
+    ``linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))``, ten thresholds because that float is
+    10.999...), so a result that lies exactly on a threshold can flip there; VSI-Bench divides by
+    zero at gt == 0 (some ports score an exact 0 there as 1.0, as we do).
 
 Format, ``format_reward(completion)``
   * 1.0 if the whole *stripped* completion fully matches ``<think>.*?</think>\\s*<answer>.*?</answer>``
     (DOTALL), else 0.0.  Departure: the reference does not strip, so leading/trailing whitespace
     fails there and passes here.
 
-Length, ``length_bonus(correct, lengths, group_ids, *, omega=0.2, min_len=320, max_len=512)``
-  * +omega for each correct completion whose token length is in [min_len, max_len] (inclusive),
-    only in groups with more than one correct completion.  "Correct" = accuracy > 0.1 in the
-    registry's "length" reward.  omega = 0.2 as in the reference code (the paper says 0.1).
+Correct, ``CORRECT_THRESHOLD`` = 0.1
+  * An accuracy above it counts as "correct" for T-GRPO's temporal bonus, the length bonus and the
+    training statistics (the reference's ``> 0.1``).  Defined once, in ``videor1.rewards.accuracy``.
+
+Length bonus: not a reward here.  It needs token lengths and prompt groups, so the RL step computes
+it when the RL config says ``length_bonus: true`` (``videor1.rl.algorithms.length_bonus``: +omega for
+each correct completion whose token length is in [min_len, max_len], only in groups with more than
+one correct completion; omega = 0.2 as in the reference code, the paper says 0.1).
 
 Registry: ``REGISTRY``, ``register(name)``, ``get_reward(name)``
-  * Each entry is ``fn(completions, **columns) -> list[float]`` (TRL convention); columns are lists
-    aligned with the completions, extra columns are ignored, a missing column raises KeyError naming
-    it.  Built-ins: "accuracy" (problem_type, solution), "accuracy_reference" (same, reference
-    rules), "format", "length" (completion_lengths, group_ids, problem_type, solution; keywords
-    omega, min_len, max_len).  An unknown name raises KeyError listing the known ones.
+  * ``REGISTRY`` is a ``videor1.registry.Registry("reward")``; ``register``/``get_reward`` are thin
+    names over its ``register``/``get``.  Each entry is ``fn(completions, **columns) -> list[float]``
+    (TRL convention); columns are lists aligned with the completions, extra columns are ignored, a
+    missing column raises KeyError naming it.  Built-ins: "accuracy" (problem_type, solution),
+    "accuracy_reference" (same, reference rules), "format".  An unknown name raises KeyError listing
+    the known ones.
 """
 
 from videor1.rewards.accuracy import (
+    CORRECT_THRESHOLD,
     MRA_THRESHOLDS_PERCENT,
     canonical_problem_type,
     eval_score,
@@ -76,8 +85,8 @@ from videor1.rewards.accuracy import (
     score,
 )
 from videor1.rewards.parsing import extract_answer, parse_choice, parse_number, parse_number_reference
-from videor1.rewards.registry import CORRECT_THRESHOLD, REGISTRY, completion_text, get_reward, register
-from videor1.rewards.shaping import format_reward, length_bonus
+from videor1.rewards.registry import REGISTRY, completion_text, get_reward, register
+from videor1.rewards.shaping import format_reward
 
 __all__ = [
     "CORRECT_THRESHOLD",
@@ -89,7 +98,6 @@ __all__ = [
     "extract_answer",
     "format_reward",
     "get_reward",
-    "length_bonus",
     "mean_relative_accuracy",
     "parse_choice",
     "parse_number",

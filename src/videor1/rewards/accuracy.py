@@ -23,7 +23,11 @@ from videor1.rewards.parsing import (
     parse_number_reference,
 )
 
-# θ ∈ {0.50, 0.55, ..., 0.95}, kept as exact integers in hundredths: the condition is err < (100 - k) / 100.
+#: Accuracy above this counts as "correct": for T-GRPO's temporal bonus, the length bonus and the
+#: all-correct / all-wrong statistics (the reference's ``> 0.1``).  The one definition; import it.
+CORRECT_THRESHOLD = 0.1
+
+#: θ ∈ {0.50, 0.55, ..., 0.95} for MRA, kept as exact integers in hundredths: θ = k / 100.
 MRA_THRESHOLDS_PERCENT: tuple[int, ...] = tuple(range(50, 100, 5))
 
 _CANONICAL = {name.lower(): name for name in PROBLEM_TYPES}
@@ -122,12 +126,23 @@ def _exact(x: Any) -> Fraction | None:
     return Fraction(repr(value)) if math.isfinite(value) else None
 
 
-def mean_relative_accuracy(pred: float, gt: float) -> float:
-    """MRA: the fraction of θ in {0.50, 0.55, ..., 0.95} with |pred - gt| / |gt| < 1 - θ (strict).
+def mean_relative_accuracy(pred: float, gt: float, *, inclusive: bool = False) -> float:
+    """MRA: the fraction of θ in {0.50, 0.55, ..., 0.95} (ten values) whose tolerance 1 - θ the relative
+    error |pred - gt| / |gt| is within.  The one MRA of the project (training metric and benchmarks).
 
-    Decided in exact rational arithmetic on the decimal form of each value.  gt == 0: 1.0 when
-    pred == 0, else 0.0 (the relative error is undefined).  A non-finite input scores 0.0; a
-    non-number raises TypeError.
+    ``inclusive=False`` (the default; SPEC §7 and the reference protocol, used by `eval_score`): strictly
+    within, error < 1 - θ.  ``inclusive=True``: error <= 1 - θ, the comparison of VSI-Bench's official
+    scorer (`videor1.evaluate.scoring.mra`).  They differ only when the error is exactly a multiple of
+    5 % (pred 1.05 vs gt 1: strict 0.9, inclusive 1.0).
+
+    Decided exactly: each value is taken as its shortest decimal form (what the text said; ``repr`` of
+    the float) as a `fractions.Fraction`, and each tolerance is the exact fraction (100 - k) / 100, so
+    binary-float noise cannot move a result that lies exactly on a threshold (in floats,
+    |1.05 - 1| / 1 = 0.050000000000000044 > 0.05).
+
+    gt == 0: the relative error is undefined; an exact answer (pred == 0) scores 1.0, anything else 0.0
+    (as the training regression reward; the official scorers divide by zero there).  A non-finite input
+    scores 0.0; a non-number raises TypeError.
     """
     p, g = _exact(pred), _exact(gt)
     if p is None or g is None:
@@ -135,7 +150,8 @@ def mean_relative_accuracy(pred: float, gt: float) -> float:
     if g == 0:
         return 1.0 if p == 0 else 0.0
     error = abs(p - g) / abs(g)
-    hits = sum(1 for k in MRA_THRESHOLDS_PERCENT if error < Fraction(100 - k, 100))
+    tolerances = (Fraction(100 - k, 100) for k in MRA_THRESHOLDS_PERCENT)
+    hits = sum(1 for tol in tolerances if (error <= tol if inclusive else error < tol))
     return hits / len(MRA_THRESHOLDS_PERCENT)
 
 

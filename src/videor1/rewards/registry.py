@@ -1,48 +1,45 @@
 """Rewards by name: ``fn(completions: list[str], **columns) -> list[float]`` (the TRL convention).
 
 Columns are lists aligned with ``completions`` (e.g. ``problem_type``, ``solution``); a reward takes
-the columns it needs and ignores the rest.  Scalar options (``omega`` ...) may be passed as keywords
-too.  A user adds a reward with ``@register("name")`` and selects it by name in the config; trainers
-never need editing.  Completions may be plain strings or TRL conversational completions (a list of
-messages: the text of their ``content`` is joined).
+the columns it needs and ignores the rest.  Scalar options may be passed as keywords too.  A user adds
+a reward with ``@register("name")`` and selects it by name in the config; trainers never need editing.
+Completions may be plain strings or TRL conversational completions (a list of messages: the text of
+their ``content`` is joined).
+
+``REGISTRY`` is a `videor1.registry.Registry`; ``register`` and ``get_reward`` are its ``register`` and
+``get`` (an unknown name raises KeyError listing the known ones).  The length bonus is not a reward
+here: it needs the completions' token lengths and prompt groups, so the RL step computes it
+(``length_bonus: true`` in the RL config, `videor1.rl.algorithms.length_bonus`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from videor1.registry import Registry
 from videor1.rewards.accuracy import score
-from videor1.rewards.shaping import format_reward, length_bonus
+from videor1.rewards.shaping import format_reward
 
 RewardFn = Callable[..., list[float]]
-REGISTRY: dict[str, RewardFn] = {}
-
-#: accuracy above this counts as "correct" for the length bonus (and T-GRPO's temporal bonus).
-CORRECT_THRESHOLD = 0.1
+REGISTRY: Registry[RewardFn] = Registry("reward")
 
 
 def register(name: str, *, overwrite: bool = False) -> Callable[[RewardFn], RewardFn]:
-    """Decorator adding ``fn`` to REGISTRY under ``name``; re-using a name needs ``overwrite=True``."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"reward name must be a non-empty string, got {name!r}")
+    """Decorator adding a reward to REGISTRY under ``name``; re-using a name needs ``overwrite=True``."""
+    add = REGISTRY.register(name, overwrite=overwrite)
 
-    def add(fn: RewardFn) -> RewardFn:
+    def checked(fn: RewardFn) -> RewardFn:
         if not callable(fn):
             raise TypeError(f"reward {name!r} must be callable, got {type(fn).__name__}")
-        if name in REGISTRY and not overwrite and REGISTRY[name] is not fn:
-            raise ValueError(f"reward {name!r} is already registered (pass overwrite=True to replace it)")
-        REGISTRY[name] = fn
-        return fn
+        return add(fn)
 
-    return add
+    return checked
 
 
 def get_reward(name: str) -> RewardFn:
-    """The reward registered as ``name``; KeyError naming the known rewards otherwise."""
-    try:
-        return REGISTRY[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(REGISTRY))}") from None
+    """The reward registered as ``name``; KeyError listing the known rewards otherwise."""
+    return REGISTRY.get(name)
 
 
 def completion_text(completion: Any) -> str:
@@ -97,24 +94,3 @@ def accuracy_reference_reward(completions: list[Any], **columns: Any) -> list[fl
 def format_reward_fn(completions: list[Any], **columns: Any) -> list[float]:
     """1 for ``<think>...</think><answer>...</answer>``, else 0; needs no column."""
     return [format_reward(completion_text(c)) for c in completions]
-
-
-@register("length")
-def length_reward(
-    completions: list[Any],
-    *,
-    omega: float = 0.2,
-    min_len: int = 320,
-    max_len: int = 512,
-    reference: bool = False,
-    **columns: Any,
-) -> list[float]:
-    """The length bonus; columns ``completion_lengths`` (tokens), ``group_ids``, ``problem_type``,
-    ``solution``.  Correct means accuracy > CORRECT_THRESHOLD (0.1), scored leniently unless
-    ``reference=True``."""
-    n = len(completions)
-    lengths = column("length", columns, "completion_lengths", n)
-    groups = column("length", columns, "group_ids", n)
-    accuracy = _accuracy("length", completions, columns, reference=reference)
-    correct = [a > CORRECT_THRESHOLD for a in accuracy]
-    return length_bonus(correct, lengths, groups, omega=omega, min_len=min_len, max_len=max_len)

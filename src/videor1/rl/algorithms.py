@@ -4,8 +4,11 @@ Shapes: N = completions in the local batch (prompts x generations, flattened pro
 tokens (padded), V = vocabulary. A "group" is the completions of one prompt; groups are named by integer
 group ids ([N] long tensor), so groups need not be contiguous nor of equal size.
 
-Variants are registered by name (`ADVANTAGES`, `LOSS_AGGREGATIONS`); `get(registry, name)` fails listing
-the known names, and a user adds a variant with `ADVANTAGES.register("name")(fn)`.
+Variants are registered by name in `videor1.registry.Registry`s (`ADVANTAGES`, `LOSS_AGGREGATIONS`);
+`ADVANTAGES.get(name)` fails listing the known names, and a user adds a variant with
+`ADVANTAGES.register("name")(fn)`.
+
+"Correct" (for the temporal and the length bonus) is accuracy > `videor1.rewards.CORRECT_THRESHOLD` (0.1).
 
 Where we depart from the paper / the reference code:
 - The temporal bonus is decided per prompt group (p and p~ of that prompt's ordered and shuffled
@@ -21,42 +24,17 @@ Where we depart from the paper / the reference code:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
 
 import torch
 
-F = TypeVar("F", bound=Callable)
+from videor1.registry import Registry
+from videor1.rewards.accuracy import CORRECT_THRESHOLD
 
 ADV_EPS = 1e-4  # added to the std, as the reference
 SCALE_REWARDS = ("group", "batch", "none")
 TEMPORAL_COMPARISONS = ("gt", "ge")
-
-
-class Registry(Generic[F]):
-    """Named variants; `get` on an unknown name raises KeyError listing the known ones."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._items: dict[str, F] = {}
-
-    def register(self, name: str) -> Callable[[F], F]:
-        def add(fn: F) -> F:
-            self._items[name] = fn
-            return fn
-        return add
-
-    def get(self, name: str) -> F:
-        if name not in self._items:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}")
-        return self._items[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
 
 ADVANTAGES: Registry[Callable[..., torch.Tensor]] = Registry("advantage estimator")
 LOSS_AGGREGATIONS: Registry[Callable[..., torch.Tensor]] = Registry("loss_type")
@@ -117,7 +95,7 @@ class TemporalBonus:
 
 def temporal_bonus(accuracy: torch.Tensor, group_ids: torch.Tensor, shuffled_accuracy: torch.Tensor,
                    shuffled_group_ids: torch.Tensor, *, alpha: float = 0.3, mu: float = 0.8,
-                   comparison: str = "gt", threshold: float = 0.1) -> TemporalBonus:
+                   comparison: str = "gt", threshold: float = CORRECT_THRESHOLD) -> TemporalBonus:
     """T-GRPO's temporal bonus, per prompt group.
 
     accuracy, group_ids: [N] ordered completions; shuffled_accuracy, shuffled_group_ids: [M] shuffled
@@ -147,17 +125,25 @@ def temporal_bonus(accuracy: torch.Tensor, group_ids: torch.Tensor, shuffled_acc
 
 
 def length_bonus(accuracy: torch.Tensor, lengths: torch.Tensor, group_ids: torch.Tensor, *, omega: float = 0.2,
-                 min_len: int = 320, max_len: int = 512, threshold: float = 0.1) -> torch.Tensor:
-    """Length bonus (tensor wrapper of `videor1.rewards.length_bonus`). All [N] -> [N] float32.
+                 min_len: int = 320, max_len: int = 512, threshold: float = CORRECT_THRESHOLD) -> torch.Tensor:
+    """Video-R1's length bonus (the one implementation; RLConfig `length_bonus: true` turns it on).
 
-    +omega for each completion with accuracy > threshold and min_len <= length <= max_len, only in groups
-    with more than one such correct completion.
+    accuracy: [N] float; lengths: [N] completion lengths in tokens; group_ids: [N] long -> [N] float32.
+    +omega for each correct completion (accuracy > threshold) whose length is in [min_len, max_len]
+    (inclusive), but only in groups (same prompt) with more than one correct completion. omega = 0.2 as
+    the reference code (the paper says 0.1). Raises ValueError when the shapes differ or min_len > max_len.
     """
-    from videor1.rewards import length_bonus as rule
-
-    values = rule((accuracy > threshold).tolist(), lengths.tolist(), group_ids.tolist(),
-                  omega=omega, min_len=min_len, max_len=max_len)
-    return torch.tensor(values, dtype=torch.float32)
+    if not accuracy.shape == lengths.shape == group_ids.shape or accuracy.dim() != 1:
+        raise ValueError(f"length_bonus: accuracy {tuple(accuracy.shape)}, lengths {tuple(lengths.shape)} and "
+                         f"group_ids {tuple(group_ids.shape)} must be [N] each")
+    if min_len > max_len:
+        raise ValueError(f"length_bonus: min_len ({min_len}) > max_len ({max_len})")
+    correct = accuracy > threshold
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    n_correct = torch.zeros(len(counts), dtype=torch.long).index_add_(0, inverse, correct.long())
+    earns = correct & (n_correct[inverse] > 1) & (lengths >= min_len) & (lengths <= max_len)
+    return torch.where(earns, torch.tensor(float(omega), dtype=torch.float32),
+                       torch.tensor(0.0, dtype=torch.float32))
 
 
 # ------------------------------------------------------------------------------------------- losses

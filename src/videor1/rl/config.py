@@ -10,7 +10,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from videor1.config import ConfigError, ImageConfig, VideoConfig
+from videor1.config import ConfigError
+from videor1.data.media import ImageSpec, VideoSpec
+from videor1.rewards import REGISTRY, get_reward
+from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
@@ -66,9 +69,11 @@ class RLConfig:
     # --- rewards
     rewards: tuple[str, ...] = ("accuracy", "format")  # names in videor1.rewards.REGISTRY, summed
     reward_weights: Optional[tuple[float, ...]] = None  # one weight per reward (None: all 1)
-    accuracy_reward: str = "accuracy"  # reward that decides "correct" (> 0.1) for the temporal / length bonus
+    accuracy_reward: str = "accuracy"  # reward deciding "correct" (> rewards.CORRECT_THRESHOLD) for the bonuses
     reward_modules: tuple[str, ...] = ()  # modules imported first, so user rewards can @register themselves
-    length_bonus: bool = False  # +length_omega for correct completions with length in [min, max] tokens
+    length_bonus: bool = False  # +length_omega for correct completions with length in [min, max] tokens, in
+    #   groups with > 1 correct (the only length-bonus switch: it needs token lengths and groups, so the RL
+    #   step computes it, videor1.rl.algorithms.length_bonus; there is no "length" reward)
     length_omega: float = 0.2  # length bonus size (reference code 0.2, paper 0.1)
     length_min: int = 320  # shortest completion (tokens) that earns the length bonus
     length_max: int = 512  # longest completion (tokens) that earns the length bonus
@@ -81,8 +86,8 @@ class RLConfig:
     freeze_vision: bool = False  # keep the vision tower fixed (the reference trains it)
     seed: int = 42  # seed of data order, frame shuffles and sampling
     # --- inputs and sampling
-    video: VideoConfig = field(default_factory=VideoConfig)  # frames per video, fps, pixel budget per frame
-    image: ImageConfig = field(default_factory=ImageConfig)  # image pixel budget
+    video: VideoSpec = field(default_factory=VideoSpec)  # frames per video, fps, pixel budget per frame
+    image: ImageSpec = field(default_factory=ImageSpec)  # image pixel budget
     max_prompt_length: int = 16384  # prompt tokens incl. vision tokens; longer prompts are skipped, never cut
     max_completion_length: int = 768  # max new tokens per completion
     temperature: float = 1.0  # sampling temperature (log-probs use the same temperature)
@@ -97,25 +102,29 @@ class RLConfig:
     save_steps: int = 100  # checkpoint every this many steps (0: only the final model)
     save_total_limit: Optional[int] = 2  # keep this many checkpoints (None: all)
     logging_steps: int = 1  # write a metrics line every this many steps
-    resume: bool = False  # continue from the latest checkpoint in output_dir
+    resume: Union[bool, str] = False  # true: continue from the newest checkpoint in output_dir (fresh if none);
+    #                 false: start fresh (refused if output_dir holds checkpoints); a path: continue from it
     tensorboard: bool = True  # mirror metrics to TensorBoard
     progress: bool = True  # tqdm progress bar on the main process
     num_threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
 
     @property
+    def temporal(self) -> bool:
+        """True for T-GRPO: shuffled-frame rollouts and the temporal bonus. The one test of `algorithm`."""
+        return self.algorithm == "tgrpo"
+
+    @property
     def shuffled_generations(self) -> int:
         """G~ in effect: 0 for GRPO; num_shuffled_generations or G // 2 for T-GRPO."""
-        if self.algorithm != "tgrpo":
+        if not self.temporal:
             return 0
         return self.num_shuffled_generations if self.num_shuffled_generations is not None \
             else self.num_generations // 2
 
     def validate(self) -> None:
-        from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS
-
         _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         _check(self.num_generations >= 2, f"num_generations must be >= 2 (a group), got {self.num_generations}")
-        if self.algorithm == "tgrpo":
+        if self.temporal:
             _check(self.shuffled_generations >= 1, f"T-GRPO needs num_shuffled_generations >= 1, "
                                                    f"got {self.shuffled_generations}")
         _check(self.shuffle_unit == "frame" or self.video.min_frames >= 4,
@@ -147,14 +156,15 @@ class RLConfig:
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:
-        from videor1.rewards import get_reward
-
         for module in self.reward_modules:
             try:
                 importlib.import_module(module)
             except ImportError as err:
                 raise ConfigError(f"reward_modules: cannot import {module!r} ({err})") from None
         _check(len(self.rewards) >= 1, "rewards must name at least one reward")
+        _check("length" not in self.rewards or "length" in REGISTRY,
+               "rewards: there is no 'length' reward; the length bonus is switched on by length_bonus: true "
+               "(with length_omega, length_min, length_max)")
         for name in (*self.rewards, self.accuracy_reward):
             try:
                 get_reward(name)
@@ -163,8 +173,6 @@ class RLConfig:
         if self.reward_weights is not None:
             _check(len(self.reward_weights) == len(self.rewards),
                    f"reward_weights has {len(self.reward_weights)} entries for {len(self.rewards)} rewards")
-        _check(not (self.length_bonus and "length" in self.rewards),
-               "the length bonus is on (length_bonus: true) and 'length' is also in rewards: pick one")
         _check(self.length_min <= self.length_max, "length_min must be <= length_max")
 
 

@@ -16,7 +16,10 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
   ordered samples are listed G / n times and the shuffled ones G~ / n times, so T-GRPO costs one batched
   generation of G + G~ rows per video prompt instead of a second sequential generation.
 - `score_rollouts`: rewards (weighted registry rewards + temporal bonus + length bonus) and advantages,
-  all per prompt group, so nothing needs gathering across processes.
+  all per prompt group, so nothing needs gathering across processes. "Correct" (both bonuses) is accuracy
+  > `videor1.rewards.CORRECT_THRESHOLD`. The length bonus is computed here, and only here, when the config
+  says `length_bonus: true`: it needs each completion's token length and its prompt group, which this
+  step has and a text reward does not (there is deliberately no "length" reward in the registry).
 - `loss_inputs` / `completion_logps`: the loss forward reuses the encoded prompt batch (same pixel
   tensors, same second_per_grid_ts) with the generated token ids appended as they were generated.
 """
@@ -24,13 +27,20 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import BatchFeature
 
+from videor1.data.media import ImageSpec, MediaError, VideoSpec
+from videor1.data.records import Record, RecordError
+from videor1.generation.engines import Completion, RolloutEngine, SamplingParams
+from videor1.model.inputs import Sample, append_tokens, encode, make_sample, repeat_rows, select_rows
+from videor1.rewards import CORRECT_THRESHOLD, get_reward
 from videor1.rl.algorithms import (
     ADVANTAGES,
     TemporalBonus,
@@ -38,8 +48,7 @@ from videor1.rl.algorithms import (
     selective_log_softmax,
     temporal_bonus,
 )
-
-CORRECT_THRESHOLD = 0.1  # accuracy above this counts as correct (temporal and length bonus), as the reference
+from videor1.rl.config import RLConfig
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -65,19 +74,15 @@ class Prompts:
     skipped: (id, reason) of every dropped sample.
     """
 
-    samples: list[Any]
+    samples: list[Sample]
     positions: list[int]
-    batch: Any
-    skipped: list[tuple[Any, str]]
+    batch: BatchFeature | None
+    skipped: list[tuple[str | int, str]]
 
 
-def load_prompts(records: Sequence[Any], indices: Sequence[int], positions: Sequence[int], processor: Any, *,
-                 media_root: str | Path, video: Any, image: Any, max_prompt_length: int) -> Prompts:
+def load_prompts(records: Sequence[Record], indices: Sequence[int], positions: Sequence[int], processor: Any, *,
+                 media_root: str | Path, video: VideoSpec, image: ImageSpec, max_prompt_length: int) -> Prompts:
     """Decode, build and encode the prompts of `indices`; bad or too-long samples are skipped, not replaced."""
-    from videor1.data.media import MediaError
-    from videor1.data.records import RecordError
-    from videor1.model.inputs import encode, make_sample, select_rows
-
     samples, kept_pos, skipped = [], [], []
     for index, pos in zip(indices, positions):
         record = records[index]
@@ -124,10 +129,8 @@ def shuffle_permutation(n_frames: int, unit: str, rng: np.random.Generator) -> l
     return [int(u) * width + k for u in order for k in range(width)]
 
 
-def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tuple[list[Any], list[int]]:
+def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tuple[list[Sample], list[int]]:
     """A frame-shuffled copy of each video sample and the prompt index (0..K-1) it belongs to."""
-    from videor1.model.inputs import Sample
-
     out, owners = [], []
     for i, (sample, pos) in enumerate(zip(prompts.samples, prompts.positions)):
         clip = sample.media
@@ -141,11 +144,10 @@ def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tu
 
 
 # ------------------------------------------------------------------------------------------ rollouts
-def generate_rollouts(engine: Any, samples: Sequence[Any], shuffled: Sequence[Any], params: Any,
-                      n_ordered: int, n_shuffled: int) -> tuple[list[list[Any]], list[list[Any]]]:
+def generate_rollouts(engine: RolloutEngine, samples: Sequence[Sample], shuffled: Sequence[Sample],
+                      params: SamplingParams, n_ordered: int, n_shuffled: int
+                      ) -> tuple[list[list[Completion]], list[list[Completion]]]:
     """n_ordered completions per sample and n_shuffled per shuffled sample, in one generate call."""
-    from dataclasses import replace
-
     if not shuffled or n_shuffled == 0:
         return engine.generate(list(samples), replace(params, n=n_ordered)), []
     n = math.gcd(n_ordered, n_shuffled)
@@ -174,7 +176,7 @@ class Scored:
     advantages: torch.Tensor
 
 
-def reward_columns(samples: Sequence[Any], n: int, completions: Sequence[Any]) -> dict[str, list[Any]]:
+def reward_columns(samples: Sequence[Sample], n: int, completions: Sequence[Completion]) -> dict[str, list[Any]]:
     """Per-completion columns for reward functions (record fields repeated n times, lengths, group ids)."""
     cols: dict[str, list[Any]] = {k: [] for k in ("problem_type", "solution", "data_type", "problem_id",
                                                   "options", "data_source", "group_ids")}
@@ -193,16 +195,14 @@ def reward_columns(samples: Sequence[Any], n: int, completions: Sequence[Any]) -
 
 
 def _run_reward(name: str, texts: list[str], columns: dict[str, list[Any]]) -> torch.Tensor:
-    from videor1.rewards import get_reward
-
     values = get_reward(name)(texts, **columns)
     if len(values) != len(texts):
         raise ValueError(f"reward {name!r} returned {len(values)} values for {len(texts)} completions")
     return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
-def score_rollouts(cfg: Any, samples: Sequence[Any], ordered: Sequence[Sequence[Any]],
-                   shuffled: Sequence[Sequence[Any]], owners: Sequence[int]) -> Scored:
+def score_rollouts(cfg: RLConfig, samples: Sequence[Sample], ordered: Sequence[Sequence[Completion]],
+                   shuffled: Sequence[Sequence[Completion]], owners: Sequence[int]) -> Scored:
     """Rewards, T-GRPO temporal bonus, length bonus and group advantages (see `Scored`)."""
     flat = [c for group in ordered for c in group]
     texts = [c.text for c in flat]
@@ -215,7 +215,7 @@ def score_rollouts(cfg: Any, samples: Sequence[Any], ordered: Sequence[Sequence[
         accuracy = _run_reward(cfg.accuracy_reward, texts, cols)
     group_ids = torch.tensor(cols["group_ids"], dtype=torch.long)
     temporal, shuffled_acc = None, torch.zeros(0)
-    if cfg.algorithm == "tgrpo":
+    if cfg.temporal:
         flat_s = [c for group in shuffled for c in group]
         owner_samples = [samples[i] for i in owners]
         cols_s = reward_columns(owner_samples, cfg.shuffled_generations, flat_s)
@@ -236,17 +236,13 @@ def score_rollouts(cfg: Any, samples: Sequence[Any], ordered: Sequence[Sequence[
 
 
 # ---------------------------------------------------------------------------------------------- loss
-def loss_inputs(prompt_batch: Any, token_ids: Sequence[Sequence[int]], n: int, pad_id: int
-                ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int
+                ) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
     """Model inputs of N = K * n rows (prompt i repeated n times + its completions), left padded.
 
     Returns (inputs without labels, completion ids [N, C], completion mask [N, C]) where the last C
     positions of every row hold its completion (left padding puts every completion at the end).
     """
-    from transformers import BatchFeature
-
-    from videor1.model.inputs import append_tokens, repeat_rows
-
     full = append_tokens(repeat_rows(prompt_batch, n), token_ids, pad_id=pad_id, padding_side="left")
     c = max(1, max(len(t) for t in token_ids))
     ids = full["input_ids"][:, -c:]
@@ -255,7 +251,8 @@ def loss_inputs(prompt_batch: Any, token_ids: Sequence[Sequence[int]], n: int, p
     return inputs, ids, mask
 
 
-def completion_logps(model: Any, inputs: Any, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def completion_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor, temperature: float
+                     ) -> torch.Tensor:
     """Per-token log-probs [N, C] of the completion ids under `model` (logits / temperature)."""
     c = ids.shape[1]
     logits = model(**inputs, logits_to_keep=c + 1, use_cache=False).logits[:, :-1, :]
@@ -264,11 +261,9 @@ def completion_logps(model: Any, inputs: Any, ids: torch.Tensor, temperature: fl
     return selective_log_softmax(logits, ids.to(logits.device))
 
 
-def dummy_inputs(processor: Any, pad_id: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def dummy_inputs(processor: Any, pad_id: int) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
     """A one-row image prompt + one token, for a zero-weighted forward/backward on a process whose
     prompts were all skipped (keeps collective calls equal across processes). Contributes no gradient."""
-    from videor1.model.inputs import Sample, encode
-
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
     sample = Sample(record=None, media=np.zeros((56, 56, 3), dtype=np.uint8), messages=messages)
     return loss_inputs(encode(processor, [sample]), [[pad_id]], 1, pad_id)

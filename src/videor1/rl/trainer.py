@@ -35,16 +35,28 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import BatchFeature, ProcessorMixin, get_scheduler
 
 from videor1.config import ConfigError, config_to_dict, load_config, save_config, validate
+from videor1.data.records import Record
+from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.generation.remote import RemoteEngine
+from videor1.model.inputs import move_batch, pad_token_id
+from videor1.model.load import load_model, load_processor, pick_device
+from videor1.rewards import CORRECT_THRESHOLD
 from videor1.rl.algorithms import policy_loss
+from videor1.rl.config import RLConfig
 from videor1.rl.step import (
+    Prompts,
+    Scored,
     completion_logps,
     dummy_inputs,
     generate_rollouts,
@@ -54,7 +66,10 @@ from videor1.rl.step import (
     score_rollouts,
     shuffled_samples,
 )
-from videor1.rl.config import RLConfig
+from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
+from videor1.train.common import (fill_deepspeed_auto, freeze_vision, load_records, media_root, mixed_precision,
+                                  param_groups, params_sharded, seed_everything, set_rng_state, zero_stage)
+from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
 
@@ -71,44 +86,16 @@ def run_training(config_path: str | Path | None, overrides: Sequence[str] = ()) 
 
 def train(cfg: RLConfig) -> Path:
     """Run GRPO / T-GRPO as configured; returns `<output_dir>/final` (an HF model directory)."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from videor1.model.load import load_processor, pick_device
-    from videor1.generation.engines import SamplingParams
-    from videor1.train.common import MetricsLogger, plot_curves, seed_everything, skip_log
-    from videor1.model.inputs import move_batch, pad_token_id
-
-    validate(cfg)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    # cpu=True on a machine without an accelerator: lets `accelerate launch --multi_gpu` / torchrun start
-    # several CPU processes (gloo); accelerate 1.15's `--cpu --num_processes N` starts one without MPI.
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
+    run = _setup(cfg)
+    accelerator, out, records, pps = run.accelerator, run.out, run.records, cfg.prompts_per_step
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    out = Path(cfg.output_dir)
-    ckpt = _checkpoint_to_resume(cfg, out)
-    _check_distributed(cfg, accelerator)
-    seed_everything(cfg.seed)
-    records = _load_records(cfg, out, write_log=main and ckpt is None)
-    processor = load_processor(ckpt or cfg.model)
-    model, ref = _build_models(cfg, ckpt, accelerator)
-    optimizer, scheduler = _build_optimizer(cfg, model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    engine, sync_rollout_weights = _build_engine(cfg, accelerator.unwrap_model(model), processor, main)
-    step, position, skipped_total = 0, 0, 0
-    if ckpt is not None:
-        step, position, skipped_total = _restore(ckpt, accelerator, optimizer, scheduler, out)
-    else:
-        seed_everything(cfg.seed + rank)
-    logger = MetricsLogger(out, cfg.tensorboard, resume_step=step if ckpt else None, enabled=main)
+    step, position, skipped_total = run.step, run.position, run.skipped_total
+    logger = MetricsLogger(out, cfg.tensorboard, resume_step=step if run.resumed else None, enabled=main)
     if main:
         save_config(cfg, out / "config.yaml")
-    pad_id = pad_token_id(processor)
-    G, Gs, pps = cfg.num_generations, cfg.shuffled_generations, cfg.prompts_per_step
     sampling = SamplingParams(max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
                               top_p=cfg.top_p, do_sample=True)
-    video, image, media_root = cfg.video.to_spec(), cfg.image.to_spec(), _media_root(cfg)
+    root = media_root(cfg.train_data, cfg.media_root)
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (main and cfg.progress), desc=cfg.algorithm)
     while step < cfg.max_steps:
         step += 1
@@ -117,65 +104,107 @@ def train(cfg: RLConfig) -> Path:
         positions = list(range(position + rank * pps, position + (rank + 1) * pps))
         indices = prompt_indices(len(records), cfg.seed, positions[0], pps)
         position += pps * world
-        prompts = load_prompts(records, indices, positions, processor, media_root=media_root, video=video,
-                               image=image, max_prompt_length=cfg.max_prompt_length)
+        prompts = load_prompts(records, indices, positions, run.processor, media_root=root, video=cfg.video,
+                               image=cfg.image, max_prompt_length=cfg.max_prompt_length)
         for rid, why in prompts.skipped:
             skip_log(out, rid, why, step=step, rank=rank)
         # 2. rollouts: ordered (+ shuffled video frames in T-GRPO) in one generate call; vLLM and server
         #    engines hold their own copy of the weights and get the current ones first
-        sync_rollout_weights(step)
-        scored = None
-        with _generation_context(cfg, model, accelerator):
-            if prompts.samples:
-                shuffled, owners = shuffled_samples(prompts, seed=cfg.seed, step=step, unit=cfg.shuffle_unit) \
-                    if cfg.algorithm == "tgrpo" else ([], [])
-                params = replace(sampling, seed=_step_seed(cfg.seed, step, rank))
-                ordered, shuffled_out = generate_rollouts(engine, prompts.samples, shuffled, params, G, Gs)
-                # 3. rewards, temporal / length bonus, advantages: per prompt group, no gathering
-                scored = score_rollouts(cfg, prompts.samples, ordered, shuffled_out, owners)
-                inputs, ids, mask = loss_inputs(prompts.batch, [c.token_ids for g in ordered for c in g], G, pad_id)
-                advantages, weight = scored.advantages, 1.0
-            else:  # nothing left on this process: a zero-weighted dummy keeps collectives equal
-                inputs, ids, mask = dummy_inputs(processor, pad_id)
-                advantages, weight = torch.zeros(1), 0.0
+        run.sync_rollout_weights(step)
+        # 3. rewards, temporal / length bonus, advantages: per prompt group, no gathering
+        batch = _rollout(run, prompts, replace(sampling, seed=_step_seed(cfg.seed, step, rank)), step)
         # 4. loss on the same encoded prompts, num_iterations optimisation passes
-        inputs = move_batch(inputs, accelerator.device)
-        losses = _optimise(cfg, model, ref, optimizer, scheduler, accelerator, inputs, ids.to(accelerator.device),
-                           mask.to(accelerator.device), advantages.to(accelerator.device), weight)
+        losses = _optimise(run, batch)
         # 5. metrics (one gather), checkpoint
-        local = _step_stats(cfg, scored, losses, mask if scored else None, len(prompts.samples),
-                            len(prompts.skipped))
+        local = _step_stats(cfg, batch.scored, losses, batch.mask if batch.scored else None,
+                            len(prompts.samples), len(prompts.skipped))
         metrics = _gather_stats(accelerator, local)
         skipped_total += int(metrics["samples_skipped"])
-        metrics.update(lr=scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
+        metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
                        step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total)
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
             logger.log(step, metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics.get('loss', 0.0):.4f}", reward=f"{metrics.get('reward', 0.0):.3f}")
         if cfg.save_steps and step % cfg.save_steps == 0:
-            _save(out, step, model, processor, optimizer, scheduler, accelerator, cfg, position, skipped_total)
+            _save(run, step, position, skipped_total)
     bar.close()
     logger.close()
-    final = _save_final(out / "final", model, processor, accelerator)
+    final = save_final(run.model, run.processor, accelerator, out / "final")
     if main:
-        plot_curves(out / "metrics.jsonl", out / "curves.png", CURVE_KEYS)
+        plot_curves(out / METRICS_FILE, out / "curves.png", CURVE_KEYS)
     return final
 
 
-# ------------------------------------------------------------------------------------- optimisation
-def _optimise(cfg: RLConfig, model: Any, ref: Any, optimizer: Any, scheduler: Any, accelerator: Any,
-              inputs: Any, ids: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
-              weight: float) -> dict[str, float]:
+# ------------------------------------------------------------------------------------------- one step
+@dataclass
+class _Run:
+    """What the loop works with, made by `_setup`."""
+
+    cfg: RLConfig
+    out: Path
+    accelerator: Accelerator
+    records: list[Record]
+    processor: ProcessorMixin
+    pad_id: int
+    model: torch.nn.Module  # the policy, prepared by accelerate
+    ref: torch.nn.Module | None  # the frozen KL reference (None when beta == 0)
+    optimizer: torch.optim.Optimizer  # prepared by accelerate
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    engine: RolloutEngine
+    sync_rollout_weights: Callable[[int], None]  # step -> give an engine with its own weights the policy's
+    resumed: bool
+    step: int = 0  # steps done (the checkpoint's when resuming)
+    position: int = 0  # prompts consumed by all processes (the seeded order's position)
+    skipped_total: int = 0  # samples skipped so far, all processes
+
+
+@dataclass
+class _Batch:
+    """One step's loss inputs on this process: the encoded prompts with completions, and their weights."""
+
+    inputs: BatchFeature  # the prompt batch the rollouts used, completion tokens appended
+    ids: torch.Tensor  # completion token ids
+    mask: torch.Tensor  # 1 on completion tokens up to and including EOS
+    advantages: torch.Tensor
+    weight: float  # 0 for the dummy batch of a process without prompts
+    scored: Scored | None  # rewards and bonuses (None for the dummy batch)
+
+
+def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> _Batch:
+    """Generate G ordered (+ G~ shuffled) completions per prompt, score them, build the loss inputs.
+
+    A process left without prompts gets a zero-weighted dummy batch, so every process makes the same
+    collective calls.
+    """
+    cfg, G = run.cfg, run.cfg.num_generations
+    with _generation_context(cfg, run.model, run.accelerator):
+        if not prompts.samples:
+            inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
+            return _Batch(inputs, ids, mask, torch.zeros(1), 0.0, None)
+        shuffled, owners = shuffled_samples(prompts, seed=cfg.seed, step=step, unit=cfg.shuffle_unit) \
+            if cfg.temporal else ([], [])
+        ordered, shuffled_out = generate_rollouts(run.engine, prompts.samples, shuffled, params, G,
+                                                  cfg.shuffled_generations)
+    scored = score_rollouts(cfg, prompts.samples, ordered, shuffled_out, owners)
+    inputs, ids, mask = loss_inputs(prompts.batch, [c.token_ids for g in ordered for c in g], G, run.pad_id)
+    return _Batch(inputs, ids, mask, scored.advantages, 1.0, scored)
+
+
+def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
     """num_iterations passes of forward -> clipped loss -> backward -> clip -> step on one rollout batch.
 
     Old log-probs are those of the first pass (the policy that generated the batch); the reference's are
-    computed once. `weight` 0 turns the loss of a dummy batch into a zero gradient.
+    computed once. `batch.weight` 0 turns the loss of a dummy batch into a zero gradient.
     """
+    cfg, accelerator, model, weight = run.cfg, run.accelerator, run.model, batch.weight
+    device = accelerator.device
+    inputs, ids = move_batch(batch.inputs, device), batch.ids.to(device)
+    mask, advantages = batch.mask.to(device), batch.advantages.to(device)
     ref_logp = None
-    if ref is not None:
+    if run.ref is not None:
         with torch.no_grad(), accelerator.autocast():
-            ref_logp = completion_logps(ref, inputs, ids, cfg.temperature).float()
+            ref_logp = completion_logps(run.ref, inputs, ids, cfg.temperature).float()
     global_tokens = None
     if cfg.loss_type == "dapo":
         global_tokens = float(accelerator.gather((mask.sum() * weight).reshape(1)).sum())
@@ -191,16 +220,16 @@ def _optimise(cfg: RLConfig, model: Any, ref: Any, optimizer: Any, scheduler: An
                           num_processes=accelerator.num_processes)
         accelerator.backward(out.loss * weight)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
         stats = {"loss": float(out.loss.detach()), "kl": float(out.kl), "clip_fraction": float(out.clip_fraction),
                  "grad_norm": float(grad_norm)}
     return stats
 
 
 # ------------------------------------------------------------------------------------------ metrics
-def _step_stats(cfg: RLConfig, scored: Any, losses: dict[str, float], mask: torch.Tensor | None,
+def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], mask: torch.Tensor | None,
                 n_prompts: int, n_skipped: int) -> dict[str, tuple[float, float]]:
     """(sum, count) per metric on this process; a process without prompts contributes counts of 0."""
     stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
@@ -209,7 +238,7 @@ def _step_stats(cfg: RLConfig, scored: Any, losses: dict[str, float], mask: torc
         stats[key] = (losses[key] * has, has)
     keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
-    if cfg.algorithm == "tgrpo":
+    if cfg.temporal:
         keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate"]
     if cfg.length_bonus:
         keys.append("length_bonus_rate")
@@ -223,7 +252,7 @@ def _step_stats(cfg: RLConfig, scored: Any, losses: dict[str, float], mask: torc
     stats["completion_length"] = (float(mask.sum()), n)
     for name, values in scored.per_reward.items():
         stats[f"reward_{name}"] = (float(values.sum()), n)
-    correct = (scored.accuracy > 0.1).view(n_prompts, -1)
+    correct = (scored.accuracy > CORRECT_THRESHOLD).view(n_prompts, -1)
     stats["all_correct_rate"] = (float(correct.all(dim=1).sum()), n_prompts)
     stats["all_wrong_rate"] = (float((~correct).all(dim=1).sum()), n_prompts)
     if scored.temporal is not None:
@@ -237,7 +266,7 @@ def _step_stats(cfg: RLConfig, scored: Any, losses: dict[str, float], mask: torc
     return stats
 
 
-def _gather_stats(accelerator: Any, stats: dict[str, tuple[float, float]]) -> dict[str, float]:
+def _gather_stats(accelerator: Accelerator, stats: dict[str, tuple[float, float]]) -> dict[str, float]:
     """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes."""
     keys = list(stats)
     local = torch.tensor([v for k in keys for v in stats[k]], dtype=torch.float64, device=accelerator.device)
@@ -253,14 +282,33 @@ def _gather_stats(accelerator: Any, stats: dict[str, tuple[float, float]]) -> di
 
 
 # -------------------------------------------------------------------------------------------- setup
-def _mixed_precision(bf16: bool | str) -> str:
-    if bf16 == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if bf16 else "no"
-
-
-def _media_root(cfg: RLConfig) -> str:
-    return cfg.media_root if cfg.media_root is not None else str(Path(cfg.train_data).parent)
+def _setup(cfg: RLConfig) -> _Run:
+    """Records, policy (+ reference), optimizer, schedule, rollout engine; restored when resuming."""
+    validate(cfg)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    # cpu=True on a machine without an accelerator: lets `accelerate launch --multi_gpu` / torchrun start
+    # several CPU processes (gloo); accelerate 1.15's `--cpu --num_processes N` starts one without MPI.
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
+    out, main = Path(cfg.output_dir), accelerator.is_main_process
+    ckpt = resolve_resume(cfg.resume, out)
+    _check_distributed(cfg, accelerator)
+    seed_everything(cfg.seed)
+    records, _ = load_records(cfg.train_data, cfg.media_root, out, write_log=main and ckpt is None)
+    processor = load_processor(ckpt or cfg.model)
+    model, ref = _build_models(cfg, ckpt, accelerator)
+    optimizer, scheduler = _build_optimizer(cfg, model)
+    fill_deepspeed_auto(accelerator, micro_batch=cfg.prompts_per_step * cfg.num_generations, accumulation=1,
+                        max_grad_norm=cfg.max_grad_norm)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    engine, sync = _build_engine(cfg, accelerator.unwrap_model(model), processor, main)
+    run = _Run(cfg, out, accelerator, records, processor, pad_token_id(processor), model, ref, optimizer, scheduler,
+               engine, sync, resumed=ckpt is not None)
+    if ckpt is not None:
+        run.step, run.position, run.skipped_total = _restore(ckpt, accelerator, optimizer, scheduler, out)
+    else:
+        seed_everything(cfg.seed + accelerator.process_index)
+    return run
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -268,23 +316,7 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
-def _checkpoint_to_resume(cfg: RLConfig, out: Path) -> Path | None:
-    from videor1.train.common import latest_checkpoint
-
-    latest = latest_checkpoint(out)
-    if cfg.resume:
-        if latest is None:
-            print(f"resume: no checkpoint in {out}; starting from step 0")
-        return latest
-    if latest is not None:
-        raise ConfigError(f"{out} already holds {latest.name}: pass resume=true to continue it, or use "
-                          "another output_dir")
-    return None
-
-
-def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
-    from videor1.train.common import params_sharded
-
+def _check_distributed(cfg: RLConfig, accelerator: Accelerator) -> None:
     if cfg.rollout_engine == "remote" and params_sharded(accelerator):
         raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
                           "(one process, DDP or ZeRO-2), not ZeRO-3 / FSDP")
@@ -293,32 +325,12 @@ def _check_distributed(cfg: RLConfig, accelerator: Any) -> None:
                           "equal forward counts on every process): use DeepSpeed ZeRO-2/3 or rollout_engine vllm")
 
 
-def _load_records(cfg: RLConfig, out: Path, *, write_log: bool) -> list[Any]:
-    """Good records; bad ones are listed in skipped.jsonl (once, by the main process) and counted."""
-    from videor1.data.records import read_records
-    from videor1.train.common import skip_log
-
-    good, errors = read_records(cfg.train_data, _media_root(cfg))
-    if write_log:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "skipped.jsonl").unlink(missing_ok=True)
-        for err in errors:
-            skip_log(out, err.record_id, str(err), step=0)
-    if errors:
-        print(f"{cfg.train_data}: {len(errors)} bad records skipped (see {out / 'skipped.jsonl'})")
-    if not good:
-        raise ConfigError(f"{cfg.train_data}: no usable records")
-    return good
-
-
-def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[Any, Any]:
+def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Accelerator
+                  ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The policy (from the checkpoint when resuming) and the frozen reference (None when beta == 0)."""
-    from videor1.model.load import load_model
-
     model = load_model(ckpt or cfg.model, device=accelerator.device, dtype=torch.float32)
     if cfg.freeze_vision:
-        for p in model.model.visual.parameters():
-            p.requires_grad_(False)
+        freeze_vision(model)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -331,10 +343,8 @@ def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Any) -> tuple[A
     return model, _prepare_reference(ref, accelerator)
 
 
-def _prepare_reference(ref: Any, accelerator: Any) -> Any:
+def _prepare_reference(ref: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
     """Under ZeRO-3 the reference gets its own inference DeepSpeed engine (sharded); else it stays as is."""
-    from videor1.train.common import zero_stage
-
     if zero_stage(accelerator) != 3:
         return ref
     import deepspeed  # lazily: optional extra
@@ -350,10 +360,9 @@ def _prepare_reference(ref: Any, accelerator: Any) -> Any:
     return engine
 
 
-def _generation_context(cfg: RLConfig, model: Any, accelerator: Any) -> Any:
+def _generation_context(cfg: RLConfig, model: torch.nn.Module, accelerator: Accelerator
+                        ) -> contextlib.AbstractContextManager:
     """ZeRO-3 + HF rollouts: gather the policy's parameters for generation (collective: every rank)."""
-    from videor1.train.common import zero_stage
-
     if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
         return contextlib.nullcontext()
     import deepspeed
@@ -361,31 +370,22 @@ def _generation_context(cfg: RLConfig, model: Any, accelerator: Any) -> Any:
     return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
 
-def _build_optimizer(cfg: RLConfig, model: Any) -> tuple[Any, Any]:
+def _build_optimizer(cfg: RLConfig, model: torch.nn.Module
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW (no weight decay on biases and norms) + a warmup/decay schedule over all updates."""
-    from transformers import get_scheduler
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     total = cfg.max_steps * cfg.num_iterations
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
                               num_training_steps=total)
     return optimizer, scheduler
 
 
-def _build_engine(cfg: RLConfig, policy: Any, processor: Any, main: bool) -> tuple[Any, Any]:
+def _build_engine(cfg: RLConfig, policy: torch.nn.Module, processor: ProcessorMixin, main: bool
+                  ) -> tuple[RolloutEngine, Callable[[int], None]]:
     """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's."""
-    from videor1.generation.engines import HFEngine, VLLMEngine
-
     if cfg.rollout_engine == "hf":
         return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30), lambda step: None
     if cfg.rollout_engine == "remote":
-        from videor1.generation.remote import RemoteEngine
-
         r = cfg.remote
         remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
                               timeout_s=r.timeout_s)
@@ -400,21 +400,17 @@ def _build_engine(cfg: RLConfig, policy: Any, processor: Any, main: bool) -> tup
 
 
 # ---------------------------------------------------------------------------------- checkpointing
-def _save(out: Path, step: int, model: Any, processor: Any, optimizer: Any, scheduler: Any, accelerator: Any,
-          cfg: RLConfig, position: int, skipped_total: int) -> Path:
-    from videor1.train.common import save_checkpoint
-
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "data_position": position, "skipped_total": skipped_total, "config": config_to_dict(cfg),
-             "num_processes": accelerator.num_processes}
-    return save_checkpoint(out, step, model, processor, state, accelerator=accelerator,
-                           save_total_limit=cfg.save_total_limit)
+def _save(run: _Run, step: int, position: int, skipped_total: int) -> Path:
+    state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+             "data_position": position, "skipped_total": skipped_total, "config": config_to_dict(run.cfg),
+             "num_processes": run.accelerator.num_processes}
+    return save_checkpoint(run.out, step, run.model, run.processor, state, accelerator=run.accelerator,
+                           save_total_limit=run.cfg.save_total_limit)
 
 
-def _restore(ckpt: Path, accelerator: Any, optimizer: Any, scheduler: Any, out: Path) -> tuple[int, int, int]:
+def _restore(ckpt: Path, accelerator: Accelerator, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, out: Path) -> tuple[int, int, int]:
     """Optimizer, scheduler, RNG and data position from a checkpoint; returns (step, position, skipped)."""
-    from videor1.train.common import load_trainer_state, set_rng_state, trim_skip_log
-
     state = load_trainer_state(ckpt, rank=accelerator.process_index)
     if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
         raise ConfigError(f"{ckpt} was saved with {state['num_processes']} processes; this run has "
@@ -429,16 +425,3 @@ def _restore(ckpt: Path, accelerator: Any, optimizer: Any, scheduler: Any, out: 
         trim_skip_log(out, int(state["step"]))
     accelerator.wait_for_everyone()
     return int(state["step"]), int(state["data_position"]), int(state.get("skipped_total", 0))
-
-
-def _save_final(final: Path, model: Any, processor: Any, accelerator: Any) -> Path:
-    """The trained policy as a plain HF directory (safetensors) + processor, written by the main process."""
-    from videor1.train.common import is_sharded
-
-    state_dict = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
-    if accelerator.is_main_process:
-        final.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(final, state_dict=state_dict)
-        processor.save_pretrained(final)
-    accelerator.wait_for_everyone()
-    return final

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import ProcessorMixin
 
 from videor1.data.media import ImageSpec, MediaError, VideoSpec
 from videor1.data.records import Record, RecordError
+from videor1.model.inputs import Sample, encode, make_sample
 
 IGNORE_INDEX = -100
 
@@ -102,7 +104,7 @@ class StepBatchSampler:
 class Skipped:
     """A sample left out of training, with the reason (written to skipped.jsonl by the loop)."""
 
-    record_id: Any
+    record_id: str
     reason: str
     path: str | None = None
 
@@ -127,9 +129,7 @@ class SFTDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[Any, str] | Skipped:
-        from videor1.model.inputs import make_sample
-
+    def __getitem__(self, i: int) -> tuple[Sample, str] | Skipped:
         record = self.records[i]
         try:
             response = response_text(record)
@@ -161,9 +161,7 @@ class MicroBatch:
         return 0 if self.inputs is None else int(self.inputs["attention_mask"].sum())
 
 
-def _encode(processor: Any, pairs: Sequence[tuple[Any, str]]) -> dict[str, torch.Tensor]:
-    from videor1.model.inputs import encode
-
+def _encode(processor: ProcessorMixin, pairs: Sequence[tuple[Sample, str]]) -> dict[str, torch.Tensor]:
     samples = [s for s, _ in pairs]
     responses = [r for _, r in pairs]
     batch = dict(encode(processor, samples, responses=responses, padding_side="right"))
@@ -171,8 +169,8 @@ def _encode(processor: Any, pairs: Sequence[tuple[Any, str]]) -> dict[str, torch
     return batch
 
 
-def _encode_each(processor: Any, pairs: list[tuple[Any, str]], max_length: int
-                 ) -> tuple[list[tuple[Any, str]], list[Skipped]]:
+def _encode_each(processor: ProcessorMixin, pairs: list[tuple[Sample, str]], max_length: int
+                 ) -> tuple[list[tuple[Sample, str]], list[Skipped]]:
     """Encode samples one by one; keep those the processor accepts and that fit in `max_length` tokens."""
     kept, skipped = [], []
     for sample, response in pairs:
@@ -190,7 +188,8 @@ def _encode_each(processor: Any, pairs: list[tuple[Any, str]], max_length: int
     return kept, skipped
 
 
-def collate(items: Sequence[tuple[Any, str] | Skipped], *, processor: Any, max_length: int) -> MicroBatch:
+def collate(items: Sequence[tuple[Sample, str] | Skipped], *, processor: ProcessorMixin, max_length: int
+            ) -> MicroBatch:
     """Encode the usable items of one micro-batch (right padding, labels on the response only)."""
     skipped = [x for x in items if isinstance(x, Skipped)]
     pairs = [x for x in items if not isinstance(x, Skipped)]
@@ -208,7 +207,8 @@ def collate(items: Sequence[tuple[Any, str] | Skipped], *, processor: Any, max_l
     return MicroBatch(inputs=inputs, n_samples=len(pairs), skipped=skipped)
 
 
-def make_collate(processor: Any, max_length: int) -> Callable[[Sequence[Any]], MicroBatch]:
+def make_collate(processor: ProcessorMixin, max_length: int
+                 ) -> Callable[[Sequence[tuple[Sample, str] | Skipped]], MicroBatch]:
     """`collate` bound to a processor (a picklable partial, so DataLoader workers can use it)."""
     return functools.partial(collate, processor=processor, max_length=max_length)
 

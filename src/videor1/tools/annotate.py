@@ -43,9 +43,16 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
-from videor1.data.records import Record, read_records
+from tqdm import tqdm
+
+from videor1.data.media import ImageSpec, MediaError, VideoSpec
+from videor1.data.records import Record, RecordError, read_records
+from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
+from videor1.model.inputs import make_sample
+from videor1.model.load import load_model, load_processor
+from videor1.rewards import format_reward, score
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _SEED_STRIDE = 1_000_003
@@ -92,7 +99,6 @@ def think_part(completion: str) -> str:
 def judge(record: Record, completions: Sequence[str], *, threshold: float,
           require_format: bool = True) -> Verdict:
     """Score each completion and apply the acceptance rule (module docstring)."""
-    from videor1.rewards import format_reward, score
 
     scored = [(score(record.problem_type, text, record.solution), format_reward(text)) for text in completions]
     best: tuple[float, float, int] | None = None  # best passing (accuracy, format, index)
@@ -142,7 +148,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def _append(handle: Any, row: dict[str, Any]) -> None:
+def _append(handle: IO[str], row: dict[str, Any]) -> None:
     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     handle.flush()
 
@@ -165,28 +171,24 @@ def _reject_row(record: Record, reason: str, verdict: Verdict | None = None) -> 
 class _Run:
     """What one batch needs: settings, open output files, the done set and running counts."""
 
-    engine: Any
-    params: Any
+    engine: RolloutEngine
+    params: SamplingParams
     media_root: Path
-    video: Any
-    image: Any
+    video: VideoSpec
+    image: ImageSpec
     threshold: float
     require_format: bool
     seed: int
     samples: int
-    accepted_file: Any
-    rejects_file: Any
+    accepted_file: IO[str]
+    rejects_file: IO[str]
     todo: set[str]
     counts: Counter
 
 
-def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: Any) -> None:
+def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: tqdm) -> None:
     """Sample, judge and write one batch. Records not to do (already done, or beyond ``limit``) stay in
     the batch, so its composition and seed are those of an uninterrupted run, but are not written."""
-    from videor1.data.media import MediaError
-    from videor1.data.records import RecordError
-    from videor1.model.inputs import make_sample
-
     samples = []
     for record in batch:
         is_new = _id_key(record.problem_id) in run.todo
@@ -220,10 +222,7 @@ def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: Any) 
         progress.update(1)
 
 
-def _load_engine(model: str | os.PathLike, batch_size: int) -> Any:
-    from videor1.model.load import load_model, load_processor
-    from videor1.generation.engines import HFEngine
-
+def _load_engine(model: str | os.PathLike, batch_size: int) -> HFEngine:
     loaded = load_model(model)
     loaded.eval()
     return HFEngine(loaded, load_processor(model), batch_size=batch_size)
@@ -254,20 +253,17 @@ def _echo_summary(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
 
 
 def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: str | os.PathLike,
-             out: str | os.PathLike, samples: int = 4, threshold: float = 0.6, frames: int = 16,
-             batch_size: int = 4, limit: int | None = None, max_new_tokens: int = 768, seed: int = 0,
+             out: str | os.PathLike, samples: int = 4, threshold: float = 0.6,
+             video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(), batch_size: int = 4,
+             limit: int | None = None, max_new_tokens: int = 768, seed: int = 0,
              echo: Callable[[str], None] = print, require_format: bool = True, temperature: float = 1.0,
-             top_p: float = 0.95, max_pixels: int = 128 * 28 * 28, engine: Any = None) -> dict[str, Any]:
+             top_p: float = 0.95, engine: RolloutEngine | None = None) -> dict[str, Any]:
     """Annotate ``data`` into CoT records appended to ``out`` (JSONL); returns the summary.
 
+    ``video`` / ``image`` say how media become model inputs (recorded in the settings file).
     ``engine`` (optional) is an already built ``RolloutEngine``; by default an ``HFEngine`` is built from
     ``model``. See the module docstring for the acceptance rule and the resume guarantees.
     """
-    from tqdm import tqdm
-
-    from videor1.data.media import ImageSpec, VideoSpec
-    from videor1.generation.engines import SamplingParams
-
     if samples < 1 or batch_size < 1:
         raise AnnotateError(f"samples ({samples}) and batch_size ({batch_size}) must be at least 1")
     out = Path(out)
@@ -276,8 +272,6 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
     records, errors = read_records(data)
     for error in errors:
         echo(f"skipped invalid record: {error}")
-    video = VideoSpec(max_frames=frames, max_pixels=max_pixels)
-    image = ImageSpec()
     settings = {"model": str(model), "data": str(data), "samples": samples, "threshold": threshold,
                 "require_format": require_format, "temperature": temperature, "top_p": top_p,
                 "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "limit": limit,

@@ -42,7 +42,22 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
+
+import torch
+
+from videor1.data.media import ImageSpec, VideoSpec
+from videor1.data.records import load_records
+from videor1.data.synth.build import make_dataset
+from videor1.evaluate.config import EvalConfig
+from videor1.evaluate.runner import run_eval
+from videor1.model.tiny import build_tiny
+from videor1.rl.config import RLConfig
+from videor1.rl.trainer import train
+from videor1.sft.config import SFTConfig
+from videor1.sft.trainer import train_sft
+from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training, results_table,
+                                       task_table)
 
 MODEL_NAMES = ("base", "SFT", "GRPO", "T-GRPO")
 TEMPORAL_TASKS = {"direction", "first_shape", "colour_change"}
@@ -112,30 +127,23 @@ class StageTimer:
         self.echo(f"== {name}: {self.seconds[name]:.1f} s ==")
 
 
-def _video_cfgs(s: DemoSettings) -> tuple[Any, Any]:
-    from videor1.config import ImageConfig, VideoConfig
-
-    return (VideoConfig(fps=s.fps, min_frames=s.frames, max_frames=s.frames, max_pixels=s.max_pixels),
-            ImageConfig(max_pixels=s.max_pixels))
+def media_specs(s: DemoSettings) -> tuple[VideoSpec, ImageSpec]:
+    """The one video / image spec of the demo: SFT, both RL runs and the evaluation all use it."""
+    return (VideoSpec(fps=s.fps, min_frames=s.frames, max_frames=s.frames, max_pixels=s.max_pixels),
+            ImageSpec(max_pixels=s.max_pixels))
 
 
 def make_data(out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
-    from videor1.data.synth.build import make_dataset
-
     return make_dataset(out / "data", n_train=s.n_train, n_test=s.n_test, n_cot=s.n_cot, seed=seed,
                         tasks=dict(s.tasks), shuffle_options=s.shuffle_options)
 
 
 def make_model(out: Path, s: DemoSettings, seed: int) -> Path:
-    from videor1.model.tiny import build_tiny
-
     return build_tiny(out / "models" / "base", seed=seed, hidden_size=s.hidden_size, num_layers=s.num_layers)
 
 
 def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mapping[str, Path]) -> Path:
-    from videor1.sft.trainer import SFTConfig, train_sft
-
-    video, image = _video_cfgs(s)
+    video, image = media_specs(s)
     cfg = SFTConfig(model=str(base), train_data=str(data["cot"]), media_root=str(data["media_root"]),
                     output_dir=str(out / "sft"), seed=seed, max_steps=s.sft_steps, per_device_batch_size=s.sft_batch,
                     learning_rate=s.sft_lr, lr_scheduler="constant", weight_decay=0.01, max_grad_norm=1.0,
@@ -145,10 +153,7 @@ def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mappi
 
 def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[str, Path],
                  algorithm: str) -> Path:
-    from videor1.rl.config import RLConfig
-    from videor1.rl.trainer import train
-
-    video, image = _video_cfgs(s)
+    video, image = media_specs(s)
     cfg = RLConfig(model=str(start), train_data=str(data["rl"]), media_root=str(data["media_root"]),
                    output_dir=str(out / f"rl_{algorithm}"), algorithm=algorithm, max_steps=s.rl_steps,
                    num_generations=s.rl_generations, prompts_per_step=s.rl_prompts, beta=0.0,
@@ -161,16 +166,15 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
 
 def run_eval_stage(out: Path, s: DemoSettings, seed: int, models: Mapping[str, Path],
                    data: Mapping[str, Path], echo: Callable[[str], None]) -> dict[str, dict]:
-    from videor1.evaluate.runner import run_eval
-
+    video, image = media_specs(s)
     summaries = {}
     for name, path in models.items():
         echo(f"-- evaluating {name} ({path})")
-        summaries[name] = run_eval(
-            model=path, bench="videor1", data=data["test"], media_root=data["media_root"],
-            out=out / "eval" / name.lower().replace("-", ""), frames=s.frames, fps=s.fps, max_pixels=s.max_pixels,
-            batch_size=s.eval_batch, limit=None, decoding="greedy", max_new_tokens=s.eval_max_tokens,
-            shuffle_frames=True, seed=seed, engine="hf", echo=echo)
+        cfg = EvalConfig(model=Path(path), bench="videor1", data=Path(data["test"]),
+                         media_root=Path(data["media_root"]), out=out / "eval" / name.lower().replace("-", ""),
+                         video=video, image=image, batch_size=s.eval_batch, limit=None, decoding="greedy",
+                         max_new_tokens=s.eval_max_tokens, shuffle_frames=True, seed=seed, engine="hf")
+        summaries[name] = run_eval(cfg, echo=echo)
     return summaries
 
 
@@ -178,10 +182,6 @@ def run_eval_stage(out: Path, s: DemoSettings, seed: int, models: Mapping[str, P
 def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mapping[str, Path],
                  summaries: Mapping[str, dict], timer: StageTimer) -> tuple[Path, str]:
     """report.md + the two PNGs; returns (report path, the results table)."""
-    from videor1.data.records import load_records
-    from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training,
-                                     results_table, task_table)
-
     test = load_records(data["test"])
     chance = chance_by_task(load_records(data["rl"]) + test)   # the RL set shows each task's answer range
     group_chance = {}
@@ -238,8 +238,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
     s = settings or (QUICK if quick else DEFAULT)
     out = Path(out)
     _fresh_dir(out)

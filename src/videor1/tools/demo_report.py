@@ -11,6 +11,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
+
+from videor1.data.records import Record
+
 ORDER_DEP, ORDER_INDEP = "order-dependent", "order-independent"
 COLUMNS = ("overall", "overall (shuffled)", "order-dep.", "order-dep. (shuffled)", "order-indep.",
            "order-indep. (shuffled)", "format reward", "completion tokens")
@@ -46,7 +51,7 @@ def task_scores(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {str(k).split("/", 1)[-1]: v for k, v in by_source.items()}
 
 
-def chance_by_task(records: Sequence[Any]) -> dict[str, float | None]:
+def chance_by_task(records: Sequence[Record]) -> dict[str, float | None]:
     """Accuracy of uniform guessing per task: 1/#options for multiple choice, 1/#distinct answers for a
     numerical task with few answers (counting), None where guessing has no meaningful rate."""
     options: dict[str, list[int]] = {}
@@ -166,12 +171,8 @@ def plot_training(sft_dir: Path, rl_dirs: Mapping[str, Path], out_png: Path,
     """Four panels: SFT loss; RL reward; RL accuracy; T-GRPO accuracy on ordered vs shuffled frames.
 
     `keys` maps "loss", "reward", "accuracy", "ordered", "shuffled" to candidate metric names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    fig = Figure(figsize=(18, 3.8))
+    axes = fig.subplots(1, 4)
     sft = _read_jsonl(sft_dir / "metrics.jsonl")
     _plot_one(axes[0], {"SFT": sft}, keys["loss"], "SFT loss (response tokens)", window=5)
     runs = {name: _read_jsonl(d / "metrics.jsonl") for name, d in rl_dirs.items()}
@@ -186,11 +187,10 @@ def plot_training(sft_dir: Path, rl_dirs: Mapping[str, Path], out_png: Path,
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
-    plt.close(fig)
     return out_png
 
 
-def _plot_one(ax: Any, runs: Mapping[str, Sequence[Mapping[str, Any]]], candidates: Sequence[str], title: str,
+def _plot_one(ax: Axes, runs: Mapping[str, Sequence[Mapping[str, Any]]], candidates: Sequence[str], title: str,
               *, window: int) -> None:
     drawn = False
     for name, rows in runs.items():
@@ -211,14 +211,10 @@ def _plot_one(ax: Any, runs: Mapping[str, Sequence[Mapping[str, Any]]], candidat
 def plot_accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], out_png: Path,
                        chance: Mapping[str, float | None]) -> Path:
     """Grouped bars: per model, accuracy on order-dependent / -independent questions, ordered vs shuffled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = ("order-dep.", "order-dep. (shuffled)", "order-indep.", "order-indep. (shuffled)")
     rows = {name: model_row(s) for name, s in summaries.items()}
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     width = 0.8 / len(cols)
     for j, col in enumerate(cols):
         xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(rows))]
@@ -237,5 +233,4 @@ def plot_accuracy_bars(summaries: Mapping[str, Mapping[str, Any]], out_png: Path
     ax.legend(fontsize=8, ncol=2, loc="upper left")  # over the base model, whose bars are lowest
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
-    plt.close(fig)
     return out_png

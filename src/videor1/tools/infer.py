@@ -3,17 +3,26 @@
 The question goes through the same record -> prompt -> media path as training and evaluation
 (`videor1.data.prompts`, `videor1.data.media`, `videor1.generation.engines.HFEngine`), so what `videor1 infer`
 shows is what the evaluator scores. Decoding is greedy. Departure from the reference's inference script:
-frames, fps and pixel budget are options (recorded in the JSON output), not constants.
+frames, fps and pixel budgets are a `VideoSpec` / `ImageSpec` (flags, or the `video` / `image` sections of
+a config file; recorded in the JSON output), not constants.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from videor1.data.media import ImageSpec, VideoSpec, load_media
+from videor1.data.prompts import build_messages
 from videor1.data.records import PROBLEM_TYPES, Record
+from videor1.evaluate.benchmarks.base import lettered
+from videor1.generation.engines import HFEngine, SamplingParams
+from videor1.model.inputs import Sample
+from videor1.model.load import load_model, load_processor
+from videor1.rewards import extract_answer, format_reward
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -21,8 +30,6 @@ _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 def make_question_record(media: Path, question: str, problem_type: str, options: Sequence[str]) -> Record:
     """An in-memory record for one question (no ground truth: the solution is empty)."""
-    from videor1.evaluate.benchmarks.base import lettered
-
     if problem_type not in PROBLEM_TYPES:
         raise ValueError(f"unknown --type {problem_type!r}; known: {', '.join(PROBLEM_TYPES)}")
     if problem_type == "multiple choice" and len(options) < 2:
@@ -38,8 +45,6 @@ def make_question_record(media: Path, question: str, problem_type: str, options:
 
 def split_output(text: str) -> dict[str, Any]:
     """Reasoning (first <think> span), answer (first <answer> span) and whether the format is right."""
-    from videor1.rewards import extract_answer, format_reward
-
     think = _THINK_RE.search(text or "")
     return {"reasoning": think.group(1).strip() if think else "", "answer": extract_answer(text),
             "format_ok": bool(format_reward(text))}
@@ -55,22 +60,21 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_infer(*, model: Any, video: Any, question: str, problem_type: str = "free-form",
-              options: Sequence[str] = (), frames: int = 16, fps: float = 2.0, max_pixels: int = 256 * 28 * 28,
-              max_new_tokens: int = 1024, as_json: bool = False) -> str:
-    """Answer `question` about `video` with the model in `model`; text, or one JSON object with as_json."""
-    from videor1.data.media import ImageSpec, VideoSpec, load_media
-    from videor1.data.prompts import build_messages
-    from videor1.model.load import load_model, load_processor
-    from videor1.generation.engines import HFEngine, SamplingParams
-    from videor1.model.inputs import Sample
+INFER_MAX_PIXELS = 256 * 28 * 28  # infer's default pixel budget per frame and per image (as `videor1 eval`)
+DEFAULT_VIDEO = VideoSpec(max_pixels=INFER_MAX_PIXELS)
+DEFAULT_IMAGE = ImageSpec(max_pixels=INFER_MAX_PIXELS)
 
+
+def run_infer(*, model: str | Path, video: str | Path, question: str, problem_type: str = "free-form",
+              options: Sequence[str] = (), video_spec: VideoSpec = DEFAULT_VIDEO,
+              image_spec: ImageSpec = DEFAULT_IMAGE, max_new_tokens: int = 1024, as_json: bool = False) -> str:
+    """Answer `question` about `video` (a video or image file) with the model in `model`; text, or one JSON
+    object with as_json. `video_spec` / `image_spec` say how the media become model inputs."""
     media_path = Path(video)
     if not media_path.is_file():
         raise FileNotFoundError(f"no such video or image file: {media_path}")
     record = make_question_record(media_path, question, problem_type, list(options))
-    vspec, ispec = VideoSpec(fps=fps, max_frames=frames, max_pixels=max_pixels), ImageSpec(max_pixels=max_pixels)
-    media = load_media(record, media_path.parent, vspec, ispec)
+    media = load_media(record, media_path.parent, video_spec, image_spec)
     processor = load_processor(model)
     engine = HFEngine(load_model(model), processor, batch_size=1)
     params = SamplingParams(n=1, max_new_tokens=max_new_tokens, do_sample=False)
@@ -80,7 +84,9 @@ def run_infer(*, model: Any, video: Any, question: str, problem_type: str = "fre
         "problem_type": problem_type, "options": list(record.options), **split_output(completion.text),
         "output": completion.text, "n_tokens": len(completion.token_ids), "finished": completion.finished,
         "frames": int(media.frames.shape[0]) if hasattr(media, "frames") else None,
-        "sample_fps": getattr(media, "sample_fps", None), "max_frames": frames, "fps": fps,
-        "max_pixels": max_pixels, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "sample_fps": getattr(media, "sample_fps", None), "max_frames": video_spec.max_frames,
+        "fps": video_spec.fps, "max_pixels": video_spec.max_pixels if record.data_type == "video"
+        else image_spec.max_pixels, "video_spec": asdict(video_spec), "image_spec": asdict(image_spec),
+        "max_new_tokens": max_new_tokens, "decoding": "greedy",
     }
     return json.dumps(result, ensure_ascii=False) if as_json else render(result)

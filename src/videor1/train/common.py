@@ -1,41 +1,21 @@
-"""What both training loops (SFT and RL) share: seeding and RNG state, metrics, checkpoints, skip logs.
-
-- Metrics: `MetricsLogger` appends one JSON line a step to `metrics.jsonl` (and mirrors numbers to
-  TensorBoard). A resumed run passes the checkpoint's step: lines past it (written after the checkpoint by
-  the interrupted run) are dropped, so the file reads as one uninterrupted run.
-- Checkpoints: `save_checkpoint` writes `checkpoint-<step>.tmp/` (HF model directory in safetensors via
-  `save_pretrained`, the processor, and `trainer_state.pt`: optimizer, scheduler, RNG states, data
-  position, step, config) and then renames it to `checkpoint-<step>` with `os.replace`, so a kill never
-  leaves a half-written checkpoint that `latest_checkpoint` would pick. Only the last N are kept.
-- Distributed: pass the `accelerate.Accelerator`. Every rank must call `save_checkpoint` (gathering a
-  sharded state dict, e.g. ZeRO-3, is collective); only the main process writes the model; each rank
-  writes its own RNG state (`rng_state_<rank>.pt`) so each rank's sampling resumes exactly.
-  With DeepSpeed or FSDP the optimizer is sharded: its state is saved with `accelerator.save_state`
-  into `accelerator_state/` (every rank writes its shard) instead of in `trainer_state.pt` (the
-  "optimizer" entry is dropped; the scheduler, not prepared by accelerate, stays in trainer_state.pt). That branch has
-  not run here (no DeepSpeed on the CPU machine); the DDP / single-process branch is tested.
-- `trainer_state.pt` is loaded with `torch.load(weights_only=True)`: only tensors and plain Python
-  containers are stored (the numpy RNG state is converted to a tensor).
+"""What the SFT and RL loops share besides checkpoints (`videor1.train.checkpoint`) and metrics
+(`videor1.train.metrics`): seeding and RNG state, distributed helpers, precision, the training records,
+vision freezing and the optimizer's parameter groups.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import random
-import re
-import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 
-METRICS_FILE = "metrics.jsonl"
-SKIPPED_FILE = "skipped.jsonl"
-STATE_FILE = "trainer_state.pt"
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+from videor1.config import ConfigError
+from videor1.data.records import DatasetFileError, Record, read_records
+from videor1.train.metrics import SKIPPED_FILE, skip_log
 
 
 # -------------------------------------------------------------------------------------- seeding / RNG
@@ -72,246 +52,122 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ------------------------------------------------------------------------------------------- metrics
-class MetricsLogger:
-    """One JSON line a step in `<out_dir>/metrics.jsonl`, mirrored to TensorBoard (`<out_dir>/tensorboard`).
-
-    `resume_step=None` starts a fresh log (an existing metrics.jsonl is replaced). `resume_step=k` keeps
-    the lines with step <= k and appends after them. `enabled=False` (non-main processes) makes every
-    method a no-op.
-    """
-
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True, *, resume_step: int | None = None,
-                 enabled: bool = True):
-        self.enabled = enabled
-        self.path = Path(out_dir) / METRICS_FILE
-        self._writer = None
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step] \
-            if resume_step is not None and self.path.exists() else []
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = None if resume_step is None else resume_step + 1
-            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge)
-
-    def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Append `{"step": step, **metrics}`; numbers also go to TensorBoard as scalars."""
-        if not self.enabled:
-            return
-        row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if self._writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._writer.add_scalar(key, value, global_step=int(step))
-            self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl file (a torn last line from a kill is ignored)."""
-    rows = []
-    path = Path(path)
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
-
-
-def plot_curves(metrics_jsonl: str | Path, out_png: str | Path, keys: Sequence[str]) -> Path | None:
-    """One subplot per key (those present in the log) against step; None when none is present."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_jsonl)
-    present = [k for k in keys if any(_is_number(r.get(k)) for r in rows)]
-    if not present:
-        return None
-    cols = min(3, len(present))
-    nrows = math.ceil(len(present) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, present):
-        pts = [(r["step"], r[key]) for r in rows if _is_number(r.get(key))]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(present):]:
-        ax.axis("off")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
-
-
-# --------------------------------------------------------------------------------------- skip log
-def skip_log(out_dir: str | Path, sample_id: Any, reason: str, **extra: Any) -> None:
-    """Append `{"id", "reason", ...}` to `<out_dir>/skipped.jsonl` (one short line; safe from any rank)."""
-    path = Path(out_dir) / SKIPPED_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    row = {"id": _plain(sample_id), "reason": str(reason), **{k: _plain(v) for k, v in extra.items()}}
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
-def trim_skip_log(out_dir: str | Path, step: int) -> None:
-    """On resume: drop skip-log lines whose "step" is past `step` (the resumed run writes them again)."""
-    path = Path(out_dir) / SKIPPED_FILE
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row.get("step"), int) or row["step"] <= step:
-            keep.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(out_dir: str | Path, step: int, model: Any, processor: Any, state: Mapping[str, Any], *,
-                    accelerator: Any = None, save_total_limit: int | None = None) -> Path:
-    """Atomically write `<out_dir>/checkpoint-<step>` and keep the last `save_total_limit` checkpoints.
-
-    `state` holds what the loop needs to resume (optimizer / scheduler state dicts, data position, step,
-    config); the RNG states of this process are added under "rng". Call on every rank when `accelerator`
-    is given. Returns the checkpoint directory.
-    """
-    out_dir = Path(out_dir)
-    final = out_dir / f"checkpoint-{step}"
-    tmp = out_dir / f"checkpoint-{step}.tmp"
-    main = accelerator is None or accelerator.is_main_process
-    rank = 0 if accelerator is None else accelerator.process_index
-    sharded = accelerator is not None and is_sharded(accelerator)
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier(accelerator)
-    state = dict(state)
-    if sharded:
-        accelerator.save_state(str(tmp / "accelerator_state"))
-        state.pop("optimizer", None)
-    # A sharded model (ZeRO-3 / FSDP) is gathered collectively; otherwise the module's own weights are saved.
-    full_state_dict = accelerator.get_state_dict(model) if sharded else None
-    if rank != 0:
-        torch.save(rng_state(), tmp / f"rng_state_{rank}.pt")
-    if main:
-        unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
-        unwrapped.save_pretrained(tmp, state_dict=full_state_dict)
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        torch.save({**state, "step": int(step), "rng": rng_state()}, tmp / STATE_FILE)
-    _barrier(accelerator)
-    if main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if save_total_limit is not None and save_total_limit > 0:
-            for old in list_checkpoints(out_dir)[:-save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-    _barrier(accelerator)
-    return final
-
-
-def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoint directories under `out_dir`, oldest step first (`.tmp` ones are ignored)."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found = []
-    for child in out_dir.iterdir():
-        m = _CKPT_RE.match(child.name)
-        if m and child.is_dir() and (child / STATE_FILE).is_file():
-            found.append((int(m.group(1)), child))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
-    ckpts = list_checkpoints(out_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def load_trainer_state(ckpt: str | Path, *, rank: int = 0) -> dict[str, Any]:
-    """`trainer_state.pt` of a checkpoint; for rank > 0 its "rng" is that rank's own saved RNG state."""
-    ckpt = Path(ckpt)
-    path = ckpt / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{ckpt}: not a checkpoint (no {STATE_FILE})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if rank:
-        rank_file = ckpt / f"rng_state_{rank}.pt"
-        if not rank_file.is_file():
-            raise FileNotFoundError(f"{ckpt}: no RNG state for rank {rank} ({rank_file.name}); "
-                                    "was it saved with a different number of processes?")
-        state["rng"] = torch.load(rank_file, map_location="cpu", weights_only=True)
-    return state
-
-
-# ------------------------------------------------------------------------------------------ helpers
-def zero_stage(accelerator: Any) -> int:
+# -------------------------------------------------------------------------------------- distributed
+def zero_stage(accelerator: Accelerator) -> int:
     """DeepSpeed's ZeRO stage under `accelerate launch` with a DeepSpeed config; 0 without DeepSpeed."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     return int(getattr(plugin, "zero_stage", 0) or 0) if plugin is not None else 0
 
 
-def params_sharded(accelerator: Any) -> bool:
+def params_sharded(accelerator: Accelerator) -> bool:
     """True when parameters themselves are split across processes (ZeRO-3 or FSDP), not only optimizer
     state (ZeRO-1/2): then no process holds the whole model without gathering it."""
     return zero_stage(accelerator) == 3 or "FSDP" in str(getattr(accelerator, "distributed_type", ""))
 
 
-def is_sharded(accelerator: Any) -> bool:
+def is_sharded(accelerator: Accelerator) -> bool:
     """True under DeepSpeed or FSDP (parameters / optimizer state split across processes)."""
     kind = str(getattr(accelerator, "distributed_type", ""))
     return "DEEPSPEED" in kind or "FSDP" in kind
 
 
-def _barrier(accelerator: Any) -> None:
+def barrier(accelerator: Accelerator | None) -> None:
+    """Wait for every process (nothing to wait for without an accelerator)."""
     if accelerator is not None:
         accelerator.wait_for_everyone()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def fill_deepspeed_auto(accelerator: Accelerator, *, micro_batch: int, accumulation: int,
+                        max_grad_norm: float) -> None:
+    """Under DeepSpeed, give the "auto" batch / accumulation / clipping entries these values (the trainers
+    prepare no DataLoader, from which accelerate would read the batch size, and DeepSpeed would clip at 1.0
+    instead of the configured norm). No-op without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    values = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": accumulation,
+              "train_batch_size": micro_batch * accumulation * accelerator.num_processes,
+              "gradient_clipping": max_grad_norm}  # 0: no clipping
+    for key, value in values.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: tensors / numpy scalars to Python numbers, paths to strings."""
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+# ---------------------------------------------------------------------------------------- precision
+def mixed_precision(bf16: bool | str) -> str:
+    """accelerate's mixed_precision for the `bf16` key (auto: bf16 where the GPU supports it)."""
+    if bf16 == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if bf16 else "no"
 
+
+# ------------------------------------------------------------------------------------------ records
+def media_root(train_data: str | Path, root: str | Path | None) -> str:
+    """The directory record paths are relative to: `root`, or the records file's own directory."""
+    return str(root) if root is not None else str(Path(train_data).parent)
+
+
+def load_records(train_data: str | Path, root: str | Path | None, out: Path, *, write_log: bool,
+                 reject: Callable[[Record], str | None] | None = None,
+                 max_bad_fraction: float | None = None) -> tuple[list[Record], int]:
+    """The usable records of `train_data` and how many were not usable.
+
+    Bad records (and those `reject` gives a reason for) are left out; with `write_log` (the main process
+    of a fresh run) `<out>/skipped.jsonl` is started anew and lists them with step 0. Raises ConfigError,
+    naming the key `train_data` and the path, when the file is missing or unreadable, when no record is
+    usable, or when more than `max_bad_fraction` of them are not.
+    """
+    try:
+        good, errors = read_records(train_data, media_root(train_data, root))
+    except DatasetFileError as exc:
+        raise ConfigError(f"train_data: {exc}") from None
+    reasons = [(e.record_id, str(e)) for e in errors]
+    records = []
+    for rec in good:
+        why = reject(rec) if reject is not None else None
+        if why:
+            reasons.append((rec.problem_id, why))
+        else:
+            records.append(rec)
+    if write_log:
+        _start_skip_log(out, reasons)
+        if reasons:
+            print(f"{train_data}: {len(reasons)} bad records skipped (see {out / SKIPPED_FILE})")
+    n_all = len(good) + len(errors)
+    too_many = max_bad_fraction is not None and len(reasons) > max_bad_fraction * n_all
+    if not records or too_many:
+        shown = "; ".join(r for _, r in reasons[:3])
+        limit = f" (max_skipped_fraction {max_bad_fraction})" if max_bad_fraction is not None else ""
+        raise ConfigError(f"train_data: {train_data}: {len(reasons)} of {n_all} records are unusable{limit}"
+                          + (f": {shown}" if shown else ""))
+    return records, len(reasons)
+
+
+def _start_skip_log(out: Path, reasons: list[tuple[object, str]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SKIPPED_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh skip log (as metrics.jsonl)
+    for rid, reason in reasons:
+        skip_log(out, rid, reason, step=0)
+
+
+# ------------------------------------------------------------------------------------------ the model
+def is_vision(param_name: str) -> bool:
+    """Whether a parameter name belongs to the vision tower."""
+    return "visual" in param_name.split(".")
+
+
+def freeze_vision(model: torch.nn.Module) -> None:
+    """Keep the vision tower's parameters fixed (requires_grad off)."""
+    for name, p in model.named_parameters():
+        if is_vision(name):
+            p.requires_grad_(False)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters: decay on matrices, none on biases and norm weights (1-D)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

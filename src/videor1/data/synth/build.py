@@ -69,7 +69,7 @@ def resolve_mix(tasks: TaskSpec) -> dict[str, float]:
         mix = {str(name): 1.0 for name in tasks}
     unknown = [name for name in mix if name not in TASKS]
     if unknown:
-        raise ValueError(f"unknown synthetic task(s) {unknown}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown synthetic task(s) {unknown}; known: {TASKS.names()}")
     bad = {k: v for k, v in mix.items() if not np.isfinite(v) or v < 0}
     if bad or not mix or sum(mix.values()) <= 0:
         raise ValueError(f"task weights must be non-negative with a positive sum, got {mix}")

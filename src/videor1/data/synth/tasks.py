@@ -1,4 +1,5 @@
-"""The synthetic tasks: a registry of small generator functions, each drawing one question with its media.
+"""The synthetic tasks: a registry (`TASKS`) of small generator functions, each drawing one question with
+its media.
 
 A task function takes a ``numpy.random.Generator`` and returns an :class:`Item`: the frames (a clip, or one
 image), the question, the answer and a one-sentence reasoning that names the evidence (used as the CoT
@@ -9,9 +10,9 @@ their fixed order (``shuffle_options=False``, an easier variant the demo uses).
 
 Tasks whose answer depends on frame order (``temporal=True``): ``direction`` (which way a square moves),
 ``first_shape`` (two shapes shown one after the other: the colour of the first) and ``colour_change`` (a
-square that changes colour once: its colour at the end). Order-independent: ``colour``, ``count``, ``describe`` (a shape and its *axis* of motion,
-which shuffling does not change), ``distance`` (how far the square travels), ``ocr``, and the image tasks
-``image_colour``, ``image_count`` and ``image_ocr``.
+square that changes colour once: its colour at the end). Order-independent: ``colour``, ``count``,
+``describe`` (a shape and its *axis* of motion, which shuffling does not change), ``distance`` (how far
+the square travels), ``ocr``, and the image tasks ``image_colour``, ``image_count`` and ``image_ocr``.
 
 Videos are :data:`CLIP_FRAMES` frames at :data:`CLIP_FPS` fps (2 s), so sampling at 2 fps yields 4 frames;
 56x56 pixels (84x84 for text), the pixel budgets' lower bound, so the loader does not rescale them.
@@ -19,12 +20,13 @@ Videos are :data:`CLIP_FRAMES` frames at :data:`CLIP_FPS` fps (2 s), so sampling
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from videor1.data.synth import render as R
+from videor1.registry import Registry
 
 CLIP_FRAMES = 8
 CLIP_FPS = 4
@@ -55,17 +57,9 @@ class Item:
 
 
 TaskFn = Callable[[np.random.Generator], Item]
-TASKS: dict[str, TaskFn] = {}
-
-
-def task(name: str) -> Callable[[TaskFn], TaskFn]:
-    """Register a task generator under ``name``."""
-    def deco(fn: TaskFn) -> TaskFn:
-        if name in TASKS:
-            raise ValueError(f"synthetic task {name!r} is already registered")
-        TASKS[name] = fn
-        return fn
-    return deco
+#: The tasks by name (a `videor1.registry.Registry`): add one with ``@TASKS.register("name")``; an unknown
+#: name raises KeyError listing the known ones.  Iteration follows registration order (this file's order).
+TASKS: Registry[TaskFn] = Registry("synthetic task")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -147,7 +141,7 @@ def _word_frame(rng: np.random.Generator, word: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- order-dependent (video)
-@task("direction")
+@TASKS.register("direction")
 def direction(rng: np.random.Generator) -> Item:
     way = str(rng.choice(DIRECTIONS))
     colour = str(rng.choice(list(R.PALETTE)))
@@ -163,7 +157,7 @@ def direction(rng: np.random.Generator) -> Item:
     )
 
 
-@task("first_shape")
+@TASKS.register("first_shape")
 def first_shape(rng: np.random.Generator) -> Item:
     colours = _pick(rng, list(R.PALETTE), 2)
     kinds = _pick(rng, list(R.SHAPES), 2)
@@ -186,7 +180,7 @@ def first_shape(rng: np.random.Generator) -> Item:
     )
 
 
-@task("colour_change")
+@TASKS.register("colour_change")
 def colour_change(rng: np.random.Generator) -> Item:
     start, end = _pick(rng, list(R.PALETTE), 2)
     size = _even(rng, 12, 18)
@@ -207,7 +201,7 @@ def colour_change(rng: np.random.Generator) -> Item:
 
 
 # ------------------------------------------------------------------------- order-independent (video)
-@task("colour")
+@TASKS.register("colour")
 def colour(rng: np.random.Generator) -> Item:
     hue = str(rng.choice(list(R.PALETTE)))
     size = _even(rng, 10, 14)
@@ -221,7 +215,7 @@ def colour(rng: np.random.Generator) -> Item:
     )
 
 
-@task("count")
+@TASKS.register("count")
 def count(rng: np.random.Generator) -> Item:
     n = int(rng.integers(1, 6))
     return Item(
@@ -231,7 +225,7 @@ def count(rng: np.random.Generator) -> Item:
     )
 
 
-@task("describe")
+@TASKS.register("describe")
 def describe(rng: np.random.Generator) -> Item:
     hue, kind = str(rng.choice(list(R.PALETTE))), str(rng.choice(R.SHAPES))
     motion = str(rng.choice(("horizontally", "vertically", "still")))
@@ -252,7 +246,7 @@ def describe(rng: np.random.Generator) -> Item:
     )
 
 
-@task("distance")
+@TASKS.register("distance")
 def distance(rng: np.random.Generator) -> Item:
     size = _even(rng, 10, 12)
     dist = _even(rng, 10, SIZE - size - 4)
@@ -268,7 +262,7 @@ def distance(rng: np.random.Generator) -> Item:
     )
 
 
-@task("ocr")
+@TASKS.register("ocr")
 def ocr(rng: np.random.Generator) -> Item:
     word = str(rng.choice(WORDS))
     return Item(
@@ -279,7 +273,7 @@ def ocr(rng: np.random.Generator) -> Item:
 
 
 # ------------------------------------------------------------------------------------------- images
-@task("image_colour")
+@TASKS.register("image_colour")
 def image_colour(rng: np.random.Generator) -> Item:
     hue, kind = str(rng.choice(list(R.PALETTE))), str(rng.choice(R.SHAPES))
     size = _even(rng, 12, 20)
@@ -293,7 +287,7 @@ def image_colour(rng: np.random.Generator) -> Item:
     )
 
 
-@task("image_count")
+@TASKS.register("image_count")
 def image_count(rng: np.random.Generator) -> Item:
     n = int(rng.integers(1, 6))
     return Item(
@@ -303,7 +297,7 @@ def image_count(rng: np.random.Generator) -> Item:
     )
 
 
-@task("image_ocr")
+@TASKS.register("image_ocr")
 def image_ocr(rng: np.random.Generator) -> Item:
     word = str(rng.choice(WORDS))
     return Item(

@@ -1,13 +1,23 @@
-"""What every benchmark adapter shares: the evaluation item, the adapter base class, file readers.
+"""What every benchmark adapter shares: the evaluation item, the adapter base class (which owns the load
+loop), the benchmark registry, file readers.
 
-An adapter (one module per benchmark, in the lmms-eval / nanochat style) owns three things:
+An adapter (one module per benchmark, in the lmms-eval / nanochat style) is a `Benchmark` subclass with a
+`name`; defining it registers it in `BENCHMARKS` under that name. It supplies:
 
-* `load(data, media_root)`: read the benchmark's own released files into `Item`s. Each item carries a
-  Video-R1 `Record` built in memory (so the prompt is exactly the training prompt of
-  `videor1.data.prompts`), the media path and optional start/end seconds, the ground truth, and the
-  metadata its official aggregation needs (task, duration, format, dimension, ...).
+* `patterns`: the file names its release uses, for when `--data` is a folder (`data_files`; default: every
+  .parquet / .jsonl / .json file), and `id_field`, the row field that names an item (default `id`).
+* `row_to_item(row, source)`: one row of those files as an `Item`, a *pure* function of the row and where it
+  sits (`RowSource`: file, position, id). The item carries a Video-R1 `Record` built in memory through
+  `self.item(...)` (so the prompt is exactly the training prompt of `videor1.data.prompts`), the media path and
+  optional start/end seconds, the ground truth, and the metadata its official aggregation needs. A row that
+  cannot be used raises `BadRow` (naming the field); one the benchmark leaves out on purpose raises `SkipRow`.
+  Optional hooks: `row_id` (what an item is called), `rows(file)` (how a file reads into rows).
 * `official_score(row, output)`: the benchmark's own rule for one prediction, in [0, 1].
 * `aggregate(rows)`: the benchmark's official headline number plus breakdowns.
+
+`Benchmark.load` walks the files and rows, collects the items, and turns every `BadRow`, `SkipRow` and record
+error into one problem line naming the file and the entry, so no adapter repeats that loop. (The `videor1`
+adapter, whose files are already records, overrides `load` with `read_records`.)
 
 Scoring works on plain dict *rows* (what `Item.row()` returns, stored in predictions.jsonl) rather than on
 items, so `videor1 score` can re-score saved predictions without the benchmark files or a model.
@@ -16,13 +26,19 @@ items, so `videor1 score` can re-score saved predictions without the benchmark f
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import pyarrow.parquet as pq
 
 from videor1.data.records import Record, RecordError, parse_record
+from videor1.evaluate.scoring import LETTERS
+from videor1.registry import Registry
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+Row = Mapping[str, Any]   # one question as the benchmark's file states it (parsed JSON / a parquet row)
 
 
 @dataclass(frozen=True)
@@ -62,21 +78,114 @@ class LoadResult:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RowSource:
+    """Where a row sits: its file, its 0-based position there, and the id it is known by (`row_id`)."""
+
+    file: Path
+    index: int
+    item_id: str | int | None
+
+
+class BadRow(ValueError):
+    """A row that cannot become an item; `fields` names the field(s) at fault where one is."""
+
+    def __init__(self, reason: str, *fields: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields
+
+
+class SkipRow(Exception):
+    """A row the benchmark leaves out on purpose; load reports one count per file and reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadFile(ValueError):
+    """A whole file that cannot be read as questions; the message is the problem line load reports."""
+
+
 class Benchmark:
-    """Base class of the adapters; subclasses set `name` and implement the three methods."""
+    """Base class of the adapters; a subclass that sets `name` is registered in `BENCHMARKS` under it."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    headline: ClassVar[str] = "accuracy"   # what the official overall number is, in words
+    headline: ClassVar[str] = "accuracy"             # what the official overall number is, in words
+    patterns: ClassVar[tuple[str, ...]] = ("*.parquet", "*.jsonl", "*.json")   # data files in a folder
+    id_field: ClassVar[str] = "id"                   # the row field that names an item (see `row_id`)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            BENCHMARKS.register(cls.name)(cls)
+
+    # ---------------------------------------------------------------------------------------- loading
     def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
+        """Every usable row of the files at `data` as an item, and one problem line per row or file that is not."""
+        result = LoadResult(items=[])
+        for file in data_files(data, self.patterns):
+            try:
+                rows = list(self.rows(file))
+            except BadFile as exc:
+                result.problems.append(str(exc))
+                continue
+            skipped: Counter[str] = Counter()
+            for index, row in enumerate(rows):
+                source = RowSource(file, index, self.row_id(row, file, index))
+                try:
+                    result.items.append(self.row_to_item(row, source))
+                except SkipRow as exc:
+                    skipped[exc.reason] += 1
+                except BadRow as exc:
+                    result.problems.append(bad_entry(file, index, source.item_id, exc.reason))
+                except RecordError as exc:   # from `item`: the record itself is invalid, already located
+                    result.problems.append(str(exc))
+            result.problems.extend(f"file {file}: {n} {reason}" for reason, n in skipped.items())
+        return result
+
+    def rows(self, file: Path) -> Iterable[Row]:
+        """The rows of one data file (raise `BadFile` to skip the file with a problem line)."""
+        return read_rows(file)
+
+    def row_id(self, row: Row, file: Path, index: int) -> str | int | None:
+        """The id an item is known by: the row's `id_field`, else "<file stem>-<index>"."""
+        return row.get(self.id_field, f"{file.stem}-{index}")
+
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
         raise NotImplementedError
 
+    def item(self, source: RowSource, *, problem: str, problem_type: str, answer: object, path: str,
+             options: Sequence[str] = (), start: float | None = None, end: float | None = None,
+             temporal: bool | None = None, meta: Mapping[str, Any] | None = None) -> Item:
+        """An Item built through `parse_record`, so a bad entry fails with the record's id, file and field."""
+        obj: dict[str, Any] = {
+            "problem_id": str(source.item_id),
+            "problem": problem,
+            "data_type": "video",
+            "problem_type": problem_type,
+            "options": list(options),
+            "solution": f"<answer>{str(answer).strip()}</answer>",
+            "path": path,
+            "data_source": self.name,
+        }
+        if temporal is not None:
+            obj["temporal"] = temporal
+        record = parse_record(obj, file=str(source.file), index=source.index)
+        return Item(id=str(source.item_id), record=record, answer=str(answer).strip(), start=start, end=end,
+                    meta=dict(meta or {}))
+
+    # ---------------------------------------------------------------------------------------- scoring
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         raise NotImplementedError
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
+
+
+BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
 
 # ------------------------------------------------------------------------------------- record helpers
@@ -88,29 +197,14 @@ def lettered(options: Sequence[str]) -> list[str]:
     return [f"{LETTERS[i]}. {o}" for i, o in enumerate(opts)]
 
 
-def make_item(*, item_id: Any, problem: str, problem_type: str, answer: Any, path: str, source: str,
-              file: Path, index: int, options: Sequence[str] = (), start: float | None = None,
-              end: float | None = None, temporal: bool | None = None,
-              meta: Mapping[str, Any] | None = None) -> Item:
-    """Build an Item through `parse_record`, so a bad entry fails with the record's id, file and field."""
-    obj: dict[str, Any] = {
-        "problem_id": str(item_id),
-        "problem": problem,
-        "data_type": "video",
-        "problem_type": problem_type,
-        "options": list(options),
-        "solution": f"<answer>{str(answer).strip()}</answer>",
-        "path": path,
-        "data_source": source,
-    }
-    if temporal is not None:
-        obj["temporal"] = temporal
-    record = parse_record(obj, file=str(file), index=index)
-    return Item(id=str(item_id), record=record, answer=str(answer).strip(), start=start, end=end,
-                meta=dict(meta or {}))
+def require(row: Row, keys: Sequence[str]) -> None:
+    """Raise `BadRow` naming the keys missing (or None) in `row`."""
+    missing = [k for k in keys if row.get(k) is None]
+    if missing:
+        raise BadRow(f"missing field(s) {missing}", *missing)
 
 
-def bad_entry(file: Path, index: int, item_id: Any, reason: str) -> str:
+def bad_entry(file: Path, index: int, item_id: str | int | None, reason: str) -> str:
     """One line naming the file, the entry and why it was skipped."""
     return str(RecordError(reason, record_id=item_id if item_id is not None else f"#{index}", file=file))
 
@@ -123,8 +217,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"no such benchmark file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         return pq.read_table(path).to_pylist()
     if suffix == ".jsonl":
         rows = []
@@ -144,7 +236,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     raise ValueError(f"{path}: unsupported file type {suffix!r} (expected .parquet, .json or .jsonl)")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:   # parsed JSON: any of its types
+    """The parsed content of a JSON file; ValueError naming the file when it is not JSON."""
     with Path(path).open(encoding="utf-8") as fh:
         try:
             return json.load(fh)
@@ -163,8 +256,3 @@ def data_files(data: Path, patterns: Iterable[str]) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"{data}: no files matching {', '.join(patterns)}")
     return found
-
-
-def require(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
-    """The keys missing (or None) in `row`."""
-    return [k for k in keys if row.get(k) is None]

@@ -15,10 +15,10 @@ answer span; unparsable scores 0). Aggregation: accuracy, also by subject and by
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import Benchmark, LoadResult, bad_entry, data_files, make_item, read_rows, require
+from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, SkipRow, require
 from videor1.evaluate.scoring import accuracy_summary, answer_span, choose_option
 
 DISCIPLINES = {
@@ -32,7 +32,7 @@ DISCIPLINES = {
 _DISCIPLINE_OF = {s: d for d, subjects in DISCIPLINES.items() for s in subjects}
 
 
-def media_path(row: Mapping[str, Any]) -> str | None:
+def media_path(row: Row) -> str | None:
     if row.get("video_path"):
         return str(row["video_path"])
     video = str(row.get("video") or "")
@@ -42,7 +42,7 @@ def media_path(row: Mapping[str, Any]) -> str | None:
     return video if video and "://" not in video else None
 
 
-def subject_of(row: Mapping[str, Any], path: str) -> str | None:
+def subject_of(row: Row, path: str) -> str | None:
     meta = row.get("metadata") or {}
     if isinstance(meta, Mapping) and meta.get("subject"):
         return str(meta["subject"])
@@ -54,37 +54,23 @@ class MMVU(Benchmark):
     name = "mmvu"
     description = "MMVU validation split, multiple-choice questions only"
     headline = "accuracy"
+    patterns = ("validation.json", "*.jsonl", "*.parquet")
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["validation.json", "*.jsonl", "*.parquet"]):
-            n_open = 0
-            for i, row in enumerate(read_rows(file)):
-                item_id = row.get("id", f"{file.stem}-{i}")
-                if row.get("question_type") != "multiple-choice":
-                    n_open += 1
-                    continue
-                missing = require(row, ["question", "choices", "answer"])
-                path = media_path(row)
-                if missing or path is None:
-                    result.problems.append(bad_entry(file, i, item_id, f"missing field(s) {missing or ['video']}"))
-                    continue
-                choices = row["choices"]
-                if not isinstance(choices, Mapping):
-                    result.problems.append(bad_entry(file, i, item_id, "choices is not a letter -> text mapping"))
-                    continue
-                options = [f"{k}. {v}" for k, v in sorted(choices.items()) if v not in (None, "")]
-                subject = subject_of(row, path)
-                try:
-                    result.items.append(make_item(
-                        item_id=item_id, problem=str(row["question"]), problem_type="multiple choice",
-                        options=options, answer=row["answer"], file=file, index=i, source=self.name,
-                        path=path, meta={"subject": subject, "discipline": _DISCIPLINE_OF.get(subject or "")}))
-                except ValueError as exc:
-                    result.problems.append(str(exc))
-            if n_open:
-                result.problems.append(f"file {file}: {n_open} open-ended question(s) not evaluated (multiple choice only)")
-        return result
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        if row.get("question_type") != "multiple-choice":
+            raise SkipRow("open-ended question(s) not evaluated (multiple choice only)")
+        require(row, ["question", "choices", "answer"])
+        path = media_path(row)
+        if path is None:
+            raise BadRow("missing field(s) ['video']", "video")
+        choices = row["choices"]
+        if not isinstance(choices, Mapping):
+            raise BadRow("choices is not a letter -> text mapping", "choices")
+        subject = subject_of(row, path)
+        return self.item(
+            source, problem=str(row["question"]), problem_type="multiple choice", answer=row["answer"], path=path,
+            options=[f"{k}. {v}" for k, v in sorted(choices.items()) if v not in (None, "")],
+            meta={"subject": subject, "discipline": _DISCIPLINE_OF.get(subject or "")})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         return 1.0 if choose_option(answer_span(output), row.get("options") or []) == str(row["answer"]) else 0.0

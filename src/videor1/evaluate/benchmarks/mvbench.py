@@ -17,11 +17,12 @@ Headline: the mean of the per-task accuracies (20 tasks, unweighted).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import LETTERS, Benchmark, LoadResult, bad_entry, data_files, lettered, make_item, read_json, require
-from videor1.evaluate.scoring import answer_span, group_scores, leading_letter, mean, meta_key
+from videor1.evaluate.benchmarks.base import BadFile, BadRow, Benchmark, Item, Row, RowSource, bad_entry, lettered, read_json, require
+from videor1.evaluate.scoring import LETTERS, answer_span, group_scores, leading_letter, mean, meta_key
 
 # json stem -> (task name, video folder under the release's video/)
 TASKS: dict[str, tuple[str, str]] = {
@@ -48,43 +49,40 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 
-def _seconds(value: Any) -> float | None:
-    return None if value is None else float(value)
+def seconds(row: Row, key: str) -> float | None:
+    """`row[key]` as seconds, None when absent; BadRow naming the field when it is not a number."""
+    value = row.get(key)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRow(str(exc), key) from None
 
 
 class MVBench(Benchmark):
     name = "mvbench"
     description = "MVBench: 20 temporal tasks, multiple choice, clipped by start/end where given"
     headline = "mean of per-task accuracies"
+    patterns = ("*.json",)
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["*.json"]):
-            task, folder = TASKS.get(file.stem, (file.stem, ""))
-            entries = read_json(file)
-            if not isinstance(entries, list):
-                result.problems.append(bad_entry(file, 0, None, "expected a JSON list of questions"))
-                continue
-            for i, row in enumerate(entries):
-                item_id = f"{file.stem}/{i}"
-                missing = require(row, ["video", "question", "candidates", "answer"])
-                if missing:
-                    result.problems.append(bad_entry(file, i, item_id, f"missing field(s) {missing}"))
-                    continue
-                candidates = [str(c) for c in row["candidates"]]
-                if str(row["answer"]) not in candidates:
-                    result.problems.append(bad_entry(file, i, item_id, "answer is not one of the candidates"))
-                    continue
-                try:
-                    start, end = _seconds(row.get("start")), _seconds(row.get("end"))
-                    result.items.append(make_item(
-                        item_id=item_id, problem=str(row["question"]), problem_type="multiple choice",
-                        options=lettered(candidates), answer=LETTERS[candidates.index(str(row["answer"]))],
-                        file=file, index=i, source=self.name, path=f"{folder}{row['video']}",
-                        start=start, end=end, meta={"task": task}))
-                except (TypeError, ValueError) as exc:
-                    result.problems.append(bad_entry(file, i, item_id, str(exc)))
-        return result
+    def rows(self, file: Path) -> list[Row]:
+        entries = read_json(file)
+        if not isinstance(entries, list):
+            raise BadFile(bad_entry(file, 0, None, "expected a JSON list of questions"))
+        return entries
+
+    def row_id(self, row: Row, file: Path, index: int) -> str:
+        return f"{file.stem}/{index}"
+
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        task, folder = TASKS.get(source.file.stem, (source.file.stem, ""))
+        require(row, ["video", "question", "candidates", "answer"])
+        candidates = [str(c) for c in row["candidates"]]
+        if str(row["answer"]) not in candidates:
+            raise BadRow("answer is not one of the candidates", "answer")
+        return self.item(
+            source, problem=str(row["question"]), problem_type="multiple choice", options=lettered(candidates),
+            answer=LETTERS[candidates.index(str(row["answer"]))], path=f"{folder}{row['video']}",
+            start=seconds(row, "start"), end=seconds(row, "end"), meta={"task": task})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         letters = LETTERS[: len(row.get("options") or [])]

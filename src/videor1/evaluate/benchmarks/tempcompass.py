@@ -22,17 +22,19 @@ dimension; the headline is the item-level accuracy over all formats present.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import LETTERS, Benchmark, LoadResult, bad_entry, data_files, make_item, read_json, read_rows
-from videor1.evaluate.scoring import accuracy_summary, answer_span, group_scores, leading_letter, option_text
+from videor1.evaluate.benchmarks.base import BadFile, BadRow, Benchmark, Item, Row, RowSource, read_json, read_rows, require
+from videor1.evaluate.scoring import LETTERS, accuracy_summary, answer_span, group_scores, leading_letter, option_text
 
 FORMATS = ("multi-choice", "yes_no", "caption_matching", "captioning")
 _OPTION_LINE = re.compile(r"^\s*(?:(?:caption|option|sentence)\s+)?([A-H])\s*[\.:\)]\s*(.+?)\s*$", re.IGNORECASE)
 
 
 def format_of(file: Path) -> str | None:
+    """The question format a file holds, read from its name or a folder's; None when none is named."""
     for part in reversed([p.lower().replace("-", "_") for p in file.with_suffix("").parts]):
         for fmt in ("caption_matching", "captioning", "yes_no", "multi_choice"):
             if fmt in part:
@@ -52,35 +54,37 @@ def split_options(question: str) -> tuple[str, list[str]]:
     return "\n".join(stem).strip(), options
 
 
-def iter_entries(file: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(video_id, dimension, entry) for both the nested release JSON and row tables."""
+def iter_entries(file: Path) -> Iterator[Row]:
+    """The entries of the nested release JSON or of a row table, each with its `video_id` and `dim`."""
     if file.suffix.lower() == ".json":
         obj = read_json(file)
         if isinstance(obj, Mapping):
             for video_id, dims in obj.items():
                 for dim, entries in (dims or {}).items():
                     for entry in entries if isinstance(entries, list) else [entries]:
-                        yield str(video_id), str(dim), dict(entry)
+                        yield {**dict(entry), "video_id": str(video_id), "dim": str(dim)}
             return
     for row in read_rows(file):
-        yield str(row.get("video_id")), str(row.get("dim") or row.get("dimension")), dict(row)
+        yield {**row, "video_id": str(row.get("video_id")), "dim": str(row.get("dim") or row.get("dimension"))}
 
 
-def to_choice(fmt: str, entry: Mapping[str, Any]) -> tuple[str, list[str], str]:
-    """(problem, options, truth letter) of one entry cast to multiple choice; ValueError if it cannot be."""
+def to_choice(fmt: str, entry: Row) -> tuple[str, list[str], str]:
+    """(problem, options, truth letter) of one entry cast to multiple choice; BadRow if it cannot be."""
     if fmt == "yes_no":
+        require(entry, ["answer", "question"])
         truth = str(entry["answer"]).strip().lower()
         if truth not in ("yes", "no"):
-            raise ValueError(f"yes_no answer {entry['answer']!r} is neither yes nor no")
+            raise BadRow(f"yes_no answer {entry['answer']!r} is neither yes nor no", "answer")
         return str(entry["question"]).strip(), ["A. yes", "B. no"], "A" if truth == "yes" else "B"
-    question, answer = (entry.get("mc_question"), entry.get("mc_answer")) if fmt == "captioning" else (
-        entry.get("question"), entry.get("answer"))
+    keys = ("mc_question", "mc_answer") if fmt == "captioning" else ("question", "answer")
+    question, answer = entry.get(keys[0]), entry.get(keys[1])
     if question is None or answer is None:
-        raise ValueError("missing question / answer" + (" (mc_question / mc_answer)" if fmt == "captioning" else ""))
+        raise BadRow("missing question / answer" + (" (mc_question / mc_answer)" if fmt == "captioning" else ""),
+                     *keys)
     problem, options = split_options(str(question))
     m = _OPTION_LINE.match(str(answer))
     if len(options) < 2 or not m or m.group(1).upper() not in LETTERS[: len(options)]:
-        raise ValueError(f"cannot read options / answer letter from {str(answer)[:60]!r}")
+        raise BadRow(f"cannot read options / answer letter from {str(answer)[:60]!r}", *keys)
     return problem, options, m.group(1).upper()
 
 
@@ -88,26 +92,23 @@ class TempCompass(Benchmark):
     name = "tempcompass"
     description = "TempCompass: temporal perception; multi-choice, yes/no, caption matching, captioning"
     headline = "accuracy over all formats (also by format and dimension)"
+    patterns = ("*.json", "*.jsonl", "*.parquet")
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["*.json", "*.jsonl", "*.parquet"]):
-            fmt = format_of(file)
-            if fmt is None:
-                result.problems.append(f"file {file}: format not in its name ({', '.join(FORMATS)}); skipped")
-                continue
-            for i, (video_id, dim, entry) in enumerate(iter_entries(file)):
-                item_id = f"{fmt}/{video_id}/{dim}/{i}"
-                try:
-                    problem, options, truth = to_choice(fmt, entry)
-                    result.items.append(make_item(
-                        item_id=item_id, problem=problem, problem_type="multiple choice", options=options,
-                        answer=truth, file=file, index=i, source=self.name, path=f"{video_id}.mp4",
-                        meta={"format": fmt if fmt != "captioning" else "captioning (as multi-choice)",
-                              "dimension": dim}))
-                except (KeyError, ValueError) as exc:
-                    result.problems.append(bad_entry(file, i, item_id, str(exc)))
-        return result
+    def rows(self, file: Path) -> Iterator[Row]:
+        if format_of(file) is None:
+            raise BadFile(f"file {file}: format not in its name ({', '.join(FORMATS)}); skipped")
+        return iter_entries(file)
+
+    def row_id(self, row: Row, file: Path, index: int) -> str:
+        return f"{format_of(file)}/{row['video_id']}/{row['dim']}/{index}"
+
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        fmt = format_of(source.file)
+        problem, options, truth = to_choice(fmt, row)
+        return self.item(
+            source, problem=problem, problem_type="multiple choice", options=options, answer=truth,
+            path=f"{row['video_id']}.mp4",
+            meta={"format": fmt if fmt != "captioning" else "captioning (as multi-choice)", "dimension": row["dim"]})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         span = answer_span(output)

@@ -13,11 +13,11 @@ Aggregation: overall accuracy, and accuracy by duration (the official table), do
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import LETTERS, Benchmark, LoadResult, bad_entry, data_files, lettered, make_item, read_rows, require
-from videor1.evaluate.scoring import accuracy_summary, answer_span, standalone_letter
+from videor1.evaluate.benchmarks.base import Benchmark, Item, Row, RowSource, lettered, require
+from videor1.evaluate.scoring import LETTERS, accuracy_summary, answer_span, in_order, standalone_letter
 
 DURATIONS = ("short", "medium", "long")
 
@@ -26,27 +26,15 @@ class VideoMME(Benchmark):
     name = "videomme"
     description = "Video-MME (no subtitles): multiple choice, short / medium / long videos"
     headline = "accuracy (also by duration)"
+    id_field = "question_id"
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["*.parquet", "*.jsonl", "*.json"]):
-            for i, row in enumerate(read_rows(file)):
-                item_id = row.get("question_id", f"{file.stem}-{i}")
-                missing = require(row, ["videoID", "duration", "question", "options", "answer"])
-                if missing:
-                    result.problems.append(bad_entry(file, i, item_id, f"missing field(s) {missing}"))
-                    continue
-                try:
-                    result.items.append(make_item(
-                        item_id=item_id, problem=str(row["question"]), problem_type="multiple choice",
-                        options=lettered(list(row["options"])), answer=row["answer"], file=file, index=i,
-                        source=self.name, path=f"{row['videoID']}.mp4",
-                        meta={"duration": row["duration"], "domain": row.get("domain"),
-                              "task_type": row.get("task_type"), "sub_category": row.get("sub_category"),
-                              "video_id": row.get("video_id")}))
-                except ValueError as exc:
-                    result.problems.append(str(exc))
-        return result
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        require(row, ["videoID", "duration", "question", "options", "answer"])
+        return self.item(
+            source, problem=str(row["question"]), problem_type="multiple choice",
+            options=lettered(list(row["options"])), answer=row["answer"], path=f"{row['videoID']}.mp4",
+            meta={"duration": row["duration"], "domain": row.get("domain"), "task_type": row.get("task_type"),
+                  "sub_category": row.get("sub_category"), "video_id": row.get("video_id")})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         letters = LETTERS[: max(len(row.get("options") or []), 4)]
@@ -54,7 +42,5 @@ class VideoMME(Benchmark):
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out = accuracy_summary(rows, {"duration": "duration", "domain": "domain", "task type": "task_type"})
-        dur = out["breakdowns"]["duration"]
-        out["breakdowns"]["duration"] = {d: dur[d] for d in DURATIONS if d in dur} | {
-            d: v for d, v in dur.items() if d not in DURATIONS}
+        out["breakdowns"]["duration"] = in_order(out["breakdowns"]["duration"], DURATIONS)
         return out

@@ -17,11 +17,12 @@ Open questions are `numerical` records for the reference protocol when the answe
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import Benchmark, LoadResult, bad_entry, data_files, lettered, make_item, read_rows, require
-from videor1.evaluate.scoring import NUMBER_RE, accuracy_summary, answer_span, choose_option, parse_float
+from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, lettered, require
+from videor1.evaluate.scoring import NUMBER_RE, accuracy_summary, answer_span, choose_option, in_order, parse_float
 
 TRACKS = ("Perception", "Comprehension", "Adaptation")
 DISCIPLINES = {
@@ -37,12 +38,13 @@ DISCIPLINES = {
 _DISCIPLINE_OF = {s: d for d, subjects in DISCIPLINES.items() for s in subjects}
 
 
-def subject_of(item_id: str) -> str:
+def subject_of(item_id: str | int) -> str:
     """"validation_Clinical_Medicine_12" -> "Clinical_Medicine"."""
     return "_".join(str(item_id).split("_")[1:-1])
 
 
-def track_of(file: Path, row: Mapping[str, Any]) -> str | None:
+def track_of(file: Path, row: Row) -> str | None:
+    """The row's `track` field, else the track its file path names."""
     if row.get("track"):
         return str(row["track"])
     for part in reversed(file.parts):
@@ -67,39 +69,27 @@ class VideoMMMU(Benchmark):
     description = "Video-MMMU: knowledge acquisition from lecture videos (Perception / Comprehension / Adaptation)"
     headline = "accuracy (also by track)"
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["*.parquet", "*.jsonl", "*.json"]):
-            for i, row in enumerate(read_rows(file)):
-                item_id = row.get("id", f"{file.stem}-{i}")
-                missing = require(row, ["id", "question", "answer"])
-                track = track_of(file, row)
-                if missing or track is None:
-                    why = f"missing field(s) {missing}" if missing else "track not named by the file path or a `track` field"
-                    result.problems.append(bad_entry(file, i, item_id, why))
-                    continue
-                subject = subject_of(item_id)
-                discipline = _DISCIPLINE_OF.get(subject)
-                if discipline is None:
-                    result.problems.append(bad_entry(file, i, item_id, f"unknown subject {subject!r} in id"))
-                    continue
-                is_mc = row.get("question_type") == "multiple-choice"
-                options = [str(o) for o in (row.get("options") or [])]
-                while options and not options[-1].strip():
-                    options.pop()
-                number = None if is_mc else parse_float(row["answer"])
-                ptype = "multiple choice" if is_mc else ("numerical" if number is not None else "free-form")
-                answer = str(row["answer"]).replace(",", "") if number is not None else row["answer"]
-                try:
-                    result.items.append(make_item(
-                        item_id=item_id, problem=str(row["question"]), problem_type=ptype,
-                        options=lettered(options) if is_mc else [], answer=answer, file=file, index=i,
-                        source=self.name, path=f"{discipline}/{item_id}.mp4",
-                        meta={"track": track, "discipline": discipline, "subject": subject,
-                              "question_type": row.get("question_type")}))
-                except ValueError as exc:
-                    result.problems.append(str(exc))
-        return result
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        require(row, ["id", "question", "answer"])
+        track = track_of(source.file, row)
+        if track is None:
+            raise BadRow("track not named by the file path or a `track` field", "track")
+        subject = subject_of(row["id"])
+        discipline = _DISCIPLINE_OF.get(subject)
+        if discipline is None:
+            raise BadRow(f"unknown subject {subject!r} in id", "id")
+        is_mc = row.get("question_type") == "multiple-choice"
+        options = [str(o) for o in (row.get("options") or [])]
+        while options and not options[-1].strip():
+            options.pop()
+        number = None if is_mc else parse_float(row["answer"])
+        return self.item(
+            source, problem=str(row["question"]),
+            problem_type="multiple choice" if is_mc else ("numerical" if number is not None else "free-form"),
+            options=lettered(options) if is_mc else [], path=f"{discipline}/{row['id']}.mp4",
+            answer=str(row["answer"]).replace(",", "") if number is not None else row["answer"],
+            meta={"track": track, "discipline": discipline, "subject": subject,
+                  "question_type": row.get("question_type")})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         span = answer_span(output)
@@ -109,7 +99,5 @@ class VideoMMMU(Benchmark):
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out = accuracy_summary(rows, {"track": "track", "discipline": "discipline"})
-        tracks = out["breakdowns"]["track"]
-        out["breakdowns"]["track"] = {t: tracks[t] for t in TRACKS if t in tracks} | {
-            t: v for t, v in tracks.items() if t not in TRACKS}
+        out["breakdowns"]["track"] = in_order(out["breakdowns"]["track"], TRACKS)
         return out

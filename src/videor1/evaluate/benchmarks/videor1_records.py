@@ -9,24 +9,26 @@ Duplicate `problem_id`s get a `#k` suffix so every item has its own line in pred
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from videor1.data.records import read_records
+from videor1.data.records import Record, read_records
 from videor1.evaluate.benchmarks.base import Benchmark, Item, LoadResult
 from videor1.evaluate.scoring import accuracy_summary, group_scores, reference_score
 from videor1.rewards import extract_answer
 
 
-def temporal_label(value: Any) -> str | None:
+def temporal_label(value: bool | None) -> str | None:
     if value is None:
         return None
     return "order-dependent" if value else "order-independent"
 
 
-def items_from_records(records: Sequence[Any]) -> list[Item]:
+def items_from_records(records: Sequence[Record]) -> list[Item]:
     """Items for records already in memory (the in-process evaluation the demo uses)."""
-    items, seen = [], {}
+    items: list[Item] = []
+    seen: dict[str, int] = {}
     for rec in records:
         base = str(rec.problem_id)
         seen[base] = seen.get(base, 0) + 1
@@ -42,6 +44,7 @@ class VideoR1(Benchmark):
     headline = "reference-protocol accuracy (mean score over items)"
 
     def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
+        """Record files are validated by `read_records` as a whole, not row by row like the others."""
         records, errors = read_records(data)
         return LoadResult(items=items_from_records(records), problems=[str(e) for e in errors])
 

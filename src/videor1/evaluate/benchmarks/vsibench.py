@@ -17,10 +17,10 @@ multiple-choice ones of type `multiple choice`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from videor1.evaluate.benchmarks.base import Benchmark, LoadResult, bad_entry, data_files, make_item, read_rows, require
+from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, require
 from videor1.evaluate.scoring import answer_span, group_scores, leading_token, mean, meta_key, mra, parse_float
 
 MC_TASKS = ("object_rel_direction", "object_rel_distance", "route_planning", "obj_appearance_order")
@@ -43,32 +43,17 @@ class VSIBench(Benchmark):
     description = "VSI-Bench: visual-spatial intelligence, 8 tasks (MC accuracy + numerical MRA)"
     headline = "unweighted mean of 8 task scores (relative direction = mean of 3 levels)"
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        result = LoadResult(items=[])
-        for file in data_files(data, ["*.parquet", "*.jsonl", "*.json"]):
-            for i, row in enumerate(read_rows(file)):
-                item_id = row.get("id", f"{file.stem}-{i}")
-                missing = require(row, ["dataset", "scene_name", "question_type", "question", "ground_truth"])
-                if missing:
-                    result.problems.append(bad_entry(file, i, item_id, f"missing field(s) {missing}"))
-                    continue
-                task, level = split_question_type(str(row["question_type"]))
-                if task not in TASKS:
-                    result.problems.append(bad_entry(file, i, item_id, f"unknown question_type {row['question_type']!r}"))
-                    continue
-                is_mc = task in MC_TASKS
-                options = list(row.get("options") or []) if is_mc else []
-                try:
-                    result.items.append(make_item(
-                        item_id=item_id, problem=str(row["question"]),
-                        problem_type="multiple choice" if is_mc else "regression",
-                        options=options, answer=row["ground_truth"], file=file, index=i, source=self.name,
-                        path=f"{row['dataset']}/{row['scene_name']}.mp4",
-                        meta={"task": task, "level": level, "question_type": row["question_type"],
-                              "dataset": row["dataset"]}))
-                except ValueError as exc:
-                    result.problems.append(str(exc))
-        return result
+    def row_to_item(self, row: Row, source: RowSource) -> Item:
+        require(row, ["dataset", "scene_name", "question_type", "question", "ground_truth"])
+        task, level = split_question_type(str(row["question_type"]))
+        if task not in TASKS:
+            raise BadRow(f"unknown question_type {row['question_type']!r}", "question_type")
+        is_mc = task in MC_TASKS
+        return self.item(
+            source, problem=str(row["question"]), problem_type="multiple choice" if is_mc else "regression",
+            options=list(row.get("options") or []) if is_mc else [], answer=row["ground_truth"],
+            path=f"{row['dataset']}/{row['scene_name']}.mp4",
+            meta={"task": task, "level": level, "question_type": row["question_type"], "dataset": row["dataset"]})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         token = leading_token(answer_span(output))

@@ -1,0 +1,44 @@
+"""LoRA for SFT (`peft`, imported only when LoRA is on).
+
+LoRA adapts `lora_target_modules` of the language model; the vision tower is excluded by default (its MLP
+also has gate/up/down_proj, and vLLM serves no LoRA on it). With bf16 on, the frozen base is loaded in
+bf16 and peft keeps the adapters in float32. At the end the adapters are merged into the base weights and a
+plain HF directory is written (`videor1.train.checkpoint.save_final`). The merge needs whole weights on the
+main process: ZeRO-3 / FSDP with LoRA is refused up front.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from accelerate import Accelerator
+
+from videor1.config import ConfigError
+from videor1.train.common import params_sharded
+
+if TYPE_CHECKING:
+    from videor1.sft.config import SFTConfig
+
+VISION_EXCLUDE_REGEX = r"(.*\.)?visual\..*"  # peft `exclude_modules`: every module inside the vision tower
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def check_lora_placement(cfg: SFTConfig, accelerator: Accelerator) -> None:
+    """Refuse LoRA with sharded parameters (ZeRO-3 / FSDP): the merge needs whole weights."""
+    if cfg.lora and params_sharded(accelerator):
+        raise ConfigError("lora: true is supported with DDP or DeepSpeed ZeRO-2, not ZeRO-3 / FSDP "
+                          "(the adapter merge needs whole weights); use configs/accelerate/zero2.yaml")
+
+
+def wrap_lora(cfg: SFTConfig, model: torch.nn.Module, ckpt: Path | None) -> torch.nn.Module:
+    """`model` with fresh LoRA adapters, or with the adapters saved in checkpoint `ckpt` (trainable)."""
+    from peft import LoraConfig, PeftModel, get_peft_model  # optional at import time
+
+    if ckpt is not None:
+        return PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
+    lora_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.lora_target_modules), bias="none",
+                          exclude_modules=None if cfg.lora_include_vision else VISION_EXCLUDE_REGEX)
+    return get_peft_model(model, lora_cfg)
