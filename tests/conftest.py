@@ -71,3 +71,16 @@ def model(tiny_model_dir):
     from videor1.model.load import load_model
 
     return load_model(tiny_model_dir, device="cpu").eval()
+
+
+@pytest.fixture(scope="session")
+def family_model_dirs(tmp_path_factory, tiny_model_dir) -> dict:
+    """A tiny model of every family (`videor1.model.families`), by name; Qwen2.5-VL's is `tiny_model_dir`."""
+    from videor1.model.families import FAMILIES, DEFAULT_FAMILY
+    from videor1.model.tiny import build_tiny
+
+    dirs = {DEFAULT_FAMILY: tiny_model_dir}
+    for name in FAMILIES:
+        if name not in dirs:
+            dirs[name] = build_tiny(tmp_path_factory.mktemp(f"tiny_{name}") / "model", family=name, seed=0)
+    return dirs

@@ -16,6 +16,8 @@ from videor1.rl.algorithms import (
     length_bonus,
     policy_loss,
     selective_log_softmax,
+    temporal_advantage_shift,
+    temporal_advantages,
     temporal_bonus,
 )
 
@@ -70,6 +72,81 @@ def test_temporal_bonus_comparison_at_the_boundary():
     assert temporal_bonus(acc, gid, sacc, sgid, mu=1.0, comparison="ge").bonus.sum() == 0
     with pytest.raises(KeyError, match="known: gt, ge"):
         temporal_bonus(acc, gid, sacc, sgid, comparison="geq")
+
+
+# A group of 8 video completions, 3 correct, equal format reward 1, and an image group of 2 (no bonus).
+ACC8 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+GID8 = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+FORMAT8 = torch.ones(10)
+BONUS8 = torch.tensor([0.3, 0, 0.3, 0, 0, 0.3, 0, 0, 0, 0])  # temporal_bonus applied to group 0 (alpha 0.3)
+VIDEO8 = torch.tensor([0])
+
+
+def test_reward_mode_bonus_is_erased_for_a_01_group_with_equal_format():
+    # r = c + 1 -> with the bonus 1.3 c + 1: an affine map; A' - A = (c - 3/8) * 0.3 eps / ((s + eps)(1.3 s + eps))
+    # with s = sqrt(3/8 * 5/8 * 8/7) = 0.517549 -> at most 0.625 * 0.3e-4 / (0.517649 * 0.672914) = 5.4e-5
+    with_b, without = temporal_advantages(ACC8 + FORMAT8, BONUS8, GID8, mode="reward")
+    assert torch.equal(without, group_advantages(ACC8 + FORMAT8, GID8))
+    s = math.sqrt(3 / 8 * 5 / 8 * 8 / 7)
+    largest = 0.625 * 0.3 * 1e-4 / ((s + 1e-4) * (1.3 * s + 1e-4))
+    assert largest == pytest.approx(5.4e-5, rel=0.01)
+    assert (with_b - without).abs().max().item() == pytest.approx(largest, rel=1e-2)
+    shift = temporal_advantage_shift(with_b, without, GID8, VIDEO8)
+    assert 0 < shift.item() < 1e-4
+
+
+def test_reward_mode_bonus_survives_with_graded_rewards():
+    # graded accuracies (e.g. OCR): 0.9 and 0.5 both correct (> 0.1), 0.05 and 0 not; the bonus on 0.9 and
+    # 0.5 is no affine map of [0.9, 0.5, 0.05, 0] -> the advantages change by far more than eps
+    acc = torch.tensor([0.9, 0.5, 0.05, 0.0])
+    gid = torch.zeros(4, dtype=torch.long)
+    bonus = torch.tensor([0.3, 0.3, 0.0, 0.0])
+    with_b, without = temporal_advantages(acc, bonus, gid, mode="reward")
+    # without: mean 0.3625, deviations [0.5375, 0.1375, -0.3125, -0.3625], std sqrt(0.536875 / 3) = 0.423035
+    # with: [1.2, 0.8, 0.05, 0] mean 0.5125, deviations [0.6875, 0.2875, -0.4625, -0.5125], std
+    # sqrt(1.031875 / 3) = 0.586479
+    s0, s1 = math.sqrt(0.536875 / 3) + 1e-4, math.sqrt(1.031875 / 3) + 1e-4
+    assert without.tolist() == pytest.approx([0.5375 / s0, 0.1375 / s0, -0.3125 / s0, -0.3625 / s0], rel=1e-5)
+    assert with_b.tolist() == pytest.approx([0.6875 / s1, 0.2875 / s1, -0.4625 / s1, -0.5125 / s1], rel=1e-5)
+    expected = sum(abs(a / s1 - b / s0) for a, b in ((0.6875, 0.5375), (0.2875, 0.1375), (-0.4625, -0.3125),
+                                                       (-0.5125, -0.3625))) / 4
+    shift = temporal_advantage_shift(with_b, without, gid, torch.tensor([0]))
+    assert shift.item() == pytest.approx(expected, rel=1e-4) and shift.item() > 0.05
+
+
+def test_advantage_mode_moves_correct_up_and_incorrect_down_by_stated_amounts():
+    # A' = A + alpha (c - k/G): correct +0.3 * 5/8 = +0.1875, incorrect -0.3 * 3/8 = -0.1125; the image
+    # group (no bonus) is unchanged; each group's advantages still sum to 0
+    with_b, without = temporal_advantages(ACC8 + FORMAT8, BONUS8, GID8, mode="advantage")
+    delta = (with_b - without).tolist()
+    assert delta == pytest.approx([0.1875, -0.1125, 0.1875, -0.1125, -0.1125, 0.1875, -0.1125, -0.1125, 0, 0],
+                                  abs=1e-6)
+    assert with_b[:8].sum().item() == pytest.approx(0.0, abs=1e-5)
+    # mean |delta| over the 8 video completions: (3 * 0.1875 + 5 * 0.1125) / 8 = 2 * 0.3 * 3/8 * 5/8
+    shift = temporal_advantage_shift(with_b, without, GID8, VIDEO8)
+    assert shift.item() == pytest.approx(0.140625, rel=1e-6)
+
+
+def test_advantage_mode_cannot_blow_up_when_all_are_correct():
+    # every completion correct: std 0, GRPO advantage 0; the centred bonus is 0 too (no 1 / (0 + eps) factor)
+    acc, gid = torch.ones(4), torch.zeros(4, dtype=torch.long)
+    with_b, without = temporal_advantages(acc, torch.full((4,), 0.3), gid, mode="advantage")
+    assert with_b.tolist() == [0.0] * 4 and without.tolist() == [0.0] * 4
+
+
+def test_modes_coincide_under_dr_grpo_scaling():
+    # scale_rewards "none": A = r - mean, so the reward form centres the bonus exactly as the advantage form
+    r = ACC8 + FORMAT8
+    a_reward, _ = temporal_advantages(r, BONUS8, GID8, mode="reward", scale_rewards="none")
+    a_adv, _ = temporal_advantages(r, BONUS8, GID8, mode="advantage", scale_rewards="none")
+    assert torch.allclose(a_reward, a_adv, atol=1e-6)
+    assert a_reward[0].item() == pytest.approx(0.625 + 0.1875, rel=1e-6)
+
+
+def test_temporal_advantages_validates_mode_and_shift_without_video():
+    with pytest.raises(KeyError, match="known: reward, advantage"):
+        temporal_advantages(ACC8, BONUS8, GID8, mode="both")
+    assert temporal_advantage_shift(ACC8, ACC8 + 1, GID8, torch.tensor([], dtype=torch.long)).item() == 0.0
 
 
 def test_length_bonus_group_rules():

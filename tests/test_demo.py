@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from typer.testing import CliRunner
 
-from videor1.tools.demo import MODEL_NAMES, QUICK, DemoSettings
-from videor1.tools.demo_report import chance_by_task, model_row, results_table
+from videor1.tools.demo import HELD_OUT, MODEL_NAMES, QUICK, RL_RUNS, DemoSettings
+from videor1.tools.demo_report import chance_by_task, findings, model_row, plot_training, results_table
 
 
 def _summary(ordered: float, shuffled: float, dep: tuple[float, float], indep: tuple[float, float],
@@ -44,6 +45,38 @@ def test_chance_by_task(synth_dir):
     assert chance["ocr"] is None and chance["distance"] is None
 
 
+def test_findings_compare_each_rl_run_with_grpo_and_sft():
+    summaries = {"SFT": _summary(0.5, 0.3, (0.5, 0.25), (0.5, 0.5), 1.0, 20.0),
+                 "GRPO": _summary(0.6, 0.3, (0.625, 0.25), (0.5, 0.5), 1.0, 20.0),
+                 "T-GRPO-adv": _summary(0.7, 0.3, (0.75, 0.25), (0.5, 0.5), 1.0, 20.0)}
+    lines = findings(summaries, 0.25, 0.125)
+    assert "T-GRPO-adv minus GRPO on order-dependent questions: +0.125" in " ".join(lines)
+    assert "GRPO minus SFT on order-dependent questions: +0.125." in lines
+    assert "T-GRPO-adv minus SFT on order-dependent questions: +0.250." in lines
+
+
+def test_training_plot_has_the_advantage_shift_panel(tmp_path):
+    for name in ("sft", *(folder for _, _, folder in RL_RUNS.values())):
+        (tmp_path / name).mkdir()
+        rows = [{"step": i, "loss": 1.0 / i, "reward": 0.1 * i, "accuracy": 0.1 * i,
+                 **({"ordered_accuracy": 0.5, "shuffled_accuracy": 0.25,
+                     "temporal_advantage_shift": 1e-5 if name == "rl_tgrpo" else 0.1} if "tgrpo" in name else {})}
+                for i in range(1, 6)]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    png = plot_training(tmp_path / "sft", {n: tmp_path / f for n, (_, _, f) in RL_RUNS.items()},
+                        tmp_path / "curves.png", {"loss": ["loss"], "reward": ["reward"], "accuracy": ["accuracy"],
+                                                  "ordered": ["ordered_accuracy"], "shuffled": ["shuffled_accuracy"],
+                                                  "shift": ["temporal_advantage_shift"]})
+    assert png.stat().st_size > 1000
+
+
+def test_demo_runs_both_bonus_modes_and_holds_tasks_out_of_the_cot_set():
+    assert [mode for algo, mode, _ in RL_RUNS.values() if algo == "tgrpo"] == ["reward", "advantage"]
+    assert set(MODEL_NAMES) == {"base", "SFT", *RL_RUNS}
+    s = DemoSettings()
+    assert all(task in s.tasks and task not in s.cot_tasks for task in HELD_OUT)
+
+
 def test_quick_settings_are_smaller():
     default = DemoSettings()
     assert QUICK.sft_steps < default.sft_steps and QUICK.rl_steps < default.rl_steps
@@ -68,5 +101,5 @@ def test_demo_quick_end_to_end(tmp_path):
         assert 0.0 <= float(cells[0]) <= 1.0
     assert (out / "training_curves.png").stat().st_size > 1000
     assert (out / "accuracy_bars.png").stat().st_size > 1000
-    for name in ("sft", "rl_grpo", "rl_tgrpo"):
+    for name in ("sft", "rl_grpo", "rl_tgrpo", "rl_tgrpo_adv"):
         assert (out / name / "metrics.jsonl").is_file()

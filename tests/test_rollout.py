@@ -186,7 +186,8 @@ def test_vllm_engine_sends_what_we_intend(processor, samples):
     assert "image" in requests[2]["multi_modal_data"] and "<|image_pad|>" in requests[2]["prompt"]
     for i, sp in enumerate(sps):
         kw = sp.kwargs
-        assert (kw["n"], kw["max_tokens"], kw["temperature"], kw["top_p"], kw["seed"]) == (2, 7, 0.9, 0.95, 5 + i)
+        # one seed per completion: request i seeds its n children seed + i * n + j (vLLM's parallel sampling)
+        assert (kw["n"], kw["max_tokens"], kw["temperature"], kw["top_p"], kw["seed"]) == (2, 7, 0.9, 0.95, 5 + 2 * i)
         assert im_end in kw["stop_token_ids"]
         assert sorted(kw["logit_bias"]) == sorted(vision_token_ids(processor))
         assert all(v <= -100 for v in kw["logit_bias"].values())
@@ -201,14 +202,15 @@ def test_vllm_engine_greedy_and_weight_sync(processor, samples, model):
     engine.generate(samples[:1], SamplingParams(n=1, do_sample=False, temperature=0.7))
     kw = llm.calls[0][1][0].kwargs
     assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0 and "seed" not in kw
-    engine.sync_weights(model)
-    names = [name for name, _ in llm.loaded[0]]
-    assert names == list(model.state_dict().keys()) and llm.resets == 1
-    assert all(not t.requires_grad for _, t in llm.loaded[0])
+    engine.sync_weights(model)  # always collective_rpc to videor1's worker extension (never driver_worker)
+    assert llm.loaded == [] and len(llm.rpc) == 1 and llm.rpc[0][0] == "videor1_load_weights"
+    pairs = llm.rpc[0][1][0]
+    assert [name for name, _ in pairs] == list(model.state_dict().keys()) and llm.resets == 1
+    assert all(not t.requires_grad and t.device.type == "cpu" for _, t in pairs)  # msgpack takes CPU tensors only
     rpc_engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams,
                             rpc_method="update_weights")
     rpc_engine.sync_weights(model)
-    assert llm.rpc[0][0] == "update_weights" and len(llm.rpc[0][1][0]) == len(names) and llm.resets == 2
+    assert llm.rpc[1][0] == "update_weights" and len(llm.rpc[1][1][0]) == len(pairs) and llm.resets == 2
 
 
 def test_vllm_engine_without_llm_or_path_is_refused(processor):

@@ -106,6 +106,30 @@ def test_order_dependent_clips_differ_between_halves(synth_dir):
         assert np.abs(frames[0] - frames[1]).max() < 40         # within a half nothing changes
 
 
+def test_held_out_temporal_tasks_show_what_they_ask(tmp_path):
+    """last_shape answers the shape shown late; direction_short moves the stated way by 16-24 pixels."""
+    from videor1.data.media import VideoSpec, load_video
+
+    paths = make_dataset(tmp_path / "h", n_train=24, n_test=0, n_cot=0, seed=2, shuffle_options=False,
+                         tasks={"last_shape": 1.0, "direction_short": 1.0})
+    records = load_records(paths["rl"], paths["media_root"])
+    assert {_task(r) for r in records} == {"last_shape", "direction_short"} and all(r.temporal for r in records)
+    expected = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+    for r in records:
+        clip = load_video(paths["media_root"] / r.path, VideoSpec(fps=2.0, min_frames=4, max_frames=16))
+        said = dict(o.split(". ", 1) for o in r.options)[r.answer]
+        if _task(r) == "last_shape":
+            assert "last" in r.problem
+            x, y = _centre(clip.frames[-1]).round().astype(int)
+            assert np.abs(clip.frames[-1, y, x].astype(int) - R.PALETTE[said]).max() < 24
+            x, y = _centre(clip.frames[0]).round().astype(int)
+            assert np.abs(clip.frames[0, y, x].astype(int) - R.PALETTE[said]).max() > 60   # not the first
+        else:
+            move = _centre(clip.frames[-1]) - _centre(clip.frames[0])
+            assert np.sign(np.round(move / 8)).tolist() == list(expected[said]), (r.problem_id, said, move)
+            assert 12 <= np.abs(move).max() <= 26 and r.extra["synth_facts"]["distance"] in range(16, 25)
+
+
 def test_make_dataset_is_deterministic(tmp_path):
     a = make_dataset(tmp_path / "a", n_train=12, n_test=6, seed=3)
     b = make_dataset(tmp_path / "b", n_train=12, n_test=6, seed=3)

@@ -27,6 +27,7 @@ def _fake_checkpoint(out: Path, step: int) -> Path:
     ckpt = out / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
     torch.save({"step": step}, ckpt / STATE_FILE)
+    (ckpt / "config.json").write_text("{}", encoding="utf-8")
     return ckpt
 
 

@@ -68,7 +68,7 @@ class OverridesGroup(TyperGroup):
     subcommands is left, with everything after it, in `ctx.args` for the callback."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = super().parse_args(ctx, args)
+        super().parse_args(ctx, args)
         attr = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
         protected = getattr(ctx, attr)
         if protected and protected[0] not in self.commands:
@@ -126,19 +126,43 @@ def data_check(
     file: Path = typer.Argument(..., help="Dataset file (JSON list or JSONL of Video-R1 records)."),
     media_root: Path = typer.Option(..., help="Directory the records' `path` fields are relative to."),
     decode: bool = typer.Option(True, help="Also decode every media file."),
+    config: Optional[Path] = typer.Option(None, help="YAML whose `limits` section gives the input limits (e.g. "
+                                          "the training config); default: videor1.limits' defaults."),
 ) -> None:
     """Validate every record and decode its media; one line per bad record, then a summary.
 
-    Exit 0 if all records are good, 1 if any is bad, 2 on unusable arguments.
+    Exit 0 if all records are good, 1 if any is bad or there are no records, 2 on unusable arguments.
     """
     from videor1.data.check import check_dataset
+    from videor1.evaluate.config import MediaSpecs
+    from videor1.limits import use_limits
 
     if not file.is_file():
         fail(f"no such dataset file: {file}")
     if not media_root.is_dir():
         fail(f"no such media root directory: {media_root}")
+    use_limits(_media_specs(config, MediaSpecs()).limits)
     n_bad = check_dataset(file, media_root, decode=decode, echo=typer.echo)
     raise typer.Exit(1 if n_bad else 0)
+
+
+@data_app.command("download")
+def data_download(
+    name: str = typer.Argument(..., help="video-r1-260k, video-r1-cot-165k, vsibench, mvbench, videomme, mmvu, "
+                                         "videommmu or tempcompass."),
+    out: Path = typer.Option(..., help="Folder to download into (an interrupted download resumes there)."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (commit) to pin; default: the dataset's branch."),
+    unpack: bool = typer.Option(True, help="Unpack the zip archives (and joined zip parts) in place."),
+) -> None:
+    """Download a Video-R1 training set or one of the six benchmarks from the Hugging Face hub."""
+    from videor1.data.download import DATASETS, download
+
+    if name not in DATASETS:
+        fail(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
+    download(name, out, revision=revision, unpack=unpack, echo=typer.echo)
+    typer.echo(f"{name}: {out}")
 
 
 @data_app.command("stats")
@@ -158,8 +182,9 @@ def data_stats(
 
 
 def _media_specs(config: Optional[Path], base: Any, **flags: Any) -> Any:
-    """The video / image specs of `infer` and `annotate`: `base`, then the `video` / `image` sections of
-    `config` (any eval / SFT / RL config file), then the flags that were given (dotted keys)."""
+    """The video / image specs and input limits of `infer`, `annotate` and `data check`: `base`, then the
+    `video` / `image` / `limits` sections of `config` (any eval / SFT / RL config file), then the flags that
+    were given (dotted keys)."""
     from videor1.evaluate.config import load_media_specs
 
     return load_media_specs(config, flags, base=base)
@@ -171,8 +196,9 @@ def annotate(
     data: Path = typer.Option(..., help="Records to annotate (e.g. the RL set)."),
     media_root: Path = typer.Option(..., help="Media root of the records."),
     out: Path = typer.Option(..., help="Output JSONL of accepted CoT records (appended; resumable)."),
-    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` sections give the media specs "
-                                          "(e.g. the training config); flags override it."),
+    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` / `limits` sections give the "
+                                          "media specs and input limits (e.g. the training config); flags "
+                                          "override it."),
     samples: int = typer.Option(4, help="Completions sampled per record."),
     threshold: float = typer.Option(0.6, help="Keep the best sample whose accuracy reward is at least this."),
     frames: Optional[int] = typer.Option(None, help="Max frames per video (video.max_frames; default 16)."),
@@ -181,12 +207,14 @@ def annotate(
     max_new_tokens: int = typer.Option(768, help="Max new tokens per sample."),
     seed: int = typer.Option(0, help="Sampling seed."),
     require_format: bool = typer.Option(True, help="A kept sample must also have the <think>/<answer> format."),
+    num_workers: int = typer.Option(0, min=0, help="Processes decoding the next batches while the model samples."),
 ) -> None:
     """Make CoT data by rejection sampling: sample K completions, keep the best that passes the rewards.
 
     Rejected records (and records with bad media) go to <out stem>.rejects.jsonl; a rerun resumes.
     """
     from videor1.evaluate.config import MediaSpecs
+    from videor1.limits import use_limits
     from videor1.tools.annotate import annotate as run_annotate
 
     for what, path in (("model directory", model), ("media root", media_root)):
@@ -195,10 +223,11 @@ def annotate(
     if not data.is_file():
         fail(f"no such dataset file: {data}")
     specs = _media_specs(config, MediaSpecs(), **{"video.max_frames": frames})
+    use_limits(specs.limits)
     run_annotate(
         model=model, data=data, media_root=media_root, out=out, samples=samples, threshold=threshold,
         video=specs.video, image=specs.image, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
-        seed=seed, echo=typer.echo, require_format=require_format,
+        seed=seed, echo=typer.echo, require_format=require_format, num_workers=num_workers,
     )
 
 
@@ -210,15 +239,19 @@ def model_tiny(
     hidden_size: int = typer.Option(128, help="Language model hidden size."),
     num_layers: int = typer.Option(2, help="Language model layers."),
     initializer_range: float = typer.Option(0.1, help="Init std (0.1 lets a tiny model learn motion)."),
+    family: str = typer.Option("qwen2_5_vl", help="Model family: qwen2_5_vl, qwen3_vl or qwen2_vl."),
 ) -> None:
-    """Make a tiny, randomly initialised Qwen2.5-VL (model, tokenizer, processor) offline."""
+    """Make a tiny, randomly initialised Qwen2.5-VL (or --family qwen3_vl / qwen2_vl) offline."""
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a directory")
+    from videor1.model.families import FAMILIES
     from videor1.model.tiny import build_tiny
 
-    path = build_tiny(out, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
+    if family not in FAMILIES:
+        fail(f"--family {family!r}: unknown; known: {', '.join(FAMILIES.names())}")
+    path = build_tiny(out, family=family, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
                       initializer_range=initializer_range)
-    typer.echo(f"tiny Qwen2.5-VL written to {path}")
+    typer.echo(f"tiny {family} model written to {path}")
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -257,16 +290,45 @@ def serve_rollouts(
     batch_size: int = typer.Option(8, help="hf engine: prompt rows per generate call."),
     gpu_memory_utilization: float = typer.Option(0.9, help="vllm engine: share of GPU memory."),
     tensor_parallel_size: int = typer.Option(1, help="vllm engine: tensor parallel degree."),
+    token_file: Optional[Path] = typer.Option(None, help="Where to write the random per-start access token "
+                                              "(default: <weights-dir>/rollout_server.token; the trainer "
+                                              "reads it there, or remote.token_file)."),
+    max_body_bytes: int = typer.Option(2 << 30, help="Largest request body (Content-Length), bytes."),
+    max_array_bytes: int = typer.Option(1 << 30, help="Largest decoded frames / image array of a sample, bytes."),
+    max_samples: int = typer.Option(1024, help="Most samples in one /generate."),
+    max_n: int = typer.Option(64, help="Most completions per sample (params.n)."),
+    max_new_tokens: int = typer.Option(32768, help="Most tokens per completion (params.max_new_tokens)."),
+    max_total_tokens: int = typer.Option(1 << 22, help="Most samples x n x max_new_tokens in one /generate: the "
+                                         "bound on one request's generation work (and so its time)."),
+    request_timeout: float = typer.Option(600.0, help="Seconds a request may stall while it is read."),
 ) -> None:
-    """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU)."""
+    """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU).
+
+    Every request needs the token printed at start (and written to the token file); off loopback a
+    warning is printed. A request over a --max-* limit is answered 400/413 naming the limit. Generation
+    time is bounded through --max-total-tokens (a running generate cannot be stopped by a clock)."""
     if not model.is_dir():
         fail(f"no such model directory: {model}")
-    from videor1.generation.remote import make_server
+    if not 0 <= port <= 65535:
+        fail(f"--port must be 0-65535, got {port}")
+    from videor1.generation.remote import ServerLimits, make_server
+
+    flags = {"--max-body-bytes": max_body_bytes, "--max-array-bytes": max_array_bytes, "--max-samples": max_samples,
+             "--max-n": max_n, "--max-new-tokens": max_new_tokens, "--max-total-tokens": max_total_tokens,
+             "--request-timeout": request_timeout}
+    for flag, value in flags.items():
+        if not value > 0:
+            fail(f"{flag} must be > 0, got {value}")
+    limits = ServerLimits(max_body_bytes=max_body_bytes, max_array_bytes=max_array_bytes, max_samples=max_samples,
+                          max_n=max_n, max_new_tokens=max_new_tokens, max_total_tokens=max_total_tokens,
+                          request_timeout_s=request_timeout)
 
     llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size}
     server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
-                         batch_size=batch_size, llm_kwargs=llm_kwargs)
+                         batch_size=batch_size, llm_kwargs=llm_kwargs, token_file=token_file, limits=limits)
     print(f"serving rollouts on {server.address}", flush=True)
+    where = f" (also in {server.token_file})" if server.token_file is not None else ""
+    print(f"token: {server.token}{where}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -353,8 +415,9 @@ def infer(
     question: str = typer.Option(..., help="The question."),
     type: str = typer.Option("free-form", "--type", help="Problem type: multiple choice, numerical, OCR, free-form, regression."),
     options: Optional[List[str]] = typer.Option(None, help="Options for multiple choice ('A. ...'), repeatable."),
-    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` sections give the media specs "
-                                          "(e.g. an eval or training config); flags override it."),
+    config: Optional[Path] = typer.Option(None, help="YAML whose `video` / `image` / `limits` sections give the "
+                                          "media specs and input limits (e.g. an eval or training config); "
+                                          "flags override it."),
     frames: Optional[int] = typer.Option(None, help="Max frames (video.max_frames; default 16)."),
     fps: Optional[float] = typer.Option(None, help="Sampling fps (video.fps; default 2.0)."),
     max_pixels: Optional[int] = typer.Option(None, help="Pixel budget per frame and per image (default 256*28*28)."),
@@ -363,11 +426,13 @@ def infer(
 ) -> None:
     """Ask a question about one video: prints the reasoning and the answer."""
     from videor1.evaluate.config import MediaSpecs
+    from videor1.limits import use_limits
     from videor1.tools.infer import DEFAULT_IMAGE, DEFAULT_VIDEO, run_infer
 
     specs = _media_specs(config, MediaSpecs(video=DEFAULT_VIDEO, image=DEFAULT_IMAGE),
                          **{"video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
                             "image.max_pixels": max_pixels})
+    use_limits(specs.limits)
     typer.echo(run_infer(model=model, video=video, question=question, problem_type=type, options=options or [],
                          video_spec=specs.video, image_spec=specs.image, max_new_tokens=max_new_tokens,
                          as_json=json_out))
@@ -378,6 +443,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
     quick: bool = typer.Option(False, help="A shorter run (about 2 minutes)."),
     seed: int = typer.Option(0, help="Seed for data, model and training."),
+    family: str = typer.Option("qwen2_5_vl", help="Tiny model family: qwen2_5_vl, qwen3_vl or qwen2_vl."),
 ) -> None:
     """The whole Video-R1 pipeline on the synthetic default, on a CPU: data, SFT, GRPO vs T-GRPO, eval."""
     import os
@@ -387,7 +453,7 @@ def demo(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from videor1.tools.demo import run_demo
 
-    run_demo(out, quick=quick, seed=seed)
+    run_demo(out, quick=quick, seed=seed, family=family)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,6 +60,15 @@ def _duplicate_ids(records: list[Record]) -> list:
     return [pid for pid, n in counts.items() if n > 1]
 
 
+def missing_by_source(file: Path, errors: list[RecordError]) -> dict[str, int]:
+    """{data_source: records whose media file is missing} (records with no source under "(no source)")."""
+    ids = [e.record_id for e in errors if reason_key(e) == "missing media"]
+    if not ids:
+        return {}
+    source_of = {r.problem_id: r.data_source for r in read_records(file)[0]}
+    return dict(Counter(str(source_of.get(i) or "(no source)") for i in ids))
+
+
 def check_dataset(file: str | os.PathLike, media_root: str | os.PathLike, *, decode: bool = True,
                   echo: Callable[[str], None] = print) -> int:
     """Check ``file`` against ``media_root``; print bad records and a summary; return the number of bad records.
@@ -79,6 +88,9 @@ def check_dataset(file: str | os.PathLike, media_root: str | os.PathLike, *, dec
             echo(f"{record.problem_id}\tmedia: {reason}")
             reasons[reason_key(exc)] += 1
             n_bad_media += 1
+    missing = missing_by_source(file, errors)
+    if missing:
+        echo("missing media by source: " + ", ".join(f"{k}: {v}" for k, v in sorted(missing.items())))
     n_bad = len(errors) + n_bad_media
     total = len(good) + len(errors)
     dupes = _duplicate_ids(good)
@@ -87,6 +99,9 @@ def check_dataset(file: str | os.PathLike, media_root: str | os.PathLike, *, dec
         echo(f"warning: {len(dupes)} problem_id values occur more than once: {shown}")
     by_reason = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
     decoded = "fields, paths and media decoded" if decode else "fields and paths only, media not decoded"
+    if total == 0:  # an empty dataset is not a good one: exit 1, never 0
+        echo(f"{file}: no records")
+        return 1
     echo(f"{file}: {total} records, {total - n_bad} good, {n_bad} bad"
          + (f" ({by_reason})" if by_reason else "") + f" [{decoded}]")
     return n_bad

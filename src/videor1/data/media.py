@@ -1,4 +1,5 @@
-"""Decode videos (PyAV) and images, sample frames by the reference rule, resize to a pixel budget.
+"""Decode videos and images, sample frames by the reference rule, resize to a pixel budget (the PyAV
+engine, seeking and the packet index, is `videor1.data.decode`).
 
 Frame sampling follows Video-R1 / ``qwen_vl_utils``: ``n = duration * fps`` clamped to
 ``[min_frames, max_frames]`` (and to the number of frames available), rounded *down* to an even count
@@ -30,24 +31,26 @@ Where we depart from the reference:
 
 from __future__ import annotations
 
-import bisect
 import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import av
 import numpy as np
-from av.container import InputContainer
-from av.video.stream import VideoStream
 from PIL import Image, UnidentifiedImageError
 
 from videor1.config import ConfigError
+from videor1.data.decode import (DECODE_THREADS_ENV, MediaError, check_file, decode_frames,  # noqa: F401
+                                  decode_threads, frame_timestamps, nearest_keyframes, open_video, packet_index,
+                                  probe_video, resize_frame, stream_fps, use_threads)
+# (MediaError, probe_video and DECODE_THREADS_ENV are part of this module's public interface too.)
 from videor1.data.records import Record, resolve_media_path
+from videor1.limits import InputLimits, current_limits
 
 FACTOR = 28  # Qwen2.5-VL: patch 14 x spatial merge 2
 _EPS = 1e-6  # tolerance when turning seconds into frame indices
+SEEK_MODES = ("exact", "keyframe")
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,21 @@ class VideoSpec:
     max_frames: int = 16  # most frames sampled from a video (even, >= min_frames)
     min_pixels: int = 4 * 28 * 28  # smallest H*W per frame after resizing (>= 1)
     max_pixels: int = 128 * 28 * 28  # largest H*W per frame after resizing (>= 28*28; the reference's training budget)
+    # "exact": the sampled frames themselves (the reference's frames). "keyframe": for each sampled frame, the
+    # keyframe nearest to it in time, decoding keyframes only (opt-in, for very long videos): each frame's
+    # time is off by at most half the longest keyframe interval of the file (x264's default keyint 250 at
+    # 25 fps: <= 5 s; a 2 s GOP: <= 1 s), or by the span after the last keyframe for samples past it; two
+    # samples may map to the same keyframe (the frame repeats).
+    seek: str = "exact"
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """ConfigError naming the first bad field: fps > 0; 2 <= min_frames <= max_frames, both even; pixels."""
+        """ConfigError naming the first bad field: fps > 0; 2 <= min_frames <= max_frames, both even; pixels;
+        seek in SEEK_MODES."""
+        if self.seek not in SEEK_MODES:
+            raise ConfigError(f"must be one of {', '.join(SEEK_MODES)}, got {self.seek!r}", key="seek")
         if not self.fps > 0:
             raise ConfigError(f"must be > 0, got {self.fps}", key="fps")
         if self.min_frames < 2:
@@ -105,15 +117,6 @@ def _check_pixels(min_pixels: int, max_pixels: int) -> None:
         raise ConfigError(f"must be >= {FACTOR * FACTOR} (one 28x28 patch), got {max_pixels}", key="max_pixels")
     if max_pixels < min_pixels:
         raise ConfigError(f"must be >= min_pixels ({min_pixels}), got {max_pixels}", key="max_pixels")
-
-
-class MediaError(RuntimeError):
-    """A media file that cannot be used (missing, truncated, no frames, undecodable)."""
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass
@@ -198,194 +201,23 @@ def window_range(total_frames: int, native_fps: float, start: float | None, end:
     return first, last
 
 
-# ----------------------------------------------------------------------------------------- container
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "no such file")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-
-
-def _open_video(path: Path) -> tuple[InputContainer, VideoStream]:
-    """(container, first video stream); MediaError for anything PyAV cannot open as a video."""
-    _check_file(path)
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise MediaError(path, f"not a readable media file ({exc.__class__.__name__}: {exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise MediaError(path, "no video stream")
-    return container, container.streams.video[0]
-
-
-def _native_fps(stream: VideoStream, path: Path) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate or float(rate) <= 0:
-        raise MediaError(path, "the video stream declares no frame rate")
-    return float(rate)
-
-
-def _duration_s(container: InputContainer, stream: VideoStream) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return 0.0
-
-
-def probe_video(path: str | os.PathLike) -> dict:
-    """Header facts, no decoding: ``duration`` (s), ``fps``, ``frames``, ``width``, ``height``.
-
-    ``frames`` is the header's count; where the container has none (0) it is estimated as
-    ``round(duration * fps)``.
-    """
-    path = Path(path)
-    container, stream = _open_video(path)
-    with container:
-        fps = _native_fps(stream, path)
-        duration = _duration_s(container, stream)
-        frames = stream.frames if stream.frames and stream.frames > 0 else round(duration * fps)
-        return {"duration": duration, "fps": fps, "frames": int(frames),
-                "width": int(stream.codec_context.width), "height": int(stream.codec_context.height)}
-
-
-@dataclass(frozen=True)
-class _PacketIndex:
-    """From demuxing only: the frame count and, when packets carry timestamps, every frame's pts in
-    display order and the indices of the keyframes (``pts`` is None for e.g. raw H.264 streams)."""
-
-    count: int
-    pts: list[int] | None
-    keyframes: list[int]
-
-    def keyframe_at_or_before(self, index: int) -> int:
-        pos = bisect.bisect_right(self.keyframes, index) - 1
-        return self.keyframes[max(pos, 0)]
-
-
-def _packet_index(container: InputContainer, stream: VideoStream, path: Path) -> _PacketIndex:
-    """Demux the whole stream without decoding (cheap: no pixel work)."""
-    count, timed = 0, True
-    pts: list[int] = []
-    key_pts: list[int] = []
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the flush packet at end of stream
-            count += 1
-            timed = timed and packet.pts is not None
-            if timed:
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    key_pts.append(packet.pts)
-    except av.FFmpegError as exc:
-        raise MediaError(path, f"cannot demux the video stream ({exc})") from None
-    if not timed:
-        return _PacketIndex(count=count, pts=None, keyframes=[])
-    pts = sorted(set(pts))
-    rank = {p: i for i, p in enumerate(pts)}
-    keyframes = sorted({rank[p] for p in key_pts}) or [0]
-    return _PacketIndex(count=len(pts), pts=pts, keyframes=keyframes)
-
-
-# ------------------------------------------------------------------------------------------ decoding
-def _resize_frame(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    # to_ndarray + fromarray: PyAV's own to_image() is ~30x slower (it copies row by row).
-    image = Image.fromarray(frame.to_ndarray(format="rgb24"))
-    if image.size != (w, h):
-        image = image.resize((w, h), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
-
-
-def _frames_from(container: InputContainer, stream: VideoStream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
-    """Decoded frames from the current demux position; packets of unwanted frames skip non-reference
-    work (``skip_frame = NONREF``), so those frames may not come out at all."""
-    codec = stream.codec_context
-    for packet in container.demux(stream):
-        codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
-        yield from codec.decode(packet)
-    codec.skip_frame = "DEFAULT"
-
-
-def _decode_seeking(container: InputContainer, stream: VideoStream, index: _PacketIndex, wanted: list[int],
-                    path: Path) -> dict[int, av.VideoFrame]:
-    """Decoded frames for the `wanted` indices (sorted, unique), seeking between GOPs."""
-    wanted_pts = {index.pts[i] for i in wanted}
-    rank = {p: i for i, p in enumerate(index.pts)}
-    got: dict[int, av.VideoFrame] = {}
-    frames: Iterator[av.VideoFrame] | None = None
-    cur = -1  # highest frame index decoded since the last seek
-    for target in wanted:
-        key = index.keyframe_at_or_before(target)
-        if frames is None or key > cur:
-            container.seek(index.pts[key], stream=stream, backward=True, any_frame=False)
-            frames, cur = _frames_from(container, stream, wanted_pts), -1
-        while target not in got:
-            frame = next(frames, None)
-            if frame is None:
-                raise MediaError(path, f"truncated: the decoder ran out before frame {target}")
-            i = rank.get(frame.pts)
-            if i is None:
-                raise MediaError(path, f"decoded a frame with pts {frame.pts}, not in the stream's packets")
-            cur = max(cur, i)
-            if frame.pts in wanted_pts:
-                got[i] = frame
-            if i > target and target not in got:
-                raise MediaError(path, f"frame {target} was not produced by the decoder (got {i} after it)")
-    return got
-
-
-def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, av.VideoFrame]:
-    """For streams without packet timestamps (raw H.264 ...): decode from the start, index = output
-    order. The only place we count frames, and only from the very first one. Such streams often
-    cannot seek, so the file is opened afresh."""
-    fresh, video = _open_video(path)
-    with fresh:
-        wanted_set, got = set(wanted), {}
-        for i, frame in enumerate(fresh.decode(video)):
-            if i in wanted_set:
-                got[i] = frame
-            if i >= wanted[-1]:
-                return got
-    raise MediaError(path, f"truncated: the decoder ran out before frame {wanted[-1]}")
-
-
-def _decode(container: InputContainer, stream: VideoStream, index: _PacketIndex, wanted: list[int],
-            path: Path) -> dict[int, av.VideoFrame]:
-    unique = sorted(set(wanted))
-    if unique[-1] >= index.count:
-        raise MediaError(path, f"truncated: the file holds {index.count} frames, fewer than its header "
-                               f"declares; frame {unique[-1]} is wanted")
-    try:
-        if index.pts is None:
-            return _decode_in_order(path, unique)
-        return _decode_seeking(container, stream, index, unique, path)
-    except av.FFmpegError as exc:
-        raise MediaError(path, f"decoding failed ({exc.__class__.__name__}: {exc})") from None
-
-
-def _timestamps(index: _PacketIndex, stream: VideoStream, native_fps: float, wanted: list[int]) -> list[float]:
-    """Seconds from the first frame: from the pts where known, else ``index / native_fps``."""
-    if index.pts is None:
-        return [i / native_fps for i in wanted]
-    t0 = index.pts[0]
-    return [float((index.pts[i] - t0) * stream.time_base) for i in wanted]
-
-
 def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start: float | None = None,
-               end: float | None = None) -> Clip:
+               end: float | None = None, threads: int | None = None) -> Clip:
     """Sample and resize frames of `path` per `spec`, optionally within ``[start, end]`` seconds.
+
+    ``threads``: codec threads (default :func:`decode_threads`); they change the speed only. With
+    ``spec.seek == "keyframe"`` each sampled frame is replaced by its nearest keyframe (``indices`` and
+    ``timestamps`` are the keyframes'; ``sample_fps`` stays the nominal rate of the sampled positions).
 
     Raises :class:`MediaError` (naming the file) for a missing file, a file without a video stream or
     without frames, an empty window, and a truncated or undecodable file.
     """
     path = Path(path)
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
+    use_threads(stream, decode_threads() if threads is None else threads)
     with container:
-        native_fps = _native_fps(stream, path)
-        index = _packet_index(container, stream, path)
+        native_fps = stream_fps(stream, path)
+        index = packet_index(container, stream, path)
         if index.count == 0:
             raise MediaError(path, "the video stream has no frames")
         total = stream.frames if stream.frames and stream.frames > 0 else index.count
@@ -394,17 +226,37 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start:
         rel = sample_indices(count, native_fps, fps=spec.fps, min_frames=spec.min_frames,
                              max_frames=spec.max_frames)
         wanted = [first + i for i in rel]
-        decoded = _decode(container, stream, index, wanted, path)
+        keyframes_only = spec.seek == "keyframe" and index.pts is not None
+        if keyframes_only:
+            wanted = nearest_keyframes(index, wanted)
+        check_geometry(path, stream.codec_context.height or 1, stream.codec_context.width or 1)
+        decoded = decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only)
         probe = decoded[wanted[0]]
+        check_geometry(path, probe.height, probe.width)
         size = smart_resize(probe.height, probe.width, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
-        resized = {i: _resize_frame(frame, size) for i, frame in decoded.items()}
-        stamps = _timestamps(index, stream, native_fps, wanted)
+        resized = {i: resize_frame(frame, size) for i, frame in decoded.items()}
+        stamps = frame_timestamps(index, stream, native_fps, wanted)
     return Clip(frames=np.stack([resized[i] for i in wanted]), sample_fps=len(wanted) / count * native_fps,
                 timestamps=stamps, indices=wanted, total_frames=int(total), native_fps=native_fps,
                 path=str(path))
 
 
 # -------------------------------------------------------------------------------------------- images
+def check_geometry(path: str | os.PathLike, height: int, width: int, limits: InputLimits | None = None) -> None:
+    """MediaError naming the file when an image / frame of `height` x `width` passes `max_aspect_ratio` or
+    `max_decoded_pixels` (`videor1.limits`; the limits in force by default)."""
+    limits = limits or current_limits()
+    if height < 1 or width < 1:
+        raise MediaError(path, f"image size must be positive, got {height}x{width}")
+    ratio = max(height, width) / min(height, width)
+    if ratio > limits.max_aspect_ratio:
+        raise MediaError(path, f"aspect ratio {ratio:.0f} ({width}x{height}) is more than "
+                               f"max_aspect_ratio={limits.max_aspect_ratio:g}")
+    if height * width > limits.max_decoded_pixels:
+        raise MediaError(path, f"{width}x{height} = {height * width} pixels is more than "
+                               f"max_decoded_pixels={limits.max_decoded_pixels}")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -419,14 +271,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> np.ndarray:
     """uint8 [H, W, 3] RGB, resized (BICUBIC) to ``smart_resize`` of its size within the budget."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with Image.open(path) as image:
+            check_geometry(path, image.height, image.width)  # from the header, before decoding
             image.load()
             rgb = _to_rgb(image)
     except UnidentifiedImageError:
         raise MediaError(path, "not an image PIL can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(path, f"cannot decode the image ({exc})") from None
     h, w = smart_resize(rgb.height, rgb.width, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
     if rgb.size != (w, h):

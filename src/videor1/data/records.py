@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from videor1.limits import InputLimits, current_limits, json_depth, prompt_chars_problem
+
 PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression")
 DATA_TYPES = ("image", "video")
 
@@ -117,6 +119,17 @@ def _record_label(obj: Mapping[str, Any], index: int) -> Any:
     return f"#{index}"
 
 
+def _check_sizes(obj: Mapping[str, Any], limits: InputLimits, err) -> None:
+    """Option count and question length within the limits (before anything is tokenised)."""
+    options = obj.get("options")
+    if isinstance(options, list) and len(options) > limits.max_options:
+        raise err("options", f"{len(options)} options, more than max_options={limits.max_options}")
+    too_long = prompt_chars_problem(str(obj.get("problem") or ""), options if isinstance(options, list) else (),
+                                    limits)
+    if too_long:
+        raise err("problem", too_long)
+
+
 def _check_options(options: Any, problem_type: str, err) -> tuple[str, ...]:
     if options is None:
         options = []
@@ -167,6 +180,8 @@ def _check_optional(obj: Mapping[str, Any], err) -> dict[str, Any]:
     if data_source is not None and not isinstance(data_source, str):
         raise err("data_source", f"must be a string, got {type(data_source).__name__}")
     process = obj.get("process")
+    if isinstance(process, str) and not process.strip():
+        process = None   # Video-R1-260k's RL rows and eval JSONs carry "process": "": no CoT (only SFT needs one)
     if process is not None and (not isinstance(process, str) or not _THINK_RE.search(process)):
         raise err("process", f"must contain <think>...</think>, got {process!r:.80}")
     temporal = obj.get("temporal")
@@ -175,10 +190,12 @@ def _check_optional(obj: Mapping[str, Any], err) -> dict[str, Any]:
     return {"data_source": data_source, "process": process, "temporal": temporal}
 
 
-def parse_record(obj: dict, *, file: str, index: int, line: int | None = None) -> Record:
+def parse_record(obj: dict, *, file: str, index: int, line: int | None = None,
+                 limits: InputLimits | None = None) -> Record:
     """Validate one raw record (a dict from JSON) and build a :class:`Record`; raise :class:`RecordError`.
 
-    ``index`` is the record's position in the file (0-based); ``line`` its JSONL line number when known.
+    ``index`` is the record's position in the file (0-based); ``line`` its JSONL line number when known;
+    ``limits``: the size checks (options, question length), by default the limits in force.
     """
     if not isinstance(obj, dict):
         raise RecordError(f"a record must be a JSON object, got {type(obj).__name__}",
@@ -194,6 +211,7 @@ def parse_record(obj: dict, *, file: str, index: int, line: int | None = None) -
     problem = obj.get("problem")
     if not isinstance(problem, str) or not problem.strip():
         raise err("problem", "must be a non-empty string")
+    _check_sizes(obj, limits or current_limits(), err)
     data_type = _check_choice(obj, "data_type", DATA_TYPES, err)
     problem_type = _check_choice(obj, "problem_type", PROBLEM_TYPES, err)
     options = _check_options(obj.get("options"), problem_type, err)
@@ -230,36 +248,73 @@ def resolve_media_path(media_root: str | os.PathLike, rel_path: str, *, record_i
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limits: InputLimits) -> str:
+    """The file's text (a UTF-8 byte-order mark is dropped); refused when it cannot hold records within
+    the limits (`max_records` x `max_record_bytes`)."""
     try:
-        return path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > limits.max_records * limits.max_record_bytes:
+            raise DatasetFileError(f"{size} bytes is more than max_records x max_record_bytes "
+                                   f"({limits.max_records} x {limits.max_record_bytes}; see videor1.limits)",
+                                   file=path)
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetFileError("no such dataset file", file=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetFileError(f"cannot read the dataset file: {exc}", file=path) from None
 
 
-def _raw_items(path: Path) -> list[tuple[int | None, Any, str | None]]:
-    """(JSONL line or None, decoded object or None, JSON error or None) for every record in the file."""
-    text = _read_text(path)
+def _loads(text: str) -> Any:
+    """`json.loads`, with a document nested too deep for the parser reported as a ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep to parse (see max_depth in videor1.limits)") from None
+
+
+def _item_problem(obj: Any, limits: InputLimits, nbytes: int | None) -> str | None:
+    """Why a decoded record passes the limits (None when it does not)."""
+    if nbytes is not None and nbytes > limits.max_record_bytes:
+        return f"the record is {nbytes} bytes, more than max_record_bytes={limits.max_record_bytes}"
+    if json_depth(obj, limits.max_depth) > limits.max_depth:
+        return f"nested deeper than max_depth={limits.max_depth}"
+    return None
+
+
+def _list_items(text: str, path: Path, limits: InputLimits) -> list[tuple[int | None, Any, str | None]]:
+    try:
+        data = _loads(text)
+    except ValueError as exc:
+        raise DatasetFileError(f"not a valid JSON list: {exc}", file=path) from None
+    if not isinstance(data, list):
+        raise DatasetFileError("top level must be a JSON list of records", file=path)
+    if len(data) > limits.max_records:
+        raise DatasetFileError(f"{len(data)} records, more than max_records={limits.max_records}", file=path)
+    return [(None, obj, _item_problem(obj, limits, None)) for obj in data]
+
+
+def _jsonl_item(number: int, line: str, limits: InputLimits) -> tuple[int | None, Any, str | None]:
+    nbytes = len(line.encode("utf-8"))
+    if nbytes > limits.max_record_bytes:  # refused before parsing: a 50 MB line is never decoded
+        return number, None, _item_problem(None, limits, nbytes)
+    try:
+        obj = _loads(line)
+    except ValueError as exc:
+        return number, None, f"invalid JSON: {exc}"
+    return number, obj, _item_problem(obj, limits, None)
+
+
+def _raw_items(path: Path, limits: InputLimits) -> list[tuple[int | None, Any, str | None]]:
+    """(JSONL line or None, decoded object or None, error or None) for every record in the file."""
+    text = _read_text(path, limits)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetFileError(f"not a valid JSON list: {exc}", file=path) from None
-        if not isinstance(data, list):
-            raise DatasetFileError("top level must be a JSON list of records", file=path)
-        return [(None, obj, None) for obj in data]
-    items: list[tuple[int | None, Any, str | None]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append((number, json.loads(line), None))
-        except json.JSONDecodeError as exc:
-            items.append((number, None, f"invalid JSON: {exc}"))
-    if stripped and all(obj is None for _, obj, _ in items):
+        return _list_items(text, path, limits)
+    items = [_jsonl_item(number, line, limits) for number, line in enumerate(text.splitlines(), start=1)
+             if line.strip()]
+    if len(items) > limits.max_records:
+        raise DatasetFileError(f"{len(items)} records, more than max_records={limits.max_records}", file=path)
+    if stripped and all(obj is None and "invalid JSON" in (why or "") for _, obj, why in items):
         raise DatasetFileError("neither a JSON list nor JSONL (no line parses as JSON)", file=path)
     return items
 
@@ -271,8 +326,8 @@ def _check_media(record: Record, media_root: str | os.PathLike, file: str) -> No
                           field="path")
 
 
-def read_records(path: str | os.PathLike, media_root: str | os.PathLike | None = None,
-                 ) -> tuple[list[Record], list[RecordError]]:
+def read_records(path: str | os.PathLike, media_root: str | os.PathLike | None = None, *,
+                 limits: InputLimits | None = None) -> tuple[list[Record], list[RecordError]]:
     """All good records and one :class:`RecordError` per bad one, in file order.
 
     Never raises for a bad record or a bad JSONL line; raises :class:`DatasetFileError` when the file as a
@@ -282,11 +337,13 @@ def read_records(path: str | os.PathLike, media_root: str | os.PathLike | None =
     file = str(path)
     good: list[Record] = []
     errors: list[RecordError] = []
-    for index, (line, obj, json_error) in enumerate(_raw_items(path)):
+    limits = limits or current_limits()
+    for index, (line, obj, json_error) in enumerate(_raw_items(path, limits)):
         try:
             if json_error is not None:
-                raise RecordError(json_error, record_id=f"#{index}", file=file, line=line)
-            record = parse_record(obj, file=file, index=index, line=line)
+                label = _record_label(obj, index) if isinstance(obj, dict) else f"#{index}"
+                raise RecordError(json_error, record_id=label, file=file, line=line)
+            record = parse_record(obj, file=file, index=index, line=line, limits=limits)
             if media_root is not None:
                 _check_media(record, media_root, file)
         except RecordError as exc:
@@ -298,9 +355,10 @@ def read_records(path: str | os.PathLike, media_root: str | os.PathLike | None =
     return good, errors
 
 
-def load_records(path: str | os.PathLike, media_root: str | os.PathLike | None = None) -> list[Record]:
+def load_records(path: str | os.PathLike, media_root: str | os.PathLike | None = None, *,
+                 limits: InputLimits | None = None) -> list[Record]:
     """Every record of the file; raise the first :class:`RecordError` if any record is bad."""
-    good, errors = read_records(path, media_root)
+    good, errors = read_records(path, media_root, limits=limits)
     if errors:
         first = errors[0]
         if len(errors) > 1:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping, Optional
 from videor1.config import ConfigError, config_from_dict, read_yaml, set_values
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.evaluate.benchmarks import get_benchmark
+from videor1.limits import InputLimits
 
 EVAL_MAX_PIXELS = 256 * 28 * 28  # eval's default pixel budget per frame and per image (larger than training's)
 
@@ -39,6 +40,8 @@ class EvalConfig:
     shuffle_frames: bool = False  # add a pass with each video's frames in a seeded random order
     seed: int = 0  # seed of the frame shuffling and of sampled decoding
     engine: Literal["hf", "vllm"] = "hf"  # generation engine: hf (CPU / GPU) or vllm (CUDA, optional extra)
+    limits: InputLimits = field(default_factory=InputLimits)  # input limits (videor1.limits: max_prompt_chars, ...)
+    num_workers: int = 0  # worker processes decoding the next items while the model generates (same results)
 
     def validate(self) -> None:
         try:
@@ -50,6 +53,8 @@ class EvalConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=key)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"must be >= 1 or unset, got {self.limit}", key="limit")
+        if self.num_workers < 0:
+            raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
 
     def check_inputs(self) -> None:
         """FileNotFoundError / NotADirectoryError naming the first input that is not there."""
@@ -64,20 +69,22 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MediaSpecs:
-    """The `video` and `image` sections of a config file: what `infer --config` / `annotate --config` read.
+    """The `video`, `image` and `limits` sections of a config file: what `infer --config` / `annotate --config`
+    (and `data check --config`, for `limits`) read.
 
     Any config file with these sections works (eval, SFT, RL); its other keys are ignored, so a model is
-    questioned or annotated with the very spec it was trained or evaluated with.
+    questioned or annotated with the very spec (and input limits) it was trained or evaluated with.
     """
 
     video: VideoSpec = field(default_factory=VideoSpec)  # how videos become frames
     image: ImageSpec = field(default_factory=ImageSpec)  # how images are resized
+    limits: InputLimits = field(default_factory=InputLimits)  # input limits (videor1.limits)
 
 
 def load_media_specs(path: str | Path | None, values: Mapping[str, Any] | None = None, *,
                      base: MediaSpecs | None = None) -> MediaSpecs:
-    """The `video` / `image` sections of YAML file `path` (None: none) laid over `base` (default: the spec
-    defaults), then the (dotted, None = not given) `values`, e.g. ``{"video.max_frames": 8}``."""
+    """The `video` / `image` / `limits` sections of YAML file `path` (None: none) laid over `base` (default:
+    the defaults), then the (dotted, None = not given) `values`, e.g. ``{"video.max_frames": 8}``."""
     data = read_yaml(path) if path is not None else {}
-    sections = {key: data[key] for key in ("video", "image") if key in data}
+    sections = {key: data[key] for key in ("video", "image", "limits") if key in data}
     return config_from_dict(MediaSpecs, set_values(sections, values or {}), base=base or MediaSpecs())

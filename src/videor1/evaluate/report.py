@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.figure import Figure  # the object API: no pyplot state, no display backend
 
+from videor1.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * float(x):.1f}"
@@ -80,7 +82,29 @@ def render_report(summary: Mapping[str, Any]) -> str:
     if summary.get("errors"):
         lines += ["## Errors", "", "| reason | items |", "| --- | ---: |"]
         lines += [f"| {reason} | {n} |" for reason, n in sorted(summary["error_reasons"].items())] + [""]
+    lines += _protocol_notes(ref)
+    lines += _unusable_lines(summary.get("unusable") or [])
     return "\n".join(lines)
+
+
+def _protocol_notes(ref: Mapping[str, Any]) -> list[str]:
+    """What the reference column is, where it is not the reference's own `eval_bench.py` rule."""
+    kinds = set((ref.get("breakdowns") or {}).get("problem type") or {})
+    extra = sorted(kinds & {"OCR", "free-form"})
+    if not extra:
+        return []
+    return ["## Protocol notes", "",
+            f"- {', '.join(extra)} items: the reference column scores them by WER (OCR) / ROUGE (free-form), an "
+            "extension of this project; the reference's `src/eval_bench.py` has no rule for them (they score 0 "
+            "there).", ""]
+
+
+def _unusable_lines(unusable: Sequence[str]) -> list[str]:
+    """Every benchmark entry that was not evaluated, with its file, id and reason."""
+    if not unusable:
+        return []
+    return ["## Not evaluated", "", f"{len(unusable)} entries of the benchmark files were not evaluated:", "",
+            *[f"- {line}" for line in unusable], ""]
 
 
 def plot_summary(summary: Mapping[str, Any], png: Path) -> Path:
@@ -106,7 +130,7 @@ def plot_summary(summary: Mapping[str, Any], png: Path) -> Path:
     ax.set_title(f"{summary['bench']}: {summary['counts']['items']} items, {summary['counts']['errors']} errors")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    atomic_save_figure(fig, png, dpi=110)
     return png
 
 
@@ -114,8 +138,8 @@ def write_outputs(out: Path, summary: Mapping[str, Any]) -> None:
     """scores.json, report.md and scores.png in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    (out / "report.md").write_text(render_report(summary), encoding="utf-8")
+    atomic_write_json(out / "scores.json", summary, indent=2, default=str)
+    atomic_write_text(out / "report.md", render_report(summary))
     plot_summary(summary, out / "scores.png")
 
 
@@ -165,7 +189,7 @@ def compare_runs(runs: Sequence[Path], out: Path | None = None) -> str:
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(text, encoding="utf-8")
+        atomic_write_text(out / "comparison.md", text)
         _plot_comparison(heads, summaries, out / "comparison.png")
     return text
 
@@ -183,4 +207,4 @@ def _plot_comparison(heads: Sequence[str], summaries: Sequence[Mapping[str, Any]
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    atomic_save_figure(fig, png, dpi=110)

@@ -9,7 +9,7 @@ Every setting of a run is one `videor1.evaluate.config.EvalConfig` (`run_eval(cf
   settings in meta.json). A killed run resumes where it stopped: lines already present (by id and pass)
   are never generated or scored twice, and a half-written last line is cut off first.
 * `meta.json`: every setting (model path, frames, fps, pixel budgets, decoding parameters, prompt
-  templates, engine, batch size, seed), the package version and git commit. Resuming into a folder
+  templates, engine, batch size, seed, input limits), the package version and git commit. Resuming into a folder
   made with different result-relevant settings is refused.
 * `scores.json`, `report.md`, `scores.png` (see `videor1.evaluate.report`).
 
@@ -28,6 +28,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,8 +43,10 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from videor1 import __version__
+from videor1.atomic import atomic_write_json, model_fingerprint
 from videor1.config import validate
 from videor1.data.media import Clip, ImageSpec, MediaError, VideoSpec, load_media, load_video
+from videor1.data.pipeline import Prefetcher, prefetch, take
 from videor1.data.prompts import TEMPLATES, build_messages
 from videor1.data.records import Record, RecordError, resolve_media_path
 from videor1.evaluate.benchmarks import Benchmark, Item, get_benchmark
@@ -52,6 +55,7 @@ from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.report import render_report, write_outputs
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.limits import use_limits
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward
@@ -61,8 +65,11 @@ DECODING: dict[str, dict[str, Any]] = {
     "reference": {"do_sample": True, "temperature": 0.1, "top_p": 0.001},   # the reference's eval decoding
 }
 # Settings that change results: a folder is resumed only if these match.
-RESULT_KEYS = ("model", "bench", "data", "video", "image", "decoding", "max_new_tokens", "seed", "prompt")
+# model_fingerprint: the weights at the model path (a retrained model at the same path is not resumed onto).
+RESULT_KEYS = ("model", "model_fingerprint", "bench", "data", "video", "image", "decoding", "max_new_tokens",
+               "seed", "prompt")
 PREDICTIONS = "predictions.jsonl"
+UNUSABLE = "unusable.json"   # the benchmark entries the adapter could not use, one line each, with the reason
 
 
 # ----------------------------------------------------------------------------------------- settings
@@ -93,6 +100,8 @@ def make_settings(cfg: EvalConfig) -> dict[str, Any]:
         "decoding": {"name": cfg.decoding, **DECODING[cfg.decoding]}, "max_new_tokens": cfg.max_new_tokens,
         "shuffle_frames": cfg.shuffle_frames, "seed": cfg.seed, "engine": cfg.engine, "batch_size": cfg.batch_size,
         "limit": cfg.limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
+        "model_fingerprint": model_fingerprint(cfg.model) if cfg.model.is_dir() else None,
+        "limits": cfg.limits.as_dict(),
         "version": __version__, "git_commit": git_commit(),
     }
     settings["settings_id"] = settings_id(settings)
@@ -113,8 +122,9 @@ def check_resumable(out: Path, settings: Mapping[str, Any]) -> None:
     diffs = [k for k in RESULT_KEYS if json.dumps(old.get(k), sort_keys=True, default=str)
              != json.dumps(settings.get(k), sort_keys=True, default=str)]
     if diffs:
-        raise ValueError(f"{out} holds predictions made with other settings ({', '.join(diffs)} differ); "
-                         "use a new --out folder")
+        what = ("the model weights changed since (model_fingerprint differs); " if diffs == ["model_fingerprint"]
+                else f"{', '.join(diffs)} differ; ")
+        raise ValueError(f"{out} holds predictions made with other settings ({what}use a new --out folder")
 
 
 # -------------------------------------------------------------------------------------- predictions
@@ -202,7 +212,7 @@ def reference_with_breakdowns(adapter: Benchmark, rows: Sequence[Mapping[str, An
 
 
 def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
-              settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              settings: Mapping[str, Any] | None = None, unusable: Sequence[str] = ()) -> dict[str, Any]:
     """The run's summary (scores.json): official headline + breakdowns, reference protocol, counts."""
     ordered = [r for r in rows if not r.get("shuffled")]
     answered = [r for r in ordered if not r.get("error")]
@@ -222,6 +232,7 @@ def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
         "format_reward": mean(float(r.get("format") or 0.0) for r in answered),
         "completion_tokens": mean(float(r.get("n_tokens") or 0) for r in answered),
         "temporal_reliance": temporal_reliance(rows),
+        "unusable": list(unusable),   # benchmark entries not evaluated, each with its file, id and reason
         "settings": dict(settings or {}),
     }
 
@@ -260,13 +271,20 @@ def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *,
 
 def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, media_root: Path,
                   video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int, shuffled: bool,
-                  seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: tqdm | None = None) -> None:
-    """Generate and score `items` batch by batch, handing each batch's rows to `sink` as soon as done."""
+                  seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: tqdm | None = None,
+                  num_workers: int = 0) -> Prefetcher:
+    """Generate and score `items` batch by batch, handing each batch's rows to `sink` as soon as done.
+
+    The items are decoded `num_workers` processes ahead (`videor1.data.pipeline.prefetch`, two batches in
+    flight); rows, order and errors are the same for any worker count. Returns the prefetcher (its `wait_s`).
+    """
+    prepared = prefetch(functools.partial(prepare, media_root=media_root, video=video, image=image,
+                                          shuffled=shuffled, seed=seed), items, num_workers=num_workers,
+                        ahead=2 * batch_size)
     for start in range(0, len(items), batch_size):
         batch = items[start: start + batch_size]
         rows, samples, pending = [], [], []
-        for item in batch:
-            sample, perm, error = prepare(item, media_root, video, image, shuffled=shuffled, seed=seed)
+        for item, (sample, perm, error) in zip(batch, take(prepared, len(batch))):
             row = {**item.row(), "shuffled": shuffled, "perm": perm, "error": error, "output": "", "n_tokens": 0}
             rows.append(row)
             if sample is not None:
@@ -279,6 +297,7 @@ def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Ite
         sink([score_row(adapter, r) for r in rows])
         if progress is not None:
             progress.update(len(batch))
+    return prepared
 
 
 def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMixin, *, batch_size: int = 8,
@@ -297,8 +316,10 @@ def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMix
 def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, done: set[tuple[str, bool]],
                media_root: Path, video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int,
                shuffle_frames: bool, seed: int, sink: Callable[[list[dict[str, Any]]], None],
-               echo: Callable[[str], None] | None = None) -> None:
-    """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done."""
+               echo: Callable[[str], None] | None = None, num_workers: int = 0) -> float:
+    """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done.
+    Returns the seconds spent waiting for decoded items (`num_workers` processes decode ahead)."""
+    wait_s = 0.0
     for shuffled in ([False, True] if shuffle_frames else [False]):
         todo = [it for it in items if (it.id, shuffled) not in done]
         if echo is not None and len(todo) < len(items):
@@ -308,14 +329,20 @@ def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item],
             continue
         with tqdm(total=len(todo), desc="shuffled" if shuffled else "ordered", unit="item",
                   disable=echo is None) as bar:
-            generate_rows(engine, adapter, todo, media_root=media_root, video=video, image=image,
-                          params=params, batch_size=batch_size, shuffled=shuffled, seed=seed, sink=sink,
-                          progress=bar)
+            prepared = generate_rows(engine, adapter, todo, media_root=media_root, video=video, image=image,
+                                     params=params, batch_size=batch_size, shuffled=shuffled, seed=seed, sink=sink,
+                                     progress=bar, num_workers=num_workers)
+            wait_s += prepared.wait_s
+    return wait_s
 
 
 def load_items(adapter: Benchmark, data: Path, media_root: Path, limit: int | None,
-               echo: Callable[[str], None]) -> list[Item]:
+               echo: Callable[[str], None], unusable: list[str] | None = None) -> list[Item]:
+    """The items to evaluate; every entry the adapter could not use goes to `unusable` (then to
+    unusable.json, scores.json and report.md) as well as to the console."""
     loaded = adapter.load(Path(data), Path(media_root))
+    if unusable is not None:
+        unusable.extend(loaded.problems)
     for line in loaded.problems[:20]:
         echo(f"skipped: {line}")
     if len(loaded.problems) > 20:
@@ -330,13 +357,15 @@ def run_eval(cfg: EvalConfig, *, echo: Callable[[str], None] = print) -> dict[st
     """Evaluate `cfg.model` on `cfg.bench`; resumable. Returns the summary (scores.json)."""
     validate(cfg)
     cfg.check_inputs()
+    use_limits(cfg.limits)   # the input limits in force while items are read and decoded (in meta.json)
     adapter = get_benchmark(cfg.bench)
     out = cfg.out
     settings = make_settings(cfg)
-    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo)
+    unusable: list[str] = []
+    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, settings)
-    (out / "meta.json").write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
+    atomic_write_json(out / "meta.json", settings, indent=2, default=str)
     pred_path = out / PREDICTIONS
     done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
     wanted = {(it.id, s) for it in items for s in ([False, True] if cfg.shuffle_frames else [False])}
@@ -345,9 +374,10 @@ def run_eval(cfg: EvalConfig, *, echo: Callable[[str], None] = print) -> dict[st
         sid = settings["settings_id"]
         run_passes(gen, adapter, items, done=done, media_root=cfg.media_root, video=cfg.video, image=cfg.image,
                    params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
-                   shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo,
+                   shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo, num_workers=cfg.num_workers,
                    sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
-    summary = summarize(adapter, read_predictions(pred_path), settings)
+    atomic_write_json(out / UNUSABLE, unusable, indent=1, ensure_ascii=False)
+    summary = summarize(adapter, read_predictions(pred_path), settings, unusable)
     write_outputs(out, summary)
     echo(headline_line(summary, out))
     return summary
@@ -365,7 +395,8 @@ def evaluate_records(model: PreTrainedModel, processor: ProcessorMixin, records:
                      media_root: str | Path, *, video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(),
                      batch_size: int = 8, max_new_tokens: int = 256, decoding: str = "greedy",
                      shuffle_frames: bool = False, seed: int = 0, engine: RolloutEngine | None = None,
-                     out: str | Path | None = None) -> dict[str, Any]:
+                     out: str | Path | None = None, num_workers: int = 0,
+                     timing: dict[str, float] | None = None) -> dict[str, Any]:
     """In-process evaluation of Video-R1 records with a model already loaded (what the demo calls).
 
     Same rows, scores and summary as `run_eval` with the `videor1` adapter; with `out`, also writes
@@ -375,9 +406,11 @@ def evaluate_records(model: PreTrainedModel, processor: ProcessorMixin, records:
     items = items_from_records(records)
     rows: list[dict[str, Any]] = []
     gen = engine if engine is not None else make_engine("hf", None, processor, batch_size=batch_size, model=model)
-    run_passes(gen, adapter, items, done=set(), media_root=Path(media_root), video=video, image=image,
-               params=sampling_params(decoding, max_new_tokens, seed), batch_size=batch_size,
-               shuffle_frames=shuffle_frames, seed=seed, sink=rows.extend)
+    wait_s = run_passes(gen, adapter, items, done=set(), media_root=Path(media_root), video=video, image=image,
+                        params=sampling_params(decoding, max_new_tokens, seed), batch_size=batch_size,
+                        shuffle_frames=shuffle_frames, seed=seed, sink=rows.extend, num_workers=num_workers)
+    if timing is not None:
+        timing["data_wait_s"] = wait_s
     settings = {"video": asdict(video), "image": asdict(image), "decoding": {"name": decoding, **DECODING[decoding]},
                 "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed,
                 "batch_size": batch_size}
@@ -406,7 +439,9 @@ def rescore(bench: str, predictions: str | Path, out: str | Path | None = None) 
         raise ValueError(f"{predictions}: lines from runs with different settings ({sorted(map(str, ids))})")
     meta_path = predictions.parent / "meta.json"
     settings = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    summary = summarize(adapter, rows, settings)
+    unusable_path = predictions.parent / UNUSABLE
+    unusable = json.loads(unusable_path.read_text(encoding="utf-8")) if unusable_path.is_file() else []
+    summary = summarize(adapter, rows, settings, unusable)
     if out is not None:
         write_outputs(Path(out), summary)
     return render_report(summary)

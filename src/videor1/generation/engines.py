@@ -17,7 +17,9 @@ Conventions shared by both engines (where we depart from the reference, it is sa
   never used implicitly).
 * Seeds: with `SamplingParams.seed` set, `HFEngine` seeds a forked torch RNG before each generation
   chunk (seed + chunk index), so a call is reproducible and the caller's global RNG stream is left as it
-  was; `VLLMEngine` passes seed + sample index as the per-request vLLM seed. Without a seed, sampling
+  was; `VLLMEngine` gives every completion of a call its own vLLM seed (request i gets seed + i * n and
+  vLLM seeds its j-th child seed + i * n + j, `vllm/v1/engine/parallel_sampling.py`), so repeated and
+  shuffled copies of a prompt in one call never share a seed. Without a seed, sampling
   draws from the global RNG (HF) or vLLM's own.
 * For T-GRPO the caller passes samples whose clip is already permuted (`Clip.permuted`); both engines
   send exactly the frames of the sample, so shuffled rollouts really see shuffled frames.
@@ -34,6 +36,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
+from videor1.model.families import family_of_processor
+from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -180,7 +184,9 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.no_grad(), _seeded(params.seed, chunk_index, device):
-                out = self.model.generate(**inputs, **self._generate_kwargs(params))
+                # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
+                # parameters first), and one with no prompt never calls generate
+                out = self.model.generate(**inputs, **self._generate_kwargs(params), synced_gpus=False)
         finally:
             self.model.train(was_training)
         new_tokens = out[:, prompt_len:].tolist()
@@ -231,25 +237,31 @@ class VLLMEngine:
     * `{"prompt": chat-template text with one <|vision_start|><|video_pad|><|vision_end|> (or image)
       placeholder, "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
       {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False}}`.
-      `metadata` = {"fps": sample_fps, "total_num_frames": T, "frames_indices": range(T),
-      "duration": T / sample_fps, "video_backend": "videor1"}: recent vLLM reads the sampled fps of
+      `metadata` = the family's `video_metadata(clip)` + "duration" (total_num_frames / fps) and
+      "video_backend": "videor1". Qwen2.5-VL: {"fps": sample_fps, "total_num_frames": T,
+      "frames_indices": range(T), "duration": T / sample_fps, ...}; Qwen3-VL: the source fps, frame
+      indices and frame count (its prompt timestamps come from them). Recent vLLM reads the sampled fps of
       Qwen2.5-VL videos from it (second_per_grid_ts = 2 / fps); older vLLM + transformers read the
-      `fps` processor kwarg instead. With `video_metadata=False` bare frames are sent (older vLLM).
+      `fps` processor kwarg instead. Metadata is always sent: vLLM 0.33's Qwen2.5-VL processor sets
+      `video_needs_metadata=True` and its parser refuses bare frames (`vllm/multimodal/parse.py`).
       Frames are never resampled or resized by vLLM (`do_sample_frames` False; our frames are already
       multiples of 28 within the budget, provided the checkpoint's processor pixel limits admit them:
       `mm_processor_kwargs` given to the constructor are added to every request, e.g. the pixel limits
       your vLLM version accepts). T-GRPO's shuffled clips are sent as given.
     * one `vllm.SamplingParams` per request: n, temperature (0 when greedy), top_p (1 when greedy),
-      top_k (only when > 0), max_tokens, seed (params.seed + sample index, when set),
+      top_k (only when > 0), max_tokens, seed (params.seed + sample index * n, when set: one seed per
+      completion, see the module doc),
       stop_token_ids = the end ids, logit_bias -100 on the vision special tokens, skip_special_tokens.
 
-    Weight sync for RL (`sync_weights(model)`): colocated in-process engine (vLLM V1 with
-    `VLLM_ENABLE_V1_MULTIPROCESSING=0`): the driver worker's model is reached at
-    `llm.llm_engine.model_executor.driver_worker.worker.model_runner.model` and its `load_weights` gets
-    `(name, tensor)` pairs of the HF state dict (vLLM's Qwen2.5-VL maps HF names itself); then
-    `llm.reset_prefix_cache()` so no cached prefix computed with the old weights is reused. With
-    `rpc_method` set (a method of a vLLM `worker_extension_cls` you provide), the pairs go through
-    `llm.collective_rpc(rpc_method, args=(pairs,))` instead (multi-process / tensor-parallel engines).
+    Weight sync for RL (`sync_weights(model)` / `load_weights(pairs)`): always
+    `llm.collective_rpc(rpc_method, args=(pairs,))`, which reaches every worker (tensor parallel included)
+    whatever the executor; the method is `videor1.generation.vllm_worker`'s extension (the engine is built
+    with `worker_extension_cls` = it; an `llm` you build yourself needs it too, or pass your own
+    `rpc_method`). Tensors stay where they are for an in-process engine (`external_launcher`, or
+    `VLLM_ENABLE_V1_MULTIPROCESSING=0`) and go as CPU tensors through a multi-process one (its msgpack
+    encoder takes no CUDA tensor). vLLM's Qwen2.5-VL maps HF names itself. Then `llm.reset_prefix_cache()`
+    so no cached prefix computed with the old weights is reused. `sync_weights` gathers ZeRO-3 / FSDP2
+    parameters first (`videor1.generation.weights.full_state_items`; collective: every rank calls it).
 
     Server mode (not wrapped here): run `vllm serve MODEL_DIR --limit-mm-per-prompt '{"video": 1}'` and
     POST OpenAI chat requests to `/v1/chat/completions` with a `video_url` content item (a file or
@@ -262,22 +274,25 @@ class VLLMEngine:
                  sampling_params_cls: Callable[..., Any] | None = None, video_metadata: bool = True,
                  rpc_method: str | None = None, llm_kwargs: dict | None = None,
                  mm_processor_kwargs: dict | None = None) -> None:
+        if not video_metadata:
+            raise ValueError("video_metadata must be true: vLLM 0.33's Qwen2.5-VL parser refuses frames without "
+                             "metadata (video_needs_metadata)")
         if llm is None:
             if model_path is None:
                 raise ValueError("VLLMEngine needs an `llm` object or a `model_path`")
             vllm = _import_vllm()
-            kwargs = {"limit_mm_per_prompt": {"image": 1, "video": 1}, **(llm_kwargs or {})}
-            llm = vllm.LLM(model=str(model_path), trust_remote_code=False, **kwargs)
+            llm = vllm.LLM(model=str(model_path), **llm_constructor_kwargs(llm_kwargs))
         if sampling_params_cls is None:
             sampling_params_cls = _import_vllm().SamplingParams
         self.llm = llm
         self.processor = processor
         self.sampling_params_cls = sampling_params_cls
         self.video_metadata = video_metadata
-        self.rpc_method = rpc_method
+        self.rpc_method = rpc_method or RPC_METHOD
         self.extra_mm_kwargs = dict(mm_processor_kwargs or {})
         self.end_ids = end_token_ids(processor)
         self.suppress_ids = vision_token_ids(processor)
+        self.family = family_of_processor(processor)
 
     def request(self, sample: Sample) -> dict[str, Any]:
         """The vLLM prompt dict of one sample (see the class doc)."""
@@ -288,11 +303,9 @@ class VLLMEngine:
             fps = float(media.sample_fps)
             if not fps > 0:
                 raise ValueError(f"record {getattr(sample.record, 'problem_id', None)!r}: sample_fps must be > 0")
-            n = int(frames.shape[0])
-            meta = {"fps": fps, "total_num_frames": n, "frames_indices": list(range(n)),
-                    "duration": n / fps, "video_backend": "videor1"}
-            video = (frames, meta) if self.video_metadata else frames
-            return {"prompt": text, "multi_modal_data": {"video": video},
+            meta = dict(self.family.video_metadata(media))
+            meta.update(duration=meta["total_num_frames"] / meta["fps"], video_backend="videor1")
+            return {"prompt": text, "multi_modal_data": {"video": (frames, meta)},
                     "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False, **self.extra_mm_kwargs}}
         if isinstance(media, np.ndarray) and media.ndim == 3:
             request = {"prompt": text, "multi_modal_data": {"image": Image.fromarray(media)}}
@@ -303,7 +316,7 @@ class VLLMEngine:
                          f"image array, got {type(media).__name__}")
 
     def sampling_params(self, params: SamplingParams, index: int) -> Any:
-        """The vLLM SamplingParams for the `index`-th sample of a call."""
+        """The vLLM SamplingParams for the `index`-th sample of a call (its seeds: see the module doc)."""
         kwargs: dict[str, Any] = {
             "n": params.n, "max_tokens": params.max_new_tokens,
             "temperature": params.temperature if params.do_sample else 0.0,
@@ -314,7 +327,7 @@ class VLLMEngine:
         if params.do_sample and params.top_k > 0:
             kwargs["top_k"] = params.top_k
         if params.seed is not None:
-            kwargs["seed"] = int(params.seed) + index
+            kwargs["seed"] = int(params.seed) + index * params.n
         return self.sampling_params_cls(**kwargs)
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
@@ -336,19 +349,50 @@ class VLLMEngine:
                 ids, finished = ids + [stop], True
         return Completion(text=output.text, token_ids=ids, finished=finished)
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Copy the policy's current weights into the vLLM engine (see the class doc)."""
-        self.load_weights((name, tensor.detach()) for name, tensor in model.state_dict().items())
+    def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
+        """Copy the policy's current weights into the vLLM engine, in chunks of about `chunk_bytes` (see the
+        class doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
+        from videor1.generation.weights import full_state_items
+
+        chunk: list[tuple[str, torch.Tensor]] = []
+        size = 0
+        for name, tensor in full_state_items(model, accelerator):
+            chunk.append((name, tensor))
+            size += tensor.numel() * tensor.element_size()
+            if size >= chunk_bytes:
+                self._send(chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._send(chunk)
+        self.llm.reset_prefix_cache()
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model (see the class doc)."""
-        pairs = list(pairs)
-        if self.rpc_method is not None:
-            self.llm.collective_rpc(self.rpc_method, args=(pairs,))
-        else:
-            runner_model = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
-            runner_model.load_weights(pairs)
+        self._send(list(pairs))
         self.llm.reset_prefix_cache()
+
+    def _send(self, pairs: list[tuple[str, torch.Tensor]]) -> None:
+        if not in_process(self.llm):
+            pairs = [(name, t.detach().to("cpu").contiguous()) for name, t in pairs]
+        self.llm.collective_rpc(self.rpc_method, args=(pairs,))
+
+
+def llm_constructor_kwargs(llm_kwargs: dict | None = None) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
+    sync extension (`videor1.generation.vllm_worker`), then `llm_kwargs` (which win)."""
+    return {"limit_mm_per_prompt": {"image": 1, "video": 1}, "trust_remote_code": False,
+            "worker_extension_cls": WORKER_EXTENSION, **(llm_kwargs or {})}
+
+
+def in_process(llm: Any) -> bool:
+    """Whether the engine's workers live in this process (vLLM V1 without multiprocessing, e.g. the
+    `external_launcher` executor): then RPC arguments are not serialised and CUDA tensors may be passed."""
+    executor = getattr(getattr(llm, "llm_engine", None), "model_executor", None)
+    if executor is None:
+        return False
+    backend = getattr(getattr(getattr(executor, "vllm_config", None), "parallel_config", None),
+                      "distributed_executor_backend", None)
+    return backend in ("uni", "external_launcher")
 
 
 def _import_vllm() -> ModuleType:

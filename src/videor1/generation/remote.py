@@ -30,9 +30,13 @@ processes with no prompt in a step need not take part. The state dict must be wh
 from __future__ import annotations
 
 import base64
+import binascii
+import hmac
 import io
 import json
 import os
+import secrets
+import sys
 import threading
 import time
 import urllib.error
@@ -52,6 +56,8 @@ from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 
 WEIGHTS_FILE = "policy.safetensors"
+TOKEN_FILE = "rollout_server.token"  # in the weights directory unless --token-file says otherwise
+TOKEN_ENV = "VIDEOR1_ROLLOUT_TOKEN"
 
 
 # ------------------------------------------------------------------------------------- wire format
@@ -61,8 +67,23 @@ def array_to_b64(array: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def b64_to_array(text: str) -> np.ndarray:
-    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+def b64_to_array(text: str, max_bytes: int | None = None) -> np.ndarray:
+    """The array of `array_to_b64`; with `max_bytes`, its header is checked first (ValueError), so a header
+    that asks for a huge allocation is refused before anything is allocated."""
+    if not isinstance(text, str):
+        raise ValueError(f"an array must be a base64 string, got {type(text).__name__}")
+    buf = io.BytesIO(base64.b64decode(text, validate=True))
+    if max_bytes is not None:
+        version = np.lib.format.read_magic(buf)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(buf)  # header only, no allocation
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise ValueError(f"array of shape {list(shape)} ({nbytes} bytes) is more than max_array_bytes={max_bytes}")
+        if nbytes > len(buf.getbuffer()) - buf.tell():
+            raise ValueError(f"array of shape {list(shape)} is longer than the data sent")
+        buf.seek(0)
+    return np.load(buf, allow_pickle=False)
 
 
 def sample_to_wire(sample: Sample) -> dict[str, Any]:
@@ -88,11 +109,11 @@ class WireRecord:
     problem_id: str | None
 
 
-def sample_from_wire(obj: dict[str, Any]) -> Sample:
+def sample_from_wire(obj: dict[str, Any], max_array_bytes: int | None = None) -> Sample:
     """The inverse of `sample_to_wire` (the record is a stand-in holding only the id)."""
     media = obj["media"]
     if media["kind"] == "video":
-        frames = b64_to_array(media["frames"])
+        frames = b64_to_array(media["frames"], max_array_bytes)
         if frames.dtype != np.uint8 or frames.ndim != 4:
             raise ValueError(f"sample {obj.get('id')!r}: frames must be uint8 [T, H, W, 3], got "
                              f"{frames.dtype} {list(frames.shape)}")
@@ -100,9 +121,14 @@ def sample_from_wire(obj: dict[str, Any]) -> Sample:
                             indices=list(media["indices"]), total_frames=int(media["total_frames"]),
                             native_fps=float(media["native_fps"]), path=str(media["path"]))
     elif media["kind"] == "image":
-        decoded = b64_to_array(media["array"])
+        decoded = b64_to_array(media["array"], max_array_bytes)
+        if decoded.dtype != np.uint8 or decoded.ndim != 3:
+            raise ValueError(f"sample {obj.get('id')!r}: an image must be uint8 [H, W, 3], got "
+                             f"{decoded.dtype} {list(decoded.shape)}")
     else:
         raise ValueError(f"sample {obj.get('id')!r}: unknown media kind {media['kind']!r}")
+    if not isinstance(obj["messages"], list):
+        raise ValueError(f"sample {obj.get('id')!r}: messages must be a list")
     return Sample(record=WireRecord(obj.get("id")), media=decoded, messages=obj["messages"])
 
 
@@ -111,39 +137,138 @@ def params_to_wire(params: SamplingParams) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ server
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask of the server (every breach is a 400/413 naming the limit); `serve-rollouts`
+    sets each from its flag (--max-body-bytes, ...). Validated on construction (every limit > 0).
+
+    Generation time: a /generate call is not cut off by a clock. Neither engine can stop a running generate
+    call cleanly (vLLM's offline `generate` has no deadline; stopping HF's generate mid-batch would leave
+    the batch half done while it holds the engine), so the *work* of one request is bounded instead:
+    samples x n x max_new_tokens <= `max_total_tokens`, which bounds its generation time on a given
+    machine. `request_timeout_s` bounds the reading of a request (a stalled body frees its thread).
+    """
+
+    max_body_bytes: int = 2 << 30        # request body (Content-Length)
+    max_array_bytes: int = 1 << 30       # one decoded frames / image array
+    max_samples: int = 1024              # samples of one /generate
+    max_n: int = 64                      # completions per sample
+    max_new_tokens: int = 32768          # tokens per completion
+    max_total_tokens: int = 1 << 22      # samples x n x max_new_tokens of one /generate (bounds its work)
+    request_timeout_s: float = 600.0     # socket timeout while reading a request (a stalled body frees its thread)
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"server limit {name} must be > 0, got {value!r}")
+
+
+class RequestError(ValueError):
+    """A malformed or refused request: answered with `code` (400 unless set) and the message."""
+
+    def __init__(self, message: str, code: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class RolloutServer:
     """Serves one rollout engine (see the module doc). `serve_forever()` blocks; `start()` runs it in a
-    daemon thread (tests). Requests are handled one at a time (generation holds the engine)."""
+    daemon thread (tests). Requests are handled one at a time (generation holds the engine).
+
+    Every request must carry ``Authorization: Bearer <token>`` (`token`, random per start unless given;
+    written to `token_file` for the trainer), POSTs must be ``application/json``, and the ``Host`` header
+    must name this server (no DNS rebinding from a browser)."""
 
     def __init__(self, engine: ServableEngine, *, weights_dir: str | os.PathLike | None, model_name: str = "",
-                 host: str = "127.0.0.1", port: int = 8000) -> None:
+                 host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                 token_file: str | os.PathLike | None = None, limits: ServerLimits = ServerLimits()) -> None:
         self.engine = engine
         self.weights_dir = Path(weights_dir).resolve() if weights_dir is not None else None
         self.model_name = model_name
         self.run: str | None = None
         self.version: int | None = None
+        self.limits = limits
+        self.token = token or secrets.token_urlsafe(32)
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.address = f"http://{host}:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        self.host = host
+        self.address = f"http://{host}:{self.port}"
+        self.token_file = Path(token_file) if token_file is not None else (
+            self.weights_dir / TOKEN_FILE if self.weights_dir is not None else None)
+        if self.token_file is not None:
+            write_token(self.token_file, self.token)
+        if host not in LOOPBACK:
+            print(f"WARNING: the rollout server listens on {host}, not on loopback: anyone who can reach "
+                  f"port {self.port} and knows the token can drive generation and weight loading",
+                  file=sys.stderr, flush=True)
+
+    def check_host(self, value: str | None) -> None:
+        """The Host header must name this server (any name when it listens on every interface)."""
+        if self.host in ("0.0.0.0", "::", ""):
+            return
+        allowed = {f"{h}:{self.port}" for h in (self.host, *LOOPBACK)} | {f"[::1]:{self.port}"}
+        if value not in allowed:
+            raise RequestError(f"Host {value!r} is not this server", 421)
+
+    def check_token(self, header: str | None) -> None:
+        if not header or not hmac.compare_digest(header.encode(), f"Bearer {self.token}".encode()):
+            raise RequestError("missing or wrong token (Authorization: Bearer <token>; see the token file "
+                               "or the line printed at start)", 401)
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "model": self.model_name, "run": self.run, "version": self.version}
 
     def generate(self, body: dict[str, Any]) -> dict[str, Any]:
-        samples = [sample_from_wire(s) for s in body["samples"]]
-        params = SamplingParams(**body.get("params", {}))
+        samples, params = self._parse_generate(body)
         with self._lock:
             groups = self.engine.generate(samples, params)
         return {"completions": [[{"text": c.text, "token_ids": list(map(int, c.token_ids)), "finished": c.finished}
                                  for c in group] for group in groups]}
 
+    def _parse_generate(self, body: dict[str, Any]) -> tuple[list[Sample], SamplingParams]:
+        lim = self.limits
+        wire = body.get("samples")
+        if not isinstance(wire, list) or not all(isinstance(x, dict) for x in wire):
+            raise RequestError("samples must be a list of objects")
+        if len(wire) > lim.max_samples:
+            raise RequestError(f"{len(wire)} samples, more than max_samples={lim.max_samples}")
+        raw = body.get("params", {})
+        if not isinstance(raw, dict) or set(raw) - set(SamplingParams.__dataclass_fields__):
+            raise RequestError(f"params must be an object with keys among {sorted(SamplingParams.__dataclass_fields__)}")
+        params = SamplingParams(**raw)
+        for key, most in (("n", lim.max_n), ("max_new_tokens", lim.max_new_tokens)):
+            value = getattr(params, key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise RequestError(f"params.{key} must be an integer in [1, {most}], got {value!r}")
+        total = len(wire) * params.n * params.max_new_tokens
+        if total > lim.max_total_tokens:
+            raise RequestError(f"{len(wire)} samples x n={params.n} x max_new_tokens={params.max_new_tokens} = "
+                               f"{total} tokens, more than max_total_tokens={lim.max_total_tokens}")
+        try:
+            samples = [sample_from_wire(x, lim.max_array_bytes) for x in wire]
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise RequestError(f"bad sample: {type(exc).__name__}: {exc}") from None
+        return samples, params
+
     def load_weights(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.weights_dir is None:
             raise PermissionError("this server was started without --weights-dir: weight loading is off")
-        path = (self.weights_dir / str(body["file"])).resolve()
+        name = body.get("file")
+        if not isinstance(name, str) or not name:
+            raise RequestError("file must be a non-empty string")
+        path = (self.weights_dir / name).resolve()
         if self.weights_dir not in path.parents:
-            raise PermissionError(f"weights file {body['file']!r} is outside the weights directory")
-        tensors = load_file(str(path))
+            raise PermissionError(f"weights file {name!r} is outside the weights directory")
+        try:
+            tensors = load_file(str(path))  # the whole file, before anything is swapped
+        except Exception as exc:  # missing, partial or corrupt: the served model is untouched
+            raise RequestError(f"weights file {name!r} cannot be read: {type(exc).__name__}: {exc}") from None
+        _check_weights(self.engine, tensors, name)
         with self._lock:
             self.engine.load_weights(tensors.items())
             self.run, self.version = body.get("run"), body.get("version")
@@ -161,22 +286,82 @@ class RolloutServer:
         self.httpd.server_close()
 
 
+def _check_weights(engine: ServableEngine, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Every tensor name and shape must match the served model's (when the engine exposes its model), so a
+    mismatched file is refused before any weight is replaced."""
+    model = getattr(engine, "model", None) or getattr(getattr(engine, "engine", None), "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(want) - set(tensors))
+    unexpected = sorted(set(tensors) - set(want))
+    wrong = sorted(k for k in set(want) & set(tensors) if tuple(tensors[k].shape) != want[k])
+    if missing or unexpected or wrong:
+        raise RequestError(f"weights file {name!r} does not match the served model: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write the token readable by this user only (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    os.replace(tmp, path)
+
+
+def _read_body(handler: BaseHTTPRequestHandler, limits: ServerLimits) -> dict[str, Any]:
+    """The request's JSON object: Content-Length checked, JSON content type, depth-safe parse."""
+    if handler.command == "GET":
+        return {}
+    ctype = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise RequestError(f"Content-Type must be application/json, got {ctype or 'none'!r}", 415)
+    raw = handler.headers.get("Content-Length")
+    try:
+        length = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RequestError(f"Content-Length must be an integer, got {raw!r}", 411) from None
+    if not 0 <= length <= limits.max_body_bytes:
+        raise RequestError(f"Content-Length {length} is outside [0, max_body_bytes={limits.max_body_bytes}]", 413)
+    data = handler.rfile.read(length)
+    if len(data) != length:
+        raise RequestError(f"the body ended after {len(data)} of {length} bytes")
+    try:
+        body = json.loads(data or b"{}")
+    except RecursionError:
+        raise RequestError("the JSON body is nested too deep") from None
+    except ValueError as exc:
+        raise RequestError(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    return body
+
+
 def _handler(server: RolloutServer) -> type[BaseHTTPRequestHandler]:
     routes = {("GET", "/health"): lambda _: server.health(), ("POST", "/generate"): server.generate,
               ("POST", "/load_weights"): server.load_weights}
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = server.limits.request_timeout_s  # socket timeout: a stalled request frees its thread
+
         def _answer(self, method: str) -> None:
-            route = routes.get((method, self.path))
-            if route is None:
-                return self._send(404, {"error": f"no route {method} {self.path}"})
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                self._send(200, route(body))
+                server.check_host(self.headers.get("Host"))
+                server.check_token(self.headers.get("Authorization"))
+                route = routes.get((method, self.path))
+                if route is None:
+                    return self._send(404, {"error": f"no route {method} {self.path}"})
+                self._send(200, route(_read_body(self, server.limits)))
+            except RequestError as exc:
+                self._send(exc.code, {"error": str(exc)})
             except PermissionError as exc:
                 self._send(403, {"error": str(exc)})
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
                 self._send(400, {"error": f"{type(exc).__name__}: {exc}"})
+            except TimeoutError:
+                self.close_connection = True
             except Exception as exc:  # the server keeps serving; the client raises with this reason
                 self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
 
@@ -191,6 +376,9 @@ def _handler(server: RolloutServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if code >= 400:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
 
@@ -202,7 +390,8 @@ def _handler(server: RolloutServer) -> type[BaseHTTPRequestHandler]:
 
 def make_server(model: str | os.PathLike, *, engine: str = "vllm", weights_dir: str | os.PathLike | None = None,
                 host: str = "127.0.0.1", port: int = 8000, batch_size: int = 8,
-                llm_kwargs: dict[str, Any] | None = None) -> RolloutServer:
+                llm_kwargs: dict[str, Any] | None = None, token_file: str | os.PathLike | None = None,
+                limits: ServerLimits = ServerLimits()) -> RolloutServer:
     """A `RolloutServer` for the checkpoint at `model`: vLLM's offline engine, or transformers' generate."""
     processor = load_processor(model)
     if engine == "hf":
@@ -211,7 +400,8 @@ def make_server(model: str | os.PathLike, *, engine: str = "vllm", weights_dir: 
         served = VLLMEngine(processor, model_path=str(model), llm_kwargs=llm_kwargs)
     else:
         raise ValueError(f"unknown engine {engine!r}; known: hf, vllm")
-    return RolloutServer(served, weights_dir=weights_dir, model_name=str(model), host=host, port=port)
+    return RolloutServer(served, weights_dir=weights_dir, model_name=str(model), host=host, port=port,
+                         token_file=token_file, limits=limits)
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -219,16 +409,20 @@ class RemoteEngine:
     """A rollout engine whose generation runs in a `RolloutServer` at `url`."""
 
     def __init__(self, url: str, *, weights_dir: str | os.PathLike | None = None, run: str = "",
-                 timeout_s: float = 600.0) -> None:
+                 timeout_s: float = 600.0, token: str | None = None,
+                 token_file: str | os.PathLike | None = None) -> None:
         self.url = url.rstrip("/")
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.run = run
         self.timeout_s = timeout_s
+        self.token = token or _find_token(token_file, self.weights_dir)
 
     def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(self.url + route, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + route, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
@@ -272,6 +466,16 @@ class RemoteEngine:
                 raise TimeoutError(f"rollout server did not reach version {version} of run {self.run!r} "
                                    f"within {self.timeout_s:.0f} s (it reports {state})")
             time.sleep(poll_s)
+
+
+def _find_token(token_file: str | os.PathLike | None, weights_dir: Path | None) -> str | None:
+    """The server's token: `token_file`, else `<weights_dir>/rollout_server.token`, else $VIDEOR1_ROLLOUT_TOKEN."""
+    path = Path(token_file) if token_file is not None else (weights_dir / TOKEN_FILE if weights_dir else None)
+    if path is not None and path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    if token_file is not None:
+        raise FileNotFoundError(f"rollout server token file {token_file} not found (the server writes it at start)")
+    return os.environ.get(TOKEN_ENV) or None
 
 
 def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:

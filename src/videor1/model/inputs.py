@@ -1,4 +1,7 @@
-"""Turn samples (record + decoded media + chat messages) into Qwen2.5-VL model tensors.
+"""Turn samples (record + decoded media + chat messages) into Qwen2.5-VL / Qwen3-VL / Qwen2-VL model tensors.
+
+What differs between model families (video metadata, prompt text, suppressed tokens) comes from the
+processor's family module (`videor1.model.families.family_of_processor`); the rest is shared.
 
 Shared by SFT, RL, evaluation, annotation and inference, so that every path builds the prompt and the
 vision tensors in exactly one way.
@@ -19,6 +22,8 @@ Where we depart from the reference (Video-R1's training scripts):
   only (the reference's SFT also trained on the prompt).
 * The processor never resizes: wide pixel limits are passed on every call (a real checkpoint's processor
   config would otherwise upscale small frames) and the resulting grids are checked against the media.
+  Exception: a family whose patch x merge is not 28 (Qwen3-VL: 32) rounds each side to its multiple; the
+  grid check expects exactly that rounding.
 * A response containing vision special tokens is refused with an error naming the record: such text
   would make the vision placeholders disagree with the pixel inputs.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -36,13 +42,13 @@ from transformers import BatchFeature, ProcessorMixin
 from videor1.data.media import Clip, ImageSpec, VideoSpec, load_media
 from videor1.data.prompts import build_messages
 from videor1.data.records import Record
+from videor1.model.families import family_of_processor
+from videor1.model.families.common import VISION_SPECIAL_TOKENS
 
 IGNORE_INDEX = -100
 # Pixel limits passed on every processor call so that no checkpoint's processor config (e.g. a video
 # min_pixels of 128*28*28) resizes the frames that `videor1.data.media` already sized to the budget.
 _KEEP_SIZE = {"size": {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}
-VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-                         "<|video_pad|>")
 
 
 class RecordLike(Protocol):
@@ -95,8 +101,8 @@ def _media_kinds(messages: list[dict]) -> list[str]:
     return kinds
 
 
-def _video_inputs(sample: Sample) -> tuple[np.ndarray, dict]:
-    """Frames [T, H, W, 3] uint8 and the metadata that makes transformers see the real sample fps."""
+def _video_inputs(sample: Sample, family: ModuleType) -> tuple[np.ndarray, dict]:
+    """Frames [T, H, W, 3] uint8 and the family's video metadata (Qwen2.5-VL: the real sample fps)."""
     clip = sample.media
     frames = getattr(clip, "frames", None)
     fps = getattr(clip, "sample_fps", None)
@@ -105,11 +111,9 @@ def _video_inputs(sample: Sample) -> tuple[np.ndarray, dict]:
                          f"[T, H, W, 3], got {type(clip).__name__}")
     if fps is None or not float(fps) > 0:
         raise ValueError(f"record {_record_id(sample)!r}: clip sample_fps must be > 0, got {fps}")
+    meta = family.video_metadata(clip)
     if not frames.flags.writeable:  # torch.from_numpy warns on read-only arrays
         frames = frames.copy()
-    n = int(frames.shape[0])
-    # sampled_fps = len(frames_indices) / total_num_frames * fps = fps for these values.
-    meta = {"fps": float(fps), "total_num_frames": n, "frames_indices": list(range(n))}
     return frames, meta
 
 
@@ -122,7 +126,8 @@ def _image_input(sample: Sample) -> np.ndarray:
     return image if image.flags.writeable else image.copy()
 
 
-def _collect_media(samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+def _collect_media(samples: Sequence[Sample], family: ModuleType
+                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
     images, videos, metadata = [], [], []
     for sample in samples:
         kinds = _media_kinds(sample.messages)
@@ -130,7 +135,7 @@ def _collect_media(samples: Sequence[Sample]) -> tuple[list[np.ndarray], list[np
             raise ValueError(f"record {_record_id(sample)!r}: messages must hold exactly one image or "
                              f"video item, found {len(kinds)}")
         if kinds[0] == "video":
-            frames, meta = _video_inputs(sample)
+            frames, meta = _video_inputs(sample, family)
             videos.append(frames)
             metadata.append(meta)
         else:
@@ -171,39 +176,61 @@ def encode(processor: ProcessorMixin, samples: Sequence[Sample], *, responses: S
             raise ValueError(f"got {len(responses)} responses for {len(samples)} samples")
         if not add_generation_prompt:
             raise ValueError("responses are appended after the generation prompt: add_generation_prompt must be True")
-    texts = prompt_texts(processor, samples, add_generation_prompt=add_generation_prompt)
-    images, videos, metadata = _collect_media(samples)
+    family = family_of_processor(processor)
+    rendered = prompt_texts(processor, samples, add_generation_prompt=add_generation_prompt)
+    texts = [family.prompt_text(t) for t in rendered]
+    images, videos, metadata = _collect_media(samples, family)
     kwargs: dict[str, Any] = {"padding": True, "padding_side": padding_side, "return_tensors": "pt"}
     if videos:
         kwargs["videos_kwargs"] = {"video_metadata": metadata, "do_sample_frames": False, **_KEEP_SIZE}
     if images:
         kwargs["images_kwargs"] = dict(_KEEP_SIZE)
     batch = processor(text=texts, images=images or None, videos=videos or None, **kwargs)
-    _check_grids(batch, images, videos, samples)
+    _check_grids(processor, batch, images, videos, samples)
     if responses is None:
         return batch
-    response_ids = [_response_ids(processor, r, s) for r, s in zip(responses, samples)]
+    response_ids = [_response_ids(processor, r, s, family.SUPPRESSED_TOKENS) for r, s in zip(responses, samples)]
     return append_tokens(batch, response_ids, pad_id=pad_token_id(processor), padding_side=padding_side)
 
 
-def _check_grids(batch: BatchFeature, images: list[np.ndarray], videos: list[np.ndarray],
-                 samples: Sequence[Sample]) -> None:
-    """Refuse a batch whose vision grids do not match the media (the processor must not resize)."""
-    patch = 14
-    expected = [[1, im.shape[0] // patch, im.shape[1] // patch] for im in images]
-    if images and batch["image_grid_thw"].tolist() != expected:
-        raise ValueError(f"processor changed image sizes: grids {batch['image_grid_thw'].tolist()} != "
-                         f"{expected}; images must be multiples of 28 within the pixel budget "
-                         f"(records {[_record_id(s) for s in samples]})")
-    expected = [[-(-v.shape[0] // 2), v.shape[1] // patch, v.shape[2] // patch] for v in videos]
-    if videos and batch["video_grid_thw"].tolist() != expected:
+def _grid_side(pixels: int, patch: int, merge: int, rounds: bool) -> int:
+    """Patches along a side of `pixels`: as given, or (`rounds`: the family's processor rounds sizes) once
+    rounded to a multiple of patch x merge, the only resize a processor does within our wide pixel limits."""
+    if not rounds:
+        return pixels // patch
+    factor = patch * merge
+    return max(factor, round(pixels / factor) * factor) // patch
+
+
+def _check_grids(processor: ProcessorMixin, batch: BatchFeature, images: list[np.ndarray],
+                 videos: list[np.ndarray], samples: Sequence[Sample]) -> None:
+    """Refuse a batch whose vision grids do not match the media (the processor must not resize, beyond
+    rounding sides to its patch x merge multiple where the family says so)."""
+    rounds = bool(family_of_processor(processor).ROUNDS_FRAME_SIZES)
+    if images:
+        patch, merge = processor.image_processor.patch_size, processor.image_processor.merge_size
+        expected = [[1, _grid_side(im.shape[0], patch, merge, rounds),
+                     _grid_side(im.shape[1], patch, merge, rounds)]
+                    for im in images]
+        if batch["image_grid_thw"].tolist() != expected:
+            raise ValueError(f"processor changed image sizes: grids {batch['image_grid_thw'].tolist()} != "
+                             f"{expected}; images must be multiples of 28 within the pixel budget "
+                             f"(records {[_record_id(s) for s in samples]})")
+    if not videos:
+        return
+    vp = processor.video_processor
+    patch, merge, temporal = vp.patch_size, vp.merge_size, vp.temporal_patch_size
+    expected = [[-(-v.shape[0] // temporal), _grid_side(v.shape[1], patch, merge, rounds),
+                 _grid_side(v.shape[2], patch, merge, rounds)] for v in videos]
+    if batch["video_grid_thw"].tolist() != expected:
         raise ValueError(f"processor changed video sizes: grids {batch['video_grid_thw'].tolist()} != "
                          f"{expected}; frames must be multiples of 28 within the pixel budget "
                          f"(records {[_record_id(s) for s in samples]})")
 
 
-def _response_ids(processor: ProcessorMixin, response: str, sample: Sample) -> list[int]:
-    for token in VISION_SPECIAL_TOKENS:
+def _response_ids(processor: ProcessorMixin, response: str, sample: Sample,
+                  refused: Sequence[str] = VISION_SPECIAL_TOKENS) -> list[int]:
+    for token in refused:
         if token in response:
             raise ValueError(f"record {_record_id(sample)!r}: response contains the vision token {token}")
     tokenizer = processor.tokenizer
@@ -333,13 +360,14 @@ def move_batch(batch: BatchFeature, device: torch.device | str, dtype: torch.dty
 
 
 def vision_token_ids(processor: ProcessorMixin) -> list[int]:
-    """Ids of <|vision_start|>, <|vision_end|>, <|vision_pad|>, <|image_pad|>, <|video_pad|>.
+    """Ids of the processor's family's `SUPPRESSED_TOKENS` (all three families: <|vision_start|>,
+    <|vision_end|>, <|vision_pad|>, <|image_pad|>, <|video_pad|>).
 
     Generation must never emit them: a sampled placeholder breaks the next forward with pixel inputs.
     """
     tokenizer = processor.tokenizer
     ids = []
-    for token in VISION_SPECIAL_TOKENS:
+    for token in family_of_processor(processor).SUPPRESSED_TOKENS:
         tid = tokenizer.convert_tokens_to_ids(token)
         if tid is None or tid == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no {token} token")

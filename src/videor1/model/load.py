@@ -1,13 +1,20 @@
 """Load a policy / reference model and its processor from an HF directory (`from_pretrained`, remote code off).
 
-The tiny checkpoint of `videor1.model.tiny` and a real Qwen2.5-VL-7B-Instruct directory take exactly this path.
+The tiny checkpoint of `videor1.model.tiny` and a real Qwen2.5-VL-7B-Instruct (or Qwen3-VL-8B / Qwen2-VL)
+directory take exactly this path; the model class is the family's (`videor1.model.families.family_of`, read
+from the directory's config.json `model_type`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import ModuleType
+
 import torch
-from transformers import AutoProcessor, ProcessorMixin, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from videor1.model.families import family_of_model_type
 
 
 def pick_device() -> torch.device:
@@ -28,25 +35,72 @@ def pick_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def load_processor(path: str | Path) -> ProcessorMixin:
-    """`AutoProcessor.from_pretrained(path)` with remote code off (a Qwen2_5_VLProcessor)."""
+def check_model_dir(path: str | Path) -> ModuleType:
+    """The model family of HF directory `path`, or one error naming the path (before transformers sees it):
+    missing (FileNotFoundError), not a directory (NotADirectoryError), empty or without config.json (e.g. a
+    dataset folder), a config.json that is not JSON or has no / an unsupported `model_type` (ValueError)."""
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(f"no such model directory: {path}")
-    return AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
+    if not path.is_dir():
+        raise NotADirectoryError(f"model path is not a directory: {path}")
+    config = path / "config.json"
+    if not config.is_file():
+        what = "is empty" if not any(path.iterdir()) else "has no config.json (not an HF model directory)"
+        raise ValueError(f"model directory {path} {what}")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{config}: not a valid JSON model config ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"{config}: no model_type (not an HF model config)")
+    try:
+        return family_of_model_type(data["model_type"])
+    except ValueError as exc:
+        raise ValueError(f"{config}: {exc}") from None
+
+
+def load_processor(path: str | Path) -> ProcessorMixin:
+    """`AutoProcessor.from_pretrained(path)` with remote code off (the family's processor class); a directory
+    that is not a usable model gives one error naming it (`check_model_dir`)."""
+    path = Path(path)
+    check_model_dir(path)
+    try:
+        return AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:   # missing / broken tokenizer or processor files
+        raise ValueError(f"model directory {path}: cannot load its processor: {exc}") from None
+
+
+def resolve_attn_implementation(name: str | None) -> str | None:
+    """The attention kernel to ask transformers for: `flash_attention_2` (the reference's) only when the
+    flash-attn package imports and CUDA is there, else `sdpa`; None or "auto" leaves transformers' default."""
+    if name in (None, "auto"):
+        return None
+    if name == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
+            return "sdpa"
+    return name
 
 
 def load_model(path: str | Path, *, device: torch.device | str | None = None,
-               dtype: torch.dtype | None = None) -> Qwen2_5_VLForConditionalGeneration:
-    """`Qwen2_5_VLForConditionalGeneration.from_pretrained(path)` on `device` (default `pick_device()`)
-    in `dtype` (default `pick_dtype(device)`), remote code off."""
+               dtype: torch.dtype | None = None, attn_implementation: str | None = None) -> PreTrainedModel:
+    """The family's model class (`family_of(path).MODEL_CLASS`, e.g. Qwen2_5_VLForConditionalGeneration)
+    `.from_pretrained(path)` on `device` (default `pick_device()`) in `dtype` (default `pick_dtype(device)`),
+    remote code off."""
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no such model directory: {path}")
+    family = check_model_dir(path)
     device = torch.device(device) if device is not None else pick_device()
     dtype = dtype if dtype is not None else pick_dtype(device)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(path), dtype=dtype, trust_remote_code=False)
+    kwargs = {}
+    attn = resolve_attn_implementation(attn_implementation)
+    if attn is not None:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = family.MODEL_CLASS.from_pretrained(str(path), dtype=dtype, trust_remote_code=False, **kwargs)
+    except OSError as exc:   # no / unreadable weight files
+        raise ValueError(f"model directory {path}: cannot load its weights: {exc}") from None
     return model.to(device)
 
 

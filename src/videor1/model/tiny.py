@@ -1,4 +1,6 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL offline (model, tokenizer, chat template, processor).
+"""Build a tiny, randomly initialised Qwen2.5-VL (or Qwen3-VL / Qwen2-VL: `family=`) offline (model,
+tokenizer, chat template, processor). The model config, processor and chat template of each family come
+from its module in `videor1.model.families`; the tokenizer is shared (Qwen's special tokens for all three).
 
 Everything is loaded through `from_pretrained` on a directory, so the tiny checkpoint made here and a real
 Qwen2.5-VL-7B-Instruct directory take exactly the same path (`trust_remote_code` is always off).
@@ -31,13 +33,12 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import (AddedToken, GenerationConfig, PreTrainedTokenizerBase, Qwen2_5_VLConfig,
-                          Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor)
+from transformers import AddedToken, GenerationConfig
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from videor1.data.prompts import TEMPLATES
+from videor1.model.families import DEFAULT_FAMILY, get_family, qwen2_5_vl
+from videor1.model.families.common import DEFAULT_SYSTEM_PROMPT  # noqa: F401  (re-exported)
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>",
@@ -46,34 +47,9 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 )
 FORMAT_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-
-# Behaviourally the Qwen2.5-VL chat template, written for this project. Newlines are emitted explicitly.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if loop.first and message['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' or 'image' in item or 'image_url' in item -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif item['type'] == 'video' or 'video' in item -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif 'text' in item -%}"
-    "{{- item['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+# Behaviourally the Qwen2.5-VL chat template, written for this project (each family has its own:
+# `videor1.model.families`; this is the default family's).
+CHAT_TEMPLATE = qwen2_5_vl.CHAT_TEMPLATE
 
 # A small English corpus for the tokenizer: prompt wording, reasoning phrases, answer formats and the
 # words of the synthetic tasks. Any text still encodes (byte-level BPE); this only shortens sequences.
@@ -208,70 +184,28 @@ def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LI
     return tokenizer
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerBase, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
-                num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
-                vision_heads: int = 4, initializer_range: float = 0.1) -> Qwen2_5_VLConfig:
-    """A small `Qwen2_5_VLConfig` consistent with `tokenizer` (vocab size and special token ids)."""
-    if hidden_size % num_heads or num_heads % num_kv_heads or vision_hidden % vision_heads:
-        raise ValueError(f"heads must divide hidden sizes: hidden {hidden_size}/{num_heads} heads "
-                         f"({num_kv_heads} kv), vision {vision_hidden}/{vision_heads} heads")
-    head_dim = hidden_size // num_heads
-    if head_dim % 8:
-        raise ValueError(f"head_dim {head_dim} must be a multiple of 8 for the M-RoPE sections")
-    half = head_dim // 2  # M-RoPE splits the rotary half into temporal / height / width sections
-    mrope_section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text_config = dict(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096, initializer_range=initializer_range, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )
-    vision_config = dict(
-        depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-        num_heads=vision_heads, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        tokens_per_second=2, window_size=112, out_hidden_size=hidden_size,
-        fullatt_block_indexes=[vision_depth - 1], initializer_range=initializer_range,
-    )
-    return Qwen2_5_VLConfig(
-        text_config=text_config, vision_config=vision_config, tie_word_embeddings=False,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
+def build_tiny(out_dir: str | Path, *, family: str = DEFAULT_FAMILY, seed: int = 0, hidden_size: int = 128,
+               num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2, vision_hidden: int = 64,
+               vision_depth: int = 2, initializer_range: float = 0.1, vocab_size: int = 2048) -> Path:
+    """Write a tiny random model of `family` (safetensors), tokenizer and processor to `out_dir`; return it.
 
-
-def tiny_processor(tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLProcessor:
-    """A Qwen2_5_VLProcessor that neither resizes our (already resized) frames nor samples frames."""
-    wide = {"min_pixels": 28 * 28, "max_pixels": 16384 * 28 * 28}
-    image_processor = Qwen2VLImageProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2)
-    video_processor = Qwen2VLVideoProcessor(**wide, patch_size=14, temporal_patch_size=2, merge_size=2,
-                                            do_sample_frames=False, cap_pixels_per_frame=False,
-                                            min_frames=2, max_frames=4096)
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               video_processor=video_processor, chat_template=CHAT_TEMPLATE)
-
-
-def build_tiny(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128, num_layers: int = 2,
-               num_heads: int = 4, num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
-               initializer_range: float = 0.1, vocab_size: int = 2048) -> Path:
-    """Write a tiny random Qwen2.5-VL (safetensors), tokenizer and processor to `out_dir`; return it.
-
-    Deterministic for a seed. `vocab_size` is the BPE target of the tokenizer; the model's vocabulary is
-    exactly `len(tokenizer)` so that every id the model can emit decodes to a token.
+    `family` names a `videor1.model.families` entry (default Qwen2.5-VL). Deterministic for a seed.
+    `vocab_size` is the BPE target of the tokenizer; the model's vocabulary is exactly `len(tokenizer)` so
+    that every id the model can emit decodes to a token.
     """
+    fam = get_family(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(vocab_size)
-    config = tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                         num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_depth=vision_depth,
-                         initializer_range=initializer_range)
+    tokenizer.chat_template = fam.CHAT_TEMPLATE
+    config = fam.tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                             num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_depth=vision_depth,
+                             initializer_range=initializer_range)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    model = fam.MODEL_CLASS(config).to(torch.float32)
     eos_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     model.generation_config = GenerationConfig(
         bos_token_id=eos_ids[1], eos_token_id=eos_ids, pad_token_id=eos_ids[1], do_sample=False)
     model.save_pretrained(str(out), safe_serialization=True)
-    tiny_processor(tokenizer).save_pretrained(str(out))
+    fam.tiny_processor(tokenizer).save_pretrained(str(out))
     return out
-

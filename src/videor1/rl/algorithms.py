@@ -35,6 +35,7 @@ from videor1.rewards.accuracy import CORRECT_THRESHOLD
 ADV_EPS = 1e-4  # added to the std, as the reference
 SCALE_REWARDS = ("group", "batch", "none")
 TEMPORAL_COMPARISONS = ("gt", "ge")
+TEMPORAL_BONUS_MODES = ("reward", "advantage")  # where T-GRPO's bonus enters (see `temporal_advantages`)
 
 ADVANTAGES: Registry[Callable[..., torch.Tensor]] = Registry("advantage estimator")
 LOSS_AGGREGATIONS: Registry[Callable[..., torch.Tensor]] = Registry("loss_type")
@@ -122,6 +123,74 @@ def temporal_bonus(accuracy: torch.Tensor, group_ids: torch.Tensor, shuffled_acc
         pts.append(float(p_tilde))
     return TemporalBonus(bonus, groups, torch.tensor(applied, dtype=torch.bool),
                          torch.tensor(ps, dtype=torch.float32), torch.tensor(pts, dtype=torch.float32))
+
+
+def centred_bonus(bonus: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """bonus - mean of its group. bonus: [N] float; group_ids: [N] long -> [N] float32 (sums to 0 per group)."""
+    mean, _ = group_mean_std(bonus, group_ids)
+    return (bonus.to(torch.float64) - mean).to(torch.float32)
+
+
+def temporal_advantages(rewards: torch.Tensor, bonus: torch.Tensor, group_ids: torch.Tensor, *,
+                        mode: str = "reward", scale_rewards: str = "group",
+                        advantage_fn: Callable[..., torch.Tensor] = group_advantages
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """T-GRPO advantages with the temporal bonus applied in one of two places, and the same without it.
+
+    rewards: [N] rewards WITHOUT the temporal bonus; bonus: [N] `TemporalBonus.bonus` (alpha on each correct
+    ordered completion of a group where p > mu p~, else 0); group_ids: [N]. Returns (advantages with the
+    bonus, advantages without it), both [N] float32, the second = advantage_fn(rewards) (GRPO's).
+
+    - ``"reward"`` (the paper and the reference code): A = advantage_fn(rewards + bonus).
+    - ``"advantage"``: A = advantage_fn(rewards) + (bonus - mean of the group's bonus).
+
+    Why the reward form loses the bonus. Take a group of G completions with 0/1 accuracy c_i, k of them
+    correct (0 < k < G), the same format reward f for all, and the bonus applied: r_i = c_i + f, and
+    with the bonus r'_i = (1 + alpha) c_i + f, an affine map of r. Centring removes f, and dividing by
+    the std removes (1 + alpha): with s the std of c,
+        A_i  = (c_i - k/G) / (s + eps),    A'_i = (1 + alpha)(c_i - k/G) / ((1 + alpha) s + eps),
+    so A'_i - A_i = (c_i - k/G) * alpha * eps / ((s + eps)((1 + alpha) s + eps)), of order eps = 1e-4
+    (5.4e-5 at most for G = 8, k = 3, alpha = 0.3). The bonus only acts through what breaks the affine
+    map: unequal format rewards, the length bonus, graded accuracies (OCR, free-form, regression).
+
+    The advantage form. The bonus is added after normalisation, in advantage units, centred per group:
+        A'_i = A_i + alpha * (c_i - k/G)   (groups where the bonus applies; elsewhere A'_i = A_i).
+    For the group above (G = 8, k = 3, alpha = 0.3) the correct completions move by +alpha (1 - k/G) =
+    +0.1875 and the incorrect ones by -alpha k/G = -0.1125. Why this form:
+    - it cannot blow up: |A'_i - A_i| <= alpha whatever the rewards. Scaling the bonus by 1 / (std + eps),
+      the other candidate, multiplies it by 1e4 in a group whose rewards are all equal (std 0: e.g. every
+      completion correct), exactly the groups where the bonus would otherwise be the only signal;
+    - it is centred, so each group's advantages still sum to 0 as in GRPO (no net push on a prompt
+      whose completions all get the bonus, e.g. all correct: those groups stay at A = 0). Without
+      centring, the extra alpha k/G on every completion of the group would add only variance: its
+      expected gradient is 0 under on-policy sampling;
+    - it is exactly what the reward form does under Dr. GRPO's unscaled advantages (``scale_rewards:
+      "none"``, A = r - mean): there rewards + bonus centres to A_i + (b_i - mean b). So "advantage"
+      keeps the paper's bonus at the size Dr. GRPO gives it, whatever std scaling is in use, and with
+      ``scale_rewards: "none"`` the two modes coincide (the bonus survives there in either mode).
+    """
+    if mode not in TEMPORAL_BONUS_MODES:
+        raise KeyError(f"unknown temporal_bonus_mode {mode!r}; known: {', '.join(TEMPORAL_BONUS_MODES)}")
+    without = advantage_fn(rewards, group_ids, scale_rewards=scale_rewards)
+    if mode == "reward":
+        return advantage_fn(rewards + bonus, group_ids, scale_rewards=scale_rewards), without
+    return without + centred_bonus(bonus, group_ids), without
+
+
+def temporal_advantage_shift(with_bonus: torch.Tensor, without_bonus: torch.Tensor, group_ids: torch.Tensor,
+                             video_groups: torch.Tensor) -> torch.Tensor:
+    """Mean |A_with - A_without| over the ordered completions of the video groups (0 when there are none).
+
+    with_bonus, without_bonus, group_ids: [N]; video_groups: [K] the ids of groups that had shuffled
+    completions (`TemporalBonus.groups`) -> [] float32. The metric `temporal_advantage_shift`: ~0 (order
+    eps) for 0/1 groups with equal format rewards in ``"reward"`` mode, alpha k/G (1 - k/G) * 2 per
+    bonus group in ``"advantage"`` mode.
+    """
+    in_video = torch.isin(group_ids, video_groups)
+    if not bool(in_video.any()):
+        return torch.zeros((), dtype=torch.float32)
+    diff = (with_bonus.to(torch.float64) - without_bonus.to(torch.float64))[in_video].abs()
+    return diff.mean().to(torch.float32)
 
 
 def length_bonus(accuracy: torch.Tensor, lengths: torch.Tensor, group_ids: torch.Tensor, *, omega: float = 0.2,

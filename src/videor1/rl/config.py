@@ -12,8 +12,9 @@ from typing import Literal, Optional, Union
 
 from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
+from videor1.limits import InputLimits
 from videor1.rewards import REGISTRY, get_reward
-from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS
+from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS, TEMPORAL_BONUS_MODES
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
@@ -24,9 +25,9 @@ class VLLMConfig:
 
     gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (colocated with training)
     tensor_parallel_size: int = 1  # vLLM tensor parallel degree
-    max_model_len: Optional[int] = None  # vLLM context limit (None: the model's)
-    rpc_method: Optional[str] = None  # weight sync through llm.collective_rpc(rpc_method) (multi-process)
-    video_metadata: bool = True  # send (frames, metadata) so vLLM reads the real sampled fps
+    max_model_len: Optional[int] = None  # vLLM context limit (None: max_prompt_length + max_completion_length)
+    rpc_method: Optional[str] = None  # worker method for weight sync (None: videor1's worker extension's)
+    video_metadata: bool = True  # must stay true: vLLM 0.33's Qwen2.5-VL parser refuses frames without metadata
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class RemoteConfig:
     url: str = "http://127.0.0.1:8000"  # where `videor1 serve-rollouts` listens
     weights_dir: Optional[str] = None  # directory trainer and server both see, for weight sync (a RAM disk)
     timeout_s: float = 600.0  # per request, and for the non-main processes' wait for a weight sync
+    token_file: Optional[str] = None  # the server's token (None: <weights_dir>/rollout_server.token, written
+    #                                   by `serve-rollouts` at start; else $VIDEOR1_ROLLOUT_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class RLConfig:
     alpha: float = 0.3  # bonus for correct ordered completions when ordered beats shuffled
     mu: float = 0.8  # bonus when p > mu * p~ (reference code 0.8; the authors meant 1.0, similar results)
     temporal_comparison: Literal["gt", "ge"] = "gt"  # "gt": p > mu p~ (paper); "ge": p >= mu p~ (reference code)
+    temporal_bonus_mode: Literal["reward", "advantage"] = "reward"  # where the bonus enters: "reward" (paper,
+    #   reference: added to the reward, then normalised: erased for 0/1 groups with equal format) or
+    #   "advantage" (GRPO advantages without it + alpha * (correct - group mean); algorithms.temporal_advantages)
     # --- rewards
     rewards: tuple[str, ...] = ("accuracy", "format")  # names in videor1.rewards.REGISTRY, summed
     reward_weights: Optional[tuple[float, ...]] = None  # one weight per reward (None: all 1)
@@ -89,6 +95,8 @@ class RLConfig:
     video: VideoSpec = field(default_factory=VideoSpec)  # frames per video, fps, pixel budget per frame
     image: ImageSpec = field(default_factory=ImageSpec)  # image pixel budget
     max_prompt_length: int = 16384  # prompt tokens incl. vision tokens; longer prompts are skipped, never cut
+    limits: InputLimits = field(default_factory=InputLimits)  # input limits checked before decoding / tokenising
+    #                 (videor1.limits: record size, depth, options, aspect ratio, pixels, max_prompt_chars)
     max_completion_length: int = 768  # max new tokens per completion
     temperature: float = 1.0  # sampling temperature (log-probs use the same temperature)
     top_p: float = 0.95  # nucleus sampling (reference 0.95)
@@ -98,15 +106,23 @@ class RLConfig:
     remote: RemoteConfig = field(default_factory=RemoteConfig)  # rollout server settings
     # --- runtime
     gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
+    attn_implementation: str = "auto"  # auto: transformers' default; flash_attention_2 (sdpa when not installed)
     bf16: Union[bool, Literal["auto"]] = "auto"  # bf16 autocast; auto: on where the device supports it
     save_steps: int = 100  # checkpoint every this many steps (0: only the final model)
     save_total_limit: Optional[int] = 2  # keep this many checkpoints (None: all)
     logging_steps: int = 1  # write a metrics line every this many steps
     resume: Union[bool, str] = False  # true: continue from the newest checkpoint in output_dir (fresh if none);
     #                 false: start fresh (refused if output_dir holds checkpoints); a path: continue from it
+    overwrite: bool = False  # a fresh run into an output_dir holding an earlier run (final/, metrics, checkpoints)
+    #                 replaces it; false: refused, never silently overwritten
+    max_skipped_fraction: float = 1.0  # stop (no model written) when more than this fraction of the prompts
+    #                 seen were skipped (too long, bad media); at 1.0, only when every prompt was skipped
     tensorboard: bool = True  # mirror metrics to TensorBoard
     progress: bool = True  # tqdm progress bar on the main process
     num_threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
+    num_workers: int = 0  # worker processes decoding + encoding the next steps' prompts while the model works
+    frame_cache: Optional[str] = None  # directory caching decoded video clips across epochs (None: off);
+    #                 key: file, size, mtime, video spec; hit rate in the metrics (frame_cache_hit_rate)
 
     @property
     def temporal(self) -> bool:
@@ -127,6 +143,8 @@ class RLConfig:
         if self.temporal:
             _check(self.shuffled_generations >= 1, f"T-GRPO needs num_shuffled_generations >= 1, "
                                                    f"got {self.shuffled_generations}")
+        _check(self.temporal_bonus_mode in TEMPORAL_BONUS_MODES, f"temporal_bonus_mode: unknown "
+               f"{self.temporal_bonus_mode!r}; known: {', '.join(TEMPORAL_BONUS_MODES)}")
         _check(self.shuffle_unit == "frame" or self.video.min_frames >= 4,
                f"shuffle_unit 'pair' needs video.min_frames >= 4 (two pairs), got {self.video.min_frames}")
         _check(self.prompts_per_step >= 1, f"prompts_per_step must be >= 1, got {self.prompts_per_step}")
@@ -147,12 +165,15 @@ class RLConfig:
         _check(self.max_completion_length >= 1 and self.max_prompt_length >= 1,
                "max_completion_length and max_prompt_length must be >= 1")
         _check(self.save_steps >= 0 and self.logging_steps >= 1, "need save_steps >= 0 and logging_steps >= 1")
+        _check(0 <= self.max_skipped_fraction <= 1,
+               f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
         _check(self.rollout_engine != "remote" or self.remote.weights_dir is not None,
                "rollout_engine 'remote' needs remote.weights_dir (a directory the server's --weights-dir also "
                "points to), or the server would generate from stale weights")
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
+        _check(self.num_workers >= 0, "num_workers must be >= 0")
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:

@@ -16,7 +16,9 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
   ordered samples are listed G / n times and the shuffled ones G~ / n times, so T-GRPO costs one batched
   generation of G + G~ rows per video prompt instead of a second sequential generation.
 - `score_rollouts`: rewards (weighted registry rewards + temporal bonus + length bonus) and advantages,
-  all per prompt group, so nothing needs gathering across processes. "Correct" (both bonuses) is accuracy
+  the temporal bonus entering before normalisation ("reward") or after it ("advantage", see
+  `algorithms.temporal_advantages`), with `advantage_shift` measuring what it changed; all per prompt
+  group, so nothing needs gathering across processes. "Correct" (both bonuses) is accuracy
   > `videor1.rewards.CORRECT_THRESHOLD`. The length bonus is computed here, and only here, when the config
   says `length_bonus: true`: it needs each completion's token length and its prompt group, which this
   step has and a text reward does not (there is deliberately no "length" reward in the registry).
@@ -37,7 +39,9 @@ import torch
 from transformers import BatchFeature
 
 from videor1.data.media import ImageSpec, MediaError, VideoSpec
-from videor1.data.records import Record, RecordError
+from videor1.data.pipeline import CacheStats, FrameCache, cached_load_video
+from videor1.data.prompts import build_messages
+from videor1.data.records import Record, RecordError, resolve_media_path
 from videor1.generation.engines import Completion, RolloutEngine, SamplingParams
 from videor1.model.inputs import Sample, append_tokens, encode, make_sample, repeat_rows, select_rows
 from videor1.rewards import CORRECT_THRESHOLD, get_reward
@@ -46,6 +50,8 @@ from videor1.rl.algorithms import (
     TemporalBonus,
     length_bonus,
     selective_log_softmax,
+    temporal_advantage_shift,
+    temporal_advantages,
     temporal_bonus,
 )
 from videor1.rl.config import RLConfig
@@ -80,14 +86,28 @@ class Prompts:
     skipped: list[tuple[str | int, str]]
 
 
+def _sample(record: Record, media_root: str | Path, video: VideoSpec, image: ImageSpec, cache: FrameCache | None,
+            stats: CacheStats) -> Sample:
+    """`make_sample`, with video clips read through `cache` when one is given (lookups counted in `stats`)."""
+    if cache is None or record.data_type != "video":
+        return make_sample(record, media_root, video, image)
+    path = resolve_media_path(media_root, record.path, record_id=record.problem_id)
+    clip, got = cached_load_video(cache, path, video)
+    stats.add(got)
+    return Sample(record=record, media=clip, messages=build_messages(record))
+
+
 def load_prompts(records: Sequence[Record], indices: Sequence[int], positions: Sequence[int], processor: Any, *,
-                 media_root: str | Path, video: VideoSpec, image: ImageSpec, max_prompt_length: int) -> Prompts:
-    """Decode, build and encode the prompts of `indices`; bad or too-long samples are skipped, not replaced."""
+                 media_root: str | Path, video: VideoSpec, image: ImageSpec, max_prompt_length: int,
+                 cache: FrameCache | None = None, stats: CacheStats | None = None) -> Prompts:
+    """Decode, build and encode the prompts of `indices`; bad or too-long samples are skipped, not replaced.
+    With `cache`, video clips come from the frame cache where present (hits / lookups added to `stats`)."""
     samples, kept_pos, skipped = [], [], []
+    stats = stats if stats is not None else CacheStats()
     for index, pos in zip(indices, positions):
         record = records[index]
         try:
-            samples.append(make_sample(record, media_root, video, image))
+            samples.append(_sample(record, media_root, video, image, cache, stats))
             kept_pos.append(pos)
         except (MediaError, RecordError) as err:
             skipped.append((record.problem_id, f"{type(err).__name__}: {err}"))
@@ -107,6 +127,38 @@ def load_prompts(records: Sequence[Record], indices: Sequence[int], positions: S
         samples = [samples[i] for i in keep]
         kept_pos = [kept_pos[i] for i in keep]
     return Prompts(samples, kept_pos, batch, skipped)
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """Step `s` -> (this process's Prompts of step s, frame-cache stats): what `load_prompts` gets in the loop,
+    as one callable so that `videor1.data.pipeline.prefetch` can build the next steps in worker processes.
+    `position` is the data position of step `first_step`; each step advances it by pps * world."""
+
+    records: Sequence[Record]
+    processor: Any
+    media_root: str | Path
+    video: VideoSpec
+    image: ImageSpec
+    max_prompt_length: int
+    seed: int
+    pps: int  # prompts per step and process
+    rank: int
+    world: int
+    first_step: int
+    position: int
+    cache_dir: str | None = None
+
+    def __call__(self, step: int) -> tuple[Prompts, CacheStats]:
+        start = self.position + (step - self.first_step) * self.pps * self.world + self.rank * self.pps
+        positions = list(range(start, start + self.pps))
+        indices = prompt_indices(len(self.records), self.seed, positions[0], self.pps)
+        cache = FrameCache(self.cache_dir) if self.cache_dir else None
+        stats = CacheStats()
+        prompts = load_prompts(self.records, indices, positions, self.processor, media_root=self.media_root,
+                               video=self.video, image=self.image, max_prompt_length=self.max_prompt_length,
+                               cache=cache, stats=stats)
+        return prompts, stats
 
 
 # ------------------------------------------------------------------------------------------ shuffles
@@ -171,6 +223,7 @@ class Scored:
     accuracy: torch.Tensor  # the accuracy reward of each ordered completion
     shuffled_accuracy: torch.Tensor  # the accuracy reward of each shuffled completion
     temporal: TemporalBonus | None  # per-group T-GRPO decision (None for GRPO)
+    advantage_shift: torch.Tensor  # [] mean |A - A without the temporal bonus| over video groups (0: GRPO)
     length: torch.Tensor  # length bonus
     group_ids: torch.Tensor  # prompt index 0..K-1 of each ordered completion
     advantages: torch.Tensor
@@ -224,15 +277,22 @@ def score_rollouts(cfg: RLConfig, samples: Sequence[Sample], ordered: Sequence[S
         s_groups = torch.tensor([owners[g] for g in cols_s["group_ids"]], dtype=torch.long)
         temporal = temporal_bonus(accuracy, group_ids, shuffled_acc, s_groups, alpha=cfg.alpha, mu=cfg.mu,
                                   comparison=cfg.temporal_comparison, threshold=CORRECT_THRESHOLD)
-        total = total + temporal.bonus
     length = torch.zeros_like(total)
     if cfg.length_bonus:
         lengths = torch.tensor(cols["completion_lengths"])
         length = length_bonus(accuracy, lengths, group_ids, omega=cfg.length_omega, min_len=cfg.length_min,
                               max_len=cfg.length_max, threshold=CORRECT_THRESHOLD)
         total = total + length
-    advantages = ADVANTAGES.get(cfg.advantage)(total, group_ids, scale_rewards=cfg.scale_rewards)
-    return Scored(total, per_reward, accuracy, shuffled_acc, temporal, length, group_ids, advantages)
+    estimator = ADVANTAGES.get(cfg.advantage)
+    if temporal is None:
+        advantages = estimator(total, group_ids, scale_rewards=cfg.scale_rewards)
+        shift = torch.zeros((), dtype=torch.float32)
+    else:
+        advantages, without = temporal_advantages(total, temporal.bonus, group_ids, mode=cfg.temporal_bonus_mode,
+                                                  scale_rewards=cfg.scale_rewards, advantage_fn=estimator)
+        shift = temporal_advantage_shift(advantages, without, group_ids, temporal.groups)
+        total = total + temporal.bonus
+    return Scored(total, per_reward, accuracy, shuffled_acc, temporal, shift, length, group_ids, advantages)
 
 
 # ---------------------------------------------------------------------------------------------- loss

@@ -46,9 +46,11 @@ from tqdm.auto import tqdm
 from transformers import BatchFeature, ProcessorMixin, get_scheduler
 
 from videor1.config import ConfigError, config_to_dict, load_config, save_config, validate
+from videor1.data.pipeline import CacheStats, prefetch
 from videor1.data.records import Record
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
+from videor1.limits import use_limits
 from videor1.model.inputs import move_batch, pad_token_id
 from videor1.model.load import load_model, load_processor, pick_device
 from videor1.rewards import CORRECT_THRESHOLD
@@ -56,24 +58,25 @@ from videor1.rl.algorithms import policy_loss
 from videor1.rl.config import RLConfig
 from videor1.rl.step import (
     Prompts,
+    PromptSource,
     Scored,
     completion_logps,
     dummy_inputs,
     generate_rollouts,
-    load_prompts,
     loss_inputs,
-    prompt_indices,
     score_rollouts,
     shuffled_samples,
 )
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
-from videor1.train.common import (fill_deepspeed_auto, freeze_vision, load_records, media_root, mixed_precision,
-                                  param_groups, params_sharded, seed_everything, set_rng_state, zero_stage)
+from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
+                                  media_root, mixed_precision, param_groups, params_sharded, seed_everything,
+                                  set_fsdp_wrap_classes, set_rng_state, zero_stage)
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
 
 CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
+              "temporal_advantage_shift",
               "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "lr",
               "step_time", "samples_skipped")
 SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
@@ -86,6 +89,7 @@ def run_training(config_path: str | Path | None, overrides: Sequence[str] = ()) 
 
 def train(cfg: RLConfig) -> Path:
     """Run GRPO / T-GRPO as configured; returns `<output_dir>/final` (an HF model directory)."""
+    use_limits(cfg.limits)  # input limits in force while records are read and media decoded (config.yaml)
     run = _setup(cfg)
     accelerator, out, records, pps = run.accelerator, run.out, run.records, cfg.prompts_per_step
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
@@ -97,15 +101,18 @@ def train(cfg: RLConfig) -> Path:
                               top_p=cfg.top_p, do_sample=True)
     root = media_root(cfg.train_data, cfg.media_root)
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (main and cfg.progress), desc=cfg.algorithm)
+    source = PromptSource(records, run.processor, root, cfg.video, cfg.image, cfg.max_prompt_length, cfg.seed, pps,
+                          rank, world, first_step=step + 1, position=position, cache_dir=cfg.frame_cache)
+    stream = prefetch(source, range(step + 1, cfg.max_steps + 1), num_workers=cfg.num_workers)
+    cache_stats = CacheStats()
     while step < cfg.max_steps:
         step += 1
         t0 = time.perf_counter()
-        # 1. this process's prompts (bad ones logged and skipped, never replaced)
-        positions = list(range(position + rank * pps, position + (rank + 1) * pps))
-        indices = prompt_indices(len(records), cfg.seed, positions[0], pps)
+        # 1. this process's prompts, decoded + encoded num_workers processes ahead (bad ones logged and skipped,
+        #    never replaced)
+        prompts, step_cache = next(stream)
+        cache_stats.add(step_cache)
         position += pps * world
-        prompts = load_prompts(records, indices, positions, run.processor, media_root=root, video=cfg.video,
-                               image=cfg.image, max_prompt_length=cfg.max_prompt_length)
         for rid, why in prompts.skipped:
             skip_log(out, rid, why, step=step, rank=rank)
         # 2. rollouts: ordered (+ shuffled video frames in T-GRPO) in one generate call; vLLM and server
@@ -120,8 +127,11 @@ def train(cfg: RLConfig) -> Path:
                             len(prompts.samples), len(prompts.skipped))
         metrics = _gather_stats(accelerator, local)
         skipped_total += int(metrics["samples_skipped"])
+        _check_skipped(cfg, skipped_total, position, out)
         metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
                        step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total)
+        if cfg.frame_cache:
+            metrics.update(frame_cache_hit_rate=cache_stats.hit_rate)  # this process's, over the run so far
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
             logger.log(step, metrics)
         bar.update(1)
@@ -239,7 +249,7 @@ def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], 
     keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
     if cfg.temporal:
-        keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate"]
+        keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate", "temporal_advantage_shift"]
     if cfg.length_bonus:
         keys.append("length_bonus_rate")
     for key in keys:
@@ -261,6 +271,8 @@ def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], 
         stats["ordered_accuracy"] = (float(scored.accuracy[in_video].sum()), float(in_video.sum()))
         stats["shuffled_accuracy"] = (float(scored.shuffled_accuracy.sum()), float(len(scored.shuffled_accuracy)))
         stats["temporal_bonus_rate"] = (float(scored.temporal.applied.sum()), float(len(groups)))
+        n_video = float(in_video.sum())  # mean |A - A without the bonus| over video completions, all processes
+        stats["temporal_advantage_shift"] = (float(scored.advantage_shift) * n_video, n_video)
     if cfg.length_bonus:
         stats["length_bonus_rate"] = (float((scored.length > 0).sum()), n)
     return stats
@@ -291,7 +303,7 @@ def _setup(cfg: RLConfig) -> _Run:
     # several CPU processes (gloo); accelerate 1.15's `--cpu --num_processes N` starts one without MPI.
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
     out, main = Path(cfg.output_dir), accelerator.is_main_process
-    ckpt = resolve_resume(cfg.resume, out)
+    ckpt = resolve_resume(cfg.resume, out, overwrite=cfg.overwrite)
     _check_distributed(cfg, accelerator)
     seed_everything(cfg.seed)
     records, _ = load_records(cfg.train_data, cfg.media_root, out, write_log=main and ckpt is None)
@@ -299,9 +311,12 @@ def _setup(cfg: RLConfig) -> _Run:
     model, ref = _build_models(cfg, ckpt, accelerator)
     optimizer, scheduler = _build_optimizer(cfg, model)
     fill_deepspeed_auto(accelerator, micro_batch=cfg.prompts_per_step * cfg.num_generations, accumulation=1,
-                        max_grad_norm=cfg.max_grad_norm)
+                        max_grad_norm=cfg.max_grad_norm, model=model)
+    set_fsdp_wrap_classes(accelerator, model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    engine, sync = _build_engine(cfg, accelerator.unwrap_model(model), processor, main)
+    if ref is not None:  # after prepare: the DeepSpeed config's "auto" entries are filled by then
+        ref = _prepare_reference(ref, accelerator)
+    engine, sync = _build_engine(cfg, model, processor, accelerator)
     run = _Run(cfg, out, accelerator, records, processor, pad_token_id(processor), model, ref, optimizer, scheduler,
                engine, sync, resumed=ckpt is not None)
     if ckpt is not None:
@@ -309,6 +324,15 @@ def _setup(cfg: RLConfig) -> _Run:
     else:
         seed_everything(cfg.seed + accelerator.process_index)
     return run
+
+
+def _check_skipped(cfg: RLConfig, skipped: int, seen: int, out: Path) -> None:
+    """Stop (before any model is written) when more than `max_skipped_fraction` of the prompts seen so far
+    were skipped, or every one of them was."""
+    if seen and (skipped > cfg.max_skipped_fraction * seen or skipped >= seen):
+        raise ConfigError(f"max_skipped_fraction: {skipped} of {seen} prompts were skipped (limit "
+                          f"{cfg.max_skipped_fraction}); see {out / 'skipped.jsonl'} for why (e.g. longer than "
+                          f"max_prompt_length={cfg.max_prompt_length}, bad media); no model was written")
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -327,20 +351,24 @@ def _check_distributed(cfg: RLConfig, accelerator: Accelerator) -> None:
 
 def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Accelerator
                   ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """The policy (from the checkpoint when resuming) and the frozen reference (None when beta == 0)."""
-    model = load_model(ckpt or cfg.model, device=accelerator.device, dtype=torch.float32)
+    """The policy (from the checkpoint when resuming; fp32 master weights) and the frozen reference (None when
+    beta == 0; bf16 under bf16 mixed precision, as the reference did: an fp32 7B copy is ~33 GB). The
+    reference gets its DeepSpeed engine (ZeRO-3) in `_setup`, after `accelerator.prepare`."""
+    attn = cfg.attn_implementation
+    model = load_model(ckpt or cfg.model, device=accelerator.device, dtype=torch.float32, attn_implementation=attn)
     if cfg.freeze_vision:
         freeze_vision(model)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_gradient_checkpointing(model)
     model.train()
     if cfg.beta == 0:
         return model, None
-    ref = load_model(cfg.reference_model or cfg.model, device=accelerator.device, dtype=torch.float32)
+    ref_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    ref = load_model(cfg.reference_model or cfg.model, device=accelerator.device, dtype=ref_dtype,
+                     attn_implementation=attn)
     ref.requires_grad_(False)
     ref.eval()
-    return model, _prepare_reference(ref, accelerator)
+    return model, ref
 
 
 def _prepare_reference(ref: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
@@ -362,12 +390,15 @@ def _prepare_reference(ref: torch.nn.Module, accelerator: Accelerator) -> torch.
 
 def _generation_context(cfg: RLConfig, model: torch.nn.Module, accelerator: Accelerator
                         ) -> contextlib.AbstractContextManager:
-    """ZeRO-3 + HF rollouts: gather the policy's parameters for generation (collective: every rank)."""
+    """ZeRO-3 + HF rollouts: gather the policy's parameters once for generation and take ZeRO-3's module hooks
+    off meanwhile (else they re-gather and release them around every forward, i.e. every token), with
+    DeepSpeed's own `deepspeed.runtime.zero.stage3.unwrap_model_for_generation` (`model` is the DeepSpeed
+    engine). Collective: every rank enters it, prompts or not; generate itself runs with synced_gpus off."""
     if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
         return contextlib.nullcontext()
-    import deepspeed
+    from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
-    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+    return unwrap_model_for_generation(model)
 
 
 def _build_optimizer(cfg: RLConfig, model: torch.nn.Module
@@ -380,23 +411,42 @@ def _build_optimizer(cfg: RLConfig, model: torch.nn.Module
     return optimizer, scheduler
 
 
-def _build_engine(cfg: RLConfig, policy: torch.nn.Module, processor: ProcessorMixin, main: bool
+def _build_engine(cfg: RLConfig, model: torch.nn.Module, processor: ProcessorMixin, accelerator: Accelerator
                   ) -> tuple[RolloutEngine, Callable[[int], None]]:
-    """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's."""
+    """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's.
+
+    `model` is the prepared policy (DeepSpeed engine / FSDP2 module); the engines get the unwrapped one."""
+    policy, main = accelerator.unwrap_model(model), accelerator.is_main_process
     if cfg.rollout_engine == "hf":
         return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30), lambda step: None
     if cfg.rollout_engine == "remote":
         r = cfg.remote
         remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
-                              timeout_s=r.timeout_s)
+                              timeout_s=r.timeout_s, token_file=r.token_file)
         return remote, lambda step: remote.sync_weights(policy, version=step, writer=main)
+    engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=cfg.vllm.video_metadata,
+                        rpc_method=cfg.vllm.rpc_method, llm_kwargs=vllm_llm_kwargs(cfg, accelerator.process_index,
+                                                                                   accelerator.num_processes))
+    return engine, lambda step: engine.sync_weights(model, accelerator)
+
+
+def vllm_llm_kwargs(cfg: RLConfig, rank: int, world: int) -> dict:
+    """`vllm.LLM` arguments of the colocated engine. One process: vLLM's own executor. Several (accelerate
+    launch): vLLM's `external_launcher` executor, as TRL does, so each rank's in-process engine runs on that
+    rank's GPU inside the launcher's torch.distributed world (else every rank builds its own engine on
+    cuda:0); ranks of one tensor-parallel group share a seed. `max_model_len` defaults to the longest
+    sequence training makes (max_prompt_length + max_completion_length), so vLLM does not profile the
+    model's 128k-token maximum."""
     v = cfg.vllm
-    llm_kwargs = {"gpu_memory_utilization": v.gpu_memory_utilization, "tensor_parallel_size": v.tensor_parallel_size}
-    if v.max_model_len is not None:
-        llm_kwargs["max_model_len"] = v.max_model_len
-    engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=v.video_metadata, rpc_method=v.rpc_method,
-                        llm_kwargs=llm_kwargs)
-    return engine, lambda step: engine.sync_weights(policy)
+    kwargs: dict = {"gpu_memory_utilization": v.gpu_memory_utilization, "tensor_parallel_size": v.tensor_parallel_size,
+                    "max_model_len": v.max_model_len or cfg.max_prompt_length + cfg.max_completion_length,
+                    "dtype": "bfloat16" if mixed_precision(cfg.bf16) == "bf16" else "auto"}
+    if world > 1:
+        if world % v.tensor_parallel_size:
+            raise ConfigError(f"vllm.tensor_parallel_size {v.tensor_parallel_size} must divide the number of "
+                              f"processes {world}")
+        kwargs.update(distributed_executor_backend="external_launcher", seed=rank // v.tensor_parallel_size)
+    return kwargs
 
 
 # ---------------------------------------------------------------------------------- checkpointing

@@ -8,6 +8,7 @@ from typing import Literal, Union
 from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.prompts import TEMPLATES
+from videor1.limits import InputLimits
 from videor1.sft.lora import LORA_DEFAULT_TARGETS
 
 __all__ = ["LORA_DEFAULT_TARGETS", "SFTConfig"]
@@ -35,6 +36,8 @@ class SFTConfig:
     video: VideoSpec = field(default_factory=VideoSpec)  # frame sampling and pixel budget of videos
     image: ImageSpec = field(default_factory=ImageSpec)  # pixel budget of images
     max_length: int = 16384  # most tokens in one sample (prompt + vision + response); longer ones are skipped
+    limits: InputLimits = field(default_factory=InputLimits)  # input limits checked before decoding / tokenising
+    #                 (videor1.limits: record size, depth, options, aspect ratio, pixels, max_prompt_chars)
     system_prompt: str | None = field(default_factory=lambda: TEMPLATES["sft_system_prompt"])  # None: template default
     lora: bool = False  # train LoRA adapters instead of all weights (merged into the final directory)
     lora_rank: int = 64  # LoRA rank r
@@ -51,6 +54,8 @@ class SFTConfig:
     logging_steps: int = 1  # write a metrics line every this many steps (loss: token mean over the interval)
     resume: Union[bool, str] = False  # true: continue from the newest checkpoint in output_dir (fresh if none);
     #                 false: start fresh (refused if output_dir holds checkpoints); a path: continue from it
+    overwrite: bool = False  # a fresh run into an output_dir holding an earlier run (final/, metrics, checkpoints)
+    #                 replaces it; false: refused, never silently overwritten
     num_workers: int = 0  # DataLoader worker processes decoding media
     num_threads: int | None = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
     max_skipped_fraction: float = 0.5  # stop when more than this fraction of the samples seen were skipped

@@ -16,12 +16,15 @@ import torch
 from accelerate import Accelerator
 
 from videor1.config import ConfigError
+from videor1.model.families import family_of, qwen2_5_vl, vision_exclude_regex
 from videor1.train.common import params_sharded
 
 if TYPE_CHECKING:
     from videor1.sft.config import SFTConfig
 
-VISION_EXCLUDE_REGEX = r"(.*\.)?visual\..*"  # peft `exclude_modules`: every module inside the vision tower
+# peft `exclude_modules`: every module inside the vision tower (the model's family says which; this is
+# Qwen2.5-VL's, which is also Qwen3-VL's and Qwen2-VL's: "visual").
+VISION_EXCLUDE_REGEX = vision_exclude_regex(qwen2_5_vl)
 LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -40,5 +43,6 @@ def wrap_lora(cfg: SFTConfig, model: torch.nn.Module, ckpt: Path | None) -> torc
         return PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
     lora_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.lora_target_modules), bias="none",
-                          exclude_modules=None if cfg.lora_include_vision else VISION_EXCLUDE_REGEX)
+                          exclude_modules=None if cfg.lora_include_vision
+                          else vision_exclude_regex(family_of(model.config)))
     return get_peft_model(model, lora_cfg)

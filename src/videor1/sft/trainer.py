@@ -40,14 +40,17 @@ from tqdm.auto import tqdm
 from transformers import ProcessorMixin, get_scheduler
 
 from videor1.config import ConfigError, config_to_dict, load_config, save_config
+from videor1.data.pipeline import make_loader
 from videor1.data.records import Record
+from videor1.limits import use_limits
 from videor1.model.load import load_model, load_processor, pick_device
 from videor1.sft.config import SFTConfig
 from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
 from videor1.sft.lora import check_lora_placement, wrap_lora
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
-from videor1.train.common import (fill_deepspeed_auto, freeze_vision, load_records, media_root, mixed_precision,
-                                  param_groups, seed_everything, set_rng_state)
+from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
+                                  media_root, mixed_precision, param_groups, seed_everything, set_fsdp_wrap_classes,
+                                  set_rng_state)
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["SFTConfig", "build_model", "model_dtype", "run_sft", "train_sft", "train_step"]
@@ -64,6 +67,7 @@ def run_sft(config_path: str | Path | None, overrides: Sequence[str] = ()) -> Pa
 # ----------------------------------------------------------------------------------------- the loop
 def train_sft(cfg: SFTConfig) -> Path:
     """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir)."""
+    use_limits(cfg.limits)  # input limits in force while records are read and media decoded (config.yaml)
     run = _setup(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
     logger = MetricsLogger(run.out, cfg.tensorboard, resume_step=run.start if run.resumed else None, enabled=main)
@@ -128,7 +132,7 @@ def _setup(cfg: SFTConfig) -> _Run:
     out, main = Path(cfg.output_dir), accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    ckpt = resolve_resume(cfg.resume, out)
+    ckpt = resolve_resume(cfg.resume, out, overwrite=cfg.overwrite)
     records, n_bad = load_records(cfg.train_data, cfg.media_root, out, write_log=main and ckpt is None,
                                   reject=_without_process(cfg.train_data), max_bad_fraction=cfg.max_skipped_fraction)
     seed_everything(cfg.seed)
@@ -141,7 +145,8 @@ def _setup(cfg: SFTConfig) -> _Run:
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
                               num_training_steps=total)
     fill_deepspeed_auto(accelerator, micro_batch=cfg.per_device_batch_size,
-                        accumulation=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm)
+                        accumulation=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm, model=model)
+    set_fsdp_wrap_classes(accelerator, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     counters = {"bad_records": n_bad, "samples_seen": 0, "samples_skipped": 0}
     state = load_trainer_state(ckpt, rank=accelerator.process_index) if ckpt else None
@@ -204,8 +209,7 @@ def build_model(cfg: SFTConfig, ckpt: Path | None, device: torch.device) -> torc
     source = ckpt if ckpt is not None and not cfg.lora else cfg.model
     model = load_model(source, device=device, dtype=model_dtype(cfg))
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_gradient_checkpointing(model)
     if cfg.lora:
         model = wrap_lora(cfg, model, ckpt)
     elif cfg.freeze_vision:
@@ -219,9 +223,8 @@ def _loader(cfg: SFTConfig, records: list[Record], processor: ProcessorMixin, pl
     """Micro-batches of steps `start .. total-1`, decoded and encoded by a DataLoader."""
     dataset = SFTDataset(records, media_root(cfg.train_data, cfg.media_root), cfg.video, cfg.image,
                          cfg.system_prompt)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=StepBatchSampler(plan, start, total),
-                                       collate_fn=make_collate(processor, cfg.max_length),
-                                       num_workers=cfg.num_workers)
+    return make_loader(dataset, num_workers=cfg.num_workers, batch_sampler=StepBatchSampler(plan, start, total),
+                       collate_fn=make_collate(processor, cfg.max_length))
 
 
 # ------------------------------------------------------------------------------------------- one step

@@ -37,6 +37,7 @@ field, so it round-trips through :mod:`videor1.data.records`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -48,9 +49,11 @@ from typing import IO, Any, Callable, Sequence
 from tqdm import tqdm
 
 from videor1.data.media import ImageSpec, MediaError, VideoSpec
+from videor1.data.pipeline import prefetch
 from videor1.data.records import Record, RecordError, read_records
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
-from videor1.model.inputs import make_sample
+from videor1.limits import current_limits
+from videor1.model.inputs import Sample, make_sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward, score
 
@@ -140,7 +143,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     path = settings_path(out)
     if path.exists() and (out.exists() or rejects_path(out).exists()):
         old = json.loads(path.read_text())
-        differ = sorted(k for k in set(old) | set(settings) if k != "limit" and old.get(k) != settings.get(k))
+        differ = sorted(k for k in set(old) | set(settings)   # limit(s): which records, not how they are done
+                        if k not in ("limit", "limits") and old.get(k) != settings.get(k))
         if differ:
             raise AnnotateError(f"{out} was started with other settings ({', '.join(differ)} differ: "
                              f"{ {k: old.get(k) for k in differ} }); use a new --out or the same settings")
@@ -186,17 +190,30 @@ class _Run:
     counts: Counter
 
 
-def _run_batch(run: _Run, batch_index: int, batch: list[Record], progress: tqdm) -> None:
-    """Sample, judge and write one batch. Records not to do (already done, or beyond ``limit``) stay in
-    the batch, so its composition and seed are those of an uninterrupted run, but are not written."""
-    samples = []
+def decode_batch(batch: list[Record], *, media_root: Path, video: VideoSpec, image: ImageSpec) -> list[Sample | str]:
+    """Each record's Sample, or the reason its media cannot be used (run in prefetch workers)."""
+    out: list[Sample | str] = []
     for record in batch:
-        is_new = _id_key(record.problem_id) in run.todo
         try:
-            samples.append(make_sample(record, run.media_root, run.video, run.image))
+            out.append(make_sample(record, media_root, video, image))
         except (MediaError, RecordError) as exc:
+            out.append(f"media: {getattr(exc, 'reason', exc)}")
+    return out
+
+
+def _run_batch(run: _Run, batch_index: int, batch: list[Record], decoded: list[Sample | str],
+               progress: tqdm) -> None:
+    """Sample, judge and write one batch (`decoded`: `decode_batch` of it). Records not to do (already done, or
+    beyond ``limit``) stay in the batch, so its composition and seed are those of an uninterrupted run, but are
+    not written."""
+    samples = []
+    for record, sample in zip(batch, decoded):
+        is_new = _id_key(record.problem_id) in run.todo
+        if isinstance(sample, Sample):
+            samples.append(sample)
+        else:
             if is_new:
-                reason = f"media: {getattr(exc, 'reason', exc)}"
+                reason = sample
                 progress.write(f"{record.problem_id}\t{reason}")
                 _append(run.rejects_file, _reject_row(record, reason))
                 run.counts["bad media"] += 1
@@ -257,12 +274,13 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
              video: VideoSpec = VideoSpec(), image: ImageSpec = ImageSpec(), batch_size: int = 4,
              limit: int | None = None, max_new_tokens: int = 768, seed: int = 0,
              echo: Callable[[str], None] = print, require_format: bool = True, temperature: float = 1.0,
-             top_p: float = 0.95, engine: RolloutEngine | None = None) -> dict[str, Any]:
+             top_p: float = 0.95, engine: RolloutEngine | None = None, num_workers: int = 0) -> dict[str, Any]:
     """Annotate ``data`` into CoT records appended to ``out`` (JSONL); returns the summary.
 
     ``video`` / ``image`` say how media become model inputs (recorded in the settings file).
     ``engine`` (optional) is an already built ``RolloutEngine``; by default an ``HFEngine`` is built from
-    ``model``. See the module docstring for the acceptance rule and the resume guarantees.
+    ``model``. ``num_workers`` processes decode the next batches while the model samples (same results).
+    See the module docstring for the acceptance rule and the resume guarantees.
     """
     if samples < 1 or batch_size < 1:
         raise AnnotateError(f"samples ({samples}) and batch_size ({batch_size}) must be at least 1")
@@ -275,7 +293,7 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
     settings = {"model": str(model), "data": str(data), "samples": samples, "threshold": threshold,
                 "require_format": require_format, "temperature": temperature, "top_p": top_p,
                 "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "limit": limit,
-                "video": asdict(video), "image": asdict(image)}
+                "video": asdict(video), "image": asdict(image), "limits": current_limits().as_dict()}
     _check_settings(out, settings)
     done = _done_ids(out, echo) | _done_ids(rejects_path(out), echo)
     selected = records[:limit] if limit is not None else records
@@ -293,8 +311,10 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
                 tqdm(total=len(todo), desc="annotating", unit="record", disable=None) as progress:
             run = _Run(engine, params, Path(media_root), video, image, threshold, require_format, seed,
                        samples, acc_f, rej_f, todo, counts)
-            for batch_index, batch in pending:
-                _run_batch(run, batch_index, batch, progress)
+            decoded = prefetch(functools.partial(decode_batch, media_root=Path(media_root), video=video, image=image),
+                               [batch for _, batch in pending], num_workers=num_workers)
+            for (batch_index, batch), batch_samples in zip(pending, decoded):
+                _run_batch(run, batch_index, batch, batch_samples, progress)
     summary = {"this_run": {k: counts[k] for k in ("accepted", "rejected", "bad media", "invalid")},
                **summarize_files(out), "out": str(out), "rejects": str(rejects_path(out))}
     echo("this run: " + ", ".join(f"{k} {v}" for k, v in summary["this_run"].items()))

@@ -127,11 +127,16 @@ def findings(summaries: Mapping[str, Mapping[str, Any]], chance_dep: float | Non
                              + (f", chance {_fmt(chance)}" if chance is not None else "") + ")")
         if parts:
             out.append(f"{name}: " + "; ".join(parts) + ".")
-    if "GRPO" in rows and "T-GRPO" in rows:
-        a, b = rows["GRPO"].get("order-dep."), rows["T-GRPO"].get("order-dep.")
+    for name in [n for n in rows if n.startswith("T-GRPO")]:
+        a, b = rows.get("GRPO", {}).get("order-dep."), rows[name].get("order-dep.")
         if a is not None and b is not None:
-            out.append(f"T-GRPO minus GRPO on order-dependent questions: {b - a:+.3f} (one seed; differences of "
+            out.append(f"{name} minus GRPO on order-dependent questions: {b - a:+.3f} (one seed; differences of "
                        "a few items are noise, see perf/tgrpo_vs_grpo.py for several seeds).")
+    sft = rows.get("SFT", {}).get("order-dep.")
+    for name in [n for n in rows if "GRPO" in n]:
+        value = rows[name].get("order-dep.")
+        if sft is not None and value is not None:
+            out.append(f"{name} minus SFT on order-dependent questions: {value - sft:+.3f}.")
     return out
 
 
@@ -168,11 +173,12 @@ def first_key(rows: Sequence[Mapping[str, Any]], candidates: Sequence[str]) -> s
 
 def plot_training(sft_dir: Path, rl_dirs: Mapping[str, Path], out_png: Path,
                   keys: Mapping[str, Sequence[str]]) -> Path:
-    """Four panels: SFT loss; RL reward; RL accuracy; T-GRPO accuracy on ordered vs shuffled frames.
+    """Five panels: SFT loss; RL reward; RL accuracy; T-GRPO accuracy on ordered vs shuffled frames; the
+    temporal advantage shift (how much the bonus moved the advantages) of each T-GRPO run.
 
-    `keys` maps "loss", "reward", "accuracy", "ordered", "shuffled" to candidate metric names."""
-    fig = Figure(figsize=(18, 3.8))
-    axes = fig.subplots(1, 4)
+    `keys` maps "loss", "reward", "accuracy", "ordered", "shuffled", "shift" to candidate metric names."""
+    fig = Figure(figsize=(22, 3.8))
+    axes = fig.subplots(1, 5)
     sft = _read_jsonl(sft_dir / "metrics.jsonl")
     _plot_one(axes[0], {"SFT": sft}, keys["loss"], "SFT loss (response tokens)", window=5)
     runs = {name: _read_jsonl(d / "metrics.jsonl") for name, d in rl_dirs.items()}
@@ -184,6 +190,10 @@ def plot_training(sft_dir: Path, rl_dirs: Mapping[str, Path], out_png: Path,
         for rows in tg.values():
             series[f"T-GRPO {label}"] = [{**r, "_v": r.get(first_key(rows, cands) or "")} for r in rows]
     _plot_one(axes[3], series, ["_v"], "T-GRPO accuracy: ordered vs shuffled frames", window=10)
+    temporal = {name: rows for name, rows in runs.items() if first_key(rows, keys.get("shift", ()))}
+    _plot_one(axes[4], temporal, keys.get("shift", ()), "temporal_advantage_shift (mean |A - A w/o bonus|)",
+              window=10)
+    axes[4].set_yscale("symlog", linthresh=1e-4)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)

@@ -20,6 +20,7 @@ from videor1.data.prompts import build_messages
 from videor1.data.records import PROBLEM_TYPES, Record
 from videor1.evaluate.benchmarks.base import lettered
 from videor1.generation.engines import HFEngine, SamplingParams
+from videor1.limits import current_limits, prompt_chars_problem
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import extract_answer, format_reward
@@ -38,6 +39,9 @@ def make_question_record(media: Path, question: str, problem_type: str, options:
         raise ValueError(f"--options are only for multiple choice, not {problem_type!r}")
     if not question.strip():
         raise ValueError("the question is empty")
+    too_long = prompt_chars_problem(question, options)   # before the media are decoded or anything tokenised
+    if too_long:
+        raise ValueError(f"--question: {too_long} (limits.max_prompt_chars of --config)")
     data_type = "image" if media.suffix.lower() in IMAGE_SUFFIXES else "video"
     return Record(problem_id="infer", problem=question.strip(), data_type=data_type, problem_type=problem_type,
                   options=tuple(lettered(options)) if options else (), solution="", path=media.name)
@@ -87,6 +91,6 @@ def run_infer(*, model: str | Path, video: str | Path, question: str, problem_ty
         "sample_fps": getattr(media, "sample_fps", None), "max_frames": video_spec.max_frames,
         "fps": video_spec.fps, "max_pixels": video_spec.max_pixels if record.data_type == "video"
         else image_spec.max_pixels, "video_spec": asdict(video_spec), "image_spec": asdict(image_spec),
-        "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "max_new_tokens": max_new_tokens, "decoding": "greedy", "limits": current_limits().as_dict(),
     }
     return json.dumps(result, ensure_ascii=False) if as_json else render(result)

@@ -19,16 +19,18 @@
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shutil
+import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel, ProcessorMixin
 
+from videor1.atomic import replace_dir
 from videor1.config import ConfigError
 from videor1.train.common import barrier, is_sharded, params_sharded, rng_state
 
@@ -114,27 +116,129 @@ def load_trainer_state(ckpt: str | Path, *, rank: int = 0) -> dict[str, Any]:
     return state
 
 
-def resolve_resume(resume: bool | str | Path, out_dir: str | Path) -> Path | None:
+def check_checkpoint(ckpt: Path) -> str | None:
+    """Why checkpoint `ckpt` cannot be resumed from, naming the damaged file (None when it is intact).
+
+    Checked: trainer_state.pt loads (weights_only), config.json and every other JSON file parse, every
+    safetensors file's header parses and its size matches the header, the shards an index names exist."""
+    state = ckpt / STATE_FILE
+    if not state.is_file():
+        return f"{state}: missing"
+    if not (ckpt / "config.json").is_file() and not (ckpt / "adapter_config.json").is_file():  # LoRA: adapter
+        return f"{ckpt / 'config.json'}: missing"
+    for path in sorted(ckpt.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return f"{path}: not valid JSON ({one_line_reason(exc)})"
+    for path in sorted(ckpt.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            return f"{path}: {problem}"
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        missing = sorted(name for name in shards if not (ckpt / name).is_file())
+        if missing:
+            return f"{ckpt / missing[0]}: missing (named by {index.name})"
+    try:
+        torch.load(state, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any damage: truncation, garbage, a pickle that is not weights-only
+        return f"{state}: cannot be loaded ({one_line_reason(exc)})"
+    return None
+
+
+def one_line_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())[:200]
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file (header parse + size check), or None."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"truncated ({size} bytes)"
+            header_len = struct.unpack("<Q", head)[0]
+            if header_len > size - 8:
+                return f"truncated or corrupt (header of {header_len} bytes in a {size}-byte file)"
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError) as exc:
+        return f"corrupt header ({one_line_reason(exc)})"
+    if not isinstance(header, dict):
+        return "corrupt header (not a mapping)"
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    if 8 + header_len + max(ends, default=0) != size:
+        return f"truncated or corrupt ({size} bytes, the header describes {8 + header_len + max(ends, default=0)})"
+    return None
+
+
+def _candidates(out_dir: Path) -> list[Path]:
+    """Every `checkpoint-<step>` directory (complete or not), newest first; `.tmp` ones are ignored."""
+    found = [(int(m.group(1)), child) for child in (out_dir.iterdir() if out_dir.is_dir() else [])
+             if (m := _CKPT_RE.match(child.name)) and child.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def newest_intact_checkpoint(out_dir: str | Path, *, log: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint of `out_dir` that `check_checkpoint` finds intact; each damaged newer one is
+    named in a log line saying which one is used instead."""
+    damaged: list[str] = []
+    for ckpt in _candidates(Path(out_dir)):
+        problem = check_checkpoint(ckpt)
+        if problem is None:
+            for line in damaged:
+                log(f"resume: {line}; using {ckpt.name} instead")
+            return ckpt
+        damaged.append(f"{ckpt.name} is damaged: {problem}")
+    if damaged:
+        raise ConfigError(f"resume: no intact checkpoint in {out_dir}: " + "; ".join(damaged))
+    return None
+
+
+def _previous_run(out_dir: Path) -> str | None:
+    """What of an earlier run `out_dir` holds (final/, metrics.jsonl or checkpoints), or None."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output_dir: {out_dir} exists and is not a directory")
+    held = [name for name in ("final", "metrics.jsonl") if (out_dir / name).exists()]
+    held += [p.name for p in _candidates(out_dir)[:1]]
+    return ", ".join(held) or None
+
+
+def resolve_resume(resume: bool | str | Path, out_dir: str | Path, *, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> Path | None:
     """The checkpoint to continue from, for the `resume` key.
 
-    false: none, and an `out_dir` that already holds checkpoints is refused (a fresh run never mixes with
-    an old one); true: the newest checkpoint in `out_dir` (None, with a note, when there is none); a path:
-    that checkpoint directory (refused unless it holds a trainer_state.pt).
+    false: none; an `out_dir` that holds an earlier run (checkpoints, final/, metrics.jsonl) is refused
+    unless `overwrite` (then its checkpoints are removed, so the runs never mix). true: the newest intact
+    checkpoint in `out_dir` (damaged newer ones are named in a log line); with none, a fresh start, refused
+    when `out_dir` holds a finished run and not `overwrite`. A path: that checkpoint (refused, naming the
+    file, unless intact).
     """
-    if resume is False:
-        latest = latest_checkpoint(out_dir)
+    out_dir = Path(out_dir)
+    previous = _previous_run(out_dir)
+    if resume is False or resume is True:
+        latest = newest_intact_checkpoint(out_dir, log=log) if resume is True else None
         if latest is not None:
-            raise ConfigError(f"resume: {out_dir} already holds {latest.name}: pass resume=true to continue it, "
-                              "or use a new output_dir")
+            return latest
+        if previous and not overwrite:
+            how = "pass resume=true to continue it, " if resume is False and _candidates(out_dir) else ""
+            raise ConfigError(f"output_dir: {out_dir} already holds an earlier run ({previous}): {how}pass "
+                              "overwrite=true to replace it, or use a new output_dir")
+        if previous:
+            log(f"overwrite: replacing the earlier run in {out_dir} ({previous})")
+            for old in _candidates(out_dir):
+                shutil.rmtree(old, ignore_errors=True)  # every process may get here
+        elif resume is True:
+            log(f"resume: no checkpoint in {out_dir}; starting from step 0")
         return None
-    if resume is True:
-        latest = latest_checkpoint(out_dir)
-        if latest is None:
-            print(f"resume: no checkpoint in {out_dir}; starting from step 0")
-        return latest
     path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"resume: {path} is not a checkpoint directory (no {STATE_FILE})")
+    problem = check_checkpoint(path) if path.is_dir() else f"{path}: not a directory"
+    if problem is not None:
+        raise ConfigError(f"resume: {path} is not a checkpoint directory to resume from: {problem}")
     return path
 
 
@@ -169,7 +273,5 @@ def save_final(model: torch.nn.Module, processor: ProcessorMixin | None, acceler
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished directory `tmp` to `final`, replacing an older one."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    """Move the finished directory `tmp` to `final`, replacing an older one (never leaving no `final`)."""
+    replace_dir(tmp, final)

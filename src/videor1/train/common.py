@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -15,6 +16,7 @@ from accelerate import Accelerator
 
 from videor1.config import ConfigError
 from videor1.data.records import DatasetFileError, Record, read_records
+from videor1.model.families import family_of, is_vision_param, qwen2_5_vl
 from videor1.train.metrics import SKIPPED_FILE, skip_log
 
 
@@ -78,10 +80,11 @@ def barrier(accelerator: Accelerator | None) -> None:
 
 
 def fill_deepspeed_auto(accelerator: Accelerator, *, micro_batch: int, accumulation: int,
-                        max_grad_norm: float) -> None:
+                        max_grad_norm: float, model: torch.nn.Module | None = None) -> None:
     """Under DeepSpeed, give the "auto" batch / accumulation / clipping entries these values (the trainers
     prepare no DataLoader, from which accelerate would read the batch size, and DeepSpeed would clip at 1.0
-    instead of the configured norm). No-op without DeepSpeed."""
+    instead of the configured norm). With `model`, also the ZeRO bucket sizes accelerate derives from
+    `config.hidden_size`, which Qwen2.5-VL's config only has in its text_config. No-op without DeepSpeed."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
         return
@@ -92,6 +95,31 @@ def fill_deepspeed_auto(accelerator: Accelerator, *, micro_batch: int, accumulat
     for key, value in values.items():
         if ds.get(key, "auto") == "auto":
             ds[key] = value
+    if model is not None:
+        _fill_hidden_size_auto(ds, model)
+
+
+def _text_hidden_size(config: Any) -> int | None:
+    """hidden_size of a model config, or of its text config (transformers 5's Qwen2.5-VL config has no top-level
+    hidden_size, which accelerate 1.15 reads to fill the ZeRO bucket "auto" entries and raises without)."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        size = getattr(cfg, "hidden_size", None) if cfg is not None else None
+        if isinstance(size, int):
+            return size
+    return None
+
+
+def _fill_hidden_size_auto(ds: dict, model: torch.nn.Module) -> None:
+    """The ZeRO bucket "auto" entries accelerate derives from hidden_size, with the values it would use."""
+    zero = ds.get("zero_optimization")
+    hidden = _text_hidden_size(getattr(model, "config", None))
+    if not isinstance(zero, dict) or hidden is None:
+        return
+    values = {"reduce_bucket_size": hidden * hidden, "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+              "stage3_param_persistence_threshold": 10 * hidden}
+    for key, value in values.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
 
 
 # ---------------------------------------------------------------------------------------- precision
@@ -152,22 +180,54 @@ def _start_skip_log(out: Path, reasons: list[tuple[object, str]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the model
-def is_vision(param_name: str) -> bool:
-    """Whether a parameter name belongs to the vision tower."""
-    return "visual" in param_name.split(".")
+def is_vision(param_name: str, family: ModuleType = qwen2_5_vl) -> bool:
+    """Whether a parameter name belongs to the vision tower of `family` (all three: "visual")."""
+    return is_vision_param(param_name, family)
 
 
 def freeze_vision(model: torch.nn.Module) -> None:
-    """Keep the vision tower's parameters fixed (requires_grad off)."""
+    """Keep the vision tower's parameters fixed (requires_grad off); the tower is the model's family's."""
+    family = family_of(model.config)
     for name, p in model.named_parameters():
-        if is_vision(name):
+        if is_vision(name, family):
             p.requires_grad_(False)
 
 
+def set_fsdp_wrap_classes(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Under FSDP, wrap the model family's decoder layers and vision blocks (`FSDP_WRAP_CLASSES`), whatever
+    class names the accelerate config lists (configs/accelerate/fsdp2.yaml names Qwen2.5-VL's). Call
+    before `accelerator.prepare`. No-op without FSDP."""
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if plugin is not None:
+        plugin.transformer_cls_names_to_wrap = list(family_of(model.config).FSDP_WRAP_CLASSES)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters: decay on matrices, none on biases and norm weights (1-D)."""
+    """AdamW groups of the trainable parameters: decay on matrices, none on biases and norm weights (1-D).
+
+    Decided by the parameter's real shape: under DeepSpeed ZeRO-3 `zero.Init` (from_pretrained with
+    `zero3_init_flag`) every local tensor is an empty 1-D placeholder and the shape lives in `p.ds_shape`."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if param_ndim(p) >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def param_ndim(p: torch.Tensor) -> int:
+    """Number of dimensions of a parameter's full shape (ZeRO-3's `ds_shape` when partitioned)."""
+    shape = getattr(p, "ds_shape", None)
+    return len(shape) if shape is not None else p.ndim
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing, across the supported transformers range: 5.21+ names it
+    `activation_checkpointing_enable(activation_checkpointing_kwargs=...)`, <= 5.20 only has
+    `gradient_checkpointing_enable(gradient_checkpointing_kwargs=...)`. Turns the KV cache off."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False

@@ -21,7 +21,7 @@ Videos are :data:`CLIP_FRAMES` frames at :data:`CLIP_FPS` fps (2 s), so sampling
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -177,6 +177,36 @@ def first_shape(rng: np.random.Generator) -> Item:
         reasoning=f"The {colours[0]} {kinds[0]} is in the early frames and the {colours[1]} {kinds[1]} "
                   "in the late ones.",
         facts={"first": f"{colours[0]} {kinds[0]}", "second": f"{colours[1]} {kinds[1]}"},
+    )
+
+
+@TASKS.register("last_shape")
+def last_shape(rng: np.random.Generator) -> Item:
+    """``first_shape``'s scene asked the other way round: the colour of the shape shown last."""
+    first = first_shape(rng)
+    colours = [first.answer, first.distractors[0]]
+    return replace(
+        first, problem="Two shapes are shown one after the other. What colour is the shape shown last?",
+        answer=colours[1], distractors=(colours[0], *first.distractors[1:]),
+        reasoning=f"The {first.facts['first']} is in the early frames and the {first.facts['second']} "
+                  "in the late ones, so the last one is " + colours[1] + ".",
+    )
+
+
+@TASKS.register("direction_short")
+def direction_short(rng: np.random.Generator) -> Item:
+    """``direction`` with a short move (16-24 pixels instead of most of the frame): a new distance."""
+    way = str(rng.choice(DIRECTIONS))
+    colour = str(rng.choice(list(R.PALETTE)))
+    size = _even(rng, 10, 14)
+    dist = _even(rng, 16, 24)
+    frames = _moving_clip(_motion_path(rng, way, size, distance=dist), "square", size, colour)
+    return Item(
+        frames=frames, data_type="video", problem_type="multiple choice", temporal=True,
+        problem=f"In which direction does the {colour} square move?",
+        answer=way, distractors=tuple(d for d in DIRECTIONS if d != way), choices=DIRECTIONS,
+        reasoning=f"The square moves a short way {way}, from the early frames to the late ones.",
+        facts={"direction": way, "colour": colour, "size": size, "distance": dist},
     )
 
 

@@ -15,8 +15,10 @@ An adapter (one module per benchmark, in the lmms-eval / nanochat style) is a `B
 * `official_score(row, output)`: the benchmark's own rule for one prediction, in [0, 1].
 * `aggregate(rows)`: the benchmark's official headline number plus breakdowns.
 
-`Benchmark.load` walks the files and rows, collects the items, and turns every `BadRow`, `SkipRow` and record
-error into one problem line naming the file and the entry, so no adapter repeats that loop. (The `videor1`
+`Benchmark.load` walks the files and rows, collects the items, checks each row and item against the input
+limits in force (`videor1.limits`: `max_depth`, `max_prompt_chars`, `max_options`, before anything is
+tokenised), and turns every `BadRow`, `SkipRow`, record error and passed limit into one problem line naming
+the file and the entry, so no adapter repeats that loop. (The `videor1`
 adapter, whose files are already records, overrides `load` with `read_records`.)
 
 Scoring works on plain dict *rows* (what `Item.row()` returns, stored in predictions.jsonl) rather than on
@@ -36,6 +38,7 @@ import pyarrow.parquet as pq
 
 from videor1.data.records import Record, RecordError, parse_record
 from videor1.evaluate.scoring import LETTERS
+from videor1.limits import InputLimits, current_limits, json_depth, prompt_chars_problem
 from videor1.registry import Registry
 
 Row = Mapping[str, Any]   # one question as the benchmark's file states it (parsed JSON / a parquet row)
@@ -125,8 +128,11 @@ class Benchmark:
     # ---------------------------------------------------------------------------------------- loading
     def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
         """Every usable row of the files at `data` as an item, and one problem line per row or file that is not."""
-        result = LoadResult(items=[])
-        for file in data_files(data, self.patterns):
+        files, notes = self.files(Path(data))
+        result = LoadResult(items=[], problems=list(notes))
+        first_seen: dict[str, Path] = {}
+        limits = current_limits()
+        for file in files:
             try:
                 rows = list(self.rows(file))
             except BadFile as exc:
@@ -136,15 +142,35 @@ class Benchmark:
             for index, row in enumerate(rows):
                 source = RowSource(file, index, self.row_id(row, file, index))
                 try:
-                    result.items.append(self.row_to_item(row, source))
+                    check_row_limits(row, limits)
+                    item = self.row_to_item(row, source)
+                    check_item_limits(item, limits)
                 except SkipRow as exc:
                     skipped[exc.reason] += 1
+                    continue
                 except BadRow as exc:
                     result.problems.append(bad_entry(file, index, source.item_id, exc.reason))
+                    continue
                 except RecordError as exc:   # from `item`: the record itself is invalid, already located
                     result.problems.append(str(exc))
+                    continue
+                if item.id in first_seen:
+                    result.problems.append(bad_entry(file, index, item.id, f"duplicate id: already read from "
+                                                     f"{first_seen[item.id]}; this entry is not evaluated"))
+                    continue
+                first_seen[item.id] = file
+                result.items.append(self.locate(item, media_root) if media_root is not None else item)
             result.problems.extend(f"file {file}: {n} {reason}" for reason, n in skipped.items())
         return result
+
+    def files(self, data: Path) -> tuple[list[Path], list[str]]:
+        """The data files to read at `data`, and one note per file there that is left out on purpose."""
+        return data_files(data, self.patterns), []
+
+    def locate(self, item: Item, media_root: Path) -> Item:
+        """The item with its media path as found under `media_root` (hook for releases whose file names
+        vary, e.g. `.mp4` / `.MP4` / `.mkv`); the default keeps the path as the row states it."""
+        return item
 
     def rows(self, file: Path) -> Iterable[Row]:
         """The rows of one data file (raise `BadFile` to skip the file with a problem line)."""
@@ -188,6 +214,24 @@ class Benchmark:
 BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")
 
 
+# ------------------------------------------------------------------------------------------- limits
+def check_row_limits(row: Row, limits: InputLimits) -> None:
+    """BadRow when a row is nested deeper than `max_depth` (checked before any adapter walks it)."""
+    if json_depth(row, limits.max_depth) > limits.max_depth:
+        raise BadRow(f"nested deeper than max_depth={limits.max_depth}")
+
+
+def check_item_limits(item: Item, limits: InputLimits) -> None:
+    """BadRow naming the field and the limit's key when an item's question is too long to tokenise
+    (`max_prompt_chars`) or has too many options (`max_options`) -- the checks `read_records` makes, for
+    every adapter however it builds its record."""
+    too_long = prompt_chars_problem(item.record.problem, item.record.options, limits)
+    if too_long:
+        raise BadRow(too_long, "problem")
+    if len(item.record.options) > limits.max_options:
+        raise BadRow(f"{len(item.record.options)} options, more than max_options={limits.max_options}", "options")
+
+
 # ------------------------------------------------------------------------------------- record helpers
 def lettered(options: Sequence[str]) -> list[str]:
     """Options as "A. text" strings; options that already carry their letters are kept as they are."""
@@ -227,6 +271,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
                         raise ValueError(f"{path}: line {n} is not JSON: {exc}") from exc
+                    except RecursionError:
+                        raise ValueError(f"{path}: line {n} is nested too deep to parse (max_depth)") from None
         return rows
     if suffix == ".json":
         obj = read_json(path)
@@ -243,6 +289,8 @@ def read_json(path: Path) -> Any:   # parsed JSON: any of its types
             return json.load(fh)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deep to parse (max_depth)") from None
 
 
 def data_files(data: Path, patterns: Iterable[str]) -> list[Path]:

@@ -7,9 +7,13 @@ the open-ended ones are counted in the load report, not scored. A `video_path` f
 one, is used as is; otherwise the path is the part of `video` from `videos/` on (the URL
 `.../resolve/main/videos/Art/1.mp4` gives `videos/Art/1.mp4`), relative to media_root (the release folder).
 
-Official scoring: the benchmark scores multiple choice by the chosen letter (its reference evaluation
-extracts the letter with an LLM; we parse it by rule: a marked letter, else the option's text, from the
-answer span; unparsable scores 0). Aggregation: accuracy, also by subject and by discipline.
+Official scoring: MMVU's own `acc_evaluation.py` has GPT-4o extract and judge every answer; the published
+deterministic scorer is the lmms-eval `mmvu_val` task, whose multiple-choice branch is rule-based only (it
+calls no judge for multiple choice). That rule is the official protocol here (`mmvu_choice_correct`, on the
+answer span): the first standalone letter A-E, or the answer letter standing alone anywhere, or the answer's
+choice text in the prediction, or the answer letter anywhere plus a 3+-letter word of its choice text. A
+question whose answer is not the letter of a non-empty choice is listed at load (it could never score).
+Aggregation: accuracy, also by subject and by discipline.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, SkipRow, require
-from videor1.evaluate.scoring import accuracy_summary, answer_span, choose_option
+from videor1.evaluate.scoring import accuracy_summary, answer_span, mmvu_choice_correct, option_text
 
 DISCIPLINES = {
     "Science": ("Biology", "Chemistry", "Modern_Physics", "Astronomy", "Geography", "Materials_Science",
@@ -30,6 +34,7 @@ DISCIPLINES = {
     "Humanities and Social Science": ("Art", "Literature", "History", "Law", "Economics", "Management"),
 }
 _DISCIPLINE_OF = {s: d for d, subjects in DISCIPLINES.items() for s in subjects}
+_DISCIPLINE_OF_LOWER = {s.lower(): d for s, d in _DISCIPLINE_OF.items()}
 
 
 def media_path(row: Row) -> str | None:
@@ -50,6 +55,21 @@ def subject_of(row: Row, path: str) -> str | None:
     return parts[-2] if len(parts) >= 2 else None
 
 
+def discipline_of(subject: str | None) -> str:
+    """The discipline of a subject, spelled with spaces ("Computer Science", the release) or underscores
+    (the table); "unlisted subject" when the table does not know it (kept in the breakdown, not dropped)."""
+    key = (subject or "").strip().replace(" ", "_")
+    return _DISCIPLINE_OF.get(key) or _DISCIPLINE_OF_LOWER.get(key.lower(), "unlisted subject")
+
+
+def choice_text(row: Mapping[str, Any], letter: str) -> str | None:
+    """The text of the option lettered `letter` in a prediction row's "X. text" options; None if absent."""
+    for option in row.get("options") or []:
+        if str(option).startswith(f"{letter}."):
+            return option_text(str(option))
+    return None
+
+
 class MMVU(Benchmark):
     name = "mmvu"
     description = "MMVU validation split, multiple-choice questions only"
@@ -66,14 +86,18 @@ class MMVU(Benchmark):
         choices = row["choices"]
         if not isinstance(choices, Mapping):
             raise BadRow("choices is not a letter -> text mapping", "choices")
+        letters = sorted(str(k) for k, v in choices.items() if v not in (None, ""))
+        if str(row["answer"]).strip() not in letters:
+            raise BadRow(f"answer {row['answer']!r} is not the letter of a choice ({', '.join(letters)})", "answer")
         subject = subject_of(row, path)
         return self.item(
             source, problem=str(row["question"]), problem_type="multiple choice", answer=row["answer"], path=path,
             options=[f"{k}. {v}" for k, v in sorted(choices.items()) if v not in (None, "")],
-            meta={"subject": subject, "discipline": _DISCIPLINE_OF.get(subject or "")})
+            meta={"subject": subject, "discipline": discipline_of(subject)})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
-        return 1.0 if choose_option(answer_span(output), row.get("options") or []) == str(row["answer"]) else 0.0
+        answer = str(row["answer"])
+        return 1.0 if mmvu_choice_correct(answer_span(output), answer, choice_text(row, answer)) else 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return accuracy_summary(rows, {"discipline": "discipline", "subject": "subject"})

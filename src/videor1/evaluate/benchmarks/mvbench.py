@@ -11,18 +11,32 @@ Clipping: items with `start`/`end` are decoded from that window only (`load_vide
 Episodic Reasoning ships frame folders rather than videos; those items become error items (counted)
 until frame folders are supported by `videor1.data.media`.
 
-Official scoring: the option letter the answer starts with ("(B) ..." / "B. ...") against the truth's.
+Two media layouts, decided per task by the folders present under media_root (`locate`):
+* main revision (`TASKS`): full videos, e.g. `star/Charades_v1_480/`, clipped by `start`/`end`.
+* `video` revision (the branch lmms-eval reads, `VIDEO_REVISION_FOLDERS`): other folder names
+  (`star/Charades_segment/`, `sta/sta_video_segment/`, `tvqa/video_fps3_hq_segment/`, `nturgbd_convert/`,
+  `ssv2_video_mp4/`) holding clips already cut to the question's window, so `start`/`end` are dropped
+  (never applied twice); where the row's file name is absent there, `<stem>.mp4` is tried (converted files).
+Rule: a task whose main-revision folder exists under media_root uses the main layout; else one whose
+`video`-revision folder exists uses that; else the main layout (the item then becomes a counted
+missing-media error naming the main path). Tasks whose folder is the same in both revisions have no
+`start`/`end` in either. The layout used is in each item's meta (`layout`).
+
+Official scoring: MVBench's `check_ans` against the truth "(X) text", on the answer span: the lower-cased
+first space-separated token must hold a letter a-g and, dots dropped, be part of "(x)" or contain it (so
+"b. right", "(B)" and "B)" count; "Because" does not).
 Headline: the mean of the per-task accuracies (20 tasks, unweighted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import BadFile, BadRow, Benchmark, Item, Row, RowSource, bad_entry, lettered, read_json, require
-from videor1.evaluate.scoring import LETTERS, answer_span, group_scores, leading_letter, mean, meta_key
+from videor1.evaluate.scoring import LETTERS, answer_span, group_scores, mean, meta_key, mvbench_correct
 
 # json stem -> (task name, video folder under the release's video/)
 TASKS: dict[str, tuple[str, str]] = {
@@ -47,6 +61,35 @@ TASKS: dict[str, tuple[str, str]] = {
     "episodic_reasoning": ("Episodic Reasoning", "tvqa/frames_fps3_hq/"),
     "counterfactual_inference": ("Counterfactual Inference", "clevrer/video_validation/"),
 }
+
+# json stem -> video folder of the `video` revision where it differs from the main one (lmms-eval's data list)
+VIDEO_REVISION_FOLDERS: dict[str, str] = {
+    "action_sequence": "star/Charades_segment/",
+    "action_prediction": "star/Charades_segment/",
+    "object_interaction": "star/Charades_segment/",
+    "action_localization": "sta/sta_video_segment/",
+    "episodic_reasoning": "tvqa/video_fps3_hq_segment/",
+    "fine_grained_pose": "nturgbd_convert/",
+    "action_antonym": "ssv2_video_mp4/",
+}
+
+
+def task_layout(media_root: Path, task_file: str) -> str:
+    """"main" or "video": the revision whose folder for this task exists under media_root (main first)."""
+    main = TASKS.get(task_file, ("", ""))[1]
+    cut = VIDEO_REVISION_FOLDERS.get(task_file)
+    if cut is None or (main and (Path(media_root) / main).is_dir()):
+        return "main"
+    return "video" if (Path(media_root) / cut).is_dir() else "main"
+
+
+def video_revision_path(media_root: Path, folder: str, video: str) -> str:
+    """`<folder><video>`, or `<folder><stem>.mp4` when only that converted file exists."""
+    path = f"{folder}{video}"
+    converted = f"{folder}{Path(video).with_suffix('.mp4').as_posix()}"
+    if not (Path(media_root) / path).exists() and (Path(media_root) / converted).is_file():
+        return converted
+    return path
 
 
 def seconds(row: Row, key: str) -> float | None:
@@ -82,11 +125,21 @@ class MVBench(Benchmark):
         return self.item(
             source, problem=str(row["question"]), problem_type="multiple choice", options=lettered(candidates),
             answer=LETTERS[candidates.index(str(row["answer"]))], path=f"{folder}{row['video']}",
-            start=seconds(row, "start"), end=seconds(row, "end"), meta={"task": task})
+            start=seconds(row, "start"), end=seconds(row, "end"),
+            meta={"task": task, "task_file": source.file.stem, "video": str(row["video"]), "layout": "main"})
+
+    def locate(self, item: Item, media_root: Path) -> Item:
+        """The item in the layout its task has under media_root: the `video` revision's already-cut clip
+        (no start/end) when only that revision's folder is there, else unchanged."""
+        task_file = str(item.meta.get("task_file", ""))
+        if task_layout(media_root, task_file) != "video":
+            return item
+        path = video_revision_path(media_root, VIDEO_REVISION_FOLDERS[task_file], str(item.meta["video"]))
+        return replace(item, record=replace(item.record, path=path), start=None, end=None,
+                       meta={**item.meta, "layout": "video"})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
-        letters = LETTERS[: len(row.get("options") or [])]
-        return 1.0 if leading_letter(answer_span(output), letters) == str(row["answer"]) else 0.0
+        return 1.0 if mvbench_correct(answer_span(output), str(row["answer"])) else 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         tasks = group_scores(rows, meta_key("task"))

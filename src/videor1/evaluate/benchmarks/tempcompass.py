@@ -7,15 +7,19 @@ file name or its folder). Two layouts are read: the original nested JSON `{video
 `question`, `answer`, `dim` (and `mc_question`, `mc_answer` for captioning). Dimensions: action, speed,
 direction, order, attribute_change. Media: `<media_root>/<video_id>.mp4` (the release's `videos/`).
 
-Like the reference, every format is cast to one record format (multiple choice) so one prompt serves:
+Three formats are cast to one record format (multiple choice) so one prompt serves:
 * multi-choice: the "A. ..." lines of the question become the options; the answer's letter is the truth.
-* yes_no: options "A. yes" / "B. no"; the official rule (the answer's yes/no) also accepts the letter.
-* caption_matching: the "Caption A: ..." lines become the options.
-* captioning: officially an LLM judge reads the caption and answers `mc_question`; without a judge we
-  ask `mc_question` directly as multiple choice. Its numbers are therefore not the official captioning
-  numbers, and the report labels the format `captioning (as multi-choice)`.
-Official scoring: TempCompass's matching rules (exact answer, a leading letter, yes/no); answers they
-cannot match go to an LLM judge officially and score 0 here. Aggregation: accuracy by format and by
+* yes_no: options "A. yes" / "B. no"; the truth is the answer word.
+* caption_matching: the "Caption A: ..." / "Sentence A: ..." / "Option 1: ..." lines become options A, B, ...
+The original question and answer lines are kept in the item's meta for the official rules.
+* captioning: officially an LLM judge reads the model's caption and answers the multi-choice questions of
+  the same video and dimension (`eval_captioning.py`; lmms-lab's rows repeat the caption question once per
+  such `mc_question`). With no judge here, every captioning question is listed as not evaluated (a load
+  problem in scores.json and report.md), never asked as a duplicate of the multi-choice questions.
+Official scoring, on the answer span: TempCompass's own rules (multi-choice: the answer line, a bare letter,
+or "X." / "X)"; yes_no: starts with yes / no; caption_matching: `eval_rule`, where a bare letter of our
+options is first read as the original label, e.g. "Option 1", since our prompt shows letters). Answers the
+rules cannot match go to an LLM judge officially and score 0 here. Aggregation: accuracy by format and by
 dimension; the headline is the item-level accuracy over all formats present.
 """
 
@@ -27,10 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import BadFile, BadRow, Benchmark, Item, Row, RowSource, read_json, read_rows, require
-from videor1.evaluate.scoring import LETTERS, accuracy_summary, answer_span, group_scores, leading_letter, option_text
+from videor1.evaluate.scoring import (LETTERS, accuracy_summary, answer_span, group_scores, leading_letter,
+                                      tempcompass_caption_matching, tempcompass_multi_choice, tempcompass_yes_no)
 
 FORMATS = ("multi-choice", "yes_no", "caption_matching", "captioning")
-_OPTION_LINE = re.compile(r"^\s*(?:(?:caption|option|sentence)\s+)?([A-H])\s*[\.:\)]\s*(.+?)\s*$", re.IGNORECASE)
+DIMENSIONS = ("action", "speed", "direction", "order", "attribute_change")
+_OPTION_LINE = re.compile(r"^\s*(?:(?:caption|option|sentence)\s+)?([A-H]|[1-8])\s*[\.:\)]\s*(.+?)\s*$",
+                          re.IGNORECASE)
+
+
+def option_index(label: str) -> int:
+    """0 for "A" / "1", 1 for "B" / "2", ..."""
+    return int(label) - 1 if label.isdigit() else LETTERS.index(label.upper())
 
 
 def format_of(file: Path) -> str | None:
@@ -47,8 +59,8 @@ def split_options(question: str) -> tuple[str, list[str]]:
     stem, options = [], []
     for line in question.splitlines():
         m = _OPTION_LINE.match(line)
-        if m and m.group(1).upper() == LETTERS[len(options)]:
-            options.append(f"{m.group(1).upper()}. {m.group(2)}")
+        if m and option_index(m.group(1)) == len(options):
+            options.append(f"{LETTERS[len(options)]}. {m.group(2)}")
         elif not options:
             stem.append(line)
     return "\n".join(stem).strip(), options
@@ -76,16 +88,26 @@ def to_choice(fmt: str, entry: Row) -> tuple[str, list[str], str]:
         if truth not in ("yes", "no"):
             raise BadRow(f"yes_no answer {entry['answer']!r} is neither yes nor no", "answer")
         return str(entry["question"]).strip(), ["A. yes", "B. no"], "A" if truth == "yes" else "B"
-    keys = ("mc_question", "mc_answer") if fmt == "captioning" else ("question", "answer")
-    question, answer = entry.get(keys[0]), entry.get(keys[1])
+    if fmt == "captioning":
+        raise BadRow("captioning is scored by an LLM judge reading the caption (eval_captioning.py); "
+                     "not evaluated here", "question")
+    question, answer = entry.get("question"), entry.get("answer")
     if question is None or answer is None:
-        raise BadRow("missing question / answer" + (" (mc_question / mc_answer)" if fmt == "captioning" else ""),
-                     *keys)
+        raise BadRow("missing question / answer", "question", "answer")
     problem, options = split_options(str(question))
     m = _OPTION_LINE.match(str(answer))
-    if len(options) < 2 or not m or m.group(1).upper() not in LETTERS[: len(options)]:
-        raise BadRow(f"cannot read options / answer letter from {str(answer)[:60]!r}", *keys)
-    return problem, options, m.group(1).upper()
+    if len(options) < 2 or not m or option_index(m.group(1)) >= len(options):
+        raise BadRow(f"cannot read options / answer letter from {str(answer)[:60]!r}", "question", "answer")
+    return problem, options, LETTERS[option_index(m.group(1))]
+
+
+def original_label(span: str, question: str) -> str:
+    """A bare letter of our options ("B", "B.") as the release's own label of that option ("Option 2")."""
+    letter = leading_letter(span, LETTERS[:8]) if len(span.strip()) <= 3 else ""
+    lines = question.split("\n")[1:]
+    if not letter or LETTERS.index(letter) >= len(lines):
+        return span
+    return lines[LETTERS.index(letter)].split(": ")[0]
 
 
 class TempCompass(Benchmark):
@@ -108,21 +130,22 @@ class TempCompass(Benchmark):
         return self.item(
             source, problem=problem, problem_type="multiple choice", options=options, answer=truth,
             path=f"{row['video_id']}.mp4",
-            meta={"format": fmt if fmt != "captioning" else "captioning (as multi-choice)", "dimension": row["dim"]})
+            meta={"format": fmt, "dimension": row["dim"], "question_raw": str(row.get("question")),
+                  "answer_raw": str(row.get("answer")).strip()})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         span = answer_span(output)
-        options = row.get("options") or []
-        truth = str(row["answer"])
-        if row["meta"].get("format") == "yes_no":
-            word = re.sub(r"[^a-z]", "", (span.split() or [""])[0].lower())
-            said = {"yes": "A", "no": "B"}.get(word) or leading_letter(span, "AB")
-            return 1.0 if said == truth else 0.0
-        truth_option = options[LETTERS.index(truth)] if truth in LETTERS[: len(options)] else ""
-        if truth_option and span.strip().lower() in {option_text(truth_option).lower(), truth_option.lower()}:
-            return 1.0   # the whole answer written out ("B. fast" or "fast")
-        said = leading_letter(re.sub(r"(?i)^\s*(caption|option|sentence)\s+", "", span), LETTERS[: len(options)])
-        return 1.0 if said == truth else 0.0
+        meta = row["meta"]
+        fmt, question, answer = meta.get("format"), meta.get("question_raw", ""), meta.get("answer_raw", "")
+        if fmt == "yes_no":
+            rating = tempcompass_yes_no(span, answer.lower())
+        elif fmt == "caption_matching":
+            rating = tempcompass_caption_matching(span, question, answer)
+            if rating is None:
+                rating = tempcompass_caption_matching(original_label(span, question), question, answer)
+        else:
+            rating = tempcompass_multi_choice(span, answer)
+        return rating or 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out = accuracy_summary(rows, {"format": "format", "dimension": "dimension"})

@@ -3,23 +3,36 @@
 Files: the released parquet (or a JSON / JSONL export), one row per question with `video_id`, `duration`
 (short | medium | long), `domain`, `sub_category`, `videoID` (the video file's stem), `question_id`,
 `task_type`, `question`, `options` (four "A. ..." strings) and `answer` (the letter).
-Media: `<media_root>/<videoID>.mp4` (media_root is the folder of the released mp4s, the archive's `data/`).
+Media: `<media_root>/<videoID>.mp4` (media_root is the folder of the released mp4s, the archive's `data/`);
+where that file is absent, `<videoID>` with the first of `.MP4`, `.mkv`, `.webm`, `.avi`, `.mov` found there
+(the extensions lmms-eval also looks for); an item with none of them stays `.mp4` and becomes an error item.
 
-Official scoring: the answer's option letter against `answer`. The official extractor strips answer
-prefixes ("The best answer is") and takes the first capital A-D anywhere; ours takes the first A-D that
-stands alone as a word (so the "A" of "After" is not read as an answer), from the answer span.
+Official scoring: Video-MME's `extract_characters_regex` on the answer span: answer prefixes ("The best
+answer is", ...) removed, "" for an answer of more than 10 words without a capital A-D, else the first
+capital A-D anywhere (as officially, the "A" of "After" reads as A), against `answer`.
 Aggregation: overall accuracy, and accuracy by duration (the official table), domain and task type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import Benchmark, Item, Row, RowSource, lettered, require
-from videor1.evaluate.scoring import LETTERS, accuracy_summary, answer_span, in_order, standalone_letter
+from videor1.evaluate.scoring import accuracy_summary, answer_span, in_order, videomme_letter
 
 DURATIONS = ("short", "medium", "long")
+EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi", ".mov")
+
+
+def find_video(media_root: Path, stem: str) -> str | None:
+    """`<stem><ext>` for the first extension of EXTENSIONS present under media_root, or None."""
+    for ext in EXTENSIONS:
+        if (Path(media_root) / f"{stem}{ext}").is_file():
+            return f"{stem}{ext}"
+    return None
 
 
 class VideoMME(Benchmark):
@@ -36,9 +49,14 @@ class VideoMME(Benchmark):
             meta={"duration": row["duration"], "domain": row.get("domain"), "task_type": row.get("task_type"),
                   "sub_category": row.get("sub_category"), "video_id": row.get("video_id")})
 
+    def locate(self, item: Item, media_root: Path) -> Item:
+        found = find_video(media_root, Path(item.record.path).stem)
+        if found is None or found == item.record.path:
+            return item
+        return replace(item, record=replace(item.record, path=found))
+
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
-        letters = LETTERS[: max(len(row.get("options") or []), 4)]
-        return 1.0 if standalone_letter(answer_span(output), letters) == str(row["answer"]).strip() else 0.0
+        return 1.0 if videomme_letter(answer_span(output)) == str(row["answer"]).strip() else 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out = accuracy_summary(rows, {"duration": "duration", "domain": "domain", "task type": "task_type"})

@@ -4,13 +4,18 @@ Files: the release's three parquet files, one per track (`Perception/`, `Compreh
 pass the folder holding them, or one file whose path names its track; a JSON / JSONL export with a
 `track` field works too). Rows have `id` (`<split>_<Subject>_<n>`), `question`, `options` (a list, with
 or without "A." letters), `answer` (the letter, or the value for open questions) and `question_type`
-(`multiple-choice`, otherwise open). Media: `<media_root>/<Discipline>/<id>.mp4`, the layout of the
+(`multiple-choice`, otherwise open). A row is multiple choice when it has options (after trailing empty
+ones are dropped), whatever its `question_type` says, so such a row is never scored by substring. Media: `<media_root>/<Discipline>/<id>.mp4`, the layout of the
 release's per-discipline video archives (Art, Business, Science, Humanities, Engineering, Medicine).
 Adaptation questions also come with an image; we give the model the video only (as Video-R1 does).
 
-Official scoring (MMMU style): multiple choice by the parsed letter (a marked letter, else the option's
-text, the last mention wins; unparsable scores 0 rather than MMMU's random guess); open questions by
-number equality at 2 decimals, or, for text answers, the answer appearing in the response.
+Official scoring: Video-MMMU's own (MMMU-style) rules on the answer span: multiple choice by
+`parse_multi_choice_response` (`mmmu_choice`, over the options as the release states them, kept in the
+item's meta) and exact letter equality, "No Answer Found" scoring 0; open questions by `parse_open_response`
++ `eval_open` (`mmmu_open_correct`: numbers normalized to 2 decimals, else the answer text inside a key part
+of the response). Departure: an empty answer, which Video-MMMU drops from the denominator ("API Error"),
+scores 0 here; a row with options is multiple choice whatever its `question_type` (officially a row not typed
+exactly `multiple-choice` is parsed as open, so answer `B` would match any " b" in the text).
 Open questions are `numerical` records for the reference protocol when the answer is a number, else
 `free-form`. Aggregation: accuracy overall (the headline), by track and by discipline.
 """
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, lettered, require
-from videor1.evaluate.scoring import NUMBER_RE, accuracy_summary, answer_span, choose_option, in_order, parse_float
+from videor1.evaluate.scoring import accuracy_summary, answer_span, in_order, mmmu_choice, mmmu_open_correct, option_text, parse_float
 
 TRACKS = ("Perception", "Comprehension", "Adaptation")
 DISCIPLINES = {
@@ -54,16 +59,6 @@ def track_of(file: Path, row: Row) -> str | None:
     return None
 
 
-def open_correct(answer: str, response: str) -> bool:
-    """MMMU-style open answer check: equal numbers (2 decimals), else the answer text in the response."""
-    gt = parse_float(answer)
-    if gt is not None:
-        found = [parse_float(m.group(0)) for m in NUMBER_RE.finditer(response)]
-        return any(x is not None and round(x, 2) == round(gt, 2) for x in found)
-    norm = answer.strip().lower()
-    return bool(norm) and norm in response.lower()
-
-
 class VideoMMMU(Benchmark):
     name = "videommmu"
     description = "Video-MMMU: knowledge acquisition from lecture videos (Perception / Comprehension / Adaptation)"
@@ -78,10 +73,13 @@ class VideoMMMU(Benchmark):
         discipline = _DISCIPLINE_OF.get(subject)
         if discipline is None:
             raise BadRow(f"unknown subject {subject!r} in id", "id")
-        is_mc = row.get("question_type") == "multiple-choice"
-        options = [str(o) for o in (row.get("options") or [])]
+        raw_options = [str(o) for o in (row.get("options") or [])]
+        options = list(raw_options)
         while options and not options[-1].strip():
             options.pop()
+        if row.get("question_type") == "multiple-choice" and not options:
+            raise BadRow("multiple-choice question without options", "options")
+        is_mc = bool(options)
         number = None if is_mc else parse_float(row["answer"])
         return self.item(
             source, problem=str(row["question"]),
@@ -89,13 +87,14 @@ class VideoMMMU(Benchmark):
             options=lettered(options) if is_mc else [], path=f"{discipline}/{row['id']}.mp4",
             answer=str(row["answer"]).replace(",", "") if number is not None else row["answer"],
             meta={"track": track, "discipline": discipline, "subject": subject,
-                  "question_type": row.get("question_type")})
+                  "question_type": row.get("question_type"), "options_raw": raw_options})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         span = answer_span(output)
         if row["problem_type"] == "multiple choice":
-            return 1.0 if choose_option(span, row.get("options") or []) == str(row["answer"]) else 0.0
-        return 1.0 if open_correct(str(row["answer"]), span) else 0.0
+            options = (row.get("meta") or {}).get("options_raw") or [option_text(o) for o in row.get("options") or []]
+            return 1.0 if mmmu_choice(span, options) == str(row["answer"]) else 0.0
+        return 1.0 if mmmu_open_correct(str(row["answer"]), span) else 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out = accuracy_summary(rows, {"track": "track", "discipline": "discipline"})

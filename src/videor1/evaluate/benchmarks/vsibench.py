@@ -5,9 +5,22 @@ Files: the released parquet (or a JSON / JSONL export of it); one row per questi
 "A. ..." strings, null for numerical questions) and `ground_truth` (the option letter, or a number).
 Media: `<media_root>/<dataset>/<scene_name>.mp4`, the layout of the released video archives.
 
-Official scoring (the benchmark's lmms-eval task): multiple-choice tasks by exact match of the answer's
-first token (trailing periods removed) against the letter; numerical tasks by MRA over θ ∈ {.50, ..., .95}
-with `<=`. The headline is the *unweighted* mean of 8 task scores, where relative direction is first the
+A dataset folder as published today holds the full set (`test.jsonl` / `test-*.parquet`) beside its
+subsets `test_debiased.parquet` and `test_pruned.parquet`, which repeat the same ids. Rule: given a folder,
+the full set is read and every file whose stem contains `debiased` or `pruned` is left out with a note in
+the load problems (evaluate a subset by passing its file as `--data`). Any id still read twice is refused
+with a problem line naming both files.
+
+Video-R1's own `eval_vsibench.json` (Video-R1 records with `original_question_type`) is read by this adapter
+too: `problem` / `options` / `solution` / `path` give the question, options, truth and media path (as the
+record states it, relative to media_root), `original_question_type` the task.
+
+Official scoring (thinking-in-space / the lmms-eval task), on the answer span: the first *space-separated*
+token with trailing dots removed (`fuzzy_matching`; "3\nchairs" is one token); multiple-choice tasks by its
+case-insensitive equality with the letter; numerical tasks by MRA over θ ∈ {.50, ..., .95} with `<=` of
+Python's float() of that token (no thousands commas: "1,200" scores 0), decided exactly (the project's one
+MRA). gt = 0 scores 1 only for pred = 0 (the official scorer divides by zero there). The lenient parse
+(`leading_token` + `parse_float`: any whitespace, commas stripped) is kept as `lenient_score`. The headline is the *unweighted* mean of 8 task scores, where relative direction is first the
 mean of its easy / medium / hard levels. With `--limit`, tasks or levels with no items are left out of
 the means (and the report lists which tasks were present).
 
@@ -18,10 +31,12 @@ multiple-choice ones of type `multiple choice`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, require
-from videor1.evaluate.scoring import answer_span, group_scores, leading_token, mean, meta_key, mra, parse_float
+from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, data_files, require
+from videor1.evaluate.scoring import (answer_span, group_scores, leading_token, mean, meta_key, mra, parse_float,
+                                      vsi_float, vsi_token)
 
 MC_TASKS = ("object_rel_direction", "object_rel_distance", "route_planning", "obj_appearance_order")
 NUM_TASKS = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation")
@@ -38,12 +53,48 @@ def split_question_type(question_type: str) -> tuple[str, str | None]:
     return question_type, None
 
 
+SUBSET_MARKERS = ("debiased", "pruned")
+
+
+def is_subset_file(file: Path) -> bool:
+    """A published subset of the test set (`test_debiased.parquet`, `test_pruned.parquet`)."""
+    return any(marker in file.stem.lower() for marker in SUBSET_MARKERS)
+
+
+def from_videor1_record(row: Row) -> dict[str, Any]:
+    """A Video-R1 eval-JSON record (`eval_vsibench.json`) as a VSI-Bench row; BadRow naming the field."""
+    require(row, ["problem", "solution", "path", "original_question_type"])
+    solution = str(row["solution"])
+    start, end = solution.find("<answer>"), solution.find("</answer>")
+    if start < 0 or end < start:
+        raise BadRow(f"solution has no <answer>...</answer>: {solution[:60]!r}", "solution")
+    parts = str(row["path"]).replace("\\", "/").split("/")
+    return {"question": row["problem"], "options": row.get("options") or None,
+            "ground_truth": solution[start + len("<answer>"): end].strip(),
+            "question_type": row["original_question_type"], "path": str(row["path"]),
+            "dataset": parts[-2] if len(parts) >= 2 else "", "scene_name": Path(parts[-1]).stem}
+
+
 class VSIBench(Benchmark):
     name = "vsibench"
     description = "VSI-Bench: visual-spatial intelligence, 8 tasks (MC accuracy + numerical MRA)"
     headline = "unweighted mean of 8 task scores (relative direction = mean of 3 levels)"
 
+    def files(self, data: Path) -> tuple[list[Path], list[str]]:
+        found = data_files(data, self.patterns)
+        if data.is_file():
+            return found, []
+        full = [f for f in found if not is_subset_file(f)]
+        notes = [f"file {f}: not read: a published subset of the full test set in the same folder (pass it as "
+                 "--data to evaluate that subset)" for f in found if is_subset_file(f) and full]
+        return (full or found), notes
+
+    def row_id(self, row: Row, file: Path, index: int) -> str | int | None:
+        return row.get("id", row.get("problem_id", f"{file.stem}-{index}"))
+
     def row_to_item(self, row: Row, source: RowSource) -> Item:
+        if "problem_id" in row and "solution" in row:
+            row = from_videor1_record(row)
         require(row, ["dataset", "scene_name", "question_type", "question", "ground_truth"])
         task, level = split_question_type(str(row["question_type"]))
         if task not in TASKS:
@@ -52,10 +103,17 @@ class VSIBench(Benchmark):
         return self.item(
             source, problem=str(row["question"]), problem_type="multiple choice" if is_mc else "regression",
             options=list(row.get("options") or []) if is_mc else [], answer=row["ground_truth"],
-            path=f"{row['dataset']}/{row['scene_name']}.mp4",
+            path=str(row.get("path") or f"{row['dataset']}/{row['scene_name']}.mp4"),
             meta={"task": task, "level": level, "question_type": row["question_type"], "dataset": row["dataset"]})
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
+        token = vsi_token(answer_span(output))
+        if row["meta"]["task"] in MC_TASKS:
+            return 1.0 if token.lower() == str(row["answer"]).lower() else 0.0
+        return mra(vsi_float(token), vsi_float(row["answer"]), inclusive=True)
+
+    def lenient_score(self, row: Mapping[str, Any], output: str) -> float:
+        """The lenient variant: first whitespace token, thousands commas stripped."""
         token = leading_token(answer_span(output))
         if row["meta"]["task"] in MC_TASKS:
             return 1.0 if token.lower() == str(row["answer"]).strip().lower() else 0.0

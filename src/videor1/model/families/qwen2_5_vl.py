@@ -1,0 +1,61 @@
+"""Qwen2.5-VL (`model_type` "qwen2_5_vl"): the project's reference family (Video-R1 trains Qwen2.5-VL-7B).
+
+Video: pre-sampled frames + metadata whose sampled fps is the clip's real sample fps, so the processor's
+`second_per_grid_ts` = temporal_patch_size / sample_fps (absolute time in M-RoPE). Frames are multiples of
+28 (patch 14 x merge 2), as `videor1.data.media` sizes them: the processor never resizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template, check_sizes,
+                                           mrope_section, patch14_processor, sampled_fps_metadata, text_config,
+                                           vision_token_config)
+
+NAME = "qwen2_5_vl"
+MODEL_TYPES: tuple[str, ...] = ("qwen2_5_vl",)
+MODEL_CLASS = Qwen2_5_VLForConditionalGeneration
+PROCESSOR_CLASS = Qwen2_5_VLProcessor
+VISION_MODULE = "visual"  # the vision tower's attribute: every vision parameter name has it as a component
+DECODER_LAYER_CLASS = "Qwen2_5_VLDecoderLayer"
+VISION_BLOCK_CLASS = "Qwen2_5_VLVisionBlock"
+FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
+SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
+ROUNDS_FRAME_SIZES = False  # frames must already be multiples of 28: the processor never resizes
+CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
+
+
+def video_metadata(clip: Any) -> dict[str, Any]:
+    """Processor video metadata of a `Clip`: its real sample fps (see `sampled_fps_metadata`)."""
+    return sampled_fps_metadata(clip.frames, clip.sample_fps)
+
+
+def prompt_text(text: str) -> str:
+    """The chat-template text as the processor needs it (unchanged for this family)."""
+    return text
+
+
+def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+                num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
+                initializer_range: float = 0.1) -> Qwen2_5_VLConfig:
+    """A small `Qwen2_5_VLConfig` consistent with `tokenizer` (vocab size and special token ids)."""
+    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
+    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section(head_dim)}
+    text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
+    vision = dict(
+        depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+        num_heads=vision_heads, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        tokens_per_second=2, window_size=112, out_hidden_size=hidden_size,
+        fullatt_block_indexes=[vision_depth - 1], initializer_range=initializer_range,
+    )
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                            **vision_token_config(tokenizer))
+
+
+def tiny_processor(tokenizer: Any) -> Qwen2_5_VLProcessor:
+    """A Qwen2_5_VLProcessor that neither resizes our (already resized) frames nor samples frames."""
+    return patch14_processor(Qwen2_5_VLProcessor, tokenizer, CHAT_TEMPLATE)

@@ -1,0 +1,92 @@
+"""Qwen3-VL (`model_type` "qwen3_vl"): timestamps in the prompt, patch 16, its own video processor.
+
+What differs from Qwen2.5-VL (read from transformers 5.23's `processing_qwen3_vl.py`,
+`video_processing_qwen3_vl.py` and `modeling_qwen3_vl.py`):
+
+* Time is text, not a position scale: the processor writes `<t seconds>` before every temporal patch of
+  frames, t computed from the video metadata (`frames_indices / fps`, averaged over each pair of frames).
+  Without metadata it falls back to 24 fps (wrong timestamps, and older processors dropped the video).
+  We pass the clip's real source metadata (native fps, source frame indices, source frame count), so the
+  timestamps are the frames' real times in the video. A shuffled clip (T-GRPO) keeps its metadata: the
+  same timestamps label the permuted frames.
+* Each temporal patch is wrapped in its own `<|vision_start|> ... <|vision_end|>` by the processor, which
+  replaces only `<|video_pad|>`: `prompt_text` therefore reduces the template's
+  `<|vision_start|><|video_pad|><|vision_end|>` to `<|video_pad|>` so that no frame block is nested in a
+  second pair of vision markers.
+* Patch 16 x merge 2: frames are resized by the processor to multiples of 32 (our media are multiples of
+  28); `videor1.model.inputs` checks the grids against that rounding.
+* No default system prompt in the chat template.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+from videor1.model.families.common import (VISION_SPECIAL_TOKENS, WIDE_PIXELS, chat_template, check_sizes,
+                                           mrope_section, sampled_fps_metadata, text_config,
+                                           vision_token_config)
+
+NAME = "qwen3_vl"
+MODEL_TYPES: tuple[str, ...] = ("qwen3_vl",)
+MODEL_CLASS = Qwen3VLForConditionalGeneration
+PROCESSOR_CLASS = Qwen3VLProcessor
+VISION_MODULE = "visual"
+DECODER_LAYER_CLASS = "Qwen3VLTextDecoderLayer"
+VISION_BLOCK_CLASS = "Qwen3VLVisionBlock"
+FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
+SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
+ROUNDS_FRAME_SIZES = True  # the processor rounds frame sides to multiples of 32 (media gives 28s)
+CHAT_TEMPLATE = chat_template(None)
+_VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+_MEAN_STD = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def video_metadata(clip: Any) -> dict[str, Any]:
+    """The clip's source metadata (native fps, source frame indices and count) so that the prompt's
+    timestamps are the frames' real times; the sample fps (frames from 0 s) when the clip lacks them."""
+    n = int(clip.frames.shape[0])
+    indices = [int(i) for i in getattr(clip, "indices", None) or []]
+    native_fps = float(getattr(clip, "native_fps", 0) or 0)
+    total = int(getattr(clip, "total_frames", 0) or 0)
+    if len(indices) != n or not native_fps > 0 or total < 1:
+        return sampled_fps_metadata(clip.frames, clip.sample_fps)
+    return {"fps": native_fps, "total_num_frames": max(total, max(indices) + 1), "frames_indices": indices}
+
+
+def prompt_text(text: str) -> str:
+    """The template text with each video placeholder reduced to `<|video_pad|>` (see the module doc)."""
+    return text.replace(_VIDEO_PLACEHOLDER, "<|video_pad|>")
+
+
+def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
+                num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
+                initializer_range: float = 0.1) -> Qwen3VLConfig:
+    """A small `Qwen3VLConfig` consistent with `tokenizer`: interleaved M-RoPE, patch 16, one deepstack layer."""
+    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
+    rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope_section(head_dim),
+            "mrope_interleaved": True}
+    text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
+    text["head_dim"] = head_dim
+    vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                  num_heads=vision_heads, in_channels=3, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=hidden_size, num_position_embeddings=256,
+                  deepstack_visual_indexes=[0], initializer_range=initializer_range)
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                         **vision_token_config(tokenizer))
+
+
+def tiny_processor(tokenizer: Any) -> Qwen3VLProcessor:
+    """A Qwen3VLProcessor that never samples frames and only rounds frame sizes to multiples of 32."""
+    image_processor = Qwen2VLImageProcessor(**WIDE_PIXELS, patch_size=16, temporal_patch_size=2, merge_size=2,
+                                            **_MEAN_STD)
+    size = {"shortest_edge": WIDE_PIXELS["min_pixels"], "longest_edge": WIDE_PIXELS["max_pixels"]}
+    video_processor = Qwen3VLVideoProcessor(size=size, patch_size=16, temporal_patch_size=2, merge_size=2,
+                                            do_sample_frames=False, cap_pixels_per_frame=False,
+                                            min_frames=2, max_frames=4096, **_MEAN_STD)
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)

@@ -1,0 +1,174 @@
+"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL): the family interface, and the video really reaching each
+family's model (vision weights get gradients; shuffled frames change the vision inputs).
+
+The end-to-end runs (SFT, GRPO, T-GRPO, evaluation, inference, annotation, the demo) on the Qwen3-VL and
+Qwen2-VL tiny models are in tests/test_families_e2e.py (marked slow); Qwen2.5-VL's are the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from accelerate.utils.dataclasses import get_module_class_from_name
+from typer.testing import CliRunner
+
+from videor1.cli import app
+from videor1.data.media import Clip, load_video, VideoSpec
+from videor1.generation.engines import HFEngine, SamplingParams
+from videor1.model.families import (FAMILIES, family_of, family_of_model_type, family_of_processor, get_family,
+                                    is_vision_param, vision_exclude_regex)
+from videor1.model.inputs import Sample, encode, vision_token_ids
+from videor1.model.load import load_model, load_processor
+from videor1.train.common import enable_gradient_checkpointing, freeze_vision, set_fsdp_wrap_classes
+
+NAMES = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"]
+QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Which way do the bikes move?"}]}]
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def fam(request, family_model_dirs):
+    """(family module, model dir, processor, model in eval mode) for each family."""
+    path = family_model_dirs[request.param]
+    return get_family(request.param), path, load_processor(path), load_model(path, device="cpu").eval()
+
+
+@pytest.fixture(scope="module")
+def clip(bikes_mp4) -> Clip:
+    return load_video(bikes_mp4, VideoSpec(fps=2.0, min_frames=4, max_frames=4, max_pixels=4 * 28 * 28 * 2))
+
+
+def _sample(clip: Clip) -> Sample:
+    return Sample(record=None, media=clip, messages=QUESTION)
+
+
+def test_registry_and_family_of(fam):
+    family, path, processor, model = fam
+    assert FAMILIES[family.NAME] is family and family_of(path) is family and family_of(model.config) is family
+    assert isinstance(model, family.MODEL_CLASS) and isinstance(processor, family.PROCESSOR_CLASS)
+    assert family_of_processor(processor) is family
+    assert json.loads((path / "config.json").read_text())["model_type"] in family.MODEL_TYPES
+
+
+def test_unknown_families_are_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="qwen3_vl"):
+        family_of_model_type("llava")
+    with pytest.raises(KeyError, match="qwen2_vl"):
+        get_family("qwen4_vl")
+    with pytest.raises(ValueError, match="no model family"):
+        family_of_processor(object())
+
+
+def test_vision_weights_receive_gradients(fam, clip):
+    """The video reaches the loss: every family's vision tower gets non-zero gradients from a video sample."""
+    family, _, processor, model = fam
+    batch = encode(processor, [_sample(clip)], responses=["<answer>B</answer>"])
+    assert "pixel_values_videos" in batch and int((batch["mm_token_type_ids"] == 2).sum()) > 0
+    model.zero_grad(set_to_none=True)
+    inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
+    model(**inputs).loss.backward()
+    vision = {n: p for n, p in model.named_parameters() if is_vision_param(n, family)}
+    with_grad = [n for n, p in vision.items() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert vision and len(with_grad) >= 0.9 * len(vision), sorted(set(vision) - set(with_grad))
+    assert any("patch_embed" in n for n in with_grad)
+    model.zero_grad(set_to_none=True)
+
+
+def test_shuffled_frames_change_the_vision_inputs(fam, clip):
+    family, _, processor, model = fam
+    shuffled = clip.permuted([2, 0, 3, 1])
+    a = encode(processor, [_sample(clip)])
+    b = encode(processor, [_sample(shuffled)])
+    assert torch.equal(a["input_ids"], b["input_ids"])  # same prompt (Qwen3-VL: the same timestamps)
+    assert torch.equal(a["video_grid_thw"], b["video_grid_thw"])
+    assert not torch.equal(a["pixel_values_videos"], b["pixel_values_videos"])
+    with torch.no_grad():
+        la, lb = model(**a).logits[0, -1], model(**b).logits[0, -1]
+    assert not torch.allclose(la, lb)
+
+
+def test_generation_suppresses_the_vision_tokens(fam, clip):
+    family, _, processor, model = fam
+    ids = vision_token_ids(processor)
+    assert ids == [processor.tokenizer.convert_tokens_to_ids(t) for t in family.SUPPRESSED_TOKENS]
+    engine = HFEngine(model, processor, batch_size=2)
+    assert engine.suppress_ids == ids
+    out = engine.generate([_sample(clip)], SamplingParams(n=2, max_new_tokens=6, seed=0))
+    assert len(out) == 1 and len(out[0]) == 2
+    assert not {t for c in out[0] for t in c.token_ids} & set(ids)
+
+
+def test_freeze_vision_and_lora_exclusion(fam):
+    from peft import LoraConfig, get_peft_model
+
+    family, path, _, _ = fam
+    model = load_model(path, device="cpu")
+    freeze_vision(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and frozen == {n for n, _ in model.named_parameters() if is_vision_param(n, family)}
+    lora = get_peft_model(load_model(path, device="cpu"), LoraConfig(
+        r=2, target_modules=["q_proj", "v_proj", "up_proj"], exclude_modules=vision_exclude_regex(family)))
+    adapted = [n for n, _ in lora.named_parameters() if "lora_" in n]
+    assert adapted and not [n for n in adapted if is_vision_param(n, family)]
+
+
+def test_fsdp_wrap_classes_and_gradient_checkpointing(fam):
+    family, path, _, _ = fam
+    model = load_model(path, device="cpu")
+    assert set(family.FSDP_WRAP_CLASSES) == set(model._no_split_modules)
+    for name in family.FSDP_WRAP_CLASSES:
+        assert get_module_class_from_name(model, name) is not None, name
+    plugin = SimpleNamespace(transformer_cls_names_to_wrap=["Qwen2_5_VLDecoderLayer"])
+    set_fsdp_wrap_classes(SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)), model)
+    assert plugin.transformer_cls_names_to_wrap == list(family.FSDP_WRAP_CLASSES)
+    set_fsdp_wrap_classes(SimpleNamespace(state=SimpleNamespace()), model)  # no FSDP: nothing to do
+    enable_gradient_checkpointing(model)  # the trainers' call, across the supported transformers range
+    layers = [m for m in model.modules() if type(m).__name__ == family.DECODER_LAYER_CLASS]
+    assert len(layers) == model.config.text_config.num_hidden_layers
+    assert all(m.gradient_checkpointing for m in layers)
+
+
+def test_qwen3_vl_prompt_has_one_timestamped_block_per_temporal_patch(family_model_dirs, clip):
+    processor = load_processor(family_model_dirs["qwen3_vl"])
+    batch = encode(processor, [_sample(clip)])
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    # frames at source indices i (native fps f): a block's time is the mean of its two frames' i / f
+    times = [(clip.indices[k] + clip.indices[k + 1]) / 2 / clip.native_fps for k in range(0, 4, 2)]
+    blocks = [f"<{t:.1f} seconds><|vision_start|>" for t in times]
+    assert all(b in text for b in blocks), text[:400]
+    assert text.count("<|vision_start|>") == 2 and text.count("<|vision_end|>") == 2
+    assert "<|vision_start|><0" not in text and "You are a helpful assistant" not in text
+    assert int(batch["video_grid_thw"][0, 0]) == 2 and "second_per_grid_ts" not in batch
+    # the processor rounds 28-multiples to its 32-multiples; the grids say so
+    h, w = clip.frames.shape[1:3]
+    side = [max(32, round(x / 32) * 32) // 16 for x in (h, w)]
+    assert batch["video_grid_thw"][0, 1:].tolist() == side
+
+
+def test_qwen2_5_vl_keeps_second_per_grid_ts(family_model_dirs, clip):
+    batch = encode(load_processor(family_model_dirs["qwen2_5_vl"]), [_sample(clip)])
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([2 / clip.sample_fps])
+
+
+@pytest.mark.parametrize("name", ["qwen3_vl", "qwen2_vl"])
+def test_cli_model_tiny_family(tmp_path, name):
+    out = tmp_path / name
+    res = CliRunner().invoke(app, ["model", "tiny", "--out", str(out), "--family", name, "--hidden-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["model_type"] == name
+    bad = CliRunner().invoke(app, ["model", "tiny", "--out", str(tmp_path / "x"), "--family", "llava"])
+    assert bad.exit_code == 2 and "qwen3_vl" in bad.output
+
+
+def test_video_metadata_per_family(clip):
+    assert get_family("qwen2_5_vl").video_metadata(clip) == {
+        "fps": clip.sample_fps, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3]}
+    meta = get_family("qwen3_vl").video_metadata(clip)
+    assert meta == {"fps": clip.native_fps, "total_num_frames": clip.total_frames, "frames_indices": clip.indices}
+    bare = Clip(frames=clip.frames, sample_fps=2.0, timestamps=[], indices=[], total_frames=0, native_fps=0.0, path="")
+    assert get_family("qwen3_vl").video_metadata(bare)["fps"] == 2.0
+    assert get_family("qwen3_vl").video_metadata(clip.permuted([1, 0, 3, 2])) == meta
+    assert np.array_equal(clip.frames, clip.permuted([0, 1, 2, 3]).frames)
