@@ -26,11 +26,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from videor1.atomic import atomic_write_text
 from videor1.limits import InputLimits, current_limits, json_depth, prompt_chars_problem
 
 PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression")
@@ -388,15 +388,4 @@ def write_records(path: str | os.PathLike, records: Iterable[Record | Mapping[st
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     else:
         raise ValueError(f"{path}: dataset files end in .json or .jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
