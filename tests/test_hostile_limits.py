@@ -35,13 +35,6 @@ RECORD = {"problem_id": "ok", "problem": "What colour?", "data_type": "image", "
           "options": [], "solution": "<answer>red</answer>", "path": "x.png", "process": "<think>r</think>"}
 
 
-@pytest.fixture(autouse=True)
-def default_limits():
-    """Commands put their limits in force process-wide; every test here starts and ends with the defaults."""
-    with limits_in_force(DEFAULT_LIMITS):
-        yield
-
-
 def _cli(*args: str):
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert "Traceback" not in (result.output or ""), result.output
@@ -118,6 +111,7 @@ def test_eval_skips_a_2mb_prompt_and_a_wide_image_without_tokenising_and_records
     assert "max_aspect_ratio=100" in scores["errors"][0]["reason"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["limits"] == InputLimits(max_aspect_ratio=100.0).as_dict()
+    assert current_limits() == DEFAULT_LIMITS        # run_eval restores the limits that were in force
 
 
 class _Rows(Benchmark):   # no `name`: not registered; exercises the shared load loop of every adapter

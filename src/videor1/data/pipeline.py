@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import tempfile
 import time
@@ -53,8 +54,6 @@ class _Mapped(torch.utils.data.Dataset, Generic[T, R]):
 
 
 def _context() -> str | None:
-    import multiprocessing
-
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 
 

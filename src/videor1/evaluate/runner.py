@@ -55,7 +55,7 @@ from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.report import render_report, write_outputs
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
-from videor1.limits import use_limits
+from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward
@@ -354,10 +354,15 @@ def load_items(adapter: Benchmark, data: Path, media_root: Path, limit: int | No
 
 
 def run_eval(cfg: EvalConfig, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate `cfg.model` on `cfg.bench`; resumable. Returns the summary (scores.json)."""
+    """Evaluate `cfg.model` on `cfg.bench`; resumable. Returns the summary (scores.json). The config's input
+    limits (recorded in meta.json) are in force while items are read and decoded, and restored afterwards."""
     validate(cfg)
     cfg.check_inputs()
-    use_limits(cfg.limits)   # the input limits in force while items are read and decoded (in meta.json)
+    with limits_in_force(cfg.limits):
+        return _run_eval(cfg, echo)
+
+
+def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     adapter = get_benchmark(cfg.bench)
     out = cfg.out
     settings = make_settings(cfg)

@@ -36,8 +36,9 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
-from videor1.model.families import family_of_processor
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION
+from videor1.generation.weights import full_state_items
+from videor1.model.families import family_of_processor
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -352,8 +353,6 @@ class VLLMEngine:
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
         """Copy the policy's current weights into the vLLM engine, in chunks of about `chunk_bytes` (see the
         class doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
-        from videor1.generation.weights import full_state_items
-
         chunk: list[tuple[str, torch.Tensor]] = []
         size = 0
         for name, tensor in full_state_items(model, accelerator):

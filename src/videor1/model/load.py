@@ -7,6 +7,7 @@ from the directory's config.json `model_type`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -77,8 +78,6 @@ def resolve_attn_implementation(name: str | None) -> str | None:
     if name in (None, "auto"):
         return None
     if name == "flash_attention_2":
-        import importlib.util
-
         if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
             return "sdpa"
     return name

@@ -50,7 +50,7 @@ from videor1.data.pipeline import CacheStats, prefetch
 from videor1.data.records import Record
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
-from videor1.limits import use_limits
+from videor1.limits import limits_in_force
 from videor1.model.inputs import move_batch, pad_token_id
 from videor1.model.load import load_model, load_processor, pick_device
 from videor1.rewards import CORRECT_THRESHOLD
@@ -88,8 +88,13 @@ def run_training(config_path: str | Path | None, overrides: Sequence[str] = ()) 
 
 
 def train(cfg: RLConfig) -> Path:
-    """Run GRPO / T-GRPO as configured; returns `<output_dir>/final` (an HF model directory)."""
-    use_limits(cfg.limits)  # input limits in force while records are read and media decoded (config.yaml)
+    """Run GRPO / T-GRPO as configured; returns `<output_dir>/final` (an HF model directory). The config's
+    input limits are in force during the run (records read, media decoded) and restored afterwards."""
+    with limits_in_force(cfg.limits):
+        return _train(cfg)
+
+
+def _train(cfg: RLConfig) -> Path:
     run = _setup(cfg)
     accelerator, out, records, pps = run.accelerator, run.out, run.records, cfg.prompts_per_step
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process

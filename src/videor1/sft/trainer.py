@@ -42,7 +42,7 @@ from transformers import ProcessorMixin, get_scheduler
 from videor1.config import ConfigError, config_to_dict, load_config, save_config
 from videor1.data.pipeline import make_loader
 from videor1.data.records import Record
-from videor1.limits import use_limits
+from videor1.limits import limits_in_force
 from videor1.model.load import load_model, load_processor, pick_device
 from videor1.sft.config import SFTConfig
 from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
@@ -66,8 +66,13 @@ def run_sft(config_path: str | Path | None, overrides: Sequence[str] = ()) -> Pa
 
 # ----------------------------------------------------------------------------------------- the loop
 def train_sft(cfg: SFTConfig) -> Path:
-    """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir)."""
-    use_limits(cfg.limits)  # input limits in force while records are read and media decoded (config.yaml)
+    """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir).
+    The config's input limits are in force during the run (records read, media decoded) and restored afterwards."""
+    with limits_in_force(cfg.limits):
+        return _train_sft(cfg)
+
+
+def _train_sft(cfg: SFTConfig) -> Path:
     run = _setup(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
     logger = MetricsLogger(run.out, cfg.tensorboard, resume_step=run.start if run.resumed else None, enabled=main)
