@@ -73,6 +73,28 @@ def wait_fractions(model, processor, records, media_root: Path, args) -> None:
               f"= {timing['data_wait_s'] / wall:6.1%} of wall time")
     print(f"same scores   : {results[0][2] == results[2][2]}; speed-up with 2 workers "
           f"{results[0][0] / results[2][0]:.2f}x")
+    print_wait_bound(records, media_root, video, results, len(records))
+
+
+def print_wait_bound(records, media_root: Path, video, results: dict, n: int) -> None:
+    """The least waiting any pipeline could reach here: data alone (2 worker processes, no model) arrives at
+    `rate` items/s and the model alone needs `model_s` an item (0-worker wall minus its wait), so the model
+    waits at least 1 - model_s * rate of the time (more in practice: with the model running the workers get
+    less CPU)."""
+    import functools
+
+    from videor1.data.media import ImageSpec, load_media
+    from videor1.data.pipeline import prefetch
+
+    start = time.perf_counter()
+    done = sum(1 for _ in prefetch(functools.partial(load_media, media_root=media_root, video=video,
+                                                     image=ImageSpec()), records, num_workers=2, ahead=16))
+    rate = done / (time.perf_counter() - start)
+    model_s = (results[0][0] - results[0][1]) / n
+    bound = max(0.0, 1.0 - model_s * rate)
+    print(f"bound         : data alone with 2 workers {rate:.2f} items/s, model alone {model_s:.3f} s/item -> "
+          f"the model waits at least {bound:.1%} with 2 workers on {os.cpu_count()} cores "
+          f"(measured {results[2][1] / results[2][0]:.1%})")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ the t statistic and the exact two-sided sign-flip (permutation) p-value over the
 seeds the smallest possible p is 2/32 = 0.0625). Nothing here tunes toward a winner: the settings are the
 demo's (``--quick`` for its quick schedule), only the seed changes.
 
-    python perf/tgrpo_vs_grpo.py --seeds 0 1 2 3 4 [--jobs 2] [--quick] [--out runs/tgrpo_vs_grpo]
+    python perf/tgrpo_vs_grpo.py --seeds 0 1 2 3 4 [--jobs 2 --num-workers 0] [--quick] [--out runs/tgrpo_vs_grpo]
 
 ``--jobs 2`` runs two seeds at once (each with one torch thread, as the demo). Results also go to
 ``OUT/results.json``.
@@ -121,12 +121,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the demo's quick schedule")
     parser.add_argument("--rl-steps", type=int, default=None, help="override the RL steps of every run")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (one process each)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="override the demo's data-loader workers (0 when --jobs already fills the cores); "
+                             "the results do not depend on it")
     parser.add_argument("--out", type=Path, default=Path("runs/tgrpo_vs_grpo"))
     args = parser.parse_args()
 
     settings = demo.QUICK if args.quick else demo.DEFAULT
     if args.rl_steps is not None:
         settings = replace(settings, rl_steps=args.rl_steps)
+    if args.num_workers is not None:
+        settings = replace(settings, num_workers=args.num_workers)
     results: dict[int, dict] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {seed: pool.submit(one_seed, args.out / f"seed{seed}", settings, seed) for seed in args.seeds}

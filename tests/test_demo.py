@@ -77,6 +77,19 @@ def test_demo_runs_both_bonus_modes_and_holds_tasks_out_of_the_cot_set():
     assert all(task in s.tasks and task not in s.cot_tasks for task in HELD_OUT)
 
 
+def test_rollout_findings_compare_first_and_last_steps(tmp_path):
+    from videor1.tools.demo_report import rollout_findings
+
+    run = tmp_path / "rl"
+    run.mkdir()
+    rows = [{"step": i, "accuracy": 0.2 if i < 20 else 0.6} for i in range(50)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "metrics.jsonl").write_text(json.dumps({"accuracy": 1.0}), encoding="utf-8")
+    lines = rollout_findings({"GRPO": run, "T-GRPO": tmp_path / "short", "none": tmp_path / "missing"})
+    assert len(lines) == 1 and lines[0].startswith("GRPO:") and "0.200" in lines[0] and "0.600" in lines[0]
+
+
 def test_quick_settings_are_smaller():
     default = DemoSettings()
     assert QUICK.sft_steps < default.sft_steps and QUICK.rl_steps < default.rl_steps

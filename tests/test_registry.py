@@ -81,5 +81,6 @@ def test_synthetic_tasks_keep_their_order():
     # the dataset builder and the demo's numbers depend on this order (the order of tasks.py)
     from videor1.data.synth.tasks import TASKS
 
-    assert list(TASKS) == ["direction", "first_shape", "last_shape", "direction_short", "colour_change", "colour",
+    assert list(TASKS) == ["direction", "first_shape", "last_shape", "direction_short",
+                           "direction_distractor", "colour_change", "colour",
                            "count", "describe", "distance", "ocr", "image_colour", "image_count", "image_ocr"]

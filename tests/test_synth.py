@@ -130,6 +130,41 @@ def test_held_out_temporal_tasks_show_what_they_ask(tmp_path):
             assert 12 <= np.abs(move).max() <= 26 and r.extra["synth_facts"]["distance"] in range(16, 25)
 
 
+def test_direction_distractor_moves_the_square_and_keeps_the_other_shape_still(tmp_path):
+    from videor1.data.media import VideoSpec, load_video
+
+    paths = make_dataset(tmp_path / "dd", n_train=16, n_test=0, n_cot=0, seed=5, shuffle_options=False,
+                         tasks={"direction_distractor": 1.0})
+    expected = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+    for r in load_records(paths["rl"], paths["media_root"]):
+        assert r.temporal and r.problem.startswith("In which direction does the ")
+        frames = load_video(paths["media_root"] / r.path, VideoSpec(fps=2.0, min_frames=4, max_frames=16)).frames
+        said = dict(o.split(". ", 1) for o in r.options)[r.answer]
+        square = r.problem.split("the ", 1)[1].split(" square")[0]
+        other = r.extra["synth_facts"]["distractor"].split()[0]
+        assert other != square
+        centres = []
+        for frame in (frames[0], frames[-1]):
+            mask = np.abs(frame.astype(int) - R.PALETTE[square]).max(-1) < 24
+            ys, xs = np.nonzero(mask)
+            centres.append(np.array([xs.mean(), ys.mean()]))
+            still = np.abs(frame.astype(int) - R.PALETTE[other]).max(-1) < 24
+            assert still.sum() > 20                                # the distractor is in every frame
+        move = centres[1] - centres[0]
+        assert np.sign(np.round(move / 8)).tolist() == list(expected[said]), (r.problem_id, said, move)
+        first = np.abs(frames[0].astype(int) - R.PALETTE[other]).max(-1) < 24
+        last = np.abs(frames[-1].astype(int) - R.PALETTE[other]).max(-1) < 24
+        assert (first == last).mean() > 0.99                       # ... and it does not move
+
+
+def test_rl_set_can_have_its_own_mix(tmp_path):
+    paths = make_dataset(tmp_path / "m", n_train=12, n_test=8, n_cot=6, seed=1, tasks={"colour": 1.0, "count": 1.0},
+                         cot_tasks={"colour": 1.0}, rl_tasks={"direction": 1.0})
+    tasks = {split: {_task(r) for r in load_records(paths[split], paths["media_root"])}
+             for split in ("rl", "cot", "test")}
+    assert tasks == {"rl": {"direction"}, "cot": {"colour"}, "test": {"colour", "count"}}
+
+
 def test_make_dataset_is_deterministic(tmp_path):
     a = make_dataset(tmp_path / "a", n_train=12, n_test=6, seed=3)
     b = make_dataset(tmp_path / "b", n_train=12, n_test=6, seed=3)

@@ -21,24 +21,30 @@ of new tokens per completion, no KL term (``beta`` 0: no reference model, as the
 minutes of training instead of days. The schedule is in :data:`DEFAULT` / :data:`QUICK`; every setting is
 also written to ``DIR/demo_settings.json``.
 
-How the default was sized (seed 0, this project's 2-core CPU, 2026-12-01):
+How the default was sized (this project's 2-core CPU, 2026-12-01; the experiments behind each choice):
 
 - Multiple-choice options are listed in one fixed order per task (``shuffle_options=False``), so a letter
   follows from the answer and the tiny model does not also have to learn to read the option list.
-- 512 CoT records x 200 SFT steps of 16 taught direction (0.76) but left colour at chance (the model said
-  "red" to every colour question), although colour alone reaches 0.95 in 200 steps: the mix is slow, not
-  too hard. 2,048 CoT records x 250 steps of 32 (about 2 minutes) reach direction 1.00 and colour ~0.6.
-  Direction then left RL nothing to add (SFT 0.884 on order-dependent questions, RL slightly below it).
-- Headroom for RL (issue 12), as the paper's cold start: the CoT set leaves out :data:`HELD_OUT` tasks
-  that RL and the test set have (``last_shape``: "which shape was shown last", the reversed phrasing of
-  ``first_shape``; ``direction_short``: a new distance, 16-24 pixels instead of most of the frame), and SFT
-  stops early. SFT curve on seed 0 (2,048 CoT records, batch 32, 192 test questions): order-dependent
-  accuracy 0.16 / 0.23 / 0.32 / 0.52 / 0.57 at 40 / 80 / 120 / 160 / 200 steps (direction 0.24 -> 0.90 and
-  direction_short 0.21 -> 0.42 from 120 to 200 steps; last_shape at chance, ~0.2). GRPO from the 80-step
-  model (accuracy 0.1-0.17 on its own rollouts) did not improve it in 110 steps at lr 5e-5; from the
-  160-step model it lost 0.06 in 150 steps at 1e-4; from the 200-step model it gained +0.072 in 150 steps at
-  1e-4 (direction 0.90 -> 1.00, direction_short 0.42 -> 0.68, last_shape unchanged) while order-independent
-  accuracy fell 0.224 -> 0.187. Hence the default: 200 SFT steps, 200 RL steps at 1e-4.
+- The first redesign (2,048 CoT records x 200 SFT steps of 32, three RL runs of 200 steps) took 15 minutes and
+  RL stayed within a few questions of SFT: RL had been started while SFT was still finding the motion cue.
+- **When SFT finds the motion cue varies with the seed.** Direction accuracy against SFT steps (batch 16):
+  with 45% direction in the CoT set, seed 0 0.42 / 0.81 / 1.00 at 150 / 200 / 250 steps, seed 1 0.42 at 300
+  and 0.75 at 350; with 65% direction, seed 2 0.59 / 1.00 at 150 / 200, seed 1 still at chance at 250. A
+  higher SFT learning rate (1e-3) did not bring it forward (seed 1 at chance at 250).
+- **GRPO sharpens; it does not teach what SFT has only half found.** From seed 0's 200-step SFT (direction
+  0.81): 150 GRPO steps at 1e-4 or 2e-4 raised the accuracy of its own rollouts from 0.36 to 0.51, while greedy
+  test accuracy stayed put (direction 0.70-0.82): the questions SFT gets wrong are those whose groups are
+  all wrong (about 40% of groups), and an all-wrong group has no gradient. lr 5e-4, or temperature 1.5,
+  destroyed the model (direction 0.32; completions shortened to 9-16 tokens).
+- **From an SFT that has the cue, GRPO generalises to held-out compositions.** From seed 0's 300-step SFT
+  (direction 0.98): 150 GRPO steps at 1e-4 on an RL set weighted toward the temporal tasks took
+  order-dependent accuracy 0.690 -> 0.759, the held-out short move (``direction_short``) 0.55 -> 0.79.
+  A still distractor shape (``direction_distractor``) is no test of that: SFT already answers it as well as
+  plain direction (1.00), so it keeps a small weight.
+- Hence the default: a CoT set two thirds direction, 300 SFT steps of 16 (the cue is found by then on most
+  seeds, not all), an RL set weighted toward the held-out temporal tasks (:data:`RL_MIX`), a test set where
+  the held-out short move is the largest order-dependent task, and 130 RL steps a run at 1e-4, which fits
+  three RL runs in the 10-minute budget. ``perf/tgrpo_vs_grpo.py`` measures it over seeds (README).
 - ``--quick``: the same tasks weighted toward direction (:data:`QUICK_MIX`), 150 SFT steps of 16, 8 RL
   steps per run: SFT 0.552 on order-dependent questions (shuffled 0.172) on seed 0.
 """
@@ -69,36 +75,46 @@ from videor1.rl.trainer import train
 from videor1.sft.config import SFTConfig
 from videor1.sft.trainer import train_sft
 from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training, results_table,
-                                       task_table)
+                                       rollout_findings, task_table)
 
 MODEL_NAMES = ("base", "SFT", "GRPO", "T-GRPO", "T-GRPO-adv")
 #: The RL runs: model name -> (algorithm, temporal_bonus_mode, output folder under the demo's out).
 RL_RUNS: dict[str, tuple[str, str, str]] = {"GRPO": ("grpo", "reward", "rl_grpo"),
                                             "T-GRPO": ("tgrpo", "reward", "rl_tgrpo"),
                                             "T-GRPO-adv": ("tgrpo", "advantage", "rl_tgrpo_adv")}
-TEMPORAL_TASKS = {"direction", "direction_short", "first_shape", "last_shape", "colour_change"}
-#: The demo's task mix: mostly multiple choice that a tiny model learns in minutes, order-dependent (58%: direction,
-#: first/last shape, colour change) and order-independent (colour and the rest), a few questions of every type.
-#: RL and the test set draw from all of it; the CoT set (SFT) leaves out :data:`HELD_OUT` (module doc).
+TEMPORAL_TASKS = {"direction", "direction_short", "direction_distractor", "first_shape", "last_shape", "colour_change"}
+#: The test set's task mix (60% order-dependent), a few questions of every type. Most order-dependent questions
+#: are held-out compositions of the one temporal skill a tiny model learns in minutes (which way a square moves):
+#: a short move (``direction_short``) and a still distractor shape beside it (``direction_distractor``).
 DEMO_MIX: dict[str, float] = {
-    "direction": 0.26,
-    "direction_short": 0.10,
-    "last_shape": 0.10,
-    "first_shape": 0.06,
-    "colour_change": 0.06,
-    "colour": 0.14,
-    "image_colour": 0.08,
-    "count": 0.04,
-    "image_count": 0.04,
-    "describe": 0.03,
-    "distance": 0.03,
-    "ocr": 0.03,
-    "image_ocr": 0.03,
+    "direction": 0.12,
+    "direction_short": 0.28,
+    "direction_distractor": 0.06,
+    "last_shape": 0.06,
+    "first_shape": 0.04,
+    "colour_change": 0.04,
+    "colour": 0.10,
+    "image_colour": 0.06,
+    "count": 0.05,
+    "image_count": 0.03,
+    "describe": 0.04,
+    "distance": 0.04,
+    "ocr": 0.04,
+    "image_ocr": 0.04,
 }
 
 #: Tasks held out of the CoT set: RL and the test set have them, SFT never sees them (module doc).
-HELD_OUT: tuple[str, ...] = ("last_shape", "direction_short")
-COT_MIX: dict[str, float] = {k: v for k, v in DEMO_MIX.items() if k not in HELD_OUT}
+HELD_OUT: tuple[str, ...] = ("last_shape", "direction_short", "direction_distractor")
+#: The CoT (SFT) set: no held-out task, and two thirds direction, so that the cold start finds the motion cue.
+COT_MIX: dict[str, float] = {"direction": 0.65, "first_shape": 0.05, "colour_change": 0.05, "colour": 0.08,
+                             "image_colour": 0.04, "count": 0.03, "image_count": 0.02, "describe": 0.02,
+                             "distance": 0.02, "ocr": 0.02, "image_ocr": 0.02}
+#: The RL set: every task, weighted toward the held-out temporal ones (the reward is 0/1 on multiple choice:
+#: prompts that no rollout can answer, e.g. OCR for this model, give no gradient).
+RL_MIX: dict[str, float] = {"direction": 0.15, "direction_short": 0.35, "direction_distractor": 0.05,
+                            "last_shape": 0.10, "first_shape": 0.07, "colour_change": 0.06, "colour": 0.06,
+                            "image_colour": 0.04, "count": 0.03, "describe": 0.03, "distance": 0.02, "ocr": 0.02,
+                            "image_ocr": 0.01, "image_count": 0.01}
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,7 @@ class DemoSettings:
     n_test: int = 192              # test questions (each evaluated with ordered and shuffled frames)
     tasks: Mapping[str, float] = field(default_factory=lambda: dict(DEMO_MIX))
     cot_tasks: Mapping[str, float] | None = field(default_factory=lambda: dict(COT_MIX))  # None: `tasks`
+    rl_tasks: Mapping[str, float] | None = field(default_factory=lambda: dict(RL_MIX))  # None: `tasks`
     shuffle_options: bool = False  # fixed option order: the letter follows from the answer (module doc)
     hidden_size: int = 128         # tiny model: text hidden size
     num_layers: int = 2            # tiny model: text layers
@@ -117,10 +134,10 @@ class DemoSettings:
     frames: int = 4                # frames per video (2 s clips sampled at fps)
     fps: float = 2.0
     max_pixels: int = 84 * 84      # per frame / image: 56x56 clips and 84x84 text clips are kept as drawn
-    sft_steps: int = 200           # a cold start: format and partial skill (direction ~0.9, held-out tasks not)
-    sft_batch: int = 32
+    sft_steps: int = 300           # a cold start: format and one skill (direction), held-out compositions partly
+    sft_batch: int = 16
     sft_lr: float = 5e-4
-    rl_steps: int = 200
+    rl_steps: int = 130
     rl_prompts: int = 8            # prompts per RL step
     rl_generations: int = 4        # G (T-GRPO adds G/2 shuffled-frame completions per video prompt)
     rl_lr: float = 1e-4            # 5e-5 left a cold-start SFT's accuracy where it was (module doc)
@@ -128,6 +145,7 @@ class DemoSettings:
     rl_temperature: float = 1.0
     eval_max_tokens: int = 40
     eval_batch: int = 48
+    num_workers: int = 1           # SFT / RL data-loader processes decoding the next batches while the model works
     torch_threads: int = 1         # intra-op threads: 1 is several times faster than 2 for a model this
     #                                small on a 2-core CPU (and far faster when other work shares the cores)
 
@@ -138,7 +156,7 @@ QUICK_MIX: dict[str, float] = {"direction": 0.45, "direction_short": 0.08, "last
                                "image_colour": 0.08, "count": 0.03, "describe": 0.03, "distance": 0.02,
                                "ocr": 0.02, "image_count": 0.01, "image_ocr": 0.01}
 QUICK = replace(DEFAULT, n_train=128, n_cot=512, n_test=48, sft_steps=150, sft_batch=16, rl_steps=8,
-                tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT})
+                tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT}, rl_tasks=None)
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -167,7 +185,7 @@ def media_specs(s: DemoSettings) -> tuple[VideoSpec, ImageSpec]:
 def make_data(out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
     return make_dataset(out / "data", n_train=s.n_train, n_test=s.n_test, n_cot=s.n_cot, seed=seed,
                         tasks=dict(s.tasks), cot_tasks=None if s.cot_tasks is None else dict(s.cot_tasks),
-                        shuffle_options=s.shuffle_options)
+                        rl_tasks=None if s.rl_tasks is None else dict(s.rl_tasks), shuffle_options=s.shuffle_options)
 
 
 def make_model(out: Path, s: DemoSettings, seed: int) -> Path:
@@ -180,7 +198,8 @@ def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mappi
     cfg = SFTConfig(model=str(base), train_data=str(data["cot"]), media_root=str(data["media_root"]),
                     output_dir=str(out / "sft"), seed=seed, max_steps=s.sft_steps, per_device_batch_size=s.sft_batch,
                     learning_rate=s.sft_lr, lr_scheduler="constant", weight_decay=0.01, max_grad_norm=1.0,
-                    video=video, image=image, save_steps=10 ** 9, resume=False, tensorboard=False)
+                    video=video, image=image, save_steps=10 ** 9, resume=False, tensorboard=False,
+                    num_workers=s.num_workers)
     return train_sft(cfg)
 
 
@@ -195,7 +214,8 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
                    num_generations=s.rl_generations, prompts_per_step=s.rl_prompts, beta=0.0,
                    learning_rate=s.rl_lr, lr_scheduler="constant", max_grad_norm=5.0, seed=seed,
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
-                   temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, tensorboard=False)
+                   temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, tensorboard=False,
+                   num_workers=s.num_workers)
     cfg.validate()
     return train(cfg)
 
@@ -224,7 +244,8 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
     for label, flag in (("order-dependent", True), ("order-independent", False)):
         items = [chance.get(str(r.data_source).split("/", 1)[-1]) or 0.0 for r in test if bool(r.temporal) == flag]
         group_chance[label] = sum(items) / len(items) if items else None
-    curves = plot_training(out / "sft", {name: out / folder for name, (_, _, folder) in RL_RUNS.items()},
+    rl_dirs = {name: out / folder for name, (_, _, folder) in RL_RUNS.items()}
+    curves = plot_training(out / "sft", rl_dirs,
                            out / "training_curves.png",
                            {"loss": ["loss"], "reward": ["reward"], "accuracy": ["accuracy", "ordered_accuracy"],
                             "ordered": ["ordered_accuracy"], "shuffled": ["shuffled_accuracy"],
@@ -251,7 +272,8 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
         task_table(summaries, chance, TEMPORAL_TASKS), "",
         "## Findings (computed from the tables)", "",
         *[f"- {line}" for line in findings(summaries, group_chance["order-dependent"],
-                                           group_chance["order-independent"])], "",
+                                           group_chance["order-independent"])],
+        *[f"- {line}" for line in rollout_findings(rl_dirs)], "",
         "## Plots", "",
         f"![training curves]({curves.name})", "", f"![accuracy]({bars.name})", "",
         "## Stage times", "",

@@ -140,6 +140,19 @@ def findings(summaries: Mapping[str, Mapping[str, Any]], chance_dep: float | Non
     return out
 
 
+def rollout_findings(rl_dirs: Mapping[str, Path], window: int = 20) -> list[str]:
+    """Each RL run's accuracy on its own sampled rollouts (metrics.jsonl `accuracy`), first vs last `window`
+    steps: what RL optimises, beside the greedy test accuracy the tables show."""
+    out = []
+    for name, folder in rl_dirs.items():
+        values = [float(r["accuracy"]) for r in _read_jsonl(Path(folder) / "metrics.jsonl") if "accuracy" in r]
+        if len(values) >= 2 * window:
+            first, last = sum(values[:window]) / window, sum(values[-window:]) / window
+            out.append(f"{name}: accuracy of its own sampled rollouts (training prompts, temperature as set) "
+                       f"{first:.3f} over the first {window} steps -> {last:.3f} over the last {window}.")
+    return out
+
+
 # ------------------------------------------------------------------------------------------- plots
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():

@@ -24,7 +24,9 @@ Design choices (this dataset has no counterpart in the paper, which trains on Vi
   its full option set in a fixed order (4 directions, 6 colours), so the letter follows from the answer
   without reading the options; letters are then balanced only in expectation (answers are uniform).
 * ``tasks`` picks a subset: a list of names (equal weights) or a mapping name -> weight. ``cot_tasks`` may
-  differ from it (e.g. to leave a temporal task out of the CoT set, so RL has something left to teach).
+  differ from it (e.g. to leave a temporal task out of the CoT set, so RL has something left to teach), and
+  so may ``rl_tasks`` (e.g. an RL set weighted toward the tasks the reward can teach); the test set follows
+  ``tasks``.
 """
 
 from __future__ import annotations
@@ -163,11 +165,11 @@ def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: i
 
 
 def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96, seed: int = 0,
-                 tasks: TaskSpec = None, cot_tasks: TaskSpec = None, n_cot: int | None = None,
-                 shuffle_options: bool = True) -> dict[str, Path]:
+                 tasks: TaskSpec = None, cot_tasks: TaskSpec = None, rl_tasks: TaskSpec = None,
+                 n_cot: int | None = None, shuffle_options: bool = True) -> dict[str, Path]:
     """Write the RL, CoT and test sets and their media under ``out``; return their paths.
 
-    ``n_cot`` defaults to ``n_train`` and ``cot_tasks`` to ``tasks``. ``shuffle_options=False`` lists each
+    ``n_cot`` defaults to ``n_train``; ``cot_tasks`` and ``rl_tasks`` default to ``tasks``. ``shuffle_options=False`` lists each
     multiple-choice task's options in one fixed order (every direction, every colour), so an answer's
     letter is the same in every question. Returns
     ``{"rl": out/"rl.jsonl", "cot": out/"cot.jsonl", "test": out/"test.jsonl", "media_root": out}``.
@@ -177,7 +179,7 @@ def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96
     for split, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"the {split} set size must be a non-negative integer, got {n!r}")
-    mixes = {"rl": resolve_mix(tasks), "cot": resolve_mix(tasks if cot_tasks is None else cot_tasks),
+    mixes = {"rl": resolve_mix(tasks if rl_tasks is None else rl_tasks), "cot": resolve_mix(tasks if cot_tasks is None else cot_tasks),
              "test": resolve_mix(tasks)}
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

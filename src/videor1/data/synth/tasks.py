@@ -8,7 +8,8 @@ option list in a fixed order (``choices``); the dataset builder (:mod:`videor1.d
 answer + distractors with the correct option at a balanced letter (the default) or lists ``choices`` in
 their fixed order (``shuffle_options=False``, an easier variant the demo uses).
 
-Tasks whose answer depends on frame order (``temporal=True``): ``direction`` (which way a square moves),
+Tasks whose answer depends on frame order (``temporal=True``): ``direction`` (which way a square moves;
+its variants ``direction_short``, a short move, and ``direction_distractor``, a still second shape beside it),
 ``first_shape`` (two shapes shown one after the other: the colour of the first) and ``colour_change`` (a
 square that changes colour once: its colour at the end). Order-independent: ``colour``, ``count``,
 ``describe`` (a shape and its *axis* of motion, which shuffling does not change), ``distance`` (how far
@@ -207,6 +208,34 @@ def direction_short(rng: np.random.Generator) -> Item:
         answer=way, distractors=tuple(d for d in DIRECTIONS if d != way), choices=DIRECTIONS,
         reasoning=f"The square moves a short way {way}, from the early frames to the late ones.",
         facts={"direction": way, "colour": colour, "size": size, "distance": dist},
+    )
+
+
+@TASKS.register("direction_distractor")
+def direction_distractor(rng: np.random.Generator) -> Item:
+    """``direction`` with a second, still shape of another colour and kind in the frame: a distractor."""
+    way = str(rng.choice(DIRECTIONS))
+    colour, other = _pick(rng, list(R.PALETTE), 2)
+    kind = str(rng.choice([k for k in R.SHAPES if k != "square"]))
+    size, still = _even(rng, 10, 14), _even(rng, 10, 12)
+    path = _motion_path(rng, way, size)
+    horizontal = _AXIS[way][0] != 0
+    cross = path[0][1] if horizontal else path[0][0]      # the moving square's band across its motion
+    far = 2 if cross > SIZE // 2 else SIZE - still - 2    # the still shape sits on the other side of the frame
+    along = _even(rng, 2, SIZE - still - 2)
+    x, y = (along, far) if horizontal else (far, along)
+    frames = []
+    for px, py in path:
+        frame = R.canvas(SIZE)
+        R.draw_shape(frame, kind, x, y, still, other)
+        R.draw_shape(frame, "square", px, py, size, colour)
+        frames.append(frame)
+    return Item(
+        frames=np.stack(frames), data_type="video", problem_type="multiple choice", temporal=True,
+        problem=f"In which direction does the {colour} square move?",
+        answer=way, distractors=tuple(d for d in DIRECTIONS if d != way), choices=DIRECTIONS,
+        reasoning=f"The {other} {kind} stays still; the {colour} square moves {way}.",
+        facts={"direction": way, "colour": colour, "size": size, "distractor": f"{other} {kind}"},
     )
 
 
