@@ -17,8 +17,9 @@ methods alike, the median of `--repeat` runs of:
                 than 5 minutes)
 * floor         the decoding an exact sampler cannot avoid, and nothing else: demux, seek, and decode the
                 packets from each sampled frame's keyframe up to it (non-reference frames skipped), with the
-                default codec threads, no pixel conversion, no resizing. ``qwen+decord / floor`` is the
-                most any exact-mode loader could gain over qwen+decord on that clip here (column `max x`)
+                default codec threads, no pixel conversion, no resizing. ``qwen+decord / floor`` (column
+                `max x`) is the most our exact mode could gain over qwen+decord on that clip here; the decoding
+                part binds any exact loader, the demux-only packet index (most of it on very long files) only ours
 
 It checks that ours equals every-frame at the same indices (max |diff|, 0 expected) and prints the ratios
 and, per frame count, ours' seconds against the clip's length.
@@ -102,7 +103,7 @@ def every_frame(path: Path, indices: list[int], size: tuple[int, int]) -> np.nda
 
 
 def floor(path: Path, indices: list[int]) -> None:
-    """Only the decoding `load_video` does in exact mode (see the module doc): the lower bound of any exact loader."""
+    """Only the demux + decoding `load_video` does in exact mode (see the module doc): its lower bound."""
     container, stream = open_video(path)
     use_threads(stream, decode_threads())
     with container:
@@ -156,7 +157,8 @@ def bench(path: Path, frames: int, repeat: int) -> dict:
     }
     duration = probe_video(path)["duration"]
     times = time_methods(methods, repeat, {"every"} if duration > LONG_ONCE_S else set())
-    return {"file": path.name, "duration": duration, "frames": len(clip.indices), "requested": frames, "size": f"{size[0]}x{size[1]}",
+    return {"file": path.name, "duration": duration, "frames": len(clip.indices), "requested": frames,
+            "size": f"{size[0]}x{size[1]}",
             "their_shape": "x".join(str(d) for d in tuple(theirs.shape)[-2:]),
             "max_diff": int(np.abs(ref.astype(np.int16) - clip.frames.astype(np.int16)).max()),
             "kf_err": max(abs(a - b) for a, b in zip(keyed.timestamps, clip.timestamps)), **times}

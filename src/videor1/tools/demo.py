@@ -125,7 +125,7 @@ class DemoSettings:
     """Every knob of the demo (sizes, schedules, sampling). Two presets: DEFAULT and QUICK."""
 
     n_train: int = 512             # RL set size (prompts are drawn from it in a seeded order)
-    n_cot: int = 2048              # CoT (SFT) set size (512, repeated 6 times, left colour at chance)
+    n_cot: int = 2048              # CoT (SFT) set size (300 steps of 16 see each record about twice)
     n_test: int = 192              # test questions (each evaluated with ordered and shuffled frames)
     tasks: Mapping[str, float] = field(default_factory=lambda: dict(DEMO_MIX))
     cot_tasks: Mapping[str, float] | None = field(default_factory=lambda: dict(COT_MIX))  # None: `tasks`
@@ -143,7 +143,7 @@ class DemoSettings:
     rl_steps: int = 120
     rl_prompts: int = 8            # prompts per RL step
     rl_generations: int = 4        # G (T-GRPO adds G/2 shuffled-frame completions per video prompt)
-    rl_lr: float = 1e-4            # 5e-5 left a cold-start SFT's accuracy where it was (module doc)
+    rl_lr: float = 1e-4            # 5e-4 destroyed the model (module doc)
     rl_max_tokens: int = 32        # max new tokens per rollout completion
     rl_temperature: float = 1.0
     eval_max_tokens: int = 40
@@ -160,7 +160,8 @@ QUICK_MIX: dict[str, float] = {"direction": 0.45, "direction_short": 0.08, "last
                                "image_colour": 0.08, "count": 0.03, "describe": 0.03, "distance": 0.02,
                                "ocr": 0.02, "image_count": 0.01, "image_ocr": 0.01}
 QUICK = replace(DEFAULT, n_train=128, n_cot=512, n_test=48, sft_steps=150, sft_batch=16, rl_steps=8,
-                tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT}, rl_tasks=None)
+                tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT},
+                rl_tasks=None)
 
 
 # ------------------------------------------------------------------------------------------- stages

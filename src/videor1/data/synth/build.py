@@ -169,9 +169,9 @@ def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96
                  n_cot: int | None = None, shuffle_options: bool = True) -> dict[str, Path]:
     """Write the RL, CoT and test sets and their media under ``out``; return their paths.
 
-    ``n_cot`` defaults to ``n_train``; ``cot_tasks`` and ``rl_tasks`` default to ``tasks``. ``shuffle_options=False`` lists each
-    multiple-choice task's options in one fixed order (every direction, every colour), so an answer's
-    letter is the same in every question. Returns
+    ``n_cot`` defaults to ``n_train``; ``cot_tasks`` and ``rl_tasks`` default to ``tasks``.
+    ``shuffle_options=False`` lists each multiple-choice task's options in one fixed order (every direction,
+    every colour), so an answer's letter is the same in every question. Returns
     ``{"rl": out/"rl.jsonl", "cot": out/"cot.jsonl", "test": out/"test.jsonl", "media_root": out}``.
     """
     out = Path(out)
@@ -179,8 +179,8 @@ def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96
     for split, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"the {split} set size must be a non-negative integer, got {n!r}")
-    mixes = {"rl": resolve_mix(tasks if rl_tasks is None else rl_tasks), "cot": resolve_mix(tasks if cot_tasks is None else cot_tasks),
-             "test": resolve_mix(tasks)}
+    mixes = {"rl": resolve_mix(tasks if rl_tasks is None else rl_tasks),
+             "cot": resolve_mix(tasks if cot_tasks is None else cot_tasks), "test": resolve_mix(tasks)}
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, n in sizes.items():
