@@ -55,9 +55,8 @@ def one_seed(out: Path, settings: demo.DemoSettings, seed: int) -> dict:
     data = demo.make_data(out, settings, seed)
     base = demo.make_model(out, settings, seed)
     sft = demo.run_sft_stage(out, settings, seed, base, data)
-    models = {"SFT": sft}
-    for name in demo.RL_RUNS:
-        models[name] = demo.run_rl_stage(out, settings, seed, sft, data, name)
+    rl_models, _ = demo.run_rl_runs(out, settings, seed, sft, data, echo=lambda _: None)
+    models = {"SFT": sft, **rl_models}
     summaries = demo.run_eval_stage(out, settings, seed, models, data, echo=lambda _: None)
     rows = {name: {c: model_row(s)[c] for c in COLUMNS} for name, s in summaries.items()}
     for name, (_, _, folder) in demo.RL_RUNS.items():
@@ -124,6 +123,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=None,
                         help="override the demo's data-loader workers (0 when --jobs already fills the cores); "
                              "the results do not depend on it")
+    parser.add_argument("--rl-parallel", type=int, default=None,
+                        help="override the demo's RL runs trained at once (the results do not depend on it)")
     parser.add_argument("--out", type=Path, default=Path("runs/tgrpo_vs_grpo"))
     args = parser.parse_args()
 
@@ -132,6 +133,8 @@ def main() -> None:
         settings = replace(settings, rl_steps=args.rl_steps)
     if args.num_workers is not None:
         settings = replace(settings, num_workers=args.num_workers)
+    if args.rl_parallel is not None:
+        settings = replace(settings, rl_parallel=args.rl_parallel)
     results: dict[int, dict] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {seed: pool.submit(one_seed, args.out / f"seed{seed}", settings, seed) for seed in args.seeds}

@@ -116,3 +116,23 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (out / "accuracy_bars.png").stat().st_size > 1000
     for name in ("sft", "rl_grpo", "rl_tgrpo", "rl_tgrpo_adv"):
         assert (out / name / "metrics.jsonl").is_file()
+
+
+def test_rl_runs_side_by_side_match_one_after_another(tiny_model_dir, synth_dir, tmp_path):
+    """The three RL runs in their own processes (spawned, one torch thread each) end with the same weights,
+    byte for byte, as when they run one after another in this process."""
+    from dataclasses import replace
+
+    from videor1.tools.demo import run_rl_runs
+
+    s = replace(QUICK, rl_steps=2, rl_prompts=2, rl_generations=2, rl_max_tokens=6, num_workers=0)
+    data = {"rl": synth_dir / "rl.jsonl", "media_root": synth_dir}
+    got = {}
+    for parallel in (1, 3):
+        models, seconds = run_rl_runs(tmp_path / f"p{parallel}", replace(s, rl_parallel=parallel), 0, tiny_model_dir,
+                                      data, echo=lambda *_: None)
+        assert list(models) == list(RL_RUNS) and all(sec > 0 for sec in seconds.values())
+        got[parallel] = {name: (path / "model.safetensors").read_bytes() for name, path in models.items()}
+        for name, (_, _, folder) in RL_RUNS.items():
+            assert len((tmp_path / f"p{parallel}" / folder / "metrics.jsonl").read_text().splitlines()) == 2
+    assert got[1] == got[3]

@@ -149,6 +149,29 @@ def test_few_steps_lower_the_loss_with_mixed_batches_of_two(tiny_model_dir, synt
     assert (out / "curves.png").stat().st_size > 0
 
 
+def test_should_stop_ends_the_run_at_that_step_and_saves_the_model_there(tiny_model_dir, synth_dir, tmp_path):
+    """The stop check sees every step with the model; a True ends the run after that step, and the final
+    model is that step's: the same weights as a run configured for that many steps."""
+    data = _subset(synth_dir, tmp_path / "mixed.jsonl", ["image", "video"])
+    seen: list[tuple[int, bool]] = []
+
+    def stop(step, model, processor):
+        seen.append((step, model.training))
+        model.eval()   # the trainer puts it back in train mode
+        return step == 3
+
+    stopped = train_sft(_cfg(tiny_model_dir, data, tmp_path / "stopped", per_device_batch_size=2, max_steps=8,
+                             media_root=str(synth_dir), seed=0), should_stop=stop)
+    assert seen == [(1, True), (2, True), (3, True)]
+    assert [r["step"] for r in _metrics(tmp_path / "stopped")] == [1, 2, 3]
+    short = train_sft(_cfg(tiny_model_dir, data, tmp_path / "short", per_device_batch_size=2, max_steps=3,
+                           media_root=str(synth_dir), seed=0))
+    from safetensors.torch import load_file
+
+    a, b = load_file(stopped / "model.safetensors"), load_file(short / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_accumulation_matches_one_big_batch(tiny_model_dir, synth_dir, tmp_path):
     """Batch 4 x accumulation 1 and batch 1 x accumulation 4 give the same losses and weights (token mean
     over the whole step, not a mean of micro-batch means)."""

@@ -165,6 +165,22 @@ def test_rl_set_can_have_its_own_mix(tmp_path):
     assert tasks == {"rl": {"direction"}, "cot": {"colour"}, "test": {"colour", "count"}}
 
 
+def test_validation_set_is_optional_and_drawn_apart(tmp_path):
+    """n_val adds val.jsonl of its own mix (default: the CoT mix), with clips unlike the CoT set's."""
+    none = make_dataset(tmp_path / "n", n_train=4, n_test=4, n_cot=4, seed=1, tasks={"direction": 1.0})
+    assert "val" not in none and not (tmp_path / "n" / "val.jsonl").exists()
+    paths = make_dataset(tmp_path / "v", n_train=4, n_test=4, n_cot=8, seed=1, tasks={"colour": 1.0},
+                         cot_tasks={"direction": 1.0}, n_val=8)
+    val, cot = (load_records(paths[s], paths["media_root"]) for s in ("val", "cot"))
+    assert len(val) == 8 and {_task(r) for r in val} == {"direction"}
+    assert not any(r.process for r in val)    # scored like test questions, no reasoning attached
+    clips = {(paths["media_root"] / r.path).read_bytes() for r in cot}
+    assert not any((paths["media_root"] / r.path).read_bytes() in clips for r in val)
+    own = make_dataset(tmp_path / "o", n_train=4, n_test=4, n_cot=4, seed=1, tasks={"colour": 1.0}, n_val=3,
+                       val_tasks={"count": 1.0})
+    assert {_task(r) for r in load_records(own["val"], own["media_root"])} == {"count"}
+
+
 def test_make_dataset_is_deterministic(tmp_path):
     a = make_dataset(tmp_path / "a", n_train=12, n_test=6, seed=3)
     b = make_dataset(tmp_path / "b", n_train=12, n_test=6, seed=3)

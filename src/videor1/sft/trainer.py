@@ -65,14 +65,40 @@ def run_sft(config_path: str | Path | None, overrides: Sequence[str] = ()) -> Pa
 
 
 # ----------------------------------------------------------------------------------------- the loop
-def train_sft(cfg: SFTConfig) -> Path:
+#: ``should_stop(step, model, processor)``: called after every optimizer step; True ends the run there.
+StopCheck = Callable[[int, torch.nn.Module, ProcessorMixin], bool]
+
+
+def train_sft(cfg: SFTConfig, *, should_stop: StopCheck | None = None) -> Path:
     """Supervised fine-tuning as configured; returns `<output_dir>/final` (LoRA merged, plain HF dir).
-    The config's input limits are in force during the run (records read, media decoded) and restored afterwards."""
+    The config's input limits are in force during the run (records read, media decoded) and restored afterwards.
+
+    `should_stop` (optional) ends the run early: it is called after every optimizer step with the step number,
+    the unwrapped model (in train mode; the callback may switch it to eval, it is put back) and the processor,
+    and a True on the main process stops every process after that step; the final model is saved as at the
+    end of a full run. The demo stops its cold start once a validation score is reached."""
     with limits_in_force(cfg.limits):
-        return _train_sft(cfg)
+        return _train_sft(cfg, should_stop)
 
 
-def _train_sft(cfg: SFTConfig) -> Path:
+def _stop_now(run: "_Run", step: int, should_stop: StopCheck | None) -> bool:
+    """`should_stop` on the main process, its answer shared with every process (one small all-reduce)."""
+    if should_stop is None:
+        return False
+    accelerator = run.accelerator
+    flag = 0.0
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(run.model)
+        try:
+            flag = float(bool(should_stop(step, model, run.processor)))
+        finally:
+            model.train()
+    if accelerator.num_processes > 1:
+        flag = float(accelerator.reduce(torch.tensor([flag], device=accelerator.device), reduction="sum").item())
+    return flag > 0
+
+
+def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
     run = _setup(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
     logger = MetricsLogger(run.out, cfg.tensorboard, resume_step=run.start if run.resumed else None, enabled=main)
@@ -91,13 +117,17 @@ def _train_sft(cfg: SFTConfig) -> Path:
         last_good = next((mb for mb in reversed(window) if mb.inputs is not None), last_good)
         _account(run, window, stats, step + 1)
         interval.add(stats, time.perf_counter() - t0)
-        if (step + 1) % cfg.logging_steps == 0 or step + 1 == run.total_steps:
+        stop = _stop_now(run, step + 1, should_stop)
+        if stop or (step + 1) % cfg.logging_steps == 0 or step + 1 == run.total_steps:
             row = interval.flush() | {"lr": lr, "grad_norm": stats["grad_norm"], "epoch": run.plan.epoch_of(step + 1),
                                       "samples_skipped_total": run.counters["samples_skipped"]
                                       + run.counters["bad_records"]}
             logger.log(step + 1, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
         bar.update(1)
+        if stop:
+            bar.write(f"sft: stopped at step {step + 1} (stop criterion met)")
+            break
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < run.total_steps:
             _save_checkpoint(run, step + 1)
     bar.close()

@@ -55,28 +55,32 @@ How the default was sized (this project's 2-core CPU, 2026-12-01; the experiment
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
+from tqdm.auto import tqdm
 
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import load_records
 from videor1.data.synth.build import make_dataset
 from videor1.evaluate.config import EvalConfig
-from videor1.evaluate.runner import run_eval
+from videor1.evaluate.runner import evaluate_records, run_eval
 from videor1.model.families import get_family
 from videor1.model.tiny import build_tiny
 from videor1.rl.config import RLConfig
 from videor1.rl.trainer import train
 from videor1.sft.config import SFTConfig
 from videor1.sft.trainer import train_sft
+from videor1.train.metrics import METRICS_FILE, read_metrics
 from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training, results_table,
                                        rollout_findings, task_table)
 
@@ -137,10 +141,15 @@ class DemoSettings:
     frames: int = 4                # frames per video (2 s clips sampled at fps)
     fps: float = 2.0
     max_pixels: int = 84 * 84      # per frame / image: 56x56 clips and 84x84 text clips are kept as drawn
-    sft_steps: int = 300           # a cold start: format and one skill (direction), held-out compositions partly
+    sft_steps: int = 400           # at most: the cold start stops once it has the skill (below)
     sft_batch: int = 16
     sft_lr: float = 5e-4
-    rl_steps: int = 120
+    n_val: int = 32                # validation clips of `val_tasks` (the CoT set's skill), apart from the rest
+    val_tasks: Mapping[str, float] = field(default_factory=lambda: {"direction": 1.0})
+    sft_stop_at: float | None = 0.9  # stop SFT once validation accuracy reaches this (None: run sft_steps)
+    sft_check_every: int = 25      # validation every this many SFT steps ...
+    sft_min_steps: int = 150       # ... from this step on
+    rl_steps: int = 180
     rl_prompts: int = 8            # prompts per RL step
     rl_generations: int = 4        # G (T-GRPO adds G/2 shuffled-frame completions per video prompt)
     rl_lr: float = 1e-4            # 5e-4 destroyed the model (module doc)
@@ -152,6 +161,8 @@ class DemoSettings:
     #                                the results do not depend on it (evaluation: none, it was slower with one)
     torch_threads: int = 1         # intra-op threads: 1 is several times faster than 2 for a model this
     #                                small on a 2-core CPU (and far faster when other work shares the cores)
+    rl_parallel: int = 3           # RL runs trained at once, one process each (1: one after another); the
+    #                                results do not depend on it (module doc)
 
 
 DEFAULT = DemoSettings()
@@ -159,7 +170,7 @@ DEFAULT = DemoSettings()
 QUICK_MIX: dict[str, float] = {"direction": 0.45, "direction_short": 0.08, "last_shape": 0.07, "colour": 0.20,
                                "image_colour": 0.08, "count": 0.03, "describe": 0.03, "distance": 0.02,
                                "ocr": 0.02, "image_count": 0.01, "image_ocr": 0.01}
-QUICK = replace(DEFAULT, n_train=128, n_cot=512, n_test=48, sft_steps=150, sft_batch=16, rl_steps=8,
+QUICK = replace(DEFAULT, n_train=128, n_cot=512, n_test=48, sft_steps=150, sft_batch=16, sft_stop_at=None, rl_steps=8,
                 tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT},
                 rl_tasks=None)
 
@@ -190,7 +201,8 @@ def media_specs(s: DemoSettings) -> tuple[VideoSpec, ImageSpec]:
 def make_data(out: Path, s: DemoSettings, seed: int) -> dict[str, Path]:
     return make_dataset(out / "data", n_train=s.n_train, n_test=s.n_test, n_cot=s.n_cot, seed=seed,
                         tasks=dict(s.tasks), cot_tasks=None if s.cot_tasks is None else dict(s.cot_tasks),
-                        rl_tasks=None if s.rl_tasks is None else dict(s.rl_tasks), shuffle_options=s.shuffle_options)
+                        rl_tasks=None if s.rl_tasks is None else dict(s.rl_tasks), shuffle_options=s.shuffle_options,
+                        n_val=s.n_val if s.sft_stop_at is not None else 0, val_tasks=dict(s.val_tasks))
 
 
 def make_model(out: Path, s: DemoSettings, seed: int) -> Path:
@@ -205,11 +217,38 @@ def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mappi
                     learning_rate=s.sft_lr, lr_scheduler="constant", weight_decay=0.01, max_grad_norm=1.0,
                     video=video, image=image, save_steps=10 ** 9, resume=False, tensorboard=False,
                     num_workers=s.num_workers)
-    return train_sft(cfg)
+    return train_sft(cfg, should_stop=cold_start_check(out / "sft" / VAL_LOG, s, data))
+
+
+VAL_LOG = "validation.jsonl"
+
+
+def cold_start_check(log: Path, s: DemoSettings, data: Mapping[str, Path]) -> Callable[..., bool] | None:
+    """The SFT stop criterion: greedy accuracy on the validation set (``data["val"]``) every
+    ``s.sft_check_every`` steps from ``s.sft_min_steps`` on, True once it reaches ``s.sft_stop_at``; each check is
+    appended to `log`. None (no early stop) without ``sft_stop_at`` or a validation set."""
+    if s.sft_stop_at is None or "val" not in data:
+        return None
+    records = load_records(data["val"])
+    video, image = media_specs(s)
+    log.unlink(missing_ok=True)
+
+    def check(step: int, model: torch.nn.Module, processor) -> bool:
+        if step < s.sft_min_steps or step % s.sft_check_every:
+            return False
+        model.eval()
+        summary = evaluate_records(model, processor, records, data["media_root"], video=video, image=image,
+                                   batch_size=s.eval_batch, max_new_tokens=s.eval_max_tokens)
+        score = float(summary["reference"]["overall"])
+        with log.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "accuracy": score}) + "\n")
+        return score >= s.sft_stop_at
+
+    return check
 
 
 def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[str, Path],
-                 name: str) -> Path:
+                 name: str, *, progress: bool = True) -> Path:
     """One of :data:`RL_RUNS` from the SFT model (same seed, data and budget for each)."""
     algorithm, mode, folder = RL_RUNS[name]
     video, image = media_specs(s)
@@ -220,9 +259,57 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
                    learning_rate=s.rl_lr, lr_scheduler="constant", max_grad_norm=5.0, seed=seed,
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
                    temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, tensorboard=False,
-                   num_workers=s.num_workers)
+                   num_workers=s.num_workers, progress=progress)
     cfg.validate()
     return train(cfg)
+
+
+def run_rl_runs(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[str, Path],
+                echo: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, float]]:
+    """Every run of :data:`RL_RUNS` from `start`: ``s.rl_parallel`` at once, one process each.
+
+    Returns each run's final model and its seconds. The runs share nothing but their inputs, and each
+    process trains with ``s.torch_threads`` threads and no data-loader workers (the cores are already busy),
+    so a run's result is the one it has when trained alone. Progress: one bar over all runs' steps, read
+    from their ``metrics.jsonl``."""
+    models: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    if s.rl_parallel <= 1:
+        for name in RL_RUNS:
+            echo(f"-- RL run {name} ({describe_run(name)})")
+            t0 = time.perf_counter()
+            models[name] = run_rl_stage(out, s, seed, start, data, name)
+            seconds[name] = time.perf_counter() - t0
+        return models, seconds
+    job = replace(s, num_workers=0)
+    context = multiprocessing.get_context("spawn")   # no fork of a process whose torch has run threads
+    logs = [out / folder / METRICS_FILE for _, _, folder in RL_RUNS.values()]
+    with ProcessPoolExecutor(max_workers=min(s.rl_parallel, len(RL_RUNS)), mp_context=context) as pool, \
+            tqdm(total=len(RL_RUNS) * s.rl_steps, desc=f"RL ({len(RL_RUNS)} runs, {s.rl_parallel} at once)",
+                 unit="step") as bar:
+        pending = {pool.submit(_rl_job, out, job, seed, start, data, name): name for name in RL_RUNS}
+        while pending:
+            done, _ = wait(pending, timeout=1.0)
+            bar.update(sum(len(read_metrics(log)) for log in logs if log.is_file()) - bar.n)
+            for future in done:
+                name = pending.pop(future)
+                models[name], seconds[name] = future.result()
+                bar.write(f"-- RL run {name} ({describe_run(name)}): {seconds[name]:.0f} s")
+    return {name: models[name] for name in RL_RUNS}, {name: seconds[name] for name in RL_RUNS}
+
+
+def _rl_job(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[str, Path],
+            name: str) -> tuple[Path, float]:
+    """One RL run in a worker process of :func:`run_rl_runs`: (final model, seconds)."""
+    torch.set_num_threads(s.torch_threads)
+    t0 = time.perf_counter()
+    path = run_rl_stage(out, s, seed, start, data, name, progress=False)
+    return path, time.perf_counter() - t0
+
+
+def describe_run(name: str) -> str:
+    algorithm, mode, _ = RL_RUNS[name]
+    return f"{algorithm}, bonus in the {mode}" if algorithm == "tgrpo" else algorithm
 
 
 def run_eval_stage(out: Path, s: DemoSettings, seed: int, models: Mapping[str, Path],
@@ -241,7 +328,8 @@ def run_eval_stage(out: Path, s: DemoSettings, seed: int, models: Mapping[str, P
 
 # ------------------------------------------------------------------------------------------- report
 def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mapping[str, Path],
-                 summaries: Mapping[str, dict], timer: StageTimer) -> tuple[Path, str]:
+                 summaries: Mapping[str, dict], timer: StageTimer,
+                 rl_seconds: Mapping[str, float] | None = None) -> tuple[Path, str]:
     """report.md + the two PNGs; returns (report path, the results table)."""
     test = load_records(data["test"])
     chance = chance_by_task(load_records(data["rl"]) + test)   # the RL set shows each task's answer range
@@ -284,6 +372,9 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
         "## Stage times", "",
         "| stage | seconds |", "| --- | --- |",
         *[f"| {name} | {sec:.1f} |" for name, sec in timer.seconds.items()], "",
+        *([f"RL runs, each on its own ({min(max(s.rl_parallel, 1), len(RL_RUNS))} at once): "
+           + ", ".join(f"{name} {sec:.0f} s" for name, sec in rl_seconds.items()) + ".", ""]
+          if rl_seconds else []),
         "## Settings", "", "```json", json.dumps(asdict(s), indent=1), "```", "",
     ]
     path = out / "report.md"
@@ -326,15 +417,13 @@ def _run_stages(out: Path, s: DemoSettings, quick: bool, seed: int, echo: Callab
         base = make_model(out, s, seed)
     with timer.stage("2. SFT cold start"):
         sft = run_sft_stage(out, s, seed, base, data)
-    models = {"base": base, "SFT": sft}
-    for stage, name in zip(("3a", "3b", "3c"), RL_RUNS):
-        algorithm, mode, _ = RL_RUNS[name]
-        with timer.stage(f"{stage}. RL: {name} ({algorithm}, bonus in the {mode})"):
-            models[name] = run_rl_stage(out, s, seed, sft, data, name)
+    with timer.stage(f"3. RL: {', '.join(RL_RUNS)} ({min(max(s.rl_parallel, 1), len(RL_RUNS))} at once)"):
+        rl_models, rl_seconds = run_rl_runs(out, s, seed, sft, data, echo)
+    models = {"base": base, "SFT": sft, **rl_models}
     with timer.stage("4. evaluation (ordered + shuffled frames)"):
         summaries = run_eval_stage(out, s, seed, models, data, echo)
     with timer.stage("5. report"):
-        report, table = write_report(out, s, seed, quick, data, summaries, timer)
+        report, table = write_report(out, s, seed, quick, data, summaries, timer, rl_seconds)
     echo("\n" + table)
     echo(f"\nreport: {report}")
     return report

@@ -55,7 +55,7 @@ DEFAULT_MIX: dict[str, float] = {
     "ocr": 0.05,
     "image_ocr": 0.05,
 }
-SPLITS = {"rl": 0, "cot": 1, "test": 2}
+SPLITS = {"rl": 0, "cot": 1, "test": 2, "val": 3}
 TaskSpec = Mapping[str, float] | Sequence[str] | None
 
 
@@ -166,24 +166,31 @@ def build_split(out: Path, split: str, n: int, mix: Mapping[str, float], seed: i
 
 def make_dataset(out: str | os.PathLike, *, n_train: int = 256, n_test: int = 96, seed: int = 0,
                  tasks: TaskSpec = None, cot_tasks: TaskSpec = None, rl_tasks: TaskSpec = None,
-                 n_cot: int | None = None, shuffle_options: bool = True) -> dict[str, Path]:
+                 n_cot: int | None = None, shuffle_options: bool = True, n_val: int = 0,
+                 val_tasks: TaskSpec = None) -> dict[str, Path]:
     """Write the RL, CoT and test sets and their media under ``out``; return their paths.
 
-    ``n_cot`` defaults to ``n_train``; ``cot_tasks`` and ``rl_tasks`` default to ``tasks``.
+    ``n_cot`` defaults to ``n_train``; ``cot_tasks`` and ``rl_tasks`` default to ``tasks``. ``n_val > 0`` adds
+    a validation set (``val.jsonl``, mix ``val_tasks``, default ``cot_tasks``), drawn apart from the others:
+    what the demo checks its cold start against.
     ``shuffle_options=False`` lists each multiple-choice task's options in one fixed order (every direction,
     every colour), so an answer's letter is the same in every question. Returns
-    ``{"rl": out/"rl.jsonl", "cot": out/"cot.jsonl", "test": out/"test.jsonl", "media_root": out}``.
+    ``{"rl": out/"rl.jsonl", "cot": out/"cot.jsonl", "test": out/"test.jsonl", "media_root": out}`` (and
+    ``"val"`` with ``n_val``).
     """
     out = Path(out)
-    sizes = {"rl": n_train, "cot": n_train if n_cot is None else n_cot, "test": n_test}
+    sizes = {"rl": n_train, "cot": n_train if n_cot is None else n_cot, "test": n_test, "val": n_val}
     for split, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"the {split} set size must be a non-negative integer, got {n!r}")
     mixes = {"rl": resolve_mix(tasks if rl_tasks is None else rl_tasks),
              "cot": resolve_mix(tasks if cot_tasks is None else cot_tasks), "test": resolve_mix(tasks)}
+    mixes["val"] = mixes["cot"] if val_tasks is None else resolve_mix(val_tasks)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for split, n in sizes.items():
+        if split == "val" and n == 0:
+            continue
         records = build_split(out, split, n, mixes[split], seed, shuffle_options=shuffle_options)
         paths[split] = write_records(out / f"{split}.jsonl", records)
     paths["media_root"] = out
