@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from videor1.tools.demo import HELD_OUT, MODEL_NAMES, QUICK, RL_RUNS, DemoSettings
@@ -136,3 +137,46 @@ def test_rl_runs_side_by_side_match_one_after_another(tiny_model_dir, synth_dir,
         for name, (_, _, folder) in RL_RUNS.items():
             assert len((tmp_path / f"p{parallel}" / folder / "metrics.jsonl").read_text().splitlines()) == 2
     assert got[1] == got[3]
+
+
+def test_cold_start_finding_says_where_sft_stopped_and_why(tmp_path):
+    from videor1.tools.demo_report import cold_start_finding
+
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("metrics.jsonl", [{"step": s, "loss": 1.0} for s in range(1, 51)])
+    write("val.jsonl", [{"step": 25, "accuracy": 0.5}, {"step": 50, "accuracy": 0.95}])
+    (line,) = cold_start_finding(tmp_path, "val.jsonl", 0.9, 400)
+    assert "stopped at step 50 of at most 400" in line and "0.950" in line and "0.50, 0.95" in line
+    write("val.jsonl", [{"step": 25, "accuracy": 0.5}, {"step": 50, "accuracy": 0.6}])
+    (line,) = cold_start_finding(tmp_path, "val.jsonl", 0.9, 50)
+    assert "ran all 50 steps without validation accuracy reaching 0.9" in line
+    assert cold_start_finding(tmp_path, "val.jsonl", None, 50) == []
+    assert cold_start_finding(tmp_path, "missing.jsonl", 0.9, 50) == []
+
+
+def test_cold_start_checks_do_not_change_the_training(tiny_model_dir, tmp_path):
+    """The validation checks (greedy generation mid-run) leave SFT's weights as a run without them has them,
+    and write one line per check to the log; a threshold of 0 stops at the first check."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from videor1.data.synth.build import make_dataset
+    from videor1.tools.demo import VAL_LOG, run_sft_stage
+
+    s = replace(QUICK, sft_steps=4, sft_batch=2, eval_max_tokens=6, eval_batch=8, n_val=3, sft_min_steps=2,
+                sft_check_every=2, num_workers=0)
+    data = make_dataset(tmp_path / "data", n_train=2, n_test=2, n_cot=8, n_val=3, seed=0,
+                        cot_tasks={"direction": 1.0, "colour": 1.0}, val_tasks={"direction": 1.0})
+    never = run_sft_stage(tmp_path / "a", replace(s, sft_stop_at=2.0), 0, tiny_model_dir, data)
+    plain = run_sft_stage(tmp_path / "b", replace(s, sft_stop_at=None), 0, tiny_model_dir, data)
+    a, b = load_file(never / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    checks = [json.loads(line) for line in (tmp_path / "a" / "sft" / VAL_LOG).read_text().splitlines()]
+    assert [c["step"] for c in checks] == [2, 4] and all(0.0 <= c["accuracy"] <= 1.0 for c in checks)
+    assert not (tmp_path / "b" / "sft" / VAL_LOG).exists()
+    run_sft_stage(tmp_path / "c", replace(s, sft_stop_at=0.0), 0, tiny_model_dir, data)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "c" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]

@@ -4,10 +4,14 @@ Stages (each timed; the times go into the report):
 
 1. **data** — the synthetic dataset (:func:`videor1.data.synth.build.make_dataset`): RL, CoT and test sets of
    real mp4 clips / PNG images; and a tiny random Qwen2.5-VL (:func:`videor1.model.tiny.build_tiny`).
-2. **SFT** — cold start on the CoT set (:func:`videor1.sft.trainer.train_sft`).
+2. **SFT** — cold start on the CoT set (:func:`videor1.sft.trainer.train_sft`), stopped once greedy accuracy on a
+   small validation set of the CoT skill (``direction`` clips drawn apart from every other split) reaches
+   ``sft_stop_at`` (checked every ``sft_check_every`` steps from ``sft_min_steps``; at most ``sft_steps``).
 3. **RL** — from the SFT model, three runs with the same seed, data and budget (:data:`RL_RUNS`): GRPO,
    T-GRPO with the bonus in the reward (the paper) and T-GRPO with the bonus in the advantage
-   (``temporal_bonus_mode``; :func:`videor1.rl.trainer.train`).
+   (``temporal_bonus_mode``; :func:`videor1.rl.trainer.train`), ``rl_parallel`` at once, each in its own
+   spawned process with one torch thread (:func:`run_rl_runs`; the weights are byte for byte those of the
+   runs trained one after another).
 4. **eval** — base, SFT and the three RL models on the synthetic test set, greedy, with ordered and with
    shuffled frames (:func:`videor1.evaluate.runner.run_eval`).
 5. **report** — ``DIR/report.md`` (results table, per-task table, findings, stage times, settings) and
@@ -81,8 +85,8 @@ from videor1.rl.trainer import train
 from videor1.sft.config import SFTConfig
 from videor1.sft.trainer import train_sft
 from videor1.train.metrics import METRICS_FILE, read_metrics
-from videor1.tools.demo_report import (chance_by_task, findings, plot_accuracy_bars, plot_training, results_table,
-                                       rollout_findings, task_table)
+from videor1.tools.demo_report import (chance_by_task, cold_start_finding, findings, plot_accuracy_bars, plot_training,
+                                       results_table, rollout_findings, task_table)
 
 MODEL_NAMES = ("base", "SFT", "GRPO", "T-GRPO", "T-GRPO-adv")
 #: The RL runs: model name -> (algorithm, temporal_bonus_mode, output folder under the demo's out).
@@ -366,6 +370,7 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
         "## Findings (computed from the tables)", "",
         *[f"- {line}" for line in findings(summaries, group_chance["order-dependent"],
                                            group_chance["order-independent"])],
+        *[f"- {line}" for line in cold_start_finding(out / "sft", VAL_LOG, s.sft_stop_at, s.sft_steps)],
         *[f"- {line}" for line in rollout_findings(rl_dirs)], "",
         "## Plots", "",
         f"![training curves]({curves.name})", "", f"![accuracy]({bars.name})", "",
@@ -392,7 +397,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, seed:
              family: str | None = None) -> Path:
     """Run every stage into ``out`` (replacing a previous demo there); returns the report's path.
 
-    `family` (a `videor1.model.families` name) replaces the settings' tiny-model family (default qwen2_5_vl)."""
+    `family` (a `videor1.model.families` name) replaces the settings' tiny-model family (default qwen2_5_vl).
+    The RL runs start spawned processes (``rl_parallel`` > 1), which import the calling script again: a script
+    that calls this needs the usual ``if __name__ == "__main__":`` guard (or ``rl_parallel=1``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -153,6 +153,22 @@ def rollout_findings(rl_dirs: Mapping[str, Path], window: int = 20) -> list[str]
     return out
 
 
+def cold_start_finding(sft_dir: Path, validation_log: str, threshold: float | None,
+                       max_steps: int) -> list[str]:
+    """Where the SFT cold start stopped and why, from its validation checks (`validation_log` in `sft_dir`)
+    and its last logged step; nothing when no check ran (no stop criterion)."""
+    checks = _read_jsonl(Path(sft_dir) / validation_log)
+    rows = _read_jsonl(Path(sft_dir) / "metrics.jsonl")
+    if not checks or not rows or threshold is None:
+        return []
+    step = int(rows[-1]["step"])
+    trail = ", ".join(f"{c['accuracy']:.2f}" for c in checks)
+    how = (f"stopped at step {step} of at most {max_steps}: validation accuracy {checks[-1]['accuracy']:.3f} "
+           f"reached {threshold}" if checks[-1]["accuracy"] >= threshold else
+           f"ran all {step} steps without validation accuracy reaching {threshold}")
+    return [f"SFT cold start {how} (checks at steps {checks[0]['step']}-{checks[-1]['step']}: {trail})."]
+
+
 # ------------------------------------------------------------------------------------------- plots
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
