@@ -11,10 +11,10 @@ the t statistic and the exact two-sided sign-flip (permutation) p-value over the
 seeds the smallest possible p is 2/32 = 0.0625). Nothing here tunes toward a winner: the settings are the
 demo's (``--quick`` for its quick schedule), only the seed changes.
 
-    python perf/tgrpo_vs_grpo.py --seeds 0 1 2 3 4 [--jobs 2 --num-workers 0] [--quick] [--out runs/tgrpo_vs_grpo]
+    python perf/tgrpo_vs_grpo.py --seeds 0 1 2 3 4 [--jobs 2] [--quick] [--rl-parallel N] [--out runs/tgrpo_vs_grpo]
 
-``--jobs 2`` runs two seeds at once (each with one torch thread, as the demo). Results also go to
-``OUT/results.json``.
+``--jobs 2`` runs two seeds at once (each with one torch thread, as the demo; each seed's three RL runs are
+side by side as in the demo, ``--rl-parallel``). Results also go to ``OUT/results.json``.
 """
 
 from __future__ import annotations
