@@ -303,8 +303,8 @@ def run_rl_runs(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappin
     job = replace(s, num_workers=0)
     context = multiprocessing.get_context("spawn")   # no fork of a process whose torch has run threads
     logs = [out / folder / METRICS_FILE for _, _, folder in RL_RUNS.values()]
-    with ProcessPoolExecutor(max_workers=min(s.rl_parallel, len(RL_RUNS)), mp_context=context) as pool, \
-            tqdm(total=len(RL_RUNS) * s.rl_steps, desc=f"RL ({len(RL_RUNS)} runs, {s.rl_parallel} at once)",
+    with ProcessPoolExecutor(max_workers=runs_at_once(s), mp_context=context) as pool, \
+            tqdm(total=len(RL_RUNS) * s.rl_steps, desc=f"RL ({len(RL_RUNS)} runs, {runs_at_once(s)} at once)",
                  unit="step") as bar:
         pending = {pool.submit(_rl_job, out, job, seed, start, data, name): name for name in RL_RUNS}
         while pending:
@@ -324,6 +324,10 @@ def _rl_job(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[st
     t0 = time.perf_counter()
     path = run_rl_stage(out, s, seed, start, data, name, progress=False)
     return path, time.perf_counter() - t0
+
+
+def runs_at_once(s: DemoSettings) -> int:
+    return min(max(s.rl_parallel, 1), len(RL_RUNS))
 
 
 def describe_run(name: str) -> str:
@@ -392,7 +396,7 @@ def write_report(out: Path, s: DemoSettings, seed: int, quick: bool, data: Mappi
         "## Stage times", "",
         "| stage | seconds |", "| --- | --- |",
         *[f"| {name} | {sec:.1f} |" for name, sec in timer.seconds.items()], "",
-        *([f"RL runs, each on its own ({min(max(s.rl_parallel, 1), len(RL_RUNS))} at once): "
+        *([f"Wall time of each RL run ({runs_at_once(s)} at once): "
            + ", ".join(f"{name} {sec:.0f} s" for name, sec in rl_seconds.items()) + ".", ""]
           if rl_seconds else []),
         "## Settings", "", "```json", json.dumps(asdict(s), indent=1), "```", "",
@@ -439,7 +443,7 @@ def _run_stages(out: Path, s: DemoSettings, quick: bool, seed: int, echo: Callab
         base = make_model(out, s, seed)
     with timer.stage("2. SFT cold start"):
         sft = run_sft_stage(out, s, seed, base, data)
-    with timer.stage(f"3. RL: {', '.join(RL_RUNS)} ({min(max(s.rl_parallel, 1), len(RL_RUNS))} at once)"):
+    with timer.stage(f"3. RL: {', '.join(RL_RUNS)} ({runs_at_once(s)} at once)"):
         rl_models, rl_seconds = run_rl_runs(out, s, seed, sft, data, echo)
     models = {"base": base, "SFT": sft, **rl_models}
     with timer.stage("4. evaluation (ordered + shuffled frames)"):
