@@ -61,12 +61,16 @@ How the default was sized (this project's 2-core CPU, 2026-12-01 and -02; the ex
   its own process with one thread (``rl_parallel``): 180 steps each took 274 s for seed 0 on the idle machine,
   where one after another 120 steps each had taken 364 s. More steps help: from seed 0's and seed 4's
   300-step SFT, GRPO's order-dependent accuracy at 60 / 120 / 180 / 240 steps was 0.678 / 0.696 / 0.687 / 0.722
-  and 0.591 / 0.687 / 0.687 / 0.730 (SFT 0.652 and 0.617). 180 is what fits ten minutes when SFT runs to 400.
+  and 0.591 / 0.687 / 0.687 / 0.730 (SFT 0.652 and 0.617). 180 was sized on seed 1 (SFT to 400 steps) with
+  other work on the machine (9 min 21 s); idle, seeds 0 and 1 take 6 min 41 s and 7 min 22 s, so there is
+  room for more steps, but 240 did not help every variant (below).
 - Result over five seeds (``perf/tgrpo_vs_grpo.py``, README): RL beats SFT on order-dependent accuracy by
   +0.082 (GRPO), +0.068 (T-GRPO) and +0.071 (T-GRPO-adv), all but one of the 15 runs above their SFT; the
   held-out short move goes from 0.58 to 0.73-0.77 on average. Still short of the +0.10 the issue asked for:
   about 36% of the groups are all wrong (no gradient), and direction and the distractor (29% of the
   order-dependent questions) are already at 1.00 after SFT.
+  With 240 RL steps a run (seeds 0-3): +0.087 / +0.115 / +0.059, against +0.079 / +0.072 / +0.065 for the
+  same seeds at 180, so not every variant gains from more steps; 180 stays the default.
 - ``--quick``: the same tasks weighted toward direction (:data:`QUICK_MIX`), 150 SFT steps of 16 (no stop
   criterion), 8 RL steps per run: SFT 0.552 on order-dependent questions (shuffled 0.172) on seed 0.
 """
