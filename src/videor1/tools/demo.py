@@ -152,7 +152,7 @@ class DemoSettings:
     """Every knob of the demo (sizes, schedules, sampling). Two presets: DEFAULT and QUICK."""
 
     n_train: int = 512             # RL set size (prompts are drawn from it in a seeded order)
-    n_cot: int = 2048              # CoT (SFT) set size (300 steps of 16 see each record about twice)
+    n_cot: int = 2048              # CoT (SFT) set size (250-400 steps of 16 see each record 2-3 times)
     n_test: int = 192              # test questions (each evaluated with ordered and shuffled frames)
     tasks: Mapping[str, float] = field(default_factory=lambda: dict(DEMO_MIX))
     cot_tasks: Mapping[str, float] | None = field(default_factory=lambda: dict(COT_MIX))  # None: `tasks`
@@ -300,9 +300,7 @@ def run_rl_runs(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappin
     if s.rl_parallel <= 1:
         for name in RL_RUNS:
             echo(f"-- RL run {name} ({describe_run(name)})")
-            t0 = time.perf_counter()
-            models[name] = run_rl_stage(out, s, seed, start, data, name)
-            seconds[name] = time.perf_counter() - t0
+            models[name], seconds[name] = _rl_job(out, s, seed, start, data, name, progress=True)
         return models, seconds
     job = replace(s, num_workers=0)
     context = multiprocessing.get_context("spawn")   # no fork of a process whose torch has run threads
@@ -322,11 +320,11 @@ def run_rl_runs(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappin
 
 
 def _rl_job(out: Path, s: DemoSettings, seed: int, start: Path, data: Mapping[str, Path],
-            name: str) -> tuple[Path, float]:
-    """One RL run in a worker process of :func:`run_rl_runs`: (final model, seconds)."""
+            name: str, progress: bool = False) -> tuple[Path, float]:
+    """One RL run of :func:`run_rl_runs` (in this process or a worker): (final model, seconds)."""
     torch.set_num_threads(s.torch_threads)
     t0 = time.perf_counter()
-    path = run_rl_stage(out, s, seed, start, data, name, progress=False)
+    path = run_rl_stage(out, s, seed, start, data, name, progress=progress)
     return path, time.perf_counter() - t0
 
 
