@@ -12,6 +12,7 @@ from videor1.rl.algorithms import (
     LOSS_AGGREGATIONS,
     group_advantages,
     group_mean_std,
+    informative_groups,
     k3_kl,
     length_bonus,
     policy_loss,
@@ -247,3 +248,28 @@ def test_selective_log_softmax_matches_log_softmax():
     ids = torch.randint(0, 11, (2, 5))
     expected = torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(selective_log_softmax(logits, ids), expected, atol=1e-6)
+
+
+def test_informative_groups_keeps_groups_whose_rewards_differ():
+    # groups 0..3: {1, 1} equal; {0, 1} differ; {2, 2} equal; {0.5, 0.5000001} differ (no tolerance)
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 2.0, 0.5, 0.5000001], dtype=torch.float64)
+    ids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert informative_groups(rewards, ids).tolist() == [False, True, False, True]
+    # ids need not be contiguous: order is ascending id (2 before 5), as torch.unique
+    assert informative_groups(torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([5, 2, 5, 2])).tolist() == [False, True]
+    # a dropped group is one whose advantages are all 0, under every scaling
+    for scale in ("group", "batch", "none"):
+        adv = group_advantages(rewards.float(), ids, scale_rewards=scale).view(4, 2)
+        assert adv[[0, 2]].abs().max().item() == 0.0
+
+
+def test_dropping_zero_advantage_groups_rescales_the_grpo_loss_only():
+    # beta 0: rows with A = 0 add 0 to the per-sequence losses; "grpo" averages over sequences, so the loss of
+    # the informative rows alone is the full loss times N / N_kept (here 4 / 2), and so is its gradient
+    logp, old, adv, mask = _ratios_case()
+    logp4 = torch.cat([logp.detach(), logp.detach()]).requires_grad_()
+    full = policy_loss(logp4, torch.cat([old, old]), torch.cat([adv, torch.zeros(2)]), torch.cat([mask, mask]))
+    kept = policy_loss(logp4[:2], old, adv, mask)
+    assert kept.loss.item() == pytest.approx(full.loss.item() * 2, rel=1e-6)
+    full.loss.backward()
+    assert logp4.grad[2:].abs().max().item() == 0.0

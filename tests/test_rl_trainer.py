@@ -26,6 +26,17 @@ def variety_reward(completions, **columns):
     return [len(set(c)) / (1.0 + len(c)) for c in completions]
 
 
+@register("rl_test_video_variety", overwrite=True)
+def video_variety_reward(completions, data_type, **columns):
+    """`variety_reward` on video prompts, 0 on image prompts: image groups have equal rewards (no advantage)."""
+    return [len(set(c)) / (1.0 + len(c)) if kind == "video" else 0.0 for c, kind in zip(completions, data_type)]
+
+
+@register("rl_test_constant", overwrite=True)
+def constant_reward(completions, **columns):
+    return [1.0] * len(completions)
+
+
 def _config(tiny_model_dir, data, media_root, out, **extra) -> RLConfig:
     base = dict(model=str(tiny_model_dir), train_data=str(data), media_root=str(media_root), output_dir=str(out),
                 algorithm="tgrpo", num_generations=2, num_shuffled_generations=1, prompts_per_step=2,
@@ -162,6 +173,46 @@ def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp
     w_full = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
     w_cut = load_file(str(tmp_path / "cut" / "final" / "model.safetensors"))
     assert all(np.array_equal(w_full[k].numpy(), w_cut[k].numpy()) for k in w_full)
+
+
+def test_dynamic_sampling_trains_on_informative_groups_only(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    import videor1.rl.trainer as trainer
+
+    data, rows = _subset(synth_dir, tmp_path, lambda r: True)
+    videos = [r for r in rows if r["data_type"] == "video"][:3]
+    images = [r for r in rows if r["data_type"] == "image"][:3]
+    _write(data, [videos[0], images[0], images[1], videos[1], images[2], videos[2]])
+    seen = []
+    real_loss = trainer.policy_loss
+    monkeypatch.setattr(trainer, "policy_loss", lambda logp, old, adv, mask, **k: seen.append(adv.clone())
+                        or real_loss(logp, old, adv, mask, **k))
+    cfg = _config(tiny_model_dir, data, tmp_path, tmp_path / "run", algorithm="grpo", num_generations=3,
+                  prompts_per_step=3, max_steps=2, rewards=["rl_test_video_variety"], dynamic_sampling=True)
+    trainer.train(cfg)
+
+    # 6 prompts in 2 steps of 3, in a seeded order: the loss sees G = 3 rows per video prompt, none per image
+    metrics = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    kept = [round(m["kept_group_rate"] * 3) for m in metrics]
+    assert sum(kept) == 3 and [len(a) for a in seen] == [3 * k for k in kept if k]
+    assert all(a.abs().sum() > 0 for a in seen) and all(m["prompts"] == 3 for m in metrics)
+    assert "kept_group_rate" in trainer.CURVE_KEYS
+
+
+def test_dynamic_sampling_without_an_informative_group_leaves_the_weights(tiny_model_dir, synth_dir, tmp_path):
+    from videor1.rl.trainer import train
+
+    data, rows = _subset(synth_dir, tmp_path, lambda r: True)
+    _write(data, rows)
+    # a constant reward: every group is uninformative. Without the filter, AdamW's weight decay moves every
+    # weight even with a zero gradient; with it, no update is made at all
+    kw = dict(algorithm="grpo", max_steps=2, rewards=["rl_test_constant"], weight_decay=0.1)
+    kept = train(_config(tiny_model_dir, data, tmp_path, tmp_path / "ds", dynamic_sampling=True, **kw))
+    moved = train(_config(tiny_model_dir, data, tmp_path, tmp_path / "all", **kw))
+    before, after, other = (load_file(str(p / "model.safetensors")) for p in (tiny_model_dir, kept, moved))
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+    assert not all(np.array_equal(before[k].numpy(), other[k].numpy()) for k in before)
+    metrics = read_metrics(tmp_path / "ds" / "metrics.jsonl")
+    assert [m["kept_group_rate"] for m in metrics] == [0.0, 0.0] and all(m["loss"] == 0.0 for m in metrics)
 
 
 @pytest.mark.slow

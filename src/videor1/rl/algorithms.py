@@ -76,6 +76,25 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, scale_re
     return centred.to(torch.float32)
 
 
+def informative_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """DAPO's dynamic-sampling filter: which groups have rewards that are not all equal.
+
+    rewards, group_ids: [N] -> [K] bool in ascending group-id order (as ``torch.unique``). A group whose
+    rewards are all equal (every completion right, or every one wrong, with the same format and bonuses)
+    has advantages of 0 under every estimator here, so its completions add nothing to the policy-gradient
+    term: with ``beta == 0`` dropping them before the loss changes only how the loss is averaged (over the
+    informative completions instead of all), and saves their forward and backward. The rewards compared
+    are the totals the advantages were computed from (bonuses included), exactly: no tolerance, so a
+    group whose graded rewards differ by any amount is kept.
+    """
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    k = int(inverse.max()) + 1 if inverse.numel() else 0
+    values = rewards.to(torch.float64)
+    high = torch.full((k,), -torch.inf, dtype=torch.float64).scatter_reduce(0, inverse, values, reduce="amax")
+    low = torch.full((k,), torch.inf, dtype=torch.float64).scatter_reduce(0, inverse, values, reduce="amin")
+    return high > low
+
+
 # ----------------------------------------------------------------------------------- reward shaping
 @dataclass
 class TemporalBonus:

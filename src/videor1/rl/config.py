@@ -65,6 +65,11 @@ class RLConfig:
     epsilon_high: Optional[float] = None  # upper clip 1 + epsilon_high (None: epsilon; DAPO clip-higher: 0.28)
     loss_type: str = "grpo"  # token aggregation: grpo | bnpo | dr_grpo | dapo (algorithms.LOSS_AGGREGATIONS)
     num_iterations: int = 1  # optimisation passes per rollout batch (old log-probs kept from the rollout)
+    dynamic_sampling: bool = False  # DAPO's filter: groups whose rewards are all equal (all right or all wrong:
+    #   advantage 0) are dropped before the loss, which then averages over the informative groups only and
+    #   skips the others' forward/backward (kept_group_rate in the metrics; with beta > 0 their KL term goes too);
+    #   a step with no informative group anywhere makes no update. Draw more prompts_per_step to keep the
+    #   batch (algorithms.informative_groups)
     # --- T-GRPO temporal bonus
     alpha: float = 0.3  # bonus for correct ordered completions when ordered beats shuffled
     mu: float = 0.8  # bonus when p > mu * p~ (reference code 0.8; the authors meant 1.0, similar results)

@@ -3,7 +3,8 @@
 One step, on every process: take `prompts_per_step` prompts (a seeded, resumable order) -> decode media
 and encode the prompts -> ONE generate call for G ordered completions per prompt and, in T-GRPO, G~
 completions per video prompt on a freshly shuffled frame order -> rewards (the registry's, weighted) ->
-temporal bonus and length bonus -> group advantages -> policy loss over the completion tokens on the SAME
+temporal bonus and length bonus -> group advantages -> (`dynamic_sampling`: DAPO's filter drops the groups
+whose rewards are all equal) -> policy loss over the completion tokens on the SAME
 encoded prompt batch (pixel tensors and second_per_grid_ts) the rollout used -> backward -> clip -> step,
 `num_iterations` times. Metrics are gathered once per step; checkpoints are atomic and resume exactly.
 
@@ -51,10 +52,10 @@ from videor1.data.records import Record
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
 from videor1.limits import limits_in_force
-from videor1.model.inputs import move_batch, pad_token_id
+from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor, pick_device
 from videor1.rewards import CORRECT_THRESHOLD
-from videor1.rl.algorithms import policy_loss
+from videor1.rl.algorithms import informative_groups, policy_loss
 from videor1.rl.config import RLConfig
 from videor1.rl.step import (
     Prompts,
@@ -77,8 +78,8 @@ __all__ = ["RLConfig", "run_training", "train"]
 
 CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
               "temporal_advantage_shift",
-              "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "lr",
-              "step_time", "samples_skipped")
+              "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "kept_group_rate",
+              "lr", "step_time", "samples_skipped")
 SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
 
 
@@ -128,8 +129,7 @@ def _train(cfg: RLConfig) -> Path:
         # 4. loss on the same encoded prompts, num_iterations optimisation passes
         losses = _optimise(run, batch)
         # 5. metrics (one gather), checkpoint
-        local = _step_stats(cfg, batch.scored, losses, batch.mask if batch.scored else None,
-                            len(prompts.samples), len(prompts.skipped))
+        local = _step_stats(cfg, batch, losses, len(prompts.samples), len(prompts.skipped))
         metrics = _gather_stats(accelerator, local)
         skipped_total += int(metrics["samples_skipped"])
         _check_skipped(cfg, skipped_total, position, out)
@@ -182,8 +182,11 @@ class _Batch:
     ids: torch.Tensor  # completion token ids
     mask: torch.Tensor  # 1 on completion tokens up to and including EOS
     advantages: torch.Tensor
-    weight: float  # 0 for the dummy batch of a process without prompts
-    scored: Scored | None  # rewards and bonuses (None for the dummy batch)
+    weight: float  # 0 for the dummy batch of a process without prompts (or, with dynamic sampling, without
+    #                an informative group)
+    scored: Scored | None  # rewards and bonuses of every ordered completion (None without prompts)
+    completion_tokens: float = 0.0  # tokens of every ordered completion (the loss may use fewer)
+    kept_groups: int = 0  # prompt groups in the loss (all of them unless dynamic sampling dropped some)
 
 
 def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> _Batch:
@@ -202,8 +205,17 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
         ordered, shuffled_out = generate_rollouts(run.engine, prompts.samples, shuffled, params, G,
                                                   cfg.shuffled_generations)
     scored = score_rollouts(cfg, prompts.samples, ordered, shuffled_out, owners)
-    inputs, ids, mask = loss_inputs(prompts.batch, [c.token_ids for g in ordered for c in g], G, run.pad_id)
-    return _Batch(inputs, ids, mask, scored.advantages, 1.0, scored)
+    tokens = float(sum(len(c.token_ids) for g in ordered for c in g))
+    keep = list(range(len(ordered)))
+    if cfg.dynamic_sampling:   # DAPO: groups with all rewards equal have no advantage; drop them
+        keep = torch.nonzero(informative_groups(scored.rewards, scored.group_ids)).flatten().tolist()
+        if not keep:
+            inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
+            return _Batch(inputs, ids, mask, torch.zeros(1), 0.0, scored, tokens, 0)
+    rows = [i * G + j for i in keep for j in range(G)]
+    prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
+    inputs, ids, mask = loss_inputs(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], G, run.pad_id)
+    return _Batch(inputs, ids, mask, scored.advantages[rows], 1.0, scored, tokens, len(keep))
 
 
 def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
@@ -214,6 +226,10 @@ def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
     """
     cfg, accelerator, model, weight = run.cfg, run.accelerator, run.model, batch.weight
     device = accelerator.device
+    if cfg.dynamic_sampling and not _any_kept(accelerator, batch.kept_groups):
+        for _ in range(cfg.num_iterations):   # no informative group on any process: no update (a zero
+            run.scheduler.step()              # gradient would still move AdamW's weights), same schedule
+        return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
     inputs, ids = move_batch(batch.inputs, device), batch.ids.to(device)
     mask, advantages = batch.mask.to(device), batch.advantages.to(device)
     ref_logp = None
@@ -243,10 +259,17 @@ def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
     return stats
 
 
+def _any_kept(accelerator: Accelerator, kept_groups: int) -> bool:
+    """Whether any process has a prompt group in its loss this step (the same answer on every process)."""
+    local = torch.tensor([float(kept_groups)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.gather(local).sum()) > 0
+
+
 # ------------------------------------------------------------------------------------------ metrics
-def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], mask: torch.Tensor | None,
-                n_prompts: int, n_skipped: int) -> dict[str, tuple[float, float]]:
+def _step_stats(cfg: RLConfig, batch: _Batch, losses: dict[str, float], n_prompts: int, n_skipped: int
+                ) -> dict[str, tuple[float, float]]:
     """(sum, count) per metric on this process; a process without prompts contributes counts of 0."""
+    scored = batch.scored
     stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
     has = 1.0 if scored is not None else 0.0
     for key in ("loss", "kl", "clip_fraction"):
@@ -257,6 +280,8 @@ def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], 
         keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate", "temporal_advantage_shift"]
     if cfg.length_bonus:
         keys.append("length_bonus_rate")
+    if cfg.dynamic_sampling:
+        keys.append("kept_group_rate")
     for key in keys:
         stats[key] = (0.0, 0.0)
     if scored is None:
@@ -264,7 +289,7 @@ def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], 
     n = float(len(scored.rewards))
     stats["reward"] = (float(scored.rewards.sum()), n)
     stats["accuracy"] = (float(scored.accuracy.sum()), n)
-    stats["completion_length"] = (float(mask.sum()), n)
+    stats["completion_length"] = (batch.completion_tokens, n)
     for name, values in scored.per_reward.items():
         stats[f"reward_{name}"] = (float(values.sum()), n)
     correct = (scored.accuracy > CORRECT_THRESHOLD).view(n_prompts, -1)
@@ -280,6 +305,8 @@ def _step_stats(cfg: RLConfig, scored: Scored | None, losses: dict[str, float], 
         stats["temporal_advantage_shift"] = (float(scored.advantage_shift) * n_video, n_video)
     if cfg.length_bonus:
         stats["length_bonus_rate"] = (float((scored.length > 0).sum()), n)
+    if cfg.dynamic_sampling:
+        stats["kept_group_rate"] = (float(batch.kept_groups), n_prompts)
     return stats
 
 
