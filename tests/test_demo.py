@@ -89,6 +89,10 @@ def test_rollout_findings_compare_first_and_last_steps(tmp_path):
     (tmp_path / "short" / "metrics.jsonl").write_text(json.dumps({"accuracy": 1.0}), encoding="utf-8")
     lines = rollout_findings({"GRPO": run, "T-GRPO": tmp_path / "short", "none": tmp_path / "missing"})
     assert len(lines) == 1 and lines[0].startswith("GRPO:") and "0.200" in lines[0] and "0.600" in lines[0]
+    assert "dynamic sampling" not in lines[0]
+    rows = [dict(r, kept_group_rate=0.25 if r["step"] % 2 else 0.5) for r in rows]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert "dynamic sampling kept 38% of the prompt groups" in rollout_findings({"GRPO": run})[0]
 
 
 def test_quick_settings_are_smaller():

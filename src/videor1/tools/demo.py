@@ -173,7 +173,8 @@ class DemoSettings:
     sft_check_every: int = 25      # validation every this many SFT steps ...
     sft_min_steps: int = 250       # ... from this step on (a cold start stopped at 150 broke under RL: module doc)
     rl_steps: int = 180
-    rl_prompts: int = 8            # prompts per RL step
+    rl_prompts: int = 16           # prompts per RL step (rolled out; with dynamic sampling ~40% reach the loss)
+    rl_dynamic_sampling: bool = True  # DAPO's filter: groups all right or all wrong are dropped before the loss
     rl_generations: int = 4        # G (T-GRPO adds G/2 shuffled-frame completions per video prompt)
     rl_lr: float = 1e-4            # 5e-4 destroyed the model (module doc)
     rl_max_tokens: int = 32        # max new tokens per rollout completion
@@ -194,6 +195,7 @@ QUICK_MIX: dict[str, float] = {"direction": 0.45, "direction_short": 0.08, "last
                                "image_colour": 0.08, "count": 0.03, "describe": 0.03, "distance": 0.02,
                                "ocr": 0.02, "image_count": 0.01, "image_ocr": 0.01}
 QUICK = replace(DEFAULT, n_train=128, n_cot=512, n_test=48, sft_steps=150, sft_batch=16, sft_stop_at=None, rl_steps=8,
+                rl_prompts=8,
                 tasks=QUICK_MIX, cot_tasks={k: v for k, v in QUICK_MIX.items() if k not in HELD_OUT},
                 rl_tasks=None)
 
@@ -278,7 +280,8 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
     cfg = RLConfig(model=str(start), train_data=str(data["rl"]), media_root=str(data["media_root"]),
                    output_dir=str(out / folder), algorithm=algorithm, temporal_bonus_mode=mode,
                    max_steps=s.rl_steps,
-                   num_generations=s.rl_generations, prompts_per_step=s.rl_prompts, beta=0.0,
+                   num_generations=s.rl_generations, prompts_per_step=s.rl_prompts,
+                   dynamic_sampling=s.rl_dynamic_sampling, beta=0.0,
                    learning_rate=s.rl_lr, lr_scheduler="constant", max_grad_norm=5.0, seed=seed,
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
                    temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, tensorboard=False,

@@ -142,14 +142,19 @@ def findings(summaries: Mapping[str, Mapping[str, Any]], chance_dep: float | Non
 
 def rollout_findings(rl_dirs: Mapping[str, Path], window: int = 20) -> list[str]:
     """Each RL run's accuracy on its own sampled rollouts (metrics.jsonl `accuracy`), first vs last `window`
-    steps: what RL optimises, beside the greedy test accuracy the tables show."""
+    steps: what RL optimises, beside the greedy test accuracy the tables show; and, with dynamic sampling,
+    the mean share of prompt groups its loss kept (`kept_group_rate`)."""
     out = []
     for name, folder in rl_dirs.items():
-        values = [float(r["accuracy"]) for r in _read_jsonl(Path(folder) / "metrics.jsonl") if "accuracy" in r]
+        rows = _read_jsonl(Path(folder) / "metrics.jsonl")
+        values = [float(r["accuracy"]) for r in rows if "accuracy" in r]
+        kept = [float(r["kept_group_rate"]) for r in rows if "kept_group_rate" in r]
         if len(values) >= 2 * window:
             first, last = sum(values[:window]) / window, sum(values[-window:]) / window
             out.append(f"{name}: accuracy of its own sampled rollouts (training prompts, temperature as set) "
-                       f"{first:.3f} over the first {window} steps -> {last:.3f} over the last {window}.")
+                       f"{first:.3f} over the first {window} steps -> {last:.3f} over the last {window}"
+                       + (f"; dynamic sampling kept {sum(kept) / len(kept):.0%} of the prompt groups for the loss "
+                          "(the others were all right or all wrong)." if kept else "."))
     return out
 
 
