@@ -64,13 +64,22 @@ How the default was sized (this project's 2-core CPU, 2026-12-01 and -02; the ex
   and 0.591 / 0.687 / 0.687 / 0.730 (SFT 0.652 and 0.617). 180 was sized on seed 1 (SFT to 400 steps) with
   other work on the machine (9 min 21 s); idle, seeds 0 and 1 take 6 min 41 s and 7 min 22 s, so there is
   room for more steps, but 240 did not help every variant (below).
+- With 8 prompts a step, RL beat SFT on order-dependent accuracy over five seeds by +0.082 (GRPO), +0.068
+  (T-GRPO) and +0.071 (T-GRPO-adv); 240 steps instead of 180 did not help every variant (seeds 0-3:
+  +0.087 / +0.115 / +0.059). About a third of the groups were all wrong and a third all right: only ~40%
+  of the groups carried an advantage, so a step's gradient came from about three prompts.
+- **16 prompts a step, with dynamic sampling** (2026-12-02). Seeds 0-2, GRPO, RL - SFT: 8 prompts +0.081;
+  8 prompts with DAPO's filter (``rl_dynamic_sampling``: groups all right or all wrong dropped before the
+  loss) +0.035, with seed 2 breaking (direction 1.00 -> 0.74: a loss averaged over one or two groups is a
+  noisy step); 16 prompts +0.110; 16 prompts with the filter +0.130. The larger batch is what helps; the
+  filter keeps its cost down (the ~60% of rows without advantage skip the loss forward and backward) and
+  did not hurt. On the idle machine the three runs take 291 s (seed 0) and 262 s (seed 1) at 16 prompts with
+  the filter, against 274 s and 226 s at 8 prompts without; the demo 6 min 37 s and 6 min 56 s.
+  Also tried from the same SFT models: lr 2e-4 (seeds 1 and 2 broke: 0.52 / 0.46) and two
+  optimisation passes per batch (+0.018 over one, for a second loss forward and backward a step).
 - Result over five seeds (``perf/tgrpo_vs_grpo.py``, README): RL beats SFT on order-dependent accuracy by
-  +0.082 (GRPO), +0.068 (T-GRPO) and +0.071 (T-GRPO-adv), all but one of the 15 runs above their SFT; the
-  held-out short move goes from 0.58 to 0.73-0.77 on average. Still short of the +0.10 the issue asked for:
-  about 36% of the groups are all wrong (no gradient), and direction and the distractor (29% of the
-  order-dependent questions) are already at 1.00 after SFT.
-  With 240 RL steps a run (seeds 0-3): +0.087 / +0.115 / +0.059, against +0.079 / +0.072 / +0.065 for the
-  same seeds at 180, so not every variant gains from more steps; 180 stays the default.
+  +0.127 (GRPO), +0.117 (T-GRPO) and +0.130 (T-GRPO-adv), every one of the 15 runs above its SFT; the
+  held-out short move goes from 0.58 to 0.84-0.85 on average; order-independent accuracy costs 0.01-0.03.
 - ``--quick``: the same tasks weighted toward direction (:data:`QUICK_MIX`), 150 SFT steps of 16 (no stop
   criterion), 8 RL steps per run: SFT 0.552 on order-dependent questions (shuffled 0.172) on seed 0.
 """
