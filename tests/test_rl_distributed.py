@@ -40,7 +40,8 @@ LAUNCHER = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_path):
+@pytest.mark.parametrize("dynamic_sampling", [False, True])
+def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_path, dynamic_sampling):
     rows = [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()]
     good = [r for r in rows if r["data_type"] == "video" and r["problem_type"] == "multiple choice"][:1] + \
         [r for r in rows if r["data_type"] == "image"][:1]
@@ -60,14 +61,16 @@ def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_p
     script.write_text(LAUNCHER)
     out = tmp_path / "run"
     # one prompt per process and step, 2 steps = the 4 records once: rank 1 has nothing to train on in
-    # either step (the zero-weighted dummy path) while rank 0 trains
+    # either step (the zero-weighted dummy path) while rank 0 trains; with dynamic sampling the processes also
+    # agree (one gather) on whether any of them kept a group
     overrides = [f"model={tiny_model_dir}", f"train_data={data}", f"media_root={tmp_path}", f"output_dir={out}",
                  "algorithm=tgrpo", "num_generations=2", "num_shuffled_generations=1", "prompts_per_step=1",
                  "max_steps=2", "max_completion_length=6", "beta=0.04", "learning_rate=1e-2",
                  "lr_scheduler=constant", "top_p=1.0", "rewards=[rl_test_variety]", "save_steps=0",
                  "tensorboard=false", "progress=false", "video.min_frames=4", "video.max_frames=4",
                  "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
-                 "image.max_pixels=3136", "num_threads=1", "loss_type=dapo", f"seed={SEED}"]
+                 "image.max_pixels=3136", "num_threads=1", "loss_type=dapo", f"seed={SEED}",
+                 f"dynamic_sampling={str(dynamic_sampling).lower()}"]
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", str(script), *overrides]
@@ -80,6 +83,8 @@ def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_p
     assert [m["prompts"] for m in metrics] == [1, 1] and [m["samples_skipped"] for m in metrics] == [1, 1]
     assert metrics[-1]["samples_skipped_total"] == 2
     assert all(np.isfinite(m["loss"]) for m in metrics)
+    if dynamic_sampling:   # rank 0's one group per step (its completions differ, so do their rewards) is kept
+        assert [m["kept_group_rate"] for m in metrics] == [1.0, 1.0]
     skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
     assert sorted(s["id"] for s in skipped) == ["bad-0", "bad-1"]
     before = load_file(str(tiny_model_dir / "model.safetensors"))
