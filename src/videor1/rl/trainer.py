@@ -130,7 +130,7 @@ def _train(cfg: RLConfig) -> Path:
         losses = _optimise(run, batch)
         # 5. metrics (one gather), checkpoint
         local = _step_stats(cfg, batch, losses, len(prompts.samples), len(prompts.skipped))
-        metrics = _gather_stats(accelerator, local)
+        metrics = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, **_gather_stats(accelerator, local)}  # 0: no loss
         skipped_total += int(metrics["samples_skipped"])
         _check_skipped(cfg, skipped_total, position, out)
         metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
@@ -271,9 +271,9 @@ def _step_stats(cfg: RLConfig, batch: _Batch, losses: dict[str, float], n_prompt
     """(sum, count) per metric on this process; a process without prompts contributes counts of 0."""
     scored = batch.scored
     stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
-    has = 1.0 if scored is not None else 0.0
+    in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
     for key in ("loss", "kl", "clip_fraction"):
-        stats[key] = (losses[key] * has, has)
+        stats[key] = (losses[key] * in_loss, in_loss)
     keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
     if cfg.temporal:
