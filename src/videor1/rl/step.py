@@ -296,6 +296,22 @@ def score_rollouts(cfg: RLConfig, samples: Sequence[Sample], ordered: Sequence[S
 
 
 # ---------------------------------------------------------------------------------------------- loss
+@dataclass
+class LossBatch:
+    """One step's loss inputs on this process (built by the trainer from `loss_inputs`): the encoded prompts
+    with completions, their advantages and weight, and what the step's metrics need."""
+
+    inputs: BatchFeature  # the prompt batch the rollouts used, completion tokens appended
+    ids: torch.Tensor  # completion token ids
+    mask: torch.Tensor  # 1 on completion tokens up to and including EOS
+    advantages: torch.Tensor
+    weight: float  # 0 for the dummy batch of a process without prompts (or, with dynamic sampling, without
+    #                an informative group)
+    scored: Scored | None  # rewards and bonuses of every ordered completion (None without prompts)
+    completion_tokens: float = 0.0  # tokens of every ordered completion (the loss may use fewer)
+    kept_groups: int = 0  # prompt groups in the loss (all of them unless dynamic sampling dropped some)
+
+
 def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int
                 ) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
     """Model inputs of N = K * n rows (prompt i repeated n times + its completions), left padded.

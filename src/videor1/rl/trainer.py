@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
-from transformers import BatchFeature, ProcessorMixin, get_scheduler
+from transformers import ProcessorMixin, get_scheduler
 
 from videor1.config import ConfigError, config_to_dict, load_config, save_config, validate
 from videor1.data.pipeline import CacheStats, prefetch
@@ -54,13 +54,13 @@ from videor1.generation.remote import RemoteEngine
 from videor1.limits import limits_in_force
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor, pick_device
-from videor1.rewards import CORRECT_THRESHOLD
 from videor1.rl.algorithms import informative_groups, policy_loss
 from videor1.rl.config import RLConfig
+from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
 from videor1.rl.step import (
+    LossBatch,
     Prompts,
     PromptSource,
-    Scored,
     completion_logps,
     dummy_inputs,
     generate_rollouts,
@@ -70,17 +70,12 @@ from videor1.rl.step import (
 )
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
-                                  media_root, mixed_precision, param_groups, params_sharded, seed_everything,
-                                  set_fsdp_wrap_classes, set_rng_state, zero_stage)
+                                  media_root, mixed_precision, param_groups, params_sharded, process_sum,
+                                  seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
 
-CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
-              "temporal_advantage_shift",
-              "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "kept_group_rate",
-              "lr", "step_time", "samples_skipped")
-SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
 
 
 def run_training(config_path: str | Path | None, overrides: Sequence[str] = ()) -> Path:
@@ -129,8 +124,8 @@ def _train(cfg: RLConfig) -> Path:
         # 4. loss on the same encoded prompts, num_iterations optimisation passes
         losses = _optimise(run, batch)
         # 5. metrics (one gather), checkpoint
-        local = _step_stats(cfg, batch, losses, len(prompts.samples), len(prompts.skipped))
-        metrics = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, **_gather_stats(accelerator, local)}  # 0: no loss
+        local = step_stats(cfg, batch, losses, len(prompts.samples), len(prompts.skipped))
+        metrics = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, **gather_stats(accelerator, local)}  # 0: no loss
         skipped_total += int(metrics["samples_skipped"])
         _check_skipped(cfg, skipped_total, position, out)
         metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
@@ -174,22 +169,7 @@ class _Run:
     skipped_total: int = 0  # samples skipped so far, all processes
 
 
-@dataclass
-class _Batch:
-    """One step's loss inputs on this process: the encoded prompts with completions, and their weights."""
-
-    inputs: BatchFeature  # the prompt batch the rollouts used, completion tokens appended
-    ids: torch.Tensor  # completion token ids
-    mask: torch.Tensor  # 1 on completion tokens up to and including EOS
-    advantages: torch.Tensor
-    weight: float  # 0 for the dummy batch of a process without prompts (or, with dynamic sampling, without
-    #                an informative group)
-    scored: Scored | None  # rewards and bonuses of every ordered completion (None without prompts)
-    completion_tokens: float = 0.0  # tokens of every ordered completion (the loss may use fewer)
-    kept_groups: int = 0  # prompt groups in the loss (all of them unless dynamic sampling dropped some)
-
-
-def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> _Batch:
+def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> LossBatch:
     """Generate G ordered (+ G~ shuffled) completions per prompt, score them, build the loss inputs.
 
     A process left without prompts gets a zero-weighted dummy batch, so every process makes the same
@@ -199,7 +179,7 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     with _generation_context(cfg, run.model, run.accelerator):
         if not prompts.samples:
             inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
-            return _Batch(inputs, ids, mask, torch.zeros(1), 0.0, None)
+            return LossBatch(inputs, ids, mask, torch.zeros(1), 0.0, None)
         shuffled, owners = shuffled_samples(prompts, seed=cfg.seed, step=step, unit=cfg.shuffle_unit) \
             if cfg.temporal else ([], [])
         ordered, shuffled_out = generate_rollouts(run.engine, prompts.samples, shuffled, params, G,
@@ -211,14 +191,14 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
         keep = torch.nonzero(informative_groups(scored.rewards, scored.group_ids)).flatten().tolist()
         if not keep:
             inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
-            return _Batch(inputs, ids, mask, torch.zeros(1), 0.0, scored, tokens, 0)
+            return LossBatch(inputs, ids, mask, torch.zeros(1), 0.0, scored, tokens, 0)
     rows = [i * G + j for i in keep for j in range(G)]
     prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
     inputs, ids, mask = loss_inputs(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], G, run.pad_id)
-    return _Batch(inputs, ids, mask, scored.advantages[rows], 1.0, scored, tokens, len(keep))
+    return LossBatch(inputs, ids, mask, scored.advantages[rows], 1.0, scored, tokens, len(keep))
 
 
-def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
+def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
     """num_iterations passes of forward -> clipped loss -> backward -> clip -> step on one rollout batch.
 
     Old log-probs are those of the first pass (the policy that generated the batch); the reference's are
@@ -226,7 +206,7 @@ def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
     """
     cfg, accelerator, model, weight = run.cfg, run.accelerator, run.model, batch.weight
     device = accelerator.device
-    if cfg.dynamic_sampling and not _any_kept(accelerator, batch.kept_groups):
+    if cfg.dynamic_sampling and process_sum(accelerator, batch.kept_groups) == 0:
         for _ in range(cfg.num_iterations):   # no informative group on any process: no update (a zero
             run.scheduler.step()              # gradient would still move AdamW's weights), same schedule
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
@@ -238,7 +218,7 @@ def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
             ref_logp = completion_logps(run.ref, inputs, ids, cfg.temperature).float()
     global_tokens = None
     if cfg.loss_type == "dapo":
-        global_tokens = float(accelerator.gather((mask.sum() * weight).reshape(1)).sum())
+        global_tokens = process_sum(accelerator, float(mask.sum()) * weight)
     old_logp, stats = None, {}
     for _ in range(cfg.num_iterations):
         with accelerator.autocast():
@@ -257,72 +237,6 @@ def _optimise(run: _Run, batch: _Batch) -> dict[str, float]:
         stats = {"loss": float(out.loss.detach()), "kl": float(out.kl), "clip_fraction": float(out.clip_fraction),
                  "grad_norm": float(grad_norm)}
     return stats
-
-
-def _any_kept(accelerator: Accelerator, kept_groups: int) -> bool:
-    """Whether any process has a prompt group in its loss this step (the same answer on every process)."""
-    local = torch.tensor([float(kept_groups)], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.gather(local).sum()) > 0
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def _step_stats(cfg: RLConfig, batch: _Batch, losses: dict[str, float], n_prompts: int, n_skipped: int
-                ) -> dict[str, tuple[float, float]]:
-    """(sum, count) per metric on this process; a process without prompts contributes counts of 0."""
-    scored = batch.scored
-    stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
-    in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
-    for key in ("loss", "kl", "clip_fraction"):
-        stats[key] = (losses[key] * in_loss, in_loss)
-    keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
-            *(f"reward_{name}" for name in cfg.rewards)]
-    if cfg.temporal:
-        keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate", "temporal_advantage_shift"]
-    if cfg.length_bonus:
-        keys.append("length_bonus_rate")
-    if cfg.dynamic_sampling:
-        keys.append("kept_group_rate")
-    for key in keys:
-        stats[key] = (0.0, 0.0)
-    if scored is None:
-        return stats
-    n = float(len(scored.rewards))
-    stats["reward"] = (float(scored.rewards.sum()), n)
-    stats["accuracy"] = (float(scored.accuracy.sum()), n)
-    stats["completion_length"] = (batch.completion_tokens, n)
-    for name, values in scored.per_reward.items():
-        stats[f"reward_{name}"] = (float(values.sum()), n)
-    correct = (scored.accuracy > CORRECT_THRESHOLD).view(n_prompts, -1)
-    stats["all_correct_rate"] = (float(correct.all(dim=1).sum()), n_prompts)
-    stats["all_wrong_rate"] = (float((~correct).all(dim=1).sum()), n_prompts)
-    if scored.temporal is not None:
-        groups = scored.temporal.groups
-        in_video = torch.isin(scored.group_ids, groups)
-        stats["ordered_accuracy"] = (float(scored.accuracy[in_video].sum()), float(in_video.sum()))
-        stats["shuffled_accuracy"] = (float(scored.shuffled_accuracy.sum()), float(len(scored.shuffled_accuracy)))
-        stats["temporal_bonus_rate"] = (float(scored.temporal.applied.sum()), float(len(groups)))
-        n_video = float(in_video.sum())  # mean |A - A without the bonus| over video completions, all processes
-        stats["temporal_advantage_shift"] = (float(scored.advantage_shift) * n_video, n_video)
-    if cfg.length_bonus:
-        stats["length_bonus_rate"] = (float((scored.length > 0).sum()), n)
-    if cfg.dynamic_sampling:
-        stats["kept_group_rate"] = (float(batch.kept_groups), n_prompts)
-    return stats
-
-
-def _gather_stats(accelerator: Accelerator, stats: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes."""
-    keys = list(stats)
-    local = torch.tensor([v for k in keys for v in stats[k]], dtype=torch.float64, device=accelerator.device)
-    total = accelerator.gather(local.unsqueeze(0)).reshape(-1, len(keys), 2).sum(dim=0).cpu()
-    out = {}
-    for i, key in enumerate(keys):
-        s, c = float(total[i, 0]), float(total[i, 1])
-        if key in SUM_KEYS:
-            out[key] = s
-        elif c > 0:
-            out[key] = s / c
-    return out
 
 
 # -------------------------------------------------------------------------------------------- setup

@@ -49,8 +49,8 @@ from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler,
 from videor1.sft.lora import check_lora_placement, wrap_lora
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
-                                  media_root, mixed_precision, param_groups, seed_everything, set_fsdp_wrap_classes,
-                                  set_rng_state)
+                                  media_root, mixed_precision, param_groups, process_sum, seed_everything,
+                                  set_fsdp_wrap_classes, set_rng_state)
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["SFTConfig", "build_model", "model_dtype", "run_sft", "train_sft", "train_step"]
@@ -93,9 +93,7 @@ def _stop_now(run: "_Run", step: int, should_stop: StopCheck | None) -> bool:
             flag = float(bool(should_stop(step, model, run.processor)))
         finally:
             model.train()
-    if accelerator.num_processes > 1:
-        flag = float(accelerator.reduce(torch.tensor([flag], device=accelerator.device), reduction="sum").item())
-    return flag > 0
+    return process_sum(accelerator, flag) > 0
 
 
 def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
@@ -276,8 +274,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
     with weight 0 so that it still joins the gradient all-reduce.
     """
     device = accelerator.device
-    local = torch.tensor([sum(mb.n_targets for mb in window)], dtype=torch.float64, device=device)
-    total_targets = float(accelerator.reduce(local, reduction="sum").item())
+    total_targets = process_sum(accelerator, sum(mb.n_targets for mb in window))
     scale = accelerator.gradient_accumulation_steps * accelerator.num_processes / max(total_targets, 1.0)
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
     for mb, weight in _passes(window, dummy, accelerator.num_processes):

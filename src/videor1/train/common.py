@@ -73,6 +73,12 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return "DEEPSPEED" in kind or "FSDP" in kind
 
 
+def process_sum(accelerator: Accelerator, value: float) -> float:
+    """`value` summed over every process (one all-reduce; the same float on every process)."""
+    local = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(local, reduction="sum").item())
+
+
 def barrier(accelerator: Accelerator | None) -> None:
     """Wait for every process (nothing to wait for without an accelerator)."""
     if accelerator is not None:

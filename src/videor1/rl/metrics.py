@@ -1,0 +1,79 @@
+"""The per-step metrics of a GRPO / T-GRPO run: (sum, count) pairs on each process, one gather, means.
+
+`CURVE_KEYS` are plotted to curves.png at the end of a run; `SUM_KEYS` are summed over processes instead
+of averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+
+from videor1.rewards import CORRECT_THRESHOLD
+from videor1.rl.config import RLConfig
+from videor1.rl.step import LossBatch
+
+CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
+              "temporal_advantage_shift",
+              "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "kept_group_rate",
+              "lr", "step_time", "samples_skipped")
+SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
+
+
+def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prompts: int, n_skipped: int
+               ) -> dict[str, tuple[float, float]]:
+    """(sum, count) per metric on this process; a process without prompts contributes counts of 0."""
+    scored = batch.scored
+    stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
+    in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
+    for key in ("loss", "kl", "clip_fraction"):
+        stats[key] = (losses[key] * in_loss, in_loss)
+    keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
+            *(f"reward_{name}" for name in cfg.rewards)]
+    if cfg.temporal:
+        keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate", "temporal_advantage_shift"]
+    if cfg.length_bonus:
+        keys.append("length_bonus_rate")
+    if cfg.dynamic_sampling:
+        keys.append("kept_group_rate")
+    for key in keys:
+        stats[key] = (0.0, 0.0)
+    if scored is None:
+        return stats
+    n = float(len(scored.rewards))
+    stats["reward"] = (float(scored.rewards.sum()), n)
+    stats["accuracy"] = (float(scored.accuracy.sum()), n)
+    stats["completion_length"] = (batch.completion_tokens, n)
+    for name, values in scored.per_reward.items():
+        stats[f"reward_{name}"] = (float(values.sum()), n)
+    correct = (scored.accuracy > CORRECT_THRESHOLD).view(n_prompts, -1)
+    stats["all_correct_rate"] = (float(correct.all(dim=1).sum()), n_prompts)
+    stats["all_wrong_rate"] = (float((~correct).all(dim=1).sum()), n_prompts)
+    if scored.temporal is not None:
+        groups = scored.temporal.groups
+        in_video = torch.isin(scored.group_ids, groups)
+        stats["ordered_accuracy"] = (float(scored.accuracy[in_video].sum()), float(in_video.sum()))
+        stats["shuffled_accuracy"] = (float(scored.shuffled_accuracy.sum()), float(len(scored.shuffled_accuracy)))
+        stats["temporal_bonus_rate"] = (float(scored.temporal.applied.sum()), float(len(groups)))
+        n_video = float(in_video.sum())  # mean |A - A without the bonus| over video completions, all processes
+        stats["temporal_advantage_shift"] = (float(scored.advantage_shift) * n_video, n_video)
+    if cfg.length_bonus:
+        stats["length_bonus_rate"] = (float((scored.length > 0).sum()), n)
+    if cfg.dynamic_sampling:
+        stats["kept_group_rate"] = (float(batch.kept_groups), n_prompts)
+    return stats
+
+
+def gather_stats(accelerator: Accelerator, stats: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes."""
+    keys = list(stats)
+    local = torch.tensor([v for k in keys for v in stats[k]], dtype=torch.float64, device=accelerator.device)
+    total = accelerator.gather(local.unsqueeze(0)).reshape(-1, len(keys), 2).sum(dim=0).cpu()
+    out = {}
+    for i, key in enumerate(keys):
+        s, c = float(total[i, 0]), float(total[i, 1])
+        if key in SUM_KEYS:
+            out[key] = s
+        elif c > 0:
+            out[key] = s / c
+    return out
