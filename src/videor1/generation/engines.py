@@ -40,6 +40,7 @@ from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION
 from videor1.generation.weights import full_state_items
 from videor1.model.families import family_of_processor
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
+from videor1.model.positions import install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -131,7 +132,7 @@ class HFEngine:
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, batch_size: int = 8) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model
+        self.model = install_mrope(model)  # idempotent: models from `load_model` already have it
         self.processor = processor
         self.batch_size = batch_size
         self.end_ids = end_token_ids(processor, model)

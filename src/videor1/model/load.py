@@ -16,6 +16,7 @@ import torch
 from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from videor1.model.families import family_of_model_type
+from videor1.model.positions import install_mrope
 
 
 def pick_device() -> torch.device:
@@ -87,7 +88,7 @@ def load_model(path: str | Path, *, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None, attn_implementation: str | None = None) -> PreTrainedModel:
     """The family's model class (`family_of(path).MODEL_CLASS`, e.g. Qwen2_5_VLForConditionalGeneration)
     `.from_pretrained(path)` on `device` (default `pick_device()`) in `dtype` (default `pick_dtype(device)`),
-    remote code off."""
+    remote code off, with the project's M-RoPE installed (`videor1.model.positions.install_mrope`)."""
     path = Path(path)
     family = check_model_dir(path)
     device = torch.device(device) if device is not None else pick_device()
@@ -100,7 +101,7 @@ def load_model(path: str | Path, *, device: torch.device | str | None = None,
         model = family.MODEL_CLASS.from_pretrained(str(path), dtype=dtype, trust_remote_code=False, **kwargs)
     except OSError as exc:   # no / unreadable weight files
         raise ValueError(f"model directory {path}: cannot load its weights: {exc}") from None
-    return model.to(device)
+    return install_mrope(model.to(device))
 
 
 def count_parameters(model: torch.nn.Module) -> int:

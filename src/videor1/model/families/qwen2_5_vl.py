@@ -3,6 +3,12 @@
 Video: pre-sampled frames + metadata whose sampled fps is the clip's real sample fps, so the processor's
 `second_per_grid_ts` = temporal_patch_size / sample_fps (absolute time in M-RoPE). Frames are multiples of
 28 (patch 14 x merge 2), as `videor1.data.media` sizes them: the processor never resizes.
+
+M-RoPE: positions by Qwen's original rule (`videor1.model.positions`, installed by `load_model`), which vLLM
+also follows: the text after a video starts after the video's largest position. transformers 5.17-5.23
+start it at `max(grid_h, grid_w) / merge` past the video's start whatever its temporal reach, so wherever
+`(grid_t - 1) * second_per_grid_t * tokens_per_second` exceeds the merged spatial side (a 4:3 clip at 16
+frames of 128x28x28, most clips at 32 / 64 frames) their positions are not those the model was trained with.
 """
 
 from __future__ import annotations

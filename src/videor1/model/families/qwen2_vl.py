@@ -3,6 +3,10 @@
 Same tokens, chat template and patching (14 x merge 2, so frames are multiples of 28 and the processor never
 resizes). Its M-RoPE counts temporal positions in grid steps (no `second_per_grid_ts`): the sample fps is
 passed as metadata all the same, for the record, but does not change the positions.
+
+M-RoPE: Qwen's original rule (`videor1.model.positions`): text after a video starts after its largest
+position. transformers 5.17-5.23 start it at `max(grid_h, grid_w) / merge` past the video's start, which
+differs as soon as a clip has more temporal steps than merged patches along its longer side.
 """
 
 from __future__ import annotations

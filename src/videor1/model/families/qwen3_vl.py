@@ -16,6 +16,9 @@ What differs from Qwen2.5-VL (read from transformers 5.23's `processing_qwen3_vl
 * Patch 16 x merge 2: frames are resized by the processor to multiples of 32 (our media are multiples of
   28); `videor1.model.inputs` checks the grids against that rounding.
 * No default system prompt in the chat template.
+* M-RoPE: every temporal patch is its own vision run of one step, so transformers 5.x's rule (text after a
+  run at `max(h, w) / merge` past its start) and Qwen's original one (after the largest position) coincide;
+  `videor1.model.positions` computes them all the same and the tests check the equality.
 """
 
 from __future__ import annotations
