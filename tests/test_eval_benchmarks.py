@@ -125,7 +125,12 @@ def test_mmvu_validation_json_multiple_choice_only(tmp_path, bikes_mp4):
     bench = get_benchmark("mmvu")
     loaded = bench.load(write_mmvu(tmp_path), tmp_path / "MMVU")
     (item,) = loaded.items
-    assert any("1 open-ended" in p for p in loaded.problems)
+    (line,) = loaded.problems            # without a judge the open-ended question is listed, with the reason
+    assert "open-8" in line and "MMVU open-ended is scored by an LLM judge" in line and "--judge" in line
+    judged = bench.load(tmp_path / "MMVU", tmp_path / "MMVU", judge=True)
+    assert [it.id for it in judged.items] == ["mc-7", "open-8"] and not judged.problems
+    open_item = judged.items[1]
+    assert open_item.record.problem_type == "free-form" and open_item.meta["judge"] == "MMVU open-ended"
     assert item.record.path == "videos/Mechanics/7.mp4" and item.meta["discipline"] == "Science"
     assert item.record.options[1] == "B. Newton's first law"
     check_prompt_and_media(item, tmp_path / "MMVU")

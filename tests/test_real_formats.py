@@ -5,16 +5,14 @@ against a local folder laid out like the hub snapshot (the one download call is 
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 from test_eval_benchmarks import SPEC, put_video, write_parquet
 from videor1.data.check import check_dataset
-from videor1.data.download import DATASETS, download
+from videor1.data.download import unpack_all
 from videor1.data.records import read_records
 from videor1.evaluate.benchmarks import get_benchmark
 from videor1.evaluate.report import render_report
@@ -270,12 +268,16 @@ def test_mvbench_main_revision_clips_by_start_end(tmp_path, bikes_mp4):
     put_video(bikes_mp4, media / "star/Charades_v1_480/ZS9XR.mp4")
     put_video(bikes_mp4, media / "star/Charades_segment/ZS9XR.mp4")   # both unpacked: the main one wins
     loaded = get_benchmark("mvbench").load(write_mvbench_json(tmp_path), media)
-    assert len(loaded.items) == 4 and not loaded.problems
+    assert len(loaded.items) == 3          # the Fine-grained Pose question: NTU videos not there, listed
+    (ntu,) = loaded.problems
+    assert "fine_grained_pose" in ntu and "MVBench_videos_ntu.txt" in ntu and "removed" in ntu
     seq = next(it for it in loaded.items if it.meta["video"] == "ZS9XR.mp4")
     assert seq.record.path == "star/Charades_v1_480/ZS9XR.mp4" and (seq.start, seq.end) == (2.0, 6.5)
     assert seq.meta["layout"] == "main"
+    (media / "nturgbd").mkdir()            # a user who obtained the NTU videos gets the question back
+    loaded = get_benchmark("mvbench").load(write_mvbench_json(tmp_path), media)
     pose = next(it for it in loaded.items if it.meta["task"] == "Fine-grained Pose")
-    assert pose.record.path == "nturgbd/S001C001P001R001A001_rgb.avi"
+    assert pose.record.path == "nturgbd/S001C001P001R001A001_rgb.avi" and not loaded.problems
 
 
 # ------------------------------------------------------------------------------------ MMVU disciplines
@@ -366,41 +368,17 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def fake_hub(tmp_path: Path) -> Path:
-    """A local folder laid out like the Video-R1-data snapshot: the JSON and per-source zip parts."""
-    hub = tmp_path / "hub"
-    write_json(hub / "Video-R1-260k.json", R1_ROWS)
-    blob = zip_bytes({"CLEVR-Math/images/a.png": b"png", "TextVQA/c.jpg": b"jpg"})
-    (hub / "images.zip.001").write_bytes(blob[:40])
-    (hub / "images.zip.002").write_bytes(blob[40:])
-    (hub / "LLaVA-Video-178K.zip").write_bytes(zip_bytes({"LLaVA-Video-178K/v/b.mp4": b"mp4"}))
-    (hub / "unrelated.txt").write_text("not asked for")
-    return hub
-
-
-def test_download_fetches_unpacks_parts_and_resumes(tmp_path):
-    hub = fake_hub(tmp_path)
-    calls = []
-
-    def snapshot(*, repo_id, repo_type, revision, allow_patterns, local_dir):
-        calls.append((repo_id, repo_type, revision))
-        for f in hub.rglob("*"):
-            rel = f.relative_to(hub).as_posix()
-            if f.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
-                dest = Path(local_dir) / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not dest.exists():
-                    shutil.copy(f, dest)
-        return local_dir
-
+def test_split_zip_parts_are_joined_unpacked_once_and_checked(tmp_path):
+    """Split archives (`x.zip.001`, ...) are joined in order and unpacked once; the published Video-R1-data
+    layout (folders of independent part zips) is downloaded in tests/test_hub_layouts.py."""
     out = tmp_path / "r1"
-    download("video-r1-260k", out, downloader=snapshot, echo=lambda s: None)
-    assert calls == [("Video-R1/Video-R1-data", "dataset", DATASETS["video-r1-260k"].revision)]
+    write_json(out / "Video-R1-260k.json", R1_ROWS)
+    blob = zip_bytes({"CLEVR-Math/images/a.png": b"png", "TextVQA/c.jpg": b"jpg"})
+    (out / "images.zip.001").write_bytes(blob[:40])
+    (out / "images.zip.002").write_bytes(blob[40:])
+    (out / "LLaVA-Video-178K.zip").write_bytes(zip_bytes({"LLaVA-Video-178K/v/b.mp4": b"mp4"}))
+    done = unpack_all(out, echo=lambda s: None)
+    assert [p.name for p in done] == ["LLaVA-Video-178K.zip", "images.zip"]
     assert (out / "CLEVR-Math/images/a.png").read_bytes() == b"png" and (out / "LLaVA-Video-178K/v/b.mp4").is_file()
-    assert not (out / "unrelated.txt").exists()
-    assert json.loads((out / "download.json").read_text())["unpacked"] == ["LLaVA-Video-178K.zip", "images.zip"]
-    lines: list[str] = []
-    assert check_dataset(out / "Video-R1-260k.json", out, decode=False, echo=lines.append) == 0
-    download("video-r1-260k", out, downloader=snapshot, revision="abc123", echo=lambda s: None)   # resumes
-    assert calls[-1][2] == "abc123"
-    assert json.loads((out / "download.json").read_text())["unpacked"] == []
+    assert check_dataset(out / "Video-R1-260k.json", out, decode=False, echo=lambda s: None) == 0
+    assert unpack_all(out, echo=lambda s: None) == []          # markers: nothing unpacked twice

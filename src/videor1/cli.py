@@ -148,10 +148,12 @@ def data_check(
 
 @data_app.command("download")
 def data_download(
-    name: str = typer.Argument(..., help="video-r1-260k, video-r1-cot-165k, vsibench, mvbench, videomme, mmvu, "
-                                         "videommmu or tempcompass."),
+    name: str = typer.Argument(..., help="video-r1-260k, video-r1-cot-165k, video-r1-eval, vsibench, "
+                                         "vsibench-debiased, mvbench, mvbench-video, videomme, mmvu, videommmu or "
+                                         "tempcompass (gated ones need HF_TOKEN)."),
     out: Path = typer.Option(..., help="Folder to download into (an interrupted download resumes there)."),
-    revision: Optional[str] = typer.Option(None, help="Hub revision (commit) to pin; default: the dataset's branch."),
+    revision: Optional[str] = typer.Option(None, help="Hub revision (commit or branch); default: the dataset's "
+                                           "pinned commit, or its branch where none is known."),
     unpack: bool = typer.Option(True, help="Unpack the zip archives (and joined zip parts) in place."),
 ) -> None:
     """Download a Video-R1 training set or one of the six benchmarks from the Hugging Face hub."""
@@ -363,6 +365,10 @@ def eval_cmd(
                                                   help="Shuffle frame order (seeded) to measure temporal reliance."),
     seed: Optional[int] = typer.Option(None, help="Seed for frame shuffling and sampling (default 0)."),
     engine: Optional[str] = typer.Option(None, help="hf (default) | vllm."),
+    judge: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000 of a "
+                                        "`vllm serve`) that scores TempCompass captioning and MMVU open-ended "
+                                        "answers; without it those are listed as not evaluated."),
+    judge_model: Optional[str] = typer.Option(None, help="The model name the --judge endpoint serves."),
 ) -> None:
     """Evaluate a model on one benchmark; resumable, every setting recorded.
 
@@ -378,7 +384,8 @@ def eval_cmd(
     values = {"model": model, "bench": bench, "data": data, "media_root": media_root, "out": out,
               "video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
               "image.max_pixels": max_pixels, "batch_size": batch_size, "limit": limit, "decoding": decoding,
-              "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine}
+              "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine,
+              "judge_url": judge, "judge_model": judge_model}
     cfg = load_config(EvalConfig, config, list(ctx.args), values=values)
     run_eval(cfg, echo=typer.echo)
 
@@ -399,13 +406,20 @@ def score(
     bench: str = typer.Option(..., help="Benchmark adapter name."),
     predictions: Path = typer.Option(..., help="predictions.jsonl written by `videor1 eval`."),
     out: Optional[Path] = typer.Option(None, help="Write scores.json / report.md here."),
+    judge: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint scoring the judge-scored answers "
+                                        "(verdicts cached beside the predictions)."),
+    judge_model: Optional[str] = typer.Option(None, help="The model name the --judge endpoint serves."),
 ) -> None:
     """Re-score saved predictions without a model."""
     if not predictions.is_file():
         fail(f"no such predictions file: {predictions}")
+    if bool(judge) != bool(judge_model):
+        fail("--judge URL and --judge-model NAME go together")
+    from videor1.evaluate.judge import JudgeSpec
     from videor1.evaluate.runner import rescore
 
-    typer.echo(rescore(bench, predictions, out=out))
+    spec = JudgeSpec(judge, judge_model) if judge and judge_model else None
+    typer.echo(rescore(bench, predictions, out=out, judge=spec))
 
 
 @app.command()

@@ -10,8 +10,11 @@ Where we depart from the reference:
   fallback video, deep inside training). A bad record becomes a :class:`RecordError` that names the record id,
   the file, the field (and the line, for JSONL); :func:`read_records` collects them and never raises for a bad
   record, so `videor1 data check` can list them all.
-* Multiple-choice options must be ``"A. text"``, ``"B. text"``, ... with letters in order, and the ground-truth
-  answer must be one of those letters; numerical / regression answers must parse as finite numbers.
+* Multiple-choice options must be ``"A. text"`` (or ``"A) text"``, which Video-R1-data also uses; kept verbatim in
+  the prompt, as the reference does), ``"B. text"``, ... with letters in order, and the ground-truth answer must
+  be one of those letters; numerical / regression answers must parse as finite numbers after their commas are
+  dropped (the reference's ``normalize_number``: ``<answer>1,200</answer>`` is 1200; its reward also counts the
+  comma as a decimal marker, see ``videor1.rewards``).
 * Media paths are resolved against a media root and may not escape it (absolute paths, ``..``, or symlinks that
   point outside are refused). The reference's ``./dir/x.mp4`` form is accepted.
 * Fields we do not know are kept in ``Record.extra`` and written back by :meth:`Record.to_dict`.
@@ -42,7 +45,7 @@ NUMERIC_TYPES = ("numerical", "regression")
 
 _ANSWER_RE = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
-_OPTION_RE = re.compile(r"^([A-Z])\.\s*(\S.*)$", re.DOTALL)
+_OPTION_RE = re.compile(r"^([A-Z])[.)]\s*(\S.*)$", re.DOTALL)
 
 
 class RecordError(ValueError):
@@ -143,7 +146,8 @@ def _check_options(options: Any, problem_type: str, err) -> tuple[str, ...]:
         match = _OPTION_RE.match(opt.strip())
         expected = chr(ord("A") + i)
         if match is None or match.group(1) != expected:
-            raise err("options", f"option {i + 1} must look like '{expected}. text', got {opt!r:.80}")
+            raise err("options", f"option {i + 1} must look like '{expected}. text' or '{expected}) text', "
+                      f"got {opt!r:.80}")
     return tuple(options)
 
 
@@ -160,7 +164,7 @@ def _check_solution(solution: Any, problem_type: str, options: tuple[str, ...], 
             raise err("solution", f"answer {answer!r:.40} is not one of the option letters {letters}")
     elif problem_type in NUMERIC_TYPES:
         try:
-            value = float(answer)
+            value = float(answer.replace(",", ""))
         except ValueError:
             raise err("solution", f"{problem_type} answer {answer!r:.40} is not a number") from None
         if not math.isfinite(value):

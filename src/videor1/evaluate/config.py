@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping, Optional
 from videor1.config import ConfigError, config_from_dict, read_yaml, set_values
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.evaluate.benchmarks import get_benchmark
+from videor1.evaluate.judge import JudgeSpec
 from videor1.limits import InputLimits
 
 EVAL_MAX_PIXELS = 256 * 28 * 28  # eval's default pixel budget per frame and per image (larger than training's)
@@ -42,6 +43,12 @@ class EvalConfig:
     engine: Literal["hf", "vllm"] = "hf"  # generation engine: hf (CPU / GPU) or vllm (CUDA, optional extra)
     limits: InputLimits = field(default_factory=InputLimits)  # input limits (videor1.limits: max_prompt_chars, ...)
     num_workers: int = 0  # worker processes decoding the next items while the model generates (same results)
+    judge_url: Optional[str] = None  # OpenAI-compatible endpoint scoring judge-scored formats (None: not scored)
+    judge_model: Optional[str] = None  # the model name that endpoint serves (required with judge_url)
+
+    def judge(self) -> Optional[JudgeSpec]:
+        """The judge of this run, or None."""
+        return JudgeSpec(self.judge_url, self.judge_model) if self.judge_url and self.judge_model else None
 
     def validate(self) -> None:
         try:
@@ -55,6 +62,8 @@ class EvalConfig:
             raise ConfigError(f"must be >= 1 or unset, got {self.limit}", key="limit")
         if self.num_workers < 0:
             raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
+        if bool(self.judge_url) != bool(self.judge_model):
+            raise ConfigError("--judge URL and --judge-model NAME go together", key="judge_model")
 
     def check_inputs(self) -> None:
         """FileNotFoundError / NotADirectoryError naming the first input that is not there."""

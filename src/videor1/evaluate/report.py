@@ -37,6 +37,15 @@ def _settings_lines(settings: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _judge_lines(judge: Mapping[str, Any] | None) -> list[str]:
+    """Who scored the judge-scored items (TempCompass captioning, MMVU open-ended), and how it went."""
+    if not judge:
+        return []
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted((judge.get("verdicts") or {}).items())) or "none"
+    return [f"- LLM judge: `{judge.get('model')}` at {judge.get('url')}; {judge.get('items', 0)} judged answers "
+            f"({verdicts}); verdicts cached in {judge.get('cache')}"]
+
+
 def _breakdown_table(label: str, official: Mapping[str, Any], reference: Mapping[str, Any]) -> list[str]:
     lines = [f"### by {label}", "", f"| {label} | items | official | reference |", "| --- | ---: | ---: | ---: |"]
     for name, cell in official.items():
@@ -63,7 +72,8 @@ def _tokens(x: float | None) -> str:
 def render_report(summary: Mapping[str, Any]) -> str:
     """The Markdown report of one run."""
     off, ref, counts = summary["official"], summary["reference"], summary["counts"]
-    lines = [f"# {summary['bench']} evaluation", "", *_settings_lines(summary.get("settings") or {}), "",
+    lines = [f"# {summary['bench']} evaluation", "", *_settings_lines(summary.get("settings") or {}),
+             *_judge_lines(summary.get("judge")), "",
              "| protocol | score | items |", "| --- | ---: | ---: |",
              f"| **official** ({summary['headline']}) | **{pct(off['overall'])}** | {counts['items']} |",
              f"| reference (SPEC §7, item mean) | {pct(ref['overall'])} | {counts['items']} |", "",

@@ -12,6 +12,7 @@ Every setting of a run is one `videor1.evaluate.config.EvalConfig` (`run_eval(cf
   templates, engine, batch size, seed, input limits), the package version and git commit. Resuming into a folder
   made with different result-relevant settings is refused.
 * `scores.json`, `report.md`, `scores.png` (see `videor1.evaluate.report`).
+* `judge_verdicts.jsonl` with `--judge`: the cached LLM-judge verdicts (`videor1.evaluate.judge`).
 
 Choices worth knowing:
 
@@ -52,6 +53,7 @@ from videor1.data.records import Record, RecordError, resolve_media_path
 from videor1.evaluate.benchmarks import Benchmark, Item, get_benchmark
 from videor1.evaluate.benchmarks.videor1_records import items_from_records
 from videor1.evaluate.config import EvalConfig
+from videor1.evaluate.judge import JudgeSpec, judge_rows
 from videor1.evaluate.report import render_report, write_outputs
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
@@ -102,6 +104,7 @@ def make_settings(cfg: EvalConfig) -> dict[str, Any]:
         "limit": cfg.limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
         "model_fingerprint": model_fingerprint(cfg.model) if cfg.model.is_dir() else None,
         "limits": cfg.limits.as_dict(),
+        "judge": {"url": cfg.judge_url, "model": cfg.judge_model} if cfg.judge() else None,
         "version": __version__, "git_commit": git_commit(),
     }
     settings["settings_id"] = settings_id(settings)
@@ -212,8 +215,10 @@ def reference_with_breakdowns(adapter: Benchmark, rows: Sequence[Mapping[str, An
 
 
 def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
-              settings: Mapping[str, Any] | None = None, unusable: Sequence[str] = ()) -> dict[str, Any]:
-    """The run's summary (scores.json): official headline + breakdowns, reference protocol, counts."""
+              settings: Mapping[str, Any] | None = None, unusable: Sequence[str] = (),
+              judge: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run's summary (scores.json): official headline + breakdowns, reference protocol, counts, and
+    the LLM judge that scored the judge-scored items (None: no judge)."""
     ordered = [r for r in rows if not r.get("shuffled")]
     answered = [r for r in ordered if not r.get("error")]
     reasons: dict[str, int] = {}
@@ -233,6 +238,7 @@ def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
         "completion_tokens": mean(float(r.get("n_tokens") or 0) for r in answered),
         "temporal_reliance": temporal_reliance(rows),
         "unusable": list(unusable),   # benchmark entries not evaluated, each with its file, id and reason
+        "judge": dict(judge) if judge else None,
         "settings": dict(settings or {}),
     }
 
@@ -337,10 +343,11 @@ def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item],
 
 
 def load_items(adapter: Benchmark, data: Path, media_root: Path, limit: int | None,
-               echo: Callable[[str], None], unusable: list[str] | None = None) -> list[Item]:
+               echo: Callable[[str], None], unusable: list[str] | None = None, *, judge: bool = False) -> list[Item]:
     """The items to evaluate; every entry the adapter could not use goes to `unusable` (then to
-    unusable.json, scores.json and report.md) as well as to the console."""
-    loaded = adapter.load(Path(data), Path(media_root))
+    unusable.json, scores.json and report.md) as well as to the console. Judge-scored items are kept only
+    with `judge`."""
+    loaded = adapter.load(Path(data), Path(media_root), judge=judge)
     if unusable is not None:
         unusable.extend(loaded.problems)
     for line in loaded.problems[:20]:
@@ -367,7 +374,8 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     out = cfg.out
     settings = make_settings(cfg)
     unusable: list[str] = []
-    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable)
+    judge = cfg.judge()
+    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable, judge=judge is not None)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, settings)
     atomic_write_json(out / "meta.json", settings, indent=2, default=str)
@@ -382,7 +390,8 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
                    shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo, num_workers=cfg.num_workers,
                    sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
     atomic_write_json(out / UNUSABLE, unusable, indent=1, ensure_ascii=False)
-    summary = summarize(adapter, read_predictions(pred_path), settings, unusable)
+    rows, judge_problems, judge_info = judge_rows(adapter, read_predictions(pred_path), judge, out, echo)
+    summary = summarize(adapter, rows, settings, [*unusable, *judge_problems], judge_info)
     write_outputs(out, summary)
     echo(headline_line(summary, out))
     return summary
@@ -429,10 +438,13 @@ def evaluate_records(model: PreTrainedModel, processor: ProcessorMixin, records:
     return summary
 
 
-def rescore(bench: str, predictions: str | Path, out: str | Path | None = None) -> str:
+def rescore(bench: str, predictions: str | Path, out: str | Path | None = None,
+            judge: JudgeSpec | None = None) -> str:
     """Re-score a predictions file without a model; returns the Markdown report (and writes it to `out`).
 
-    The settings come from the meta.json beside the predictions file when there is one.
+    The settings come from the meta.json beside the predictions file when there is one. Judge-scored
+    answers are scored with `judge` through the verdict cache beside the predictions file (asked only when
+    not cached), or listed as not evaluated without one.
     """
     adapter = get_benchmark(bench)
     predictions = Path(predictions)
@@ -446,7 +458,8 @@ def rescore(bench: str, predictions: str | Path, out: str | Path | None = None) 
     settings = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     unusable_path = predictions.parent / UNUSABLE
     unusable = json.loads(unusable_path.read_text(encoding="utf-8")) if unusable_path.is_file() else []
-    summary = summarize(adapter, rows, settings, unusable)
+    rows, judge_problems, judge_info = judge_rows(adapter, rows, judge, predictions.parent)
+    summary = summarize(adapter, rows, settings, [*unusable, *judge_problems], judge_info)
     if out is not None:
         write_outputs(Path(out), summary)
     return render_report(summary)

@@ -13,8 +13,11 @@ Official protocols parse answers with each benchmark's own rule. Where we depart
 * Where an official parser falls back to a random guess (MMMU), an LLM judge (TempCompass; MMVU's own
   GPT-4o scorer) or leaves the item out (Video-MMMU drops an empty response as "API Error"), the answer
   scores 0 here: deterministic, no network, every item in the denominator.
-* VSI-Bench's MRA is the one exact function of the project (`videor1.rewards.mean_relative_accuracy`,
-  thresholds k/20 as exact decimals) with the official `<=`; the training reward uses the reference's `<`.
+* VSI-Bench's official MRA is computed as the official scorer computes it, in binary floating point
+  (`vsi_official_mra`); the project's exact MRA (`videor1.rewards.mean_relative_accuracy`, thresholds k/20 as
+  exact decimals) is `mra`, used by the training metric, the reference protocol and as VSI-Bench's named
+  `exact_score` option. They differ only where a relative error lies on a threshold in decimal but not in
+  float (pred 1.595, gt 1.1: official 0.1, exact 0.2).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from videor1.rewards import eval_score, extract_answer, mean_relative_accuracy
 
@@ -66,6 +71,23 @@ def mra(pred: float | None, gt: float | None, *, inclusive: bool = True) -> floa
     if pred is None or gt is None:
         return 0.0
     return mean_relative_accuracy(pred, gt, inclusive=inclusive)
+
+
+#: VSI-Bench's confidence thresholds as its scorer builds them: `np.linspace(start=.5, end=.95, num)` with
+#: num = int((.95 - .5) / .05 + 2) = 10 in float arithmetic (0.5, 0.55, ..., 0.95 as binary floats).
+VSI_THRESHOLDS = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))
+
+
+def vsi_official_mra(pred: float | None, gt: float | None) -> float:
+    """VSI-Bench's official MRA in float64, item for item: the mean over θ of `abs(pred - gt) / gt <= 1 - θ`
+    (θ in `VSI_THRESHOLDS`; division by gt itself, not |gt|, as officially). A missing number scores 0 (the
+    official TypeError path); gt = 0 scores 1 only for pred = 0 (officially a ZeroDivisionError)."""
+    if pred is None or gt is None:
+        return 0.0
+    if gt == 0:
+        return 1.0 if pred == 0 else 0.0
+    rel = abs(float(pred) - float(gt)) / float(gt)
+    return float(np.mean(rel <= 1 - VSI_THRESHOLDS))
 
 
 # ------------------------------------------------------------------------------------ choice parsers

@@ -119,6 +119,7 @@ class Benchmark:
     headline: ClassVar[str] = "accuracy"             # what the official overall number is, in words
     patterns: ClassVar[tuple[str, ...]] = ("*.parquet", "*.jsonl", "*.json")   # data files in a folder
     id_field: ClassVar[str] = "id"                   # the row field that names an item (see `row_id`)
+    judge_source: ClassVar[str] = ""                 # the official judge-scoring script, for messages
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -126,8 +127,12 @@ class Benchmark:
             BENCHMARKS.register(cls.name)(cls)
 
     # ---------------------------------------------------------------------------------------- loading
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
-        """Every usable row of the files at `data` as an item, and one problem line per row or file that is not."""
+    def load(self, data: Path, media_root: Path | None = None, *, judge: bool = False) -> LoadResult:
+        """Every usable row of the files at `data` as an item, and one problem line per row or file that is not.
+
+        Items the benchmark scores with an LLM judge (`meta["judge"]` names the format) are kept only with
+        `judge=True`; otherwise each is one problem line saying so. `locate` may raise `BadRow` (media the
+        release no longer ships, e.g. MVBench's NTU videos): that entry becomes a problem line too."""
         files, notes = self.files(Path(data))
         result = LoadResult(items=[], problems=list(notes))
         first_seen: dict[str, Path] = {}
@@ -145,6 +150,11 @@ class Benchmark:
                     check_row_limits(row, limits)
                     item = self.row_to_item(row, source)
                     check_item_limits(item, limits)
+                    if item.meta.get("judge") and not judge:
+                        raise BadRow(f"{item.meta['judge']} is scored by an LLM judge reading the answer "
+                                     f"({self.judge_source}); not evaluated without --judge URL --judge-model NAME")
+                    if media_root is not None:
+                        item = self.locate(item, media_root)
                 except SkipRow as exc:
                     skipped[exc.reason] += 1
                     continue
@@ -159,7 +169,7 @@ class Benchmark:
                                                      f"{first_seen[item.id]}; this entry is not evaluated"))
                     continue
                 first_seen[item.id] = file
-                result.items.append(self.locate(item, media_root) if media_root is not None else item)
+                result.items.append(item)
             result.problems.extend(f"file {file}: {n} {reason}" for reason, n in skipped.items())
         return result
 
@@ -206,6 +216,14 @@ class Benchmark:
     # ---------------------------------------------------------------------------------------- scoring
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         raise NotImplementedError
+
+    def judge_messages(self, row: Mapping[str, Any], output: str) -> list[dict[str, str]]:
+        """The chat messages asking an LLM judge to score `output` (judge-scored items only)."""
+        raise NotImplementedError(f"{self.name}: no judge-scored items")
+
+    def judge_verdict(self, row: Mapping[str, Any], reply: str) -> tuple[float | None, str]:
+        """(score in [0, 1], or None when the reply cannot be read; what was read) from a judge's reply."""
+        raise NotImplementedError(f"{self.name}: no judge-scored items")
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
@@ -293,14 +311,22 @@ def read_json(path: Path) -> Any:   # parsed JSON: any of its types
             raise ValueError(f"{path}: nested too deep to parse (max_depth)") from None
 
 
+def is_bookkeeping(path: Path, root: Path) -> bool:
+    """`videor1 data download`'s `download.json`, or a file under a hidden folder (huggingface_hub's
+    `.cache/`): never benchmark questions."""
+    rel = path.relative_to(root).parts
+    return path.name == "download.json" or any(part.startswith(".") for part in rel[:-1])
+
+
 def data_files(data: Path, patterns: Iterable[str]) -> list[Path]:
-    """`data` itself if it is a file, else the files under it matching any pattern (sorted)."""
+    """`data` itself if it is a file, else the files under it matching any pattern (sorted), leaving out
+    download bookkeeping (`is_bookkeeping`)."""
     data = Path(data)
     if data.is_file():
         return [data]
     if not data.is_dir():
         raise FileNotFoundError(f"no such benchmark file or directory: {data}")
-    found = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file()})
+    found = sorted({p for pat in patterns for p in data.rglob(pat) if p.is_file() and not is_bookkeeping(p, data)})
     if not found:
         raise FileNotFoundError(f"{data}: no files matching {', '.join(patterns)}")
     return found

@@ -1,9 +1,12 @@
-"""`mmvu`: MMVU (yale-nlp/MMVU), expert-level video understanding; the 625 multiple-choice validation questions.
+"""`mmvu`: MMVU (yale-nlp/MMVU), expert-level video understanding, validation split: 625 multiple-choice
+questions, scored by rule, and open-ended ones, scored by an LLM judge with `--judge`.
 
 File: the release's `validation.json`, a list of `{"id", "question", "choices": {"A": ..., "E": ...},
 "answer": <letter>, "question_type": "multiple-choice" | "open-ended", "video": <URL or path>,
-"metadata": {"subject": ..., ...}}`. Only `multiple-choice` questions are kept (Video-R1 evaluates those);
-the open-ended ones are counted in the load report, not scored. A `video_path` field, where an export has
+"metadata": {"subject": ..., ...}}`. Video-R1 evaluates the `multiple-choice` questions. The open-ended
+ones are `free-form` items scored by an LLM judge (`videor1.evaluate.judge`: question, reference answer and
+the model's answer span in; "1" or "0" out, as MMVU's own scorer has GPT-4o judge them); without `--judge`
+each is listed as not evaluated, with that reason. A `video_path` field, where an export has
 one, is used as is; otherwise the path is the part of `video` from `videos/` on (the URL
 `.../resolve/main/videos/Art/1.mp4` gives `videos/Art/1.mp4`), relative to media_root (the release folder).
 
@@ -22,8 +25,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, SkipRow, require
-from videor1.evaluate.scoring import accuracy_summary, answer_span, mmvu_choice_correct, option_text
+from videor1.evaluate.benchmarks.base import BadRow, Benchmark, Item, Row, RowSource, require
+from videor1.evaluate.judge import mmvu_open_messages, mmvu_open_verdict
+from videor1.evaluate.scoring import (accuracy_summary, answer_span, group_scores, meta_key, mmvu_choice_correct,
+                                      option_text)
 
 DISCIPLINES = {
     "Science": ("Biology", "Chemistry", "Modern_Physics", "Astronomy", "Geography", "Materials_Science",
@@ -72,15 +77,16 @@ def choice_text(row: Mapping[str, Any], letter: str) -> str | None:
 
 class MMVU(Benchmark):
     name = "mmvu"
-    description = "MMVU validation split, multiple-choice questions only"
+    description = "MMVU validation split: multiple choice (rule), open-ended (LLM judge, with --judge)"
     headline = "accuracy"
+    judge_source = "MMVU's GPT-4o judge"
     patterns = ("validation.json", "*.jsonl", "*.parquet")
 
     def row_to_item(self, row: Row, source: RowSource) -> Item:
-        if row.get("question_type") != "multiple-choice":
-            raise SkipRow("open-ended question(s) not evaluated (multiple choice only)")
-        require(row, ["question", "choices", "answer"])
         path = media_path(row)
+        if row.get("question_type") != "multiple-choice":
+            return self.open_item(row, source, path)
+        require(row, ["question", "choices", "answer"])
         if path is None:
             raise BadRow("missing field(s) ['video']", "video")
         choices = row["choices"]
@@ -93,11 +99,33 @@ class MMVU(Benchmark):
         return self.item(
             source, problem=str(row["question"]), problem_type="multiple choice", answer=row["answer"], path=path,
             options=[f"{k}. {v}" for k, v in sorted(choices.items()) if v not in (None, "")],
-            meta={"subject": subject, "discipline": discipline_of(subject)})
+            meta={"subject": subject, "discipline": discipline_of(subject), "question_type": "multiple-choice"})
+
+    def open_item(self, row: Row, source: RowSource, path: str | None) -> Item:
+        """An open-ended question as a judge-scored free-form item."""
+        require(row, ["question", "answer"])
+        if path is None:
+            raise BadRow("missing field(s) ['video']", "video")
+        subject = subject_of(row, path)
+        return self.item(source, problem=str(row["question"]), problem_type="free-form", answer=row["answer"],
+                         path=path, meta={"subject": subject, "discipline": discipline_of(subject),
+                                          "judge": "MMVU open-ended", "question_type": "open-ended"})
+
+    def judge_messages(self, row: Mapping[str, Any], output: str) -> list[dict[str, str]]:
+        return mmvu_open_messages(str(row["problem"]), str(row["answer"]), answer_span(output))
+
+    def judge_verdict(self, row: Mapping[str, Any], reply: str) -> tuple[float | None, str]:
+        return mmvu_open_verdict(reply)
 
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
+        if (row.get("meta") or {}).get("judge"):
+            return 0.0   # scored by the judge (videor1.evaluate.judge), 0 until then
         answer = str(row["answer"])
         return 1.0 if mmvu_choice_correct(answer_span(output), answer, choice_text(row, answer)) else 0.0
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return accuracy_summary(rows, {"discipline": "discipline", "subject": "subject"})
+        out = accuracy_summary(rows, {"discipline": "discipline", "subject": "subject"})
+        kinds = group_scores(rows, meta_key("question_type"))
+        if kinds:   # the release's rows say; Video-R1's eval JSON does not
+            out["breakdowns"]["question type"] = kinds
+        return out

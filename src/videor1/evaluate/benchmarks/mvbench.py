@@ -21,6 +21,12 @@ Rule: a task whose main-revision folder exists under media_root uses the main la
 `video`-revision folder exists uses that; else the main layout (the item then becomes a counted
 missing-media error naming the main path). Tasks whose folder is the same in both revisions have no
 `start`/`end` in either. The layout used is in each item's meta (`layout`).
+June-2024 replacements: `video/data0613.zip` holds the videos of the questions replaced in June 2024 under
+`data0613/<task folder>/`; a video absent from its task folder is looked for there (`layout` "data0613").
+NTU RGB+D: the Fine-grained Pose videos (200 questions) were removed upstream for licence reasons; the
+release lists them in `video/MVBench_videos_ntu.txt` (get them from the NTU RGB+D authors). When neither
+`nturgbd/` nor `nturgbd_convert/` is under media_root, each such question is listed as not evaluated with
+that reason (not counted as a decode error).
 
 Official scoring: MVBench's `check_ans` against the truth "(X) text", on the answer span: the lower-cased
 first space-separated token must hold a letter a-g and, dots dropped, be part of "(x)" or contain it (so
@@ -92,6 +98,20 @@ def video_revision_path(media_root: Path, folder: str, video: str) -> str:
     return path
 
 
+REPLACEMENTS = "data0613/"   # the June-2024 replacement videos, `data0613/<task folder>/<video>`
+NTU_TASK = "fine_grained_pose"
+NTU_REASON = ("NTU RGB+D videos were removed from the MVBench release (licence); the files are listed in "
+              "video/MVBench_videos_ntu.txt: request them from the NTU RGB+D authors and unpack them into nturgbd/")
+
+
+def replacement_path(media_root: Path, path: str) -> str:
+    """`data0613/<path>` when only that June-2024 replacement file exists, else `path`."""
+    root = Path(media_root)
+    if not (root / path).exists() and (root / REPLACEMENTS / path).is_file():
+        return f"{REPLACEMENTS}{path}"
+    return path
+
+
 def seconds(row: Row, key: str) -> float | None:
     """`row[key]` as seconds, None when absent; BadRow naming the field when it is not a number."""
     value = row.get(key)
@@ -130,10 +150,17 @@ class MVBench(Benchmark):
 
     def locate(self, item: Item, media_root: Path) -> Item:
         """The item in the layout its task has under media_root: the `video` revision's already-cut clip
-        (no start/end) when only that revision's folder is there, else unchanged."""
+        (no start/end) when only that revision's folder is there, else the main path or its June-2024
+        replacement. BadRow for a Fine-grained Pose question when the NTU videos are not there."""
         task_file = str(item.meta.get("task_file", ""))
+        root = Path(media_root)
+        if task_file == NTU_TASK and not any((root / d).is_dir() for d in ("nturgbd", "nturgbd_convert")):
+            raise BadRow(NTU_REASON, "video")
         if task_layout(media_root, task_file) != "video":
-            return item
+            path = replacement_path(media_root, item.record.path)
+            if path == item.record.path:
+                return item
+            return replace(item, record=replace(item.record, path=path), meta={**item.meta, "layout": "data0613"})
         path = video_revision_path(media_root, VIDEO_REVISION_FOLDERS[task_file], str(item.meta["video"]))
         return replace(item, record=replace(item.record, path=path), start=None, end=None,
                        meta={**item.meta, "layout": "video"})

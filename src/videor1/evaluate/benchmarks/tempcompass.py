@@ -12,10 +12,14 @@ Three formats are cast to one record format (multiple choice) so one prompt serv
 * yes_no: options "A. yes" / "B. no"; the truth is the answer word.
 * caption_matching: the "Caption A: ..." / "Sentence A: ..." / "Option 1: ..." lines become options A, B, ...
 The original question and answer lines are kept in the item's meta for the official rules.
-* captioning: officially an LLM judge reads the model's caption and answers the multi-choice questions of
-  the same video and dimension (`eval_captioning.py`; lmms-lab's rows repeat the caption question once per
-  such `mc_question`). With no judge here, every captioning question is listed as not evaluated (a load
-  problem in scores.json and report.md), never asked as a duplicate of the multi-choice questions.
+* captioning (officially 2,004 of the 7,540 questions): an LLM judge reads the model's caption and answers a
+  multi-choice question of the same video and dimension (`eval_captioning.py`; lmms-lab's rows repeat the
+  caption question once per such `mc_question`, with its `mc_answer`). Each row is a `free-form` item asking
+  for the caption (its reference-protocol answer is the `mc_answer` line, a placeholder), scored with
+  `--judge` by `videor1.evaluate.judge` (the judge must answer with the truth's letter, and name one option
+  only). Without a judge every captioning question is listed as not evaluated, with that reason, never asked
+  as a duplicate of the multi-choice questions. A nested-JSON captioning entry has no `mc_question` and is
+  listed as unusable (use the lmms-lab rows).
 Official scoring, on the answer span: TempCompass's own rules (multi-choice: the answer line, a bare letter,
 or "X." / "X)"; yes_no: starts with yes / no; caption_matching: `eval_rule`, where a bare letter of our
 options is first read as the original label, e.g. "Option 1", since our prompt shows letters). Answers the
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from videor1.evaluate.benchmarks.base import BadFile, BadRow, Benchmark, Item, Row, RowSource, read_json, read_rows, require
+from videor1.evaluate.judge import tempcompass_caption_messages, tempcompass_caption_verdict
 from videor1.evaluate.scoring import (LETTERS, accuracy_summary, answer_span, group_scores, leading_letter,
                                       tempcompass_caption_matching, tempcompass_multi_choice, tempcompass_yes_no)
 
@@ -88,9 +93,6 @@ def to_choice(fmt: str, entry: Row) -> tuple[str, list[str], str]:
         if truth not in ("yes", "no"):
             raise BadRow(f"yes_no answer {entry['answer']!r} is neither yes nor no", "answer")
         return str(entry["question"]).strip(), ["A. yes", "B. no"], "A" if truth == "yes" else "B"
-    if fmt == "captioning":
-        raise BadRow("captioning is scored by an LLM judge reading the caption (eval_captioning.py); "
-                     "not evaluated here", "question")
     question, answer = entry.get("question"), entry.get("answer")
     if question is None or answer is None:
         raise BadRow("missing question / answer", "question", "answer")
@@ -114,6 +116,7 @@ class TempCompass(Benchmark):
     name = "tempcompass"
     description = "TempCompass: temporal perception; multi-choice, yes/no, caption matching, captioning"
     headline = "accuracy over all formats (also by format and dimension)"
+    judge_source = "TempCompass eval_captioning.py"
     patterns = ("*.json", "*.jsonl", "*.parquet")
 
     def rows(self, file: Path) -> Iterator[Row]:
@@ -126,6 +129,8 @@ class TempCompass(Benchmark):
 
     def row_to_item(self, row: Row, source: RowSource) -> Item:
         fmt = format_of(source.file)
+        if fmt == "captioning":
+            return self.caption_item(row, source)
         problem, options, truth = to_choice(fmt, row)
         return self.item(
             source, problem=problem, problem_type="multiple choice", options=options, answer=truth,
@@ -133,9 +138,29 @@ class TempCompass(Benchmark):
             meta={"format": fmt, "dimension": row["dim"], "question_raw": str(row.get("question")),
                   "answer_raw": str(row.get("answer")).strip()})
 
+    def caption_item(self, row: Row, source: RowSource) -> Item:
+        """A captioning row as a judge-scored free-form item (see the module doc)."""
+        require(row, ["question"])
+        if not row.get("mc_question") or not row.get("mc_answer"):
+            raise BadRow("captioning entry without mc_question / mc_answer (the judge's question); use the "
+                         "lmms-lab rows", "mc_question")
+        return self.item(
+            source, problem=str(row["question"]).strip(), problem_type="free-form", answer=row["mc_answer"],
+            path=f"{row['video_id']}.mp4",
+            meta={"format": "captioning", "dimension": row["dim"], "judge": "TempCompass captioning",
+                  "mc_question": str(row["mc_question"]), "mc_answer": str(row["mc_answer"]).strip()})
+
+    def judge_messages(self, row: Mapping[str, Any], output: str) -> list[dict[str, str]]:
+        return tempcompass_caption_messages(answer_span(output), row["meta"]["mc_question"])
+
+    def judge_verdict(self, row: Mapping[str, Any], reply: str) -> tuple[float | None, str]:
+        return tempcompass_caption_verdict(reply, row["meta"]["mc_answer"])
+
     def official_score(self, row: Mapping[str, Any], output: str) -> float:
         span = answer_span(output)
         meta = row["meta"]
+        if meta.get("judge"):
+            return 0.0   # scored by the judge (videor1.evaluate.judge), 0 until then
         fmt, question, answer = meta.get("format"), meta.get("question_raw", ""), meta.get("answer_raw", "")
         if fmt == "yes_no":
             rating = tempcompass_yes_no(span, answer.lower())

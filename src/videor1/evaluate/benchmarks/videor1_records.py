@@ -167,7 +167,7 @@ class VideoR1(Benchmark):
     description = "Video-R1 record files (JSON list or JSONL), e.g. the reference eval sets or synthetic test set"
     headline = "reference-protocol accuracy (mean score over items)"
 
-    def load(self, data: Path, media_root: Path | None = None) -> LoadResult:
+    def load(self, data: Path, media_root: Path | None = None, *, judge: bool = False) -> LoadResult:
         """Record files are validated by `read_records` as a whole, not row by row like the others."""
         records, errors = read_records(data)
         file = Path(data) if Path(data).is_file() else None
