@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -248,7 +249,7 @@ def mmvu_open_messages(question: str, answer: str, prediction: str) -> list[dict
 def mmvu_open_verdict(reply: str) -> tuple[float | None, str]:
     """1 / 0 as the judge wrote it (quotes, spaces and a final period ignored); None for anything else
     (officially anything but "1" counts as wrong: here it also scores 0, recorded as unparseable)."""
-    read = (reply or "").strip().strip("\"'`").rstrip(".").strip()
+    read = re.sub(r"^[\s\"'`]+|[\s\"'`.]+$", "", reply or "")
     if read in ("1", "0"):
         return float(read), read
     return None, read[:200]
