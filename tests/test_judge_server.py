@@ -187,3 +187,41 @@ def test_tempcompass_captioning_is_judged_by_the_server(judge_server, tmp_path):
     (entry,) = [json.loads(line) for line in (run / CACHE).read_text().splitlines()]
     assert (entry["score"], entry["read"]) == bench.judge_verdict(scored, entry["reply"])
     assert scored["official"] == (entry["score"] or 0.0)
+
+
+def test_videor1_eval_with_judge_end_to_end(judge_server, tiny_model_dir, bikes_mp4, tmp_path):
+    """`run_eval` (what `videor1 eval --judge URL --judge-model NAME` runs): the tiny model captions a real
+    video, the real server judges it, scores.json names the judge; a rerun resumes without asking again."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from videor1.evaluate.config import EvalConfig
+    from videor1.evaluate.runner import run_eval
+
+    url, model = judge_server
+    data = tmp_path / "tc"
+    for fmt, row in (("captioning", {"video_id": "1025", "question": "Describe the speed of the video.", "answer": "",
+                                     "dim": "speed", "mc_question": "How fast?\nA. slowly\nB. fast",
+                                     "mc_answer": "B. fast"}),
+                     ("yes_no", {"video_id": "1025", "question": "Is it fast?", "answer": "yes", "dim": "speed"})):
+        (data / fmt).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist([row]), data / fmt / "test-00000-of-00001.parquet")
+    (tmp_path / "videos").mkdir()
+    shutil.copy(bikes_mp4, tmp_path / "videos/1025.mp4")
+    cfg = EvalConfig(model=Path(tiny_model_dir), bench="tempcompass", data=data, media_root=tmp_path / "videos",
+                     out=tmp_path / "run", max_new_tokens=8, batch_size=2, judge_url=url, judge_model=model)
+    summary = run_eval(cfg, echo=lambda s: None)
+    assert summary["counts"]["items"] == 2 and not summary["unusable"]
+    assert summary["judge"]["model"] == model and summary["judge"]["items"] == 1
+    assert summary["settings"]["judge"] == {"url": url, "model": model}
+    (entry,) = [json.loads(line) for line in (tmp_path / "run" / CACHE).read_text().splitlines()]
+    assert entry["id"].startswith("captioning/") and entry["status"] in ("ok", "unparseable")
+    run_eval(cfg, echo=lambda s: None)                       # resumed: nothing generated or asked again
+    assert len((tmp_path / "run" / CACHE).read_text().splitlines()) == 1
+    plain = run_eval(EvalConfig(model=Path(tiny_model_dir), bench="tempcompass", data=data,
+                                media_root=tmp_path / "videos", out=tmp_path / "run2", max_new_tokens=8),
+                     echo=lambda s: None)
+    assert plain["counts"]["items"] == 1 and plain["judge"] is None
+    assert len(plain["unusable"]) == 1 and "--judge" in plain["unusable"][0]

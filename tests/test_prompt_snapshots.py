@@ -78,6 +78,7 @@ def edge_mmvu(root: Path) -> Path:
 
 
 def edge_mvbench(root: Path) -> Path:
+    (root / "nturgbd").mkdir()   # the NTU videos obtained from their authors (else these rows are listed unusable)
     write_json(root / "mv/not_a_list.json", {"video": "a.mp4"})
     return write_json(root / "mv/fine_grained_pose.json", [
         {"video": "S001.avi", "question": "Which pose?", "candidates": ["sit", "stand"], "answer": "stand",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE = "judge_verdicts.jsonl"
+JudgedRows = tuple[list[dict[str, Any]], list[str], "dict[str, Any] | None"]   # rows, unusable lines, judge info
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def judge_one(adapter: Any, row: dict[str, Any], spec: JudgeSpec, cache: dict[st
 
 
 def judge_rows(adapter: Any, rows: Sequence[dict[str, Any]], spec: JudgeSpec | None, run_dir: Path | None,
-               echo: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], list[str], dict[str, Any] | None]:
+               echo: Callable[[str], None] | None = None) -> JudgedRows:
     """(rows to summarise, unusable lines, the judge's summary for scores.json).
 
     Without a judge, judge-scored rows are dropped and listed as not evaluated. With one, each is scored
@@ -172,7 +173,8 @@ def judge_rows(adapter: Any, rows: Sequence[dict[str, Any]], spec: JudgeSpec | N
     if not judged:
         return list(rows), [], (None if spec is None else {**asdict(spec), "items": 0})
     if spec is None:
-        return [r for r in rows if not needs_judge(r)], [unjudged_line(r) for r in judged if not r.get("shuffled")], None
+        kept = [r for r in rows if not needs_judge(r)]
+        return kept, [unjudged_line(r) for r in judged if not r.get("shuffled")], None
     if run_dir is None:
         raise ValueError("judge-scored items need a run folder for the verdict cache")
     cache_path = Path(run_dir) / CACHE
