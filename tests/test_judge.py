@@ -35,3 +35,14 @@ def test_without_a_judge_judge_scored_rows_are_listed_not_scored():
     kept, lines, info = judge_rows(None, rows, None, None)
     assert [r["id"] for r in kept] == ["b"] and info is None
     assert len(lines) == 1 and lines[0].startswith("a: MMVU open-ended") and "--judge" in lines[0]
+
+
+def test_cli_judge_needs_both_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from videor1.cli import app
+
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text("")
+    res = CliRunner().invoke(app, ["score", "--bench", "mmvu", "--predictions", str(preds), "--judge", "http://x"])
+    assert res.exit_code != 0 and "--judge URL and --judge-model NAME go together" in res.output
