@@ -7,8 +7,8 @@ is accepted (a reply comes back for every item), whatever comes back is read by 
 an interrupted judging resumes where it stopped, a judge that gives no reply is listed and asked again
 next time, and scores.json / report.md name the judge.
 
-The server's Python: `$VIDEOR1_VLLM_PYTHON`, else `.venv-vllm/bin/python` in the checkout, else
-`/work/venv-vllm/bin/python` (what `make setup-vllm` builds); skipped when none imports vLLM. Or point
+The server's Python: `$VIDEOR1_VLLM_PYTHON`, else `.venv-vllm/bin/python` in the checkout (what
+`make setup-vllm` builds); skipped when none imports vLLM. Or point
 `$VIDEOR1_TEST_JUDGE_URL` (+ `$VIDEOR1_TEST_JUDGE_MODEL`) at a server already running.
 """
 
@@ -35,8 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def vllm_python() -> str | None:
-    candidates = [os.environ.get("VIDEOR1_VLLM_PYTHON"), str(REPO / ".venv-vllm/bin/python"),
-                  "/work/venv-vllm/bin/python"]
+    candidates = [os.environ.get("VIDEOR1_VLLM_PYTHON"), str(REPO / ".venv-vllm/bin/python")]
     for py in filter(None, candidates):
         if Path(py).is_file() and subprocess.run([py, "-c", "import vllm.entrypoints.openai.api_server"],
                                                  capture_output=True, timeout=300).returncode == 0:

@@ -44,7 +44,8 @@ Evaluation metric, ``eval_score(problem_type, completion, solution, *, reference
   * ``mean_relative_accuracy(pred, gt, *, inclusive=False)``, the project's one MRA: the fraction of θ
     in {0.50, 0.55, ..., 0.95} (ten values, built from integer hundredths) with |pred - gt| / |gt|
     within 1 - θ: strictly (``<``, the default, SPEC §7 and ``eval_score``) or, with
-    ``inclusive=True``, ``<=`` (VSI-Bench's official scorer, ``videor1.evaluate.scoring.mra``).  The
+    ``inclusive=True``, ``<=`` (the official comparison, but exact; the official protocol's float
+    reproduction is ``videor1.evaluate.scoring.vsi_official_mra``).  The
     test is done in exact rational arithmetic on the shortest decimal form of each float, so a
     relative error of exactly 5 % (pred 1.05, gt 1) fails θ = 0.95 when strict and passes it when
     inclusive, whatever binary floats say.  gt == 0: 1.0 if pred == 0 else 0.0; non-finite input:
