@@ -53,7 +53,7 @@ from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, 
 from videor1.generation.remote import RemoteEngine
 from videor1.limits import limits_in_force
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
-from videor1.model.load import load_model, load_processor, pick_device
+from videor1.model.load import load_model, load_processor
 from videor1.rl.algorithms import informative_groups, policy_loss
 from videor1.rl.config import RLConfig
 from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
@@ -72,6 +72,7 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
                                   seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
+from videor1.train.engine import announce_engine, make_accelerator
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
@@ -129,7 +130,8 @@ def _train(cfg: RLConfig) -> Path:
         skipped_total += int(metrics["samples_skipped"])
         _check_skipped(cfg, skipped_total, position, out)
         metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
-                       step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total)
+                       step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total,
+                       engine=run.engine_name, num_processes=world)
         if cfg.frame_cache:
             metrics.update(frame_cache_hit_rate=cache_stats.hit_rate)  # this process's, over the run so far
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
@@ -167,6 +169,7 @@ class _Run:
     step: int = 0  # steps done (the checkpoint's when resuming)
     position: int = 0  # prompts consumed by all processes (the seeded order's position)
     skipped_total: int = 0  # samples skipped so far, all processes
+    engine_name: str = "single"  # what runs (videor1.train.engine.engine_name), in every metrics row
 
 
 def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> LossBatch:
@@ -245,9 +248,7 @@ def _setup(cfg: RLConfig) -> _Run:
     validate(cfg)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    # cpu=True on a machine without an accelerator: lets `accelerate launch --multi_gpu` / torchrun start
-    # several CPU processes (gloo); accelerate 1.15's `--cpu --num_processes N` starts one without MPI.
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
+    accelerator = make_accelerator(mixed_precision=mixed_precision(cfg.bf16))   # the launcher's engine, or an error
     out, main = Path(cfg.output_dir), accelerator.is_main_process
     ckpt = resolve_resume(cfg.resume, out, overwrite=cfg.overwrite)
     _check_distributed(cfg, accelerator)
@@ -263,8 +264,9 @@ def _setup(cfg: RLConfig) -> _Run:
     if ref is not None:  # after prepare: the DeepSpeed config's "auto" entries are filled by then
         ref = _prepare_reference(ref, accelerator)
     engine, sync = _build_engine(cfg, model, processor, accelerator)
+    info = announce_engine(accelerator, optimizer, model, out, "train")
     run = _Run(cfg, out, accelerator, records, processor, pad_token_id(processor), model, ref, optimizer, scheduler,
-               engine, sync, resumed=ckpt is not None)
+               engine, sync, resumed=ckpt is not None, engine_name=info["engine"])
     if ckpt is not None:
         run.step, run.position, run.skipped_total = _restore(ckpt, accelerator, optimizer, scheduler, out)
     else:

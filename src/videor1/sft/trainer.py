@@ -43,7 +43,7 @@ from videor1.config import ConfigError, config_to_dict, load_config, save_config
 from videor1.data.pipeline import make_loader
 from videor1.data.records import Record
 from videor1.limits import limits_in_force
-from videor1.model.load import load_model, load_processor, pick_device
+from videor1.model.load import load_model, load_processor
 from videor1.sft.config import SFTConfig
 from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
 from videor1.sft.lora import check_lora_placement, wrap_lora
@@ -51,6 +51,7 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,
                                   set_fsdp_wrap_classes, set_rng_state)
+from videor1.train.engine import announce_engine, make_accelerator
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["SFTConfig", "build_model", "model_dtype", "run_sft", "train_sft", "train_step"]
@@ -119,7 +120,8 @@ def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
         if stop or (step + 1) % cfg.logging_steps == 0 or step + 1 == run.total_steps:
             row = interval.flush() | {"lr": lr, "grad_norm": stats["grad_norm"], "epoch": run.plan.epoch_of(step + 1),
                                       "samples_skipped_total": run.counters["samples_skipped"]
-                                      + run.counters["bad_records"]}
+                                      + run.counters["bad_records"],
+                                      "engine": run.engine_name, "num_processes": accelerator.num_processes}
             logger.log(step + 1, row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
         bar.update(1)
@@ -156,6 +158,7 @@ class _Run:
     counters: dict[str, int]  # bad_records (at load), samples_seen, samples_skipped (during training)
     batches: Iterator[MicroBatch]  # micro-batches from step `start` on
     params: list[torch.nn.Parameter]  # the trainable ones
+    engine_name: str  # what runs (videor1.train.engine.engine_name), in every metrics row
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -192,16 +195,16 @@ def _setup(cfg: SFTConfig) -> _Run:
     if main:
         save_config(cfg, out / "sft_config.yaml")
     params = [p for p in model.parameters() if p.requires_grad]
+    info = announce_engine(accelerator, optimizer, model, out, "sft")
     return _Run(cfg, out, accelerator, processor, model, optimizer, scheduler, plan, total, start, ckpt is not None,
-                counters, batches, params)
+                counters, batches, params, info["engine"])
 
 
 def _make_accelerator(cfg: SFTConfig) -> Accelerator:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    # cpu=True without an accelerator lets `accelerate launch --multi_gpu` (torchrun) join CPU processes (gloo)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                              mixed_precision=mixed_precision(cfg.bf16), cpu=pick_device().type == "cpu")
+    accelerator = make_accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                                   mixed_precision=mixed_precision(cfg.bf16))   # the launcher's engine, or an error
     check_lora_placement(cfg, accelerator)
     return accelerator
 

@@ -1,0 +1,26 @@
+"""Real-engine runs: 2 processes under `accelerate launch` with the repo's own configs/accelerate/*.yaml, on
+gloo (DeepSpeed's CPU accelerator / torch FSDP2 on CPU). Marked `engines`; skipped when deepspeed is not
+installed (`pip install -c constraints.txt '.[deepspeed]'` with DS_BUILD_OPS=0), run by `make test-engines`.
+
+The process-group timeout (VIDEOR1_DIST_TIMEOUT_S) and the subprocess timeout are short, so that a
+collective-count mismatch fails in about a minute instead of hanging for gloo's 30 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/engines/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.engines)
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_deepspeed():
+    pytest.importorskip("deepspeed", reason="the engine tests need deepspeed (make test-engines installs it)")
+
+
