@@ -72,7 +72,7 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
                                   seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
-from videor1.train.engine import announce_engine, make_accelerator
+from videor1.train.engine import announce_engine, equal_vision_calls, make_accelerator, padding_loss, zero3_generation
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
@@ -215,16 +215,20 @@ def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
     inputs, ids = move_batch(batch.inputs, device), batch.ids.to(device)
     mask, advantages = batch.mask.to(device), batch.advantages.to(device)
+    # DDP / ZeRO average the gradients over all processes; a dummy batch's zero gradient must not dilute
+    # that average (except "dapo", normalised by the global token count already)
+    active = process_sum(accelerator, float(weight > 0))
+    share = 1.0 if cfg.loss_type == "dapo" else accelerator.num_processes / max(active, 1.0)
     ref_logp = None
     if run.ref is not None:
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), accelerator.autocast(), equal_vision_calls(accelerator, run.ref, inputs):
             ref_logp = completion_logps(run.ref, inputs, ids, cfg.temperature).float()
     global_tokens = None
     if cfg.loss_type == "dapo":
         global_tokens = process_sum(accelerator, float(mask.sum()) * weight)
     old_logp, stats = None, {}
     for _ in range(cfg.num_iterations):
-        with accelerator.autocast():
+        with accelerator.autocast(), equal_vision_calls(accelerator, model, inputs) as extra:
             logp = completion_logps(model, inputs, ids, cfg.temperature).float()
         if old_logp is None:
             old_logp = logp.detach()
@@ -232,7 +236,7 @@ def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
                           epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                           max_completion_length=cfg.max_completion_length, global_num_tokens=global_tokens,
                           num_processes=accelerator.num_processes)
-        accelerator.backward(out.loss * weight)
+        accelerator.backward(out.loss * (weight * share) + padding_loss(extra))
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         run.optimizer.step()
         run.scheduler.step()
@@ -344,9 +348,7 @@ def _generation_context(cfg: RLConfig, model: torch.nn.Module, accelerator: Acce
     engine). Collective: every rank enters it, prompts or not; generate itself runs with synced_gpus off."""
     if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
         return contextlib.nullcontext()
-    from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
-
-    return unwrap_model_for_generation(model)
+    return zero3_generation(model)
 
 
 def _build_optimizer(cfg: RLConfig, model: torch.nn.Module

@@ -264,3 +264,27 @@ def _first_tensor(out: Any) -> torch.Tensor:
 def padding_loss(extra: list[torch.Tensor]) -> torch.Tensor | float:
     """0 x the extra vision outputs (a zero gradient that still runs their backward on this process)."""
     return sum((0.0 * t.float().sum() for t in extra), 0.0)
+
+
+@contextlib.contextmanager
+def zero3_generation(engine: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """ZeRO-3: gather the policy's parameters once for generation with DeepSpeed's
+    `unwrap_model_for_generation` (collective: every process enters, prompts or not), and also take off the
+    root module's start-of-forward hook it leaves on: while DeepSpeed's module trace is incomplete (the first
+    step, or after the module order changed) that hook compares the trace across processes with a broadcast,
+    so every `generate` step would be a collective and a process that generates fewer tokens, or none (no
+    usable prompt), would deadlock the others. With it off, generation is local to each process."""
+    from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+    with unwrap_model_for_generation(engine):
+        offload = getattr(engine.optimizer, "parameter_offload", engine.optimizer)
+        handle = getattr(offload, "fwd_pre_hook", None)
+        module = offload.module
+        hook = module._forward_pre_hooks.get(handle.id) if handle is not None else None
+        if hook is not None:
+            handle.remove()
+        try:
+            yield engine
+        finally:
+            if hook is not None:
+                offload.fwd_pre_hook = module.register_forward_pre_hook(hook)
