@@ -25,9 +25,24 @@ LAUNCHER = textwrap.dedent('''
     def variety(completions, **columns):
         return [len(set(c)) / (1.0 + len(c)) for c in completions]
 
+    def stop_after_2(step, model, processor):
+        """A stop check with a model forward (a collective under ZeRO-3 / FSDP2), True after step 2."""
+        import torch
+        from accelerate import PartialState
+        ids = torch.tensor([[1, 2, 3]], device=next(model.parameters()).device)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        print(f"STOP-CHECK rank={PartialState().process_index} step={step} finite={bool(logits.isfinite().all())}",
+              flush=True)
+        return step >= 2
+
     if sys.argv[1] == "rl":
         from videor1.rl.trainer import run_training
         final = run_training(None, sys.argv[2:])
+    elif sys.argv[1] == "sft-stop":
+        from videor1.config import load_config
+        from videor1.sft.trainer import SFTConfig, train_sft
+        final = train_sft(load_config(SFTConfig, None, sys.argv[2:]), should_stop=stop_after_2)
     else:
         from videor1.sft.trainer import run_sft
         final = run_sft(None, sys.argv[2:])

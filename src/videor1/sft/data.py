@@ -225,3 +225,13 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
                             ignore_index=IGNORE_INDEX, reduction="sum")
     return total, (shift_labels != IGNORE_INDEX).sum()
+
+
+def dummy_micro_batch(processor: ProcessorMixin) -> MicroBatch:
+    """A one-sample micro-batch (a black 56x56 image, a one-word response) that a process runs with loss weight
+    0 in place of a micro-batch whose samples were all skipped: every process then makes the same number of
+    forward/backward passes per step (DDP and ZeRO-2 reduce gradients at each, ZeRO-3 and FSDP2 gather
+    parameters at each). n_samples 0: it counts for nothing."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
+    sample = Sample(record=None, media=np.zeros((56, 56, 3), dtype=np.uint8), messages=messages)
+    return MicroBatch(inputs=_encode(processor, [(sample, ".")]), n_samples=0)

@@ -27,6 +27,7 @@ Where we depart from the reference (Video-R1's SFT on TRL's SFTTrainer):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -45,13 +46,15 @@ from videor1.data.records import Record
 from videor1.limits import limits_in_force
 from videor1.model.load import load_model, load_processor
 from videor1.sft.config import SFTConfig
-from videor1.sft.data import DataPlan, MicroBatch, SFTDataset, StepBatchSampler, make_collate, token_nll
+from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, make_collate,
+                              token_nll)
 from videor1.sft.lora import check_lora_placement, wrap_lora
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,
-                                  set_fsdp_wrap_classes, set_rng_state)
-from videor1.train.engine import announce_engine, make_accelerator
+                                  set_fsdp_wrap_classes, set_rng_state, zero_stage)
+from videor1.train.engine import (announce_engine, equal_vision_calls, make_accelerator, padding_loss,
+                                  zero3_generation)
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["SFTConfig", "build_model", "model_dtype", "run_sft", "train_sft", "train_step"]
@@ -77,24 +80,28 @@ def train_sft(cfg: SFTConfig, *, should_stop: StopCheck | None = None) -> Path:
     `should_stop` (optional) ends the run early: it is called after every optimizer step with the step number,
     the unwrapped model (in train mode; the callback may switch it to eval, it is put back) and the processor,
     and a True on the main process stops every process after that step; the final model is saved as at the
-    end of a full run. The demo stops its cold start once a validation score is reached."""
+    end of a full run. The demo stops its cold start once a validation score is reached. It is called on
+    every process (with sharded parameters its model calls are collectives): it must make the same model
+    calls on each, and write files on the main process only."""
     with limits_in_force(cfg.limits):
         return _train_sft(cfg, should_stop)
 
 
 def _stop_now(run: "_Run", step: int, should_stop: StopCheck | None) -> bool:
-    """`should_stop` on the main process, its answer shared with every process (one small all-reduce)."""
+    """`should_stop` on every process (under ZeRO-3 and FSDP2 any model forward is a collective, so the main
+    process cannot run one alone; under ZeRO-3 the parameters are gathered once for it, so its forwards are
+    local); the main process's answer is shared with every process (one small all-reduce)."""
     if should_stop is None:
         return False
     accelerator = run.accelerator
-    flag = 0.0
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(run.model)
-        try:
-            flag = float(bool(should_stop(step, model, run.processor)))
-        finally:
-            model.train()
-    return process_sum(accelerator, flag) > 0
+    model = accelerator.unwrap_model(run.model)
+    gathered = zero3_generation(run.model) if zero_stage(accelerator) == 3 else contextlib.nullcontext()
+    try:
+        with gathered:
+            answer = bool(should_stop(step, model, run.processor))
+    finally:
+        model.train()
+    return process_sum(accelerator, float(answer and accelerator.is_main_process)) > 0
 
 
 def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
@@ -104,16 +111,15 @@ def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
     bar = tqdm(total=run.total_steps, initial=run.start, desc="sft", disable=not (main and cfg.progress),
                dynamic_ncols=True)
     interval = _Interval()
-    last_good: MicroBatch | None = None  # run with weight 0 where a process's whole step was skipped (DDP)
+    dummy = dummy_micro_batch(run.processor)  # run with weight 0 in place of a micro-batch whose samples were skipped
 
     for step in range(run.start, run.total_steps):  # one optimizer step per global batch
         t0 = time.perf_counter()
         window = [next(run.batches) for _ in range(cfg.gradient_accumulation_steps)]
         lr = run.scheduler.get_last_lr()[0]
         stats = train_step(run.model, run.optimizer, window, accelerator, run.params, cfg.max_grad_norm,
-                           dummy=last_good)
+                           dummy=dummy)
         run.scheduler.step()
-        last_good = next((mb for mb in reversed(window) if mb.inputs is not None), last_good)
         _account(run, window, stats, step + 1)
         interval.add(stats, time.perf_counter() - t0)
         stop = _stop_now(run, step + 1, should_stop)
@@ -271,24 +277,25 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
     """Forward/backward over the micro-batches of one optimizer step, clip, step the optimizer.
 
     The loss is normalised by the target tokens of the whole step on all processes (accelerate divides
-    by the accumulation steps and DDP averages over processes; `scale` undoes both). Empty micro-batches
-    (every sample skipped) go first so that the micro-batch that synchronises gradients has a backward;
-    with several processes, a process whose whole step was skipped runs `dummy` (an earlier micro-batch)
-    with weight 0 so that it still joins the gradient all-reduce.
+    by the accumulation steps and DDP averages over processes; `scale` undoes both).
+
+    Invariant (what keeps DDP, ZeRO-2/3 and FSDP2 in step): every process makes exactly one forward and one
+    backward per micro-batch slot, whatever was skipped: a micro-batch whose samples were all skipped is
+    replaced by `dummy` (`videor1.sft.data.dummy_micro_batch`) with loss weight 0, and each forward runs the
+    vision tower as often as on the process with the most media kinds (`equal_vision_calls`).
     """
     device = accelerator.device
     total_targets = process_sum(accelerator, sum(mb.n_targets for mb in window))
     scale = accelerator.gradient_accumulation_steps * accelerator.num_processes / max(total_targets, 1.0)
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for mb, weight in _passes(window, dummy, accelerator.num_processes):
+    for mb, weight in _passes(window, dummy):
         with accelerator.accumulate(model):
-            if mb.inputs is None:
-                continue
             inputs = {k: v.to(device) for k, v in mb.inputs.items()}
             labels = inputs.pop("labels")
-            logits = model(**inputs, use_cache=False).logits
+            with equal_vision_calls(accelerator, model, inputs) as extra:
+                logits = model(**inputs, use_cache=False).logits
             nll, _ = token_nll(logits, labels)
-            accelerator.backward(nll * (scale * weight))
+            accelerator.backward(nll * (scale * weight) + padding_loss(extra))
             nll_sum += nll.detach().double() * weight
     if not accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation out of step: the last micro-batch did not synchronise")
@@ -302,15 +309,11 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
             "samples_skipped": skipped, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
 
 
-def _passes(window: Sequence[MicroBatch], dummy: MicroBatch | None, world: int) -> list[tuple[MicroBatch, float]]:
-    """(micro-batch, loss weight) in run order: empty ones first; a weight-0 dummy where DDP needs a backward."""
-    passes = [(mb, 1.0) for mb in sorted(window, key=lambda m: m.inputs is not None)]
-    if world > 1 and all(mb.inputs is None for mb in window):
-        if dummy is None:
-            raise RuntimeError("every sample of this process's step was skipped before any usable sample was "
-                               "seen; with several processes each one needs a backward (see skipped.jsonl)")
-        passes[-1] = (dummy, 0.0)
-    return passes
+def _passes(window: Sequence[MicroBatch], dummy: MicroBatch | None) -> list[tuple[MicroBatch, float]]:
+    """(micro-batch, loss weight) in run order: one pass per slot, `dummy` with weight 0 for an empty one."""
+    if dummy is None and any(mb.inputs is None for mb in window):
+        raise ValueError("a micro-batch whose samples were all skipped needs a dummy to run in its place")
+    return [(mb, 1.0) if mb.inputs is not None else (dummy, 0.0) for mb in window]
 
 
 # ------------------------------------------------------------------------------------------ resume

@@ -209,7 +209,8 @@ def set_fsdp_wrap_classes(accelerator: Accelerator, model: torch.nn.Module) -> N
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters: decay on matrices, none on biases and norm weights (1-D).
+    """AdamW groups of the trainable parameters: decay on matrices, none on biases and norm weights (1-D);
+    only the non-empty ones.
 
     Decided by the parameter's real shape: under DeepSpeed ZeRO-3 `zero.Init` (from_pretrained with
     `zero3_init_flag`) every local tensor is an empty 1-D placeholder and the shape lives in `p.ds_shape`."""
@@ -217,7 +218,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     for p in model.parameters():
         if p.requires_grad:
             (decay if param_ndim(p) >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # no empty group: DeepSpeed deletes empty groups in place, and a scheduler built before `prepare` with one
+    # lr per group then fails at its first step (LoRA has no 1-D trainable parameter)
+    return [g for g in groups if g["params"]]
 
 
 def param_ndim(p: torch.Tensor) -> int:
