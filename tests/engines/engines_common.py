@@ -50,15 +50,15 @@ LAUNCHER = textwrap.dedent('''
 ''')
 
 
-def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_machines: int = 1,
+def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_processes: int = 2,
            extra_env: dict[str, str] | None = None, timeout: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes 2` of the RL or SFT
+    """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes N` of the RL or SFT
     trainer with `overrides`; fails the test (with the output tail) on a non-zero exit or a timeout."""
     script = tmp / "launch_engine.py"
     script.write_text(LAUNCHER)
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "--config_file", str(REPO / "configs" / "accelerate" / f"{config}.yaml"),
-           "--num_processes", "2", "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",
+           "--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",
            str(script), kind, *overrides]
     env = dict(os.environ, VIDEOR1_DIST_TIMEOUT_S=str(DIST_TIMEOUT_S), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
