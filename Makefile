@@ -1,14 +1,16 @@
 # make setup     : create .venv (idempotent) and install videor1 with everything it needs
 # make demo      : setup, then run the whole pipeline on the embedded synthetic default
-# make test      : setup, then run the whole test suite (what CI runs, via .ci/run; a few minutes)
+# make test      : setup, then run the test suite except tests/engines (CI runs it and test-engines, via .ci/run)
 # make test-fast : setup, then the suite without the end-to-end tests marked `slow` (under ~90 s on 2 cores)
+# make test-engines : setup, then only tests/engines: 2-process runs under accelerate launch with DeepSpeed
+#                ZeRO-2/3, FSDP2 and DDP on gloo (CPU); fails, not skips, without deepspeed
 # make check-resolve : pip dry runs: do `.[vllm]` and `.[deepspeed]` resolve? (metadata only, ~3 min, needs PyPI)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast bench check-resolve clean
+.PHONY: setup demo demo-quick test test-fast test-engines bench check-resolve clean
 
 setup: $(STAMP)
 
@@ -16,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'  # deepspeed: no op builds
 	touch $(STAMP)
 
 demo: setup
@@ -26,10 +28,14 @@ demo-quick: setup
 	$(BIN)/videor1 demo --quick --out runs/demo-quick
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/engines
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# DeepSpeed's CPU accelerator compiles a small shm op on the first launch (~45 s, cached in ~/.cache/torch_extensions)
+test-engines: setup
+	VIDEOR1_REQUIRE_ENGINES=1 $(BIN)/python -m pytest -q tests/engines
 
 check-resolve: setup
 	PIP="$(BIN)/python -m pip" scripts/check_resolve.sh

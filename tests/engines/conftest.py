@@ -21,6 +21,12 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _needs_deepspeed():
-    pytest.importorskip("deepspeed", reason="the engine tests need deepspeed (make test-engines installs it)")
+    """Skip without deepspeed, except under `make test-engines` (VIDEOR1_REQUIRE_ENGINES=1), where CI must run them."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        if os.environ.get("VIDEOR1_REQUIRE_ENGINES") == "1":
+            pytest.fail("deepspeed is not installed: DS_BUILD_OPS=0 pip install -c constraints.txt -e '.[test]'")
+        pytest.skip("the engine tests need deepspeed (make test-engines installs it)")
 
 

@@ -16,7 +16,9 @@ from engines_common import copy_media, launch, metrics_of
 from test_engines_rl import arrange as rl_arrange
 from test_engines_sft import _overrides as sft_overrides
 
-TOLERANCE = {"zero2": 1e-6, "zero3": 2e-5}   # max |w - w_ddp| after 2 SFT steps at lr 1e-3 (fp32)
+# max |w - w_ddp| after 2 SFT steps (fp32, AdamW at lr 1e-3), as a fraction of the largest weight change: the
+# engines sum gradients in different orders and AdamW's first steps (g / (|g| + eps)) magnify that for tiny g
+RELATIVE_TOLERANCE = 0.01
 
 
 def _sft_data(tmp: Path, synth_dir: Path) -> Path:
@@ -39,9 +41,10 @@ def test_zero2_and_zero3_match_ddp(tiny_model_dir, synth_dir, tmp_path):
     ddp, before = finals["multi_gpu"], load_file(str(tiny_model_dir / "model.safetensors"))
     moved = max(float((ddp[k] - before[k]).abs().max()) for k in ddp)
     assert moved > 1e-4
-    for config, tol in TOLERANCE.items():
+    for config in ("zero2", "zero3"):
         diff = max(float((finals[config][k] - ddp[k]).abs().max()) for k in ddp)
-        assert diff <= tol, f"{config}: max |w - w_ddp| = {diff:.3g} (the update itself is {moved:.3g})"
+        print(f"{config}: max |w - w_ddp| = {diff:.3g}, largest weight change {moved:.3g}")
+        assert diff <= RELATIVE_TOLERANCE * moved, f"{config}: max |w - w_ddp| = {diff:.3g} (update {moved:.3g})"
 
 
 def _rl_overrides(model: Path, data: Path, tmp: Path, out: Path) -> list[str]:

@@ -1,0 +1,79 @@
+"""docs/multinode.md as far as one CPU machine allows: two "nodes" = two `accelerate launch` commands with one
+process each, `--num_machines 2 --machine_rank 0|1 --main_process_ip 127.0.0.1`, DeepSpeed's standard (torchrun)
+multi-node launcher, ZeRO-3 SFT writing one shared output directory; then a resume of it from checkpoint-2,
+again as two nodes, ends with the same weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engines_common import DIST_TIMEOUT_S, LAUNCHER, REPO, RUN_TIMEOUT_S, engine_of, metrics_of
+from test_engines_sft import _data, _overrides
+
+CONFIG = "zero2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(overrides: list[str], tmp: Path) -> list[str]:
+    script = tmp / "launch_engine.py"
+    script.write_text(LAUNCHER)
+    port = _free_port()
+    env = dict(os.environ, VIDEOR1_DIST_TIMEOUT_S=str(DIST_TIMEOUT_S), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    procs = []
+    for rank in (0, 1):
+        cmd = [accelerate, "launch", "--config_file", str(REPO / f"configs/accelerate/{CONFIG}.yaml"),
+               "--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2",
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+               "--deepspeed_multinode_launcher", "standard", "--mixed_precision", "no",
+               str(script), "sft", *overrides]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=RUN_TIMEOUT_S)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("two-node run: no end (a deadlock?)")
+    for rank, text in enumerate(outputs):
+        (tmp / f"node{rank}.log").write_text(text)
+    for proc, text in zip(procs, outputs):
+        assert proc.returncode == 0, text[-4000:]
+    return outputs
+
+
+def test_two_nodes_on_loopback_train_and_resume(tiny_model_dir, synth_dir, tmp_path):
+    data = _data(tmp_path, synth_dir)
+    out = tmp_path / "shared" / "run"
+    node0, _ = _two_nodes(_overrides(tiny_model_dir, data, tmp_path, out), tmp_path)
+    assert f"engine {CONFIG} (2 process(es), DEEPSPEED" in node0
+    assert engine_of(out)["num_processes"] == 2
+    assert [m["step"] for m in metrics_of(out)] == [1, 2, 3]
+    ckpt = out / "checkpoint-2"
+    assert (ckpt / "rng_state_1.pt").is_file()          # the second node's process wrote its own state
+    shards = sorted(p.name for p in (ckpt / "accelerator_state" / "pytorch_model").glob("*optim_states.pt"))
+    assert len(shards) == 2, shards
+    again = tmp_path / "shared" / "again"
+    again.mkdir()
+    shutil.copytree(ckpt, again / "checkpoint-2")
+    _two_nodes(_overrides(tiny_model_dir, data, tmp_path, again, "resume=true"), tmp_path)
+    first, resumed = load_file(str(out / "final/model.safetensors")), load_file(str(again / "final/model.safetensors"))
+    assert all(torch.equal(first[k], resumed[k]) for k in first)
