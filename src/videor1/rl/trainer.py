@@ -23,11 +23,19 @@ Where we depart from the paper and the reference code:
 - A bad sample (unreadable media, prompt too long with its vision tokens) is logged to skipped.jsonl with
   its id, counted, and skipped; the step goes on with fewer prompts (the reference swapped in a fixed
   video). A process left with no prompt makes a zero-weighted forward/backward on a dummy black-image
-  prompt so that every process makes the same collective calls; DDP then averages its zero gradient in.
+  prompt; the other processes' losses are scaled by processes / processes-with-data, so the DDP / ZeRO
+  gradient average is that of the processes that had data ("dapo" is normalised by the global token count).
 - With beta == 0 no reference model is created. With DeepSpeed ZeRO-3 the reference is wrapped by its
   own inference-only DeepSpeed engine (parameters sharded like the policy's) and rollouts with the HF
-  engine gather the policy's parameters for generation (`deepspeed.zero.GatheredParameters`); both
-  paths are written against DeepSpeed's API and have not run here. FSDP needs vLLM rollouts.
+  engine gather the policy's parameters once for generation. FSDP needs vLLM rollouts.
+
+The invariant every engine needs (`tests/engines/` breaks it on purpose with mixed media, a process without a
+usable prompt, and skipped samples): **every process issues the same sequence of collective calls each step,
+whatever its data**. Enforced here: every process runs `_rollout` (under ZeRO-3 inside
+`videor1.train.engine.zero3_generation`, which makes generation local to each process, so a process with no
+prompt or shorter completions skips nothing the others wait for), the same number of reference and policy
+forwards and backwards (a dummy batch where it has nothing), each forward with as many vision-tower calls as
+the process with the most media kinds (`equal_vision_calls`), and the same all-reduces (`process_sum`).
 - Log-probs use logits / temperature (the sampling distribution before top-p).
 """
 

@@ -9,8 +9,8 @@
   each rank writes its own RNG state (`rng_state_<rank>.pt`) so each rank's sampling resumes exactly.
   With DeepSpeed or FSDP the optimizer is sharded: its state is saved with `accelerator.save_state`
   into `accelerator_state/` (every rank writes its shard) instead of in `trainer_state.pt` (the
-  "optimizer" entry is dropped; the scheduler, not prepared by accelerate, stays in trainer_state.pt). That
-  branch has not run here (no DeepSpeed on the CPU machine); the DDP / single-process branch is tested.
+  "optimizer" entry is dropped; the scheduler, not prepared by accelerate, stays in trainer_state.pt). Both
+  branches run in the tests (tests/engines: ZeRO-2/3 and FSDP2 on gloo, resumed bit-identically).
 - `trainer_state.pt` is loaded with `torch.load(weights_only=True)`: only tensors and plain Python
   containers are stored (the numpy RNG state is converted to a tensor).
 - `resolve_resume` turns the `resume` key (false, true, or a checkpoint path) into the checkpoint to
