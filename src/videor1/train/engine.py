@@ -65,9 +65,11 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
     if wanted == "deepspeed" and not gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")   # DeepSpeed's CPU accelerator (gloo without oneCCL)
     init = InitProcessGroupKwargs(timeout=timeout) if gpu else InitProcessGroupKwargs(backend="gloo", timeout=timeout)
-    # DDP on a CPU needs cpu=True (accelerate's MULTI_CPU over gloo); DeepSpeed needs cpu=False everywhere
+    # DDP on a CPU needs cpu=True (accelerate's MULTI_CPU over gloo); DeepSpeed needs cpu=False everywhere.
+    # One plain process gets no process-group settings (accelerate would read a backend as "distributed").
     cpu = not gpu and wanted in ("ddp", "single", "fsdp")
-    accelerator = Accelerator(cpu=cpu, kwargs_handlers=[init], **kwargs)
+    distributed = wanted != "single" or "LOCAL_RANK" in os.environ
+    accelerator = Accelerator(cpu=cpu, kwargs_handlers=[init] if distributed else None, **kwargs)
     if wanted == "fsdp" and not gpu:
         _force_fsdp_on_cpu(accelerator)
     check_engine(accelerator, wanted)
