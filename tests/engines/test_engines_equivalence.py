@@ -15,10 +15,11 @@ from safetensors.torch import load_file
 from engines_common import copy_media, launch, metrics_of
 from test_engines_rl import arrange as rl_arrange
 from test_engines_sft import _overrides as sft_overrides
+from videor1.model.load import load_model
 
 # max |w - w_ddp| after 2 SFT steps (fp32, AdamW at lr 1e-3), as a fraction of the largest weight change: the
 # engines sum gradients in different orders and AdamW's first steps (g / (|g| + eps)) magnify that for tiny g
-RELATIVE_TOLERANCE = 0.01
+RELATIVE_TOLERANCE = 0.03   # measured: ZeRO-2 0.45-0.76% (two runs)
 
 
 def _sft_data(tmp: Path, synth_dir: Path) -> Path:
@@ -36,9 +37,10 @@ def test_zero2_and_zero3_match_ddp(tiny_model_dir, synth_dir, tmp_path):
         out = tmp_path / config
         launch(config, "sft", sft_overrides(tiny_model_dir, data, tmp_path, out, "max_steps=2", "save_steps=0"),
                tmp_path)
-        finals[config] = load_file(str(out / "final" / "model.safetensors"))
+        finals[config] = load_model(out / "final", device="cpu", dtype=torch.float32).state_dict()   # from_pretrained
     assert metrics_of(tmp_path / "multi_gpu")[0]["engine"] == "ddp"
-    ddp, before = finals["multi_gpu"], load_file(str(tiny_model_dir / "model.safetensors"))
+    ddp = finals["multi_gpu"]
+    before = load_model(tiny_model_dir, device="cpu", dtype=torch.float32).state_dict()
     moved = max(float((ddp[k] - before[k]).abs().max()) for k in ddp)
     assert moved > 1e-4
     for config in ("zero2", "zero3"):
