@@ -7,8 +7,10 @@ vLLM 0.33's source. The shared conventions (completions, seeds, suppressed token
 
 What it sends, per sample, to `llm.generate(requests, sampling_params=[...], use_tqdm=False)`:
 
-* `{"prompt": chat-template text with one <|vision_start|><|video_pad|><|vision_end|> (or image)
-  placeholder, "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
+* `{"prompt": the family's `prompt_text` of the chat-template text (the text `videor1.model.inputs.encode`
+  gives the HF processor: Qwen2/2.5-VL one <|vision_start|><|video_pad|><|vision_end|> or image placeholder,
+  Qwen3-VL a bare <|video_pad|> that vLLM, like the HF processor, expands into timestamped frame blocks),
+  "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
   {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False}}`.
   `metadata` = the family's `video_metadata(clip)` + "duration" (total_num_frames / fps) and
   "video_backend": "videor1" (Qwen2.5-VL: the sample fps, so second_per_grid_ts = 2 / fps; Qwen3-VL: the
@@ -93,7 +95,8 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------ requests
     def request(self, sample: Sample) -> dict[str, Any]:
         """The vLLM prompt dict of one sample (see the module doc)."""
-        text = self.processor.apply_chat_template(sample.messages, tokenize=False, add_generation_prompt=True)
+        text = self.family.prompt_text(
+            self.processor.apply_chat_template(sample.messages, tokenize=False, add_generation_prompt=True))
         media = sample.media
         frames = getattr(media, "frames", None)
         if frames is not None:
