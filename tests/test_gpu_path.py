@@ -5,6 +5,7 @@ read in vllm 0.33.0's source: `vllm/inputs/data.py` TextPrompt, `vllm/multimodal
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,9 +37,18 @@ class _Params:
         self.kwargs = kwargs
 
 
+class _Engine:
+    def __init__(self):
+        self.encoder_resets = 0
+
+    def reset_encoder_cache(self):
+        self.encoder_resets += 1
+
+
 class _LLM:
     def __init__(self):
         self.rpc, self.resets = [], 0
+        self.llm_engine = _Engine()
 
     def generate(self, requests, sampling_params=None, use_tqdm=True):
         return [SimpleNamespace(outputs=[SimpleNamespace(text="x", token_ids=[1], finish_reason="length",
@@ -110,27 +120,46 @@ def test_engine_is_built_with_the_worker_extension():
     assert callable(getattr(WeightSyncExtension, RPC_METHOD))
 
 
-def test_worker_extension_loads_pairs_on_the_worker_device():
-    got = []
-    model = torch.nn.Linear(2, 2)
-    model.load_weights = lambda pairs: got.extend(pairs)
-    worker = type("W", (WeightSyncExtension,), {})()
-    worker.model_runner = SimpleNamespace(model=model)
-    assert worker.videor1_load_weights([("a.weight", torch.ones(2, 2))]) == 1
-    assert got[0][0] == "a.weight" and got[0][1].device == model.weight.device
+def test_worker_extension_stages_chunks_and_reloads_once():
+    """Blobs (multi-process) and pairs (in-process) are staged; the final chunk triggers ONE reload_weights
+    with every pair (vLLM's layerwise reload would leave layers missing from a partial reload empty)."""
+    from videor1.generation.vllm_worker import encode_weights
+
+    reloads = []
+    worker = type("W", (WeightSyncExtension,), {"reload_weights": lambda self, weights_iterator: reloads.append(
+        list(weights_iterator))})()
+    tied = torch.arange(4.0).reshape(2, 2)
+    blob = encode_weights([("a.weight", tied), ("b.weight", tied), ("tiny", torch.ones(1))])  # shared + < 256 bytes
+    assert isinstance(blob, bytes)
+    assert worker.videor1_load_weights(blob, False) == 3 and reloads == []
+    assert worker.videor1_load_weights([("c.weight", torch.zeros(3))], True) == 4
+    (pairs,) = reloads
+    assert [n for n, _ in pairs] == ["a.weight", "b.weight", "tiny", "c.weight"]
+    assert torch.equal(pairs[0][1], tied) and torch.equal(pairs[1][1], tied)
+    worker.videor1_load_weights([("d", torch.ones(1))])
+    assert [n for n, _ in reloads[1]] == ["d"]  # the stage was emptied by the first reload
+    with pytest.raises(TypeError, match="safetensors blob"):  # what msgpack makes of a tensor
+        worker.videor1_load_weights([("e", ["float32", [2], 0])])
 
 
 def test_in_process_detection_and_cpu_payload(processor):
     multi = _LLM()
     assert not in_process(multi)
     inproc = _LLM()
+    inproc.rpc = []
     inproc.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
         vllm_config=SimpleNamespace(parallel_config=SimpleNamespace(distributed_executor_backend="external_launcher"))))
     assert in_process(inproc)
     engine = VLLMEngine(processor, llm=multi, sampling_params_cls=_Params)
     engine.load_weights([("w", torch.ones(3))])
-    (method, (pairs,)), = multi.rpc
-    assert method == RPC_METHOD and pairs[0][1].device.type == "cpu" and multi.resets == 1
+    (method, (payload, final)), = multi.rpc
+    assert method == RPC_METHOD and isinstance(payload, bytes) and final is True  # a safetensors blob
+    assert multi.resets == 1 and multi.llm_engine.encoder_resets == 1  # prefix AND encoder cache
+    inproc.rpc, inproc.resets = [], 0
+    inproc.llm_engine.reset_encoder_cache = lambda: None
+    VLLMEngine(processor, llm=inproc, sampling_params_cls=_Params).load_weights([("w", torch.ones(3))])
+    (_, (pairs, final)), = inproc.rpc
+    assert pairs[0][0] == "w" and torch.is_tensor(pairs[0][1]) and final is True  # in-process: the tensors
 
 
 def test_vllm_llm_kwargs_colocated_multi_gpu():
@@ -141,7 +170,10 @@ def test_vllm_llm_kwargs_colocated_multi_gpu():
     cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", max_prompt_length=1000,
                    max_completion_length=200, bf16=True)
     one = vllm_llm_kwargs(cfg, 0, 1)
-    assert one["max_model_len"] == 1200 and "distributed_executor_backend" not in one and one["dtype"] == "bfloat16"
+    assert "max_model_len" not in one and "distributed_executor_backend" not in one and one["dtype"] == "bfloat16"
+    fp32 = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", bf16=False)
+    assert vllm_llm_kwargs(fp32, 0, 1)["dtype"] == "float32"  # never "auto" (bf16 for an fp32 checkpoint)
+    assert vllm_llm_kwargs(replace(fp32, vllm=VLLMConfig(max_model_len=999)), 0, 1)["max_model_len"] == 999
     many = vllm_llm_kwargs(cfg, 3, 4)
     assert many["distributed_executor_backend"] == "external_launcher" and many["seed"] == 3
     tp2 = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", vllm=VLLMConfig(tensor_parallel_size=2))

@@ -140,7 +140,12 @@ class _RecordingLLM:
         self.end_id = end_id
         runner_model = SimpleNamespace(load_weights=lambda pairs: self.loaded.append(list(pairs)))
         worker = SimpleNamespace(model_runner=SimpleNamespace(model=runner_model))
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(worker=worker)))
+        self.encoder_resets = 0
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(worker=worker)),
+                                          reset_encoder_cache=self._reset_encoder)
+
+    def _reset_encoder(self):
+        self.encoder_resets += 1
 
     def generate(self, requests, sampling_params=None, use_tqdm=True):
         self.calls.append((requests, sampling_params, use_tqdm))
@@ -204,13 +209,42 @@ def test_vllm_engine_greedy_and_weight_sync(processor, samples, model):
     assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0 and "seed" not in kw
     engine.sync_weights(model)  # always collective_rpc to videor1's worker extension (never driver_worker)
     assert llm.loaded == [] and len(llm.rpc) == 1 and llm.rpc[0][0] == "videor1_load_weights"
-    pairs = llm.rpc[0][1][0]
-    assert [name for name, _ in pairs] == list(model.state_dict().keys()) and llm.resets == 1
-    assert all(not t.requires_grad and t.device.type == "cpu" for _, t in pairs)  # msgpack takes CPU tensors only
+    blob, final = llm.rpc[0][1]
+    from safetensors.torch import load
+
+    pairs = load(blob)  # multi-process: one safetensors blob (msgpack mangles tensors)
+    assert final is True and sorted(pairs) == sorted(model.state_dict().keys())  # safetensors sorts names
+    assert all(torch.equal(pairs[k], v) for k, v in model.state_dict().items())
+    assert llm.resets == 1 and llm.encoder_resets == 1
+    engine.sync_weights(model, chunk_bytes=1)  # one chunk per tensor, only the last one final
+    finals = [args[1] for _, args in llm.rpc[1:]]
+    assert len(finals) == len(pairs) and finals[-1] is True and not any(finals[:-1])
     rpc_engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams,
                             rpc_method="update_weights")
     rpc_engine.sync_weights(model)
-    assert llm.rpc[1][0] == "update_weights" and len(llm.rpc[1][1][0]) == len(pairs) and llm.resets == 2
+    assert llm.rpc[-1][0] == "update_weights" and len(load(llm.rpc[-1][1][0])) == len(pairs) and llm.resets == 3
+
+
+def test_vllm_engine_greedy_n_is_n_requests(processor, samples):
+    """vLLM refuses greedy with n > 1: the engine sends n greedy requests per sample instead."""
+    llm = _RecordingLLM(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams)
+    out = engine.generate(samples[:2], SamplingParams(n=3, do_sample=False, max_new_tokens=5))
+    (requests, sps, _), = llm.calls
+    assert len(requests) == 6 and all(sp.kwargs["n"] == 1 and sp.kwargs["temperature"] == 0.0 for sp in sps)
+    assert requests[0] == requests[2] and requests[3]["prompt"] == requests[5]["prompt"]
+    assert [len(group) for group in out] == [3, 3]
+
+
+def test_vllm_max_model_len_is_bounded(tiny_model_dir):
+    from videor1.generation.vllm_engine import llm_constructor_kwargs
+
+    derived = llm_constructor_kwargs({}, model_path=tiny_model_dir, default_max_model_len=4120)
+    assert derived["max_model_len"] == 4096 and derived["dtype"] == "float32"  # the tiny model's limit; CPU dtype
+    assert llm_constructor_kwargs({}, model_path=tiny_model_dir)["max_model_len"] == 4096
+    assert llm_constructor_kwargs({"max_model_len": 1000}, model_path=tiny_model_dir)["max_model_len"] == 1000
+    with pytest.raises(ValueError, match="max_position_embeddings 4096"):
+        llm_constructor_kwargs({"max_model_len": 5000}, model_path=tiny_model_dir)
 
 
 def test_vllm_engine_without_llm_or_path_is_refused(processor):

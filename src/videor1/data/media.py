@@ -5,7 +5,9 @@ Frame sampling follows Video-R1 / ``qwen_vl_utils``: ``n = duration * fps`` clam
 ``[min_frames, max_frames]`` (and to the number of frames available), rounded *down* to an even count
 (at least 2); the sampled indices are ``linspace(0, total - 1, n)`` rounded with numpy's ``round``
 (half to even, the same rule as the reference's ``torch.round``). Every frame is resized with PIL's
-antialiased BICUBIC filter to ``smart_resize`` of its size (multiples of 28 within a pixel budget).
+antialiased BICUBIC filter to ``smart_resize`` of its size (multiples of the spec's ``factor`` within a
+pixel budget: the model family's patch x merge, 28 for Qwen2/2.5-VL, 32 for Qwen3-VL, so the processor of
+every family, HF's and vLLM's alike, takes the frames as they are; ``fit_to_family`` sets it).
 
 Where we depart from the reference:
 
@@ -48,7 +50,7 @@ from videor1.data.decode import (DECODE_THREADS_ENV, MediaError, check_file, dec
 from videor1.data.records import Record, resolve_media_path
 from videor1.limits import InputLimits, current_limits
 
-FACTOR = 28  # Qwen2.5-VL: patch 14 x spatial merge 2
+FACTOR = 28  # Qwen2/2.5-VL: patch 14 x spatial merge 2 (a spec's factor when it names none)
 _EPS = 1e-6  # tolerance when turning seconds into frame indices
 SEEK_MODES = ("exact", "keyframe")
 
@@ -73,9 +75,17 @@ class VideoSpec:
     # 25 fps: <= 5 s; a 2 s GOP: <= 1 s), or by the span after the last keyframe for samples past it; two
     # samples may map to the same keyframe (the frame repeats).
     seek: str = "exact"
+    # Frame sides are multiples of this: the model family's patch x merge (28 Qwen2/2.5-VL, 32 Qwen3-VL). None:
+    # the family's, set by the program from the model (`fit_to_family`); 28 where no model is involved.
+    factor: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def side_factor(self) -> int:
+        """The factor in effect (`factor`, or 28 when none is set)."""
+        return self.factor or FACTOR
 
     def validate(self) -> None:
         """ConfigError naming the first bad field: fps > 0; 2 <= min_frames <= max_frames, both even; pixels;
@@ -92,7 +102,7 @@ class VideoSpec:
             if getattr(self, key) % 2:
                 raise ConfigError(f"must be even (Qwen2.5-VL merges frame pairs), got {getattr(self, key)}",
                                   key=key)
-        _check_pixels(self.min_pixels, self.max_pixels)
+        _check_pixels(self.min_pixels, self.max_pixels, self.factor)
 
 
 @dataclass(frozen=True)
@@ -100,21 +110,40 @@ class ImageSpec:
     """How an image is resized (the ``image`` section of every config); validates itself like VideoSpec."""
 
     min_pixels: int = 4 * 28 * 28  # smallest H*W after resizing (>= 1)
-    max_pixels: int = 256 * 28 * 28  # largest H*W after resizing (>= 28*28)
+    max_pixels: int = 256 * 28 * 28  # largest H*W after resizing (>= factor^2)
+    factor: int | None = None  # sides are multiples of this (None: the model family's; see VideoSpec.factor)
 
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def side_factor(self) -> int:
+        """The factor in effect (`factor`, or 28 when none is set)."""
+        return self.factor or FACTOR
+
     def validate(self) -> None:
-        """ConfigError naming the bad field: 1 <= min_pixels <= max_pixels and max_pixels >= 28*28."""
-        _check_pixels(self.min_pixels, self.max_pixels)
+        """ConfigError naming the bad field: 1 <= min_pixels <= max_pixels, factor >= 1 and max_pixels >=
+        factor^2."""
+        _check_pixels(self.min_pixels, self.max_pixels, self.factor)
 
 
-def _check_pixels(min_pixels: int, max_pixels: int) -> None:
+def fit_to_family(spec: VideoSpec | ImageSpec, factor: int) -> VideoSpec | ImageSpec:
+    """`spec` with the model family's frame factor (`FRAME_FACTOR` of `videor1.model.families`); a spec
+    that names another factor is refused (ConfigError), since the processor would resize its frames."""
+    if spec.factor not in (None, factor):
+        raise ConfigError(f"is {spec.factor}, but the model's processor needs multiples of {factor} "
+                          "(leave it unset: it follows the model)", key="factor")
+    return replace(spec, factor=factor)
+
+
+def _check_pixels(min_pixels: int, max_pixels: int, factor: int | None = None) -> None:
+    side = factor or FACTOR
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int) or factor < 1):
+        raise ConfigError(f"must be an integer >= 1 or unset, got {factor!r}", key="factor")
     if min_pixels < 1:
         raise ConfigError(f"must be >= 1, got {min_pixels}", key="min_pixels")
-    if max_pixels < FACTOR * FACTOR:
-        raise ConfigError(f"must be >= {FACTOR * FACTOR} (one 28x28 patch), got {max_pixels}", key="max_pixels")
+    if max_pixels < side * side:
+        raise ConfigError(f"must be >= {side * side} (one {side}x{side} patch), got {max_pixels}", key="max_pixels")
     if max_pixels < min_pixels:
         raise ConfigError(f"must be >= min_pixels ({min_pixels}), got {max_pixels}", key="max_pixels")
 
@@ -233,7 +262,8 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start:
         decoded = decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only)
         probe = decoded[wanted[0]]
         check_geometry(path, probe.height, probe.width)
-        size = smart_resize(probe.height, probe.width, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+        size = smart_resize(probe.height, probe.width, factor=spec.side_factor, min_pixels=spec.min_pixels,
+                            max_pixels=spec.max_pixels)
         resized = {i: resize_frame(frame, size) for i, frame in decoded.items()}
         stamps = frame_timestamps(index, stream, native_fps, wanted)
     return Clip(frames=np.stack([resized[i] for i in wanted]), sample_fps=len(wanted) / count * native_fps,
@@ -281,7 +311,8 @@ def load_image(path: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> np.nda
         raise MediaError(path, "not an image PIL can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(path, f"cannot decode the image ({exc})") from None
-    h, w = smart_resize(rgb.height, rgb.width, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    h, w = smart_resize(rgb.height, rgb.width, factor=spec.side_factor, min_pixels=spec.min_pixels,
+                        max_pixels=spec.max_pixels)
     if rgb.size != (w, h):
         rgb = rgb.resize((w, h), Image.Resampling.BICUBIC)
     return np.asarray(rgb, dtype=np.uint8)

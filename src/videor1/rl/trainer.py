@@ -60,6 +60,7 @@ from videor1.data.records import Record
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
 from videor1.limits import limits_in_force
+from videor1.model.families import fit_media_specs
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor
 from videor1.rl.algorithms import informative_groups, policy_loss
@@ -111,7 +112,8 @@ def _train(cfg: RLConfig) -> Path:
                               top_p=cfg.top_p, do_sample=True)
     root = media_root(cfg.train_data, cfg.media_root)
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (main and cfg.progress), desc=cfg.algorithm)
-    source = PromptSource(records, run.processor, root, cfg.video, cfg.image, cfg.max_prompt_length, cfg.seed, pps,
+    video, image = fit_media_specs(run.processor, cfg.video, cfg.image)  # the family's frame factor
+    source = PromptSource(records, run.processor, root, video, image, cfg.max_prompt_length, cfg.seed, pps,
                           rank, world, first_step=step + 1, position=position, cache_dir=cfg.frame_cache)
     stream = prefetch(source, range(step + 1, cfg.max_steps + 1), num_workers=cfg.num_workers)
     cache_stats = CacheStats()

@@ -263,8 +263,10 @@ def build_model(cfg: SFTConfig, ckpt: Path | None, device: torch.device) -> torc
 def _loader(cfg: SFTConfig, records: list[Record], processor: ProcessorMixin, plan: DataPlan, start: int,
             total: int) -> Iterable[MicroBatch]:
     """Micro-batches of steps `start .. total-1`, decoded and encoded by a DataLoader."""
-    dataset = SFTDataset(records, media_root(cfg.train_data, cfg.media_root), cfg.video, cfg.image,
-                         cfg.system_prompt)
+    from videor1.model.families import fit_media_specs
+
+    video, image = fit_media_specs(processor, cfg.video, cfg.image)  # the family's frame factor
+    dataset = SFTDataset(records, media_root(cfg.train_data, cfg.media_root), video, image, cfg.system_prompt)
     return make_loader(dataset, num_workers=cfg.num_workers, batch_sampler=StepBatchSampler(plan, start, total),
                        collate_fn=make_collate(processor, cfg.max_length))
 

@@ -53,6 +53,7 @@ from videor1.data.pipeline import prefetch
 from videor1.data.records import Record, RecordError, read_records
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
 from videor1.limits import current_limits
+from videor1.model.families import fit_media_specs
 from videor1.model.inputs import Sample, make_sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward, score
@@ -304,6 +305,8 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
     counts: Counter = Counter(invalid=len(errors))
     if pending:
         engine = engine if engine is not None else _load_engine(model, batch_size)
+        if getattr(engine, "processor", None) is not None:  # HF / vLLM engines: the family's frame factor
+            video, image = fit_media_specs(engine.processor, video, image)
         params = SamplingParams(n=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_p=top_p, do_sample=True)
         with open(out, "a", encoding="utf-8") as acc_f, \

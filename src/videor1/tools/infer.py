@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from videor1.data.media import ImageSpec, VideoSpec, load_media
+from videor1.model.families import fit_media_specs
 from videor1.data.prompts import build_messages
 from videor1.data.records import PROBLEM_TYPES, Record
 from videor1.evaluate.benchmarks.base import lettered
@@ -78,8 +79,9 @@ def run_infer(*, model: str | Path, video: str | Path, question: str, problem_ty
     if not media_path.is_file():
         raise FileNotFoundError(f"no such video or image file: {media_path}")
     record = make_question_record(media_path, question, problem_type, list(options))
-    media = load_media(record, media_path.parent, video_spec, image_spec)
     processor = load_processor(model)
+    video_spec, image_spec = fit_media_specs(processor, video_spec, image_spec)  # the family's frame factor
+    media = load_media(record, media_path.parent, video_spec, image_spec)
     engine = HFEngine(load_model(model), processor, batch_size=1)
     params = SamplingParams(n=1, max_new_tokens=max_new_tokens, do_sample=False)
     completion = engine.generate([Sample(record=record, media=media, messages=build_messages(record))], params)[0][0]

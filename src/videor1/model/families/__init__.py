@@ -8,6 +8,7 @@ A family module provides:
     DECODER_LAYER_CLASS, VISION_BLOCK_CLASS: str     # gradient-checkpointing layers; FSDP_WRAP_CLASSES: both
     SUPPRESSED_TOKENS: tuple[str, ...]               # never generated (vision placeholders)
     ROUNDS_FRAME_SIZES: bool                         # the processor rounds frame sides to patch x merge
+    FRAME_FACTOR: int                                # patch x merge: the multiple media sides are resized to
     CHAT_TEMPLATE: str                               # the tiny model's template
     video_metadata(clip) -> dict                     # processor video metadata of a pre-sampled Clip
     prompt_text(text) -> str                         # chat-template text -> the text the processor expands
@@ -78,3 +79,12 @@ def vision_exclude_regex(family: ModuleType) -> str:
 def is_vision_param(param_name: str, family: ModuleType) -> bool:
     """Whether a parameter name belongs to the family's vision tower."""
     return family.VISION_MODULE in param_name.split(".")
+
+
+def fit_media_specs(processor: Any, video: Any, image: Any) -> tuple[Any, Any]:
+    """The video / image specs (`videor1.data.media`) with the processor's family's frame factor, so that the
+    media come out at sizes the family's processor (HF's and vLLM's) keeps as they are."""
+    from videor1.data.media import fit_to_family
+
+    factor = family_of_processor(processor).FRAME_FACTOR
+    return fit_to_family(video, factor), fit_to_family(image, factor)

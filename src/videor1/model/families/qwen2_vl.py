@@ -29,6 +29,7 @@ VISION_BLOCK_CLASS = "Qwen2VLVisionBlock"
 FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
 SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
 ROUNDS_FRAME_SIZES = False  # frames must already be multiples of 28: the processor never resizes
+FRAME_FACTOR = 28  # media frame / image sides are multiples of this (patch 14 x merge 2; videor1.data.media)
 CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
 
 

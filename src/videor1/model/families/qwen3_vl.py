@@ -13,8 +13,10 @@ What differs from Qwen2.5-VL (read from transformers 5.23's `processing_qwen3_vl
   replaces only `<|video_pad|>`: `prompt_text` therefore reduces the template's
   `<|vision_start|><|video_pad|><|vision_end|>` to `<|video_pad|>` so that no frame block is nested in a
   second pair of vision markers.
-* Patch 16 x merge 2: frames are resized by the processor to multiples of 32 (our media are multiples of
-  28); `videor1.model.inputs` checks the grids against that rounding.
+* Patch 16 x merge 2: the processor rounds frame sides to multiples of 32, so our media are resized to
+  multiples of 32 (`FRAME_FACTOR`, applied by `fit_media_specs`): the processor (HF's and vLLM's) then keeps
+  the frames as they are and both engines see the same pixels. `videor1.model.inputs` still checks the
+  grids against the processor's rounding (for media made without the family's factor).
 * No default system prompt in the chat template.
 * M-RoPE: every temporal patch is its own vision run of one step, so transformers 5.x's rule (text after a
   run at `max(h, w) / merge` past its start) and Qwen's original one (after the largest position) coincide;
@@ -42,7 +44,8 @@ DECODER_LAYER_CLASS = "Qwen3VLTextDecoderLayer"
 VISION_BLOCK_CLASS = "Qwen3VLVisionBlock"
 FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
 SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
-ROUNDS_FRAME_SIZES = True  # the processor rounds frame sides to multiples of 32 (media gives 28s)
+ROUNDS_FRAME_SIZES = True  # the processor rounds frame sides to multiples of 32 (FRAME_FACTOR: media give 32s)
+FRAME_FACTOR = 32  # media frame / image sides are multiples of this (patch 16 x merge 2; videor1.data.media)
 CHAT_TEMPLATE = chat_template(None)
 _VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 _MEAN_STD = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
