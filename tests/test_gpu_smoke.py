@@ -46,7 +46,7 @@ def test_gpu_smoke_on_cpu(tmp_path):
     results = json.loads((tmp_path / "gpu_smoke.json").read_text())["results"]
     assert {k: v["status"] for k, v in results.items() if k in ("preflight", "sft", "rl", "eval")} == \
         {"preflight": "ok", "sft": "ok", "rl": "ok", "eval": "ok"}
-    import torch
+    import importlib.util
 
-    if not torch.cuda.is_available():
+    if importlib.util.find_spec("vllm") is None:  # the vLLM checks run wherever vLLM imports (CPU included)
         assert results["vllm"]["status"] == results["server"]["status"] == "skipped"

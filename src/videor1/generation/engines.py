@@ -222,6 +222,14 @@ class _seeded:
             self._fork.__exit__(*exc)
 
 
-# vLLM's engine lives in its own module (imported here so `from videor1.generation.engines import VLLMEngine`
-# keeps working); it imports the names above, hence the import at the end.
-from videor1.generation.vllm_engine import VLLMEngine, in_process, llm_constructor_kwargs  # noqa: E402,F401
+_VLLM_NAMES = ("VLLMEngine", "in_process", "llm_constructor_kwargs")
+
+
+def __getattr__(name: str) -> object:
+    """vLLM's engine lives in `videor1.generation.vllm_engine` (which imports this module); its names are
+    served from here too, lazily, so `from videor1.generation.engines import VLLMEngine` keeps working."""
+    if name in _VLLM_NAMES:
+        from videor1.generation import vllm_engine
+
+        return getattr(vllm_engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
