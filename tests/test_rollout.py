@@ -197,8 +197,9 @@ def test_vllm_engine_sends_what_we_intend(processor, samples):
         assert sorted(kw["logit_bias"]) == sorted(vision_token_ids(processor))
         assert all(v <= -100 for v in kw["logit_bias"].values())
         assert "top_k" not in kw
-    assert out[0][0] == Completion(text="<answer>A</answer>", token_ids=[11, 12, im_end], finished=True)
-    assert out[0][1] == Completion(text="abc", token_ids=[13, 14], finished=False)
+    decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731 (as HFEngine)
+    assert out[0][0] == Completion(text=decode([11, 12, im_end]), token_ids=[11, 12, im_end], finished=True)
+    assert out[0][1] == Completion(text=decode([13, 14]), token_ids=[13, 14], finished=False)
 
 
 def test_vllm_engine_greedy_and_weight_sync(processor, samples, model):

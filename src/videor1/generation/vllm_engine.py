@@ -22,7 +22,9 @@ What it sends, per sample, to `llm.generate(requests, sampling_params=[...], use
   when > 0), max_tokens, seed (params.seed + sample index * n: one seed per completion), stop_token_ids = the
   end ids, logit_bias -100 on the vision special tokens, skip_special_tokens. vLLM refuses greedy sampling
   with n > 1, so greedy with n > 1 is sent as n requests with n = 1 (identical prompts; the completions are
-  what greedy gives, n times).
+  what greedy gives, n times). A completion's text is the tokenizer's decode of its ids (special tokens
+  skipped), as in `HFEngine`, not vLLM's incremental detokenisation (which drops a trailing partial UTF-8
+  character).
 
 Engine settings (`llm_constructor_kwargs`): one image or video per prompt, remote code off, the weight-sync
 worker extension, and unless given: `dtype` = the dtype `videor1.model.load.load_model` gives the HF model on
@@ -151,7 +153,10 @@ class VLLMEngine:
             stop = getattr(output, "stop_reason", None)
             if isinstance(stop, int) and stop in self.end_ids:  # vLLM may leave the stop id out
                 ids, finished = ids + [stop], True
-        return Completion(text=output.text, token_ids=ids, finished=finished)
+        # the text is decoded here, as HFEngine does, not vLLM's incremental detokenisation: that one holds back
+        # a trailing incomplete UTF-8 sequence, so for the same ids its text could differ from HF's
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(text=text, token_ids=ids, finished=finished)
 
     # --------------------------------------------------------------------------------- weight sync
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
