@@ -228,3 +228,28 @@ def mrope_installed(model: torch.nn.Module) -> bool:
     """Whether every M-RoPE backbone of `model` uses `rope_index`."""
     backbones = _backbones(model)
     return bool(backbones) and all(getattr(m, _INSTALLED, False) for m in backbones)
+
+
+def rule_of_model(model: torch.nn.Module) -> MropeRule:
+    """The `MropeRule` of a model whose M-RoPE backbones all use `rope_index` (possibly wrapped by peft,
+    DeepSpeed or FSDP). ValueError when `install_mrope` was not applied: positions computed outside the
+    model would then differ from those of its own forward."""
+    backbones = _backbones(model)
+    if not backbones or not all(getattr(m, _INSTALLED, False) for m in backbones):
+        raise ValueError(f"{type(model).__name__}: the project's M-RoPE is not installed (load it with "
+                         "videor1.model.load.load_model or call install_mrope)")
+    return rule_of(backbones[0].config)
+
+
+def text_after(positions: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Positions [3, B, length] of `length` text tokens following the real tokens of each row, by the rule
+    above (a text run starts at the largest position so far + 1 and counts up on all three axes).
+
+    positions: [3, B, L] as `rope_index` gives them; mask: [B, L] bool, the real tokens those positions
+    belong to (each row needs at least one)."""
+    if not bool(mask.any(dim=1).all()):
+        raise ValueError("text_after: every row needs at least one real token")
+    fill = torch.iinfo(positions.dtype).min
+    start = positions.masked_fill(~mask.bool().unsqueeze(0), fill).amax(dim=(0, 2)) + 1   # [B]
+    steps = torch.arange(length, device=positions.device, dtype=positions.dtype)
+    return (start[:, None] + steps[None, :]).unsqueeze(0).expand(3, -1, -1)

@@ -23,7 +23,9 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
   says `length_bonus: true`: it needs each completion's token length and its prompt group, which this
   step has and a text reward does not (there is deliberately no "length" reward in the registry).
 - `loss_inputs` / `completion_logps`: the loss forward reuses the encoded prompt batch (same pixel
-  tensors, same second_per_grid_ts) with the generated token ids appended as they were generated.
+  tensors, same second_per_grid_ts) with the generated token ids appended as they were generated; with
+  `shared` (config `shared_prefix`) each prompt once with its G completions packed after it
+  (`videor1.rl.shared_prefix`: same log-probs and gradients, one vision pass and P + GC tokens per group).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from videor1.rl.algorithms import (
     temporal_bonus,
 )
 from videor1.rl.config import RLConfig
+from videor1.rl.shared_prefix import is_shared, pack_groups, shared_logps
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -312,13 +315,19 @@ class LossBatch:
     kept_groups: int = 0  # prompt groups in the loss (all of them unless dynamic sampling dropped some)
 
 
-def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int
-                ) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
-    """Model inputs of N = K * n rows (prompt i repeated n times + its completions), left padded.
+def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int, *,
+                shared: bool = False) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
+    """Model inputs of the loss forward over N = K * n completions (prompt-major), with completion ids
+    [N, C] and completion mask [N, C], where each completion is right aligned in its C columns.
 
-    Returns (inputs without labels, completion ids [N, C], completion mask [N, C]) where the last C
-    positions of every row hold its completion (left padding puts every completion at the end).
+    shared=False: N rows (prompt i repeated n times + its completions), left padded; the last C positions
+    of every row hold its completion (left padding puts every completion at the end). shared=True: K
+    packed rows, each prompt once with its n completions after it (`videor1.rl.shared_prefix`); the
+    same log-probs and gradients from one prompt copy per group. ids are pad_id where mask is 0 there
+    (prompt tokens here); no loss reads them.
     """
+    if shared:
+        return pack_groups(prompt_batch, token_ids, n, pad_id)
     full = append_tokens(repeat_rows(prompt_batch, n), token_ids, pad_id=pad_id, padding_side="left")
     c = max(1, max(len(t) for t in token_ids))
     ids = full["input_ids"][:, -c:]
@@ -329,7 +338,10 @@ def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], 
 
 def completion_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor, temperature: float
                      ) -> torch.Tensor:
-    """Per-token log-probs [N, C] of the completion ids under `model` (logits / temperature)."""
+    """Per-token log-probs [N, C] of the completion ids under `model` (logits / temperature), for inputs
+    from `loss_inputs` (either layout)."""
+    if is_shared(inputs):
+        return shared_logps(model, inputs, ids, temperature)
     c = ids.shape[1]
     logits = model(**inputs, logits_to_keep=c + 1, use_cache=False).logits[:, :-1, :]
     if temperature != 1.0:
