@@ -113,6 +113,11 @@ class RLConfig:
     # --- runtime
     gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
     attn_implementation: str = "auto"  # auto: transformers' default; flash_attention_2 (sdpa when not installed)
+    shared_prefix: bool = True  # loss forwards (policy + reference) take each group's prompt once, vision tower
+    #                 included, with its G completions packed after it under a 4D attention mask
+    #                 (videor1.rl.shared_prefix): the same log-probs and gradients as one row per completion
+    #                 (tested), P + G C tokens per group instead of G (P + C). Needs attn_implementation auto,
+    #                 sdpa or eager (a text attention taking a 4D mask); false: one row per completion
     bf16: Union[bool, Literal["auto"]] = "auto"  # bf16 autocast; auto: on where the device supports it
     save_steps: int = 100  # checkpoint every this many steps (0: only the final model)
     save_total_limit: Optional[int] = 2  # keep this many checkpoints (None: all)
@@ -180,6 +185,9 @@ class RLConfig:
                "points to), or the server would generate from stale weights")
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(not self.shared_prefix or self.attn_implementation in ("auto", "sdpa", "eager"),
+               f"shared_prefix needs a text attention that takes a 4D mask (attn_implementation auto, sdpa or "
+               f"eager), got {self.attn_implementation!r}: set attn_implementation: sdpa, or shared_prefix: false")
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:

@@ -207,7 +207,8 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
             return LossBatch(inputs, ids, mask, torch.zeros(1), 0.0, scored, tokens, 0)
     rows = [i * G + j for i in keep for j in range(G)]
     prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
-    inputs, ids, mask = loss_inputs(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], G, run.pad_id)
+    inputs, ids, mask = loss_inputs(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], G, run.pad_id,
+                                    shared=cfg.shared_prefix)
     return LossBatch(inputs, ids, mask, scored.advantages[rows], 1.0, scored, tokens, len(keep))
 
 

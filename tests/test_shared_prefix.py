@@ -1,0 +1,228 @@
+"""The shared-prefix loss forward (videor1.rl.shared_prefix) against today's path (one row per completion):
+per-token log-probs and every parameter's gradient, on the tiny model of every family, in fp32.
+
+Tolerances (fp32; the two paths sum the same terms in other orders): completion-token log-probs within
+1e-5 * max(1, |logp|) of each other; each parameter's gradient within 1e-5 * (its largest |entry|) in every
+entry. Seen on this machine: <= 4e-6 absolute on log-probs of magnitude ~13, <= 2.2e-6 relative on gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from videor1.data.media import ImageSpec, VideoSpec
+from videor1.data.records import read_records
+from videor1.model.inputs import append_tokens, pad_token_id, repeat_rows, vision_token_ids
+from videor1.model.load import load_model, load_processor
+from videor1.model.positions import rope_index, rule_of
+from videor1.rl.algorithms import policy_loss
+from videor1.rl.config import RLConfig
+from videor1.rl.shared_prefix import SEGMENTS, check_model, packed_positions
+from videor1.rl.step import completion_logps, load_prompts, loss_inputs
+from videor1.config import ConfigError
+from videor1.train.common import enable_gradient_checkpointing
+
+VIDEO = VideoSpec(fps=2.0, min_frames=4, max_frames=4, min_pixels=56 * 56, max_pixels=56 * 56)
+IMAGE = ImageSpec(min_pixels=56 * 56, max_pixels=56 * 56)
+FAMILY_NAMES = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"]
+LOGP_TOL, GRAD_TOL = 1e-5, 1e-5
+
+
+@pytest.fixture(scope="module")
+def prompts_of(family_model_dirs, synth_dir):
+    """family -> kind ("mixed": 2 videos + 1 image, of different lengths; "video"; "image") -> Prompts."""
+    records, _ = read_records(synth_dir / "rl.jsonl", synth_dir)
+    videos = [r for r in records if r.data_type == "video"]
+    images = [r for r in records if r.data_type == "image"]
+    picks = {"mixed": [videos[0], videos[1], images[0]], "video": [videos[2]], "image": [images[1]]}
+    out = {}
+    for name in FAMILY_NAMES:
+        processor = load_processor(family_model_dirs[name])
+        out[name] = {kind: load_prompts(chosen, list(range(len(chosen))), list(range(len(chosen))), processor,
+                                        media_root=synth_dir, video=VIDEO, image=IMAGE, max_prompt_length=4096)
+                     for kind, chosen in picks.items()}
+        out[name]["processor"] = processor
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(family_model_dirs):
+    """family -> its tiny model, fp32, in train mode (as the trainer uses it)."""
+    return {name: load_model(family_model_dirs[name], device="cpu", dtype=torch.float32).train()
+            for name in FAMILY_NAMES}
+
+
+def _completions(processor, n_rows: int, seed: int, longest: int = 9) -> list[list[int]]:
+    """Random completions of 1..longest tokens (mixed lengths), never a vision special token."""
+    gen = torch.Generator().manual_seed(seed)
+    banned = set(vision_token_ids(processor))
+    out = []
+    for _ in range(n_rows):
+        n = int(torch.randint(1, longest + 1, (1,), generator=gen))
+        ids = [int(x) for x in torch.randint(0, 1000, (n,), generator=gen) if int(x) not in banned]
+        out.append(ids or [11])
+    return out
+
+
+def _run(model, prompts, tokens, n, pad, *, shared, loss_type="grpo", ref=None, extra=None):
+    """(log-probs, ids, mask, loss, {name: grad}) of one policy forward + loss + backward."""
+    model.zero_grad(set_to_none=True)
+    inputs, ids, mask = loss_inputs(prompts.batch, tokens, n, pad, shared=shared)
+    logp = completion_logps(model, inputs, ids, 0.7)
+    old, ref_logp, adv = extra
+    out = policy_loss(logp, logp.detach() + old, adv, mask, ref_logp=logp.detach() + ref_logp, beta=0.04,
+                      epsilon=0.2, loss_type=loss_type, max_completion_length=ids.shape[1],
+                      global_num_tokens=float(mask.sum()))
+    out.loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return logp.detach(), ids, mask, out.loss.detach(), grads
+
+
+def _extra(n_rows: int, c: int, seed: int):
+    """Old-logp and reference-logp offsets (so that clipping and the KL term both act) and advantages."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    return 0.3 * torch.randn(n_rows, c, generator=gen), 0.2 * torch.randn(n_rows, c, generator=gen), \
+        torch.randn(n_rows, generator=gen)
+
+
+def assert_same(model, prompts, processor, n, *, seed=0, loss_type="grpo"):
+    """Today's path and the shared one give the same log-probs and gradients (tolerances above)."""
+    pad = pad_token_id(processor)
+    tokens = _completions(processor, len(prompts.samples) * n, seed)
+    c = max(len(t) for t in tokens)
+    extra = _extra(len(tokens), c, seed)
+    lp0, ids0, m0, loss0, g0 = _run(model, prompts, tokens, n, pad, shared=False, loss_type=loss_type, extra=extra)
+    lp1, ids1, m1, loss1, g1 = _run(model, prompts, tokens, n, pad, shared=True, loss_type=loss_type, extra=extra)
+    assert torch.equal(m0, m1) and torch.equal(ids0[m0.bool()], ids1[m1.bool()])
+    on = m0.bool()
+    assert ((lp0 - lp1).abs()[on] <= LOGP_TOL * lp0.abs()[on].clamp(min=1)).all(), \
+        float((lp0 - lp1).abs()[on].max())
+    assert torch.allclose(loss0, loss1, rtol=1e-5, atol=1e-7)
+    assert set(g0) == set(g1) and g0
+    for name in g0:
+        scale = float(g0[name].abs().max())
+        assert scale > 0, f"{name}: no gradient reached it"
+        err = float((g0[name] - g1[name]).abs().max())
+        assert err <= GRAD_TOL * scale, f"{name}: max |grad diff| {err:.3g} vs max |grad| {scale:.3g}"
+    return g0
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("n", [1, 2, 8])
+def test_mixed_batch_logps_and_gradients_equal_todays(family, n, models, prompts_of):
+    """Two videos and an image of different prompt lengths (padding), completions of 1-9 tokens, G = n."""
+    grads = assert_same(models[family], prompts_of[family]["mixed"], prompts_of[family]["processor"], n, seed=n)
+    assert any("visual" in name for name in grads)  # the vision tower is in the comparison
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_single_media_kind_batches(family, kind, models, prompts_of):
+    assert_same(models[family], prompts_of[family][kind], prompts_of[family]["processor"], 2, seed=3)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_every_loss_type(loss_type, models, prompts_of):
+    p = prompts_of["qwen2_5_vl"]
+    assert_same(models["qwen2_5_vl"], p["mixed"], p["processor"], 4, seed=5, loss_type=loss_type)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_with_gradient_checkpointing(family, family_model_dirs, prompts_of):
+    model = load_model(family_model_dirs[family], device="cpu", dtype=torch.float32)
+    enable_gradient_checkpointing(model)
+    model.train()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    p = prompts_of[family]
+    assert_same(model, p["mixed"], p["processor"], 8, seed=7)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_with_lora(family, family_model_dirs, prompts_of):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(family_model_dirs[family], device="cpu", dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                            target_modules=["q_proj", "v_proj", "up_proj"])).train()
+    with torch.no_grad():   # LoRA's B starts at 0; give it values so the adapters shape the forward too
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.02, generator=torch.Generator().manual_seed(0))
+    p = prompts_of[family]
+    grads = assert_same(model, p["mixed"], p["processor"], 4, seed=9)
+    assert grads and all("lora_" in name for name in grads)
+
+
+def test_eager_attention(family_model_dirs, prompts_of):
+    model = load_model(family_model_dirs["qwen2_5_vl"], device="cpu", dtype=torch.float32,
+                       attn_implementation="eager").train()
+    p = prompts_of["qwen2_5_vl"]
+    assert_same(model, p["mixed"], p["processor"], 2, seed=11)
+
+
+def test_reference_forward_without_grad(models, prompts_of):
+    """The reference's no-grad forward gives the same log-probs on both paths."""
+    p, model = prompts_of["qwen3_vl"], models["qwen3_vl"]
+    pad = pad_token_id(p["processor"])
+    tokens = _completions(p["processor"], 3 * 4, seed=13)
+    out = []
+    for shared in (False, True):
+        inputs, ids, mask = loss_inputs(p["mixed"].batch, tokens, 4, pad, shared=shared)
+        with torch.no_grad():
+            out.append((completion_logps(model, inputs, ids, 1.0), mask.bool()))
+    (a, m), (b, _) = out
+    assert ((a - b).abs()[m] <= LOGP_TOL * a.abs()[m].clamp(min=1)).all()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_slot_positions_continue_each_prompt_as_an_unpacked_row(family, models, prompts_of):
+    """Every completion's M-RoPE positions in the packed row equal those of [prompt | completion] alone."""
+    p, model = prompts_of[family], models[family]
+    pad, n = pad_token_id(p["processor"]), 3
+    tokens = _completions(p["processor"], 3 * n, seed=17)
+    packed, ids, mask = loss_inputs(p["mixed"].batch, tokens, n, pad, shared=True)
+    pos = packed_positions(model, packed, n, ids.shape[1])
+    rows = append_tokens(repeat_rows(p["mixed"].batch, n), tokens, pad_id=pad, padding_side="right")
+    want, _ = rope_index(rule_of(model.config), rows["input_ids"], rows["mm_token_type_ids"],
+                         rows.get("image_grid_thw"), rows.get("video_grid_thw"), rows.get("second_per_grid_ts"),
+                         attention_mask=rows["attention_mask"])
+    segments, lp, c = packed[SEGMENTS], packed[SEGMENTS].shape[1] - n * ids.shape[1], ids.shape[1]
+    for row, toks in enumerate(tokens):
+        i, j = divmod(row, n)
+        real = segments[i] == 0
+        prompt_len = int(real.sum())
+        got = torch.cat([pos[:, i, real], pos[:, i, lp + j * c: lp + j * c + len(toks)]], dim=1)
+        assert torch.equal(got, want[:, row, :prompt_len + len(toks)])
+
+
+def test_one_vision_call_per_media_kind_per_forward(models, prompts_of):
+    """Like today's path, the shared forward runs the vision tower once per media kind present, on one copy
+    of each prompt's pixels (today's: n copies)."""
+    p, model = prompts_of["qwen2_5_vl"], models["qwen2_5_vl"]
+    visual = model.model.visual
+    calls: list[int] = []
+    hook = visual.register_forward_hook(lambda mod, args, out: calls.append(int(args[0].shape[0])))
+    try:
+        pad = pad_token_id(p["processor"])
+        tokens = _completions(p["processor"], 3 * 4, seed=19)
+        for shared in (False, True):
+            inputs, ids, _ = loss_inputs(p["mixed"].batch, tokens, 4, pad, shared=shared)
+            with torch.no_grad():
+                completion_logps(model, inputs, ids, 1.0)
+    finally:
+        hook.remove()
+    today, shared_calls = calls[:2], calls[2:]
+    assert len(today) == 2 and len(shared_calls) == 2       # images, then videos, in each forward
+    assert [t // 4 for t in today] == shared_calls           # one copy of the patches instead of four
+
+
+def test_refuses_attention_without_4d_masks(family_model_dirs):
+    model = load_model(family_model_dirs["qwen2_5_vl"], device="cpu", dtype=torch.float32)
+    model.model.language_model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="shared_prefix needs a text attention"):
+        check_model(model)
+    with pytest.raises(ConfigError, match="shared_prefix needs"):
+        RLConfig(model="m", train_data="d", output_dir="o", attn_implementation="flash_attention_2").validate()
+    RLConfig(model="m", train_data="d", output_dir="o", attn_implementation="flash_attention_2",
+             shared_prefix=False).validate()
