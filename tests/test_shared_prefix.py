@@ -18,7 +18,8 @@ from videor1.model.load import load_model, load_processor
 from videor1.model.positions import rope_index, rule_of
 from videor1.rl.algorithms import policy_loss
 from videor1.rl.config import RLConfig
-from videor1.rl.shared_prefix import SEGMENTS, check_model, packed_positions
+from videor1.rl.shared_prefix import (SEGMENTS, SHARED_SDPA, attention_mask, check_model, layout_of, packed_positions,
+                                      text_attention)
 from videor1.rl.step import completion_logps, load_prompts, loss_inputs
 from videor1.config import ConfigError, config_from_dict
 from videor1.rewards import register
@@ -266,3 +267,42 @@ def test_twenty_step_run_has_todays_metrics(tiny_model_dir, synth_dir, tmp_path)
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (a["step"], key)
             else:
                 assert b[key] == a[key], (a["step"], key)
+
+
+def test_layout_masks_are_the_dense_pattern(prompts_of):
+    """`shared_sdpa`'s two masks are exactly the dense [P + G C]^2 pattern's non-empty blocks."""
+    p = prompts_of["qwen2_5_vl"]
+    n = 3
+    tokens = _completions(p["processor"], 3 * n, seed=23)
+    packed, ids, _ = loss_inputs(p["mixed"].batch, tokens, n, pad_token_id(p["processor"]), shared=True)
+    segments, c = packed[SEGMENTS], ids.shape[1]
+    dense = attention_mask(segments, "sdpa", torch.float32)[:, 0]     # [K, L, L]
+    layout = layout_of(segments, n, c)
+    lp = layout.lp
+    assert layout.prompt_mask is not None                              # the image prompt is padded
+    assert torch.equal(layout.prompt_mask[:, 0], dense[:, :lp, :lp])
+    assert not dense[:, :lp, lp:].any()                                # the prompt never sees a completion
+    for i in range(segments.shape[0]):
+        for j in range(n):
+            rows = dense[i, lp + j * c: lp + (j + 1) * c]
+            want = torch.cat([rows[:, :lp], rows[:, lp + j * c: lp + (j + 1) * c]], dim=1)
+            assert torch.equal(layout.slot_mask[i * n + j, 0], want)
+            others = torch.cat([rows[:, lp: lp + j * c], rows[:, lp + (j + 1) * c:]], dim=1)
+            assert not others.any()                                    # nor another completion
+
+
+def test_installed_attention_leaves_other_forwards_unchanged(family_model_dirs, prompts_of):
+    """After a shared forward the text attention is `shared_sdpa`; an ordinary forward (generation, today's
+    loss path) gives bit-identical logits to plain sdpa."""
+    model = load_model(family_model_dirs["qwen2_5_vl"], device="cpu", dtype=torch.float32).eval()
+    p = prompts_of["qwen2_5_vl"]
+    inputs, ids, _ = loss_inputs(p["mixed"].batch, _completions(p["processor"], 6, seed=29), 2,
+                                 pad_token_id(p["processor"]))
+    with torch.no_grad():
+        before = model(**inputs).logits
+        packed, pids, _ = loss_inputs(p["mixed"].batch, _completions(p["processor"], 6, seed=29), 2,
+                                      pad_token_id(p["processor"]), shared=True)
+        completion_logps(model, packed, pids, 1.0)
+        assert text_attention(model) == SHARED_SDPA
+        after = model(**inputs).logits
+    assert torch.equal(before, after)

@@ -25,9 +25,16 @@ every row (`logits_to_keep` as a 1D tensor, accepted by transformers 5.17-5.23),
 projection runs on K G C positions as today. The log-probs are returned in today's layout ([N, C], each
 completion right aligned), so the loss, metrics and old/reference log-probs are unchanged.
 
-Needs a text attention that takes a 4D mask: "sdpa" (a boolean mask; on CUDA, PyTorch's memory-efficient
-kernel) or "eager" (an additive mask). flash_attention_2 and flex_attention are refused with a clear
-error (`check_model`; `RLConfig.validate` refuses the combination before training starts).
+Attention. With "sdpa" the model's text attention is switched (once, `install_shared_sdpa`) to
+`shared_sdpa`, registered with transformers' AttentionInterface: without a layout it IS
+`sdpa_attention_forward` (and its masks are sdpa's), so generation and other forwards are unchanged; given
+the layout of a packed forward (a keyword argument transformers passes down to every attention call) it
+computes the prompt's attention causally (SDPA's is_causal kernel when the prompt has no padding) and the
+G slots' attention as G rows of C queries over [prompt keys | own slot keys] with a small mask: the same
+masked softmax as the dense [P + G C]^2 pattern, without its G^2 C^2 + G C P masked-out work (on this
+CPU a dense boolean mask also takes PyTorch's slow backward). With "eager", one dense additive 4D mask.
+flash_attention_2 and flex_attention are refused with a clear error (`check_model`; `RLConfig.validate`
+refuses the combination before training starts).
 
 Departure from TRL / verl / EasyR1: they repeat the prompt per completion (today's path).
 """
@@ -35,16 +42,21 @@ Departure from TRL / verl / EasyR1: they repeat the prompt per completion (today
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-from transformers import BatchFeature
+from transformers import AttentionInterface, BatchFeature
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from videor1.model.positions import _backbones, rope_index, rule_of_model, text_after
 from videor1.rl.algorithms import selective_log_softmax
 
 SEGMENTS = "shared_segments"  # [K, L] long: -1 padding, 0 prompt, j + 1 a token of completion j of the group
 LENGTHS = "shared_lengths"  # [N] long: token count of each completion (prompt-major, as token_ids)
-MASK_KINDS = ("sdpa", "eager")  # text attention implementations that take our 4D mask
+SHARED_SDPA = "videor1_shared_sdpa"  # our text attention: sdpa, plus the packed layout when given one
+LAYOUT_KWARG = "shared_prefix_layout"  # the forward keyword that carries the `Layout` to every attention call
+MASK_KINDS = ("sdpa", "eager", SHARED_SDPA)  # text attention implementations the packed forward runs on
 _VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
@@ -108,8 +120,8 @@ def check_model(model: torch.nn.Module) -> None:
 
 
 def attention_mask(segments: torch.Tensor, kind: str, dtype: torch.dtype) -> torch.Tensor:
-    """The 4D mask [K, 1, L, L] of packed rows: query q sees key k <= q when k is a prompt token or a token
-    of q's own slot; every token sees itself. Boolean (True: attend) for sdpa, additive for eager."""
+    """The dense 4D mask [K, 1, L, L] of packed rows: query q sees key k <= q when k is a prompt token or a
+    token of q's own slot; every token sees itself. Boolean (True: attend) for sdpa, additive for eager."""
     length = segments.shape[1]
     pos = torch.arange(length, device=segments.device)
     causal = pos[:, None] >= pos[None, :]
@@ -121,6 +133,74 @@ def attention_mask(segments: torch.Tensor, kind: str, dtype: torch.dtype) -> tor
         return allowed
     zero = torch.zeros((), dtype=dtype, device=segments.device)
     return zero.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What `shared_sdpa` needs of a packed batch: Lp prompt columns, n slots of c columns, and the masks
+    (True: attend) of the dense pattern's two non-empty parts."""
+
+    lp: int
+    n: int
+    c: int
+    prompt_mask: torch.Tensor | None  # [K, 1, Lp, Lp] causal over real prompt tokens; None: no padding
+    slot_mask: torch.Tensor  # [K n, 1, c, Lp + c] slot j's queries over [prompt keys | slot j keys]
+
+
+def layout_of(segments: torch.Tensor, n: int, c: int) -> Layout:
+    """The `Layout` of packed rows (`pack_groups`' SEGMENTS) with n slots of c tokens."""
+    k, length = segments.shape
+    lp, dev = length - n * c, segments.device
+    real = segments[:, :lp] == 0                                          # [K, Lp]
+    eye_p = torch.eye(lp, dtype=torch.bool, device=dev)
+    prompt_mask = None
+    if not bool(real.all()):
+        prompt_mask = ((torch.tril(torch.ones(lp, lp, dtype=torch.bool, device=dev)) & real[:, None, :])
+                       | eye_p)[:, None]
+    slot_seg = segments[:, lp:].reshape(k, n, c)
+    own = slot_seg == torch.arange(1, n + 1, device=dev)[None, :, None]   # [K, n, c] key is slot j's
+    causal = torch.tril(torch.ones(c, c, dtype=torch.bool, device=dev))
+    slot_part = causal[None, None] & own[:, :, :, None] & own[:, :, None, :]
+    slot_part = slot_part | torch.eye(c, dtype=torch.bool, device=dev)
+    prompt_part = real[:, None, None, :].expand(k, n, c, lp)
+    slot_mask = torch.cat([prompt_part, slot_part], dim=-1).reshape(k * n, 1, c, lp + c)
+    return Layout(lp, n, c, prompt_mask, slot_mask)
+
+
+def shared_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' `sdpa_attention_forward`, or, given `shared_prefix_layout`, the packed rows' attention
+    in two SDPA calls (see the module docstring). query [K, H, L, d], key / value [K, H_kv, L, d];
+    returns [K, L, H, d] as transformers' attention functions do."""
+    layout: Layout | None = kwargs.pop(LAYOUT_KWARG, None)
+    if layout is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    k, heads, _, dim = query.shape
+    kv_heads, lp, n, c = key.shape[1], layout.lp, layout.n, layout.c
+    prompt, _ = sdpa_attention_forward(module, query[:, :, :lp], key[:, :, :lp], value[:, :, :lp],
+                                       layout.prompt_mask, dropout=dropout, scaling=scaling, is_causal=True)
+
+    def slots(x: torch.Tensor, h: int) -> torch.Tensor:   # [K, h, n c, d] -> [K n, h, c, d]
+        return x[:, :, lp:].reshape(k, h, n, c, dim).transpose(1, 2).reshape(k * n, h, c, dim)
+
+    keys = torch.cat([key[:, :, :lp].repeat_interleave(n, dim=0), slots(key, kv_heads)], dim=2)
+    values = torch.cat([value[:, :, :lp].repeat_interleave(n, dim=0), slots(value, kv_heads)], dim=2)
+    out, _ = sdpa_attention_forward(module, slots(query, heads), keys, values, layout.slot_mask, dropout=dropout,
+                                    scaling=scaling, is_causal=False)
+    return torch.cat([prompt, out.reshape(k, n * c, heads, dim)], dim=1), None
+
+
+def install_shared_sdpa(model: torch.nn.Module) -> None:
+    """Register `shared_sdpa` (with sdpa's mask function) and switch every text model of `model` whose
+    attention is "sdpa" to it. Idempotent; forwards without a layout are unchanged (they run sdpa)."""
+    AttentionInterface.register(SHARED_SDPA, shared_sdpa)
+    AttentionMaskInterface.register(SHARED_SDPA, sdpa_mask)
+    for backbone in _backbones(model):
+        config = backbone.language_model.config
+        if config._attn_implementation == "sdpa":
+            config._attn_implementation = SHARED_SDPA
 
 
 def packed_positions(model: torch.nn.Module, inputs: BatchFeature, n: int, c: int) -> torch.Tensor:
@@ -155,12 +235,15 @@ def shared_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor
     n_rows, c = ids.shape
     n = n_rows // k
     lp = length - n * c
-    mask = attention_mask(segments, text_attention(model), _float_dtype(model))
+    if text_attention(model) == "sdpa":
+        install_shared_sdpa(model)
+    extra: dict = {"attention_mask": None, LAYOUT_KWARG: layout_of(segments, n, c)}
+    if text_attention(model) == "eager":
+        extra = {"attention_mask": attention_mask(segments, "eager", _float_dtype(model))}
     positions = packed_positions(model, inputs, n, c)
     model_inputs = {key: v for key, v in inputs.items() if key not in (SEGMENTS, LENGTHS)}
     keep = logit_indices(lp, n, c, segments.device)
-    logits = model(**model_inputs, attention_mask=mask, position_ids=positions, logits_to_keep=keep,
-                   use_cache=False).logits
+    logits = model(**model_inputs, **extra, position_ids=positions, logits_to_keep=keep, use_cache=False).logits
     logits = logits.reshape(n_rows, c, logits.shape[-1])
     if temperature != 1.0:
         logits = logits / temperature
