@@ -306,3 +306,38 @@ def test_installed_attention_leaves_other_forwards_unchanged(family_model_dirs, 
         assert text_attention(model) == SHARED_SDPA
         after = model(**inputs).logits
     assert torch.equal(before, after)
+
+
+# ------------------------------------------------------------------------------ HF rollouts: prefill once
+def _generate_repeating_rows(engine, sub, params):
+    """The HF engine's previous way: every prompt row repeated n times, vision tensors included."""
+    from videor1.generation.engines import _seeded
+    from videor1.model.inputs import move_batch
+
+    inputs = move_batch(repeat_rows(sub, params.n), "cpu", torch.float32)
+    with torch.no_grad(), _seeded(params.seed, 0, torch.device("cpu")):
+        out = engine.model.generate(**inputs, **engine._generate_kwargs(params), synced_gpus=False)
+    return out[:, sub["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_hf_rollouts_prefill_each_prompt_once_with_the_same_samples(family, models, prompts_of):
+    """Seeded sampling from one prefill per prompt gives the same tokens as n prefills of repeated rows
+    (two videos and a padded image prompt, n = 4, 10 tokens each), with one vision pass per media kind."""
+    from videor1.generation.engines import HFEngine, SamplingParams
+
+    model, p = models[family], prompts_of[family]
+    engine = HFEngine(model, p["processor"], batch_size=8)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, do_sample=True, n=4, seed=31)
+    want = _generate_repeating_rows(engine, p["mixed"].batch, params)
+    calls: list[int] = []
+    hook = model.model.visual.register_forward_hook(lambda mod, args, out: calls.append(int(args[0].shape[0])))
+    try:
+        got = engine._generate_chunk(p["mixed"].batch, params, 0)
+    finally:
+        hook.remove()
+    assert model.training   # put back in train mode
+    flat = [c.token_ids for group in got for c in group]
+    assert [engine._completion(ids).token_ids for ids in want] == flat
+    assert len(calls) == 2 and sum(calls) == int(p["mixed"].batch["image_grid_thw"].prod(-1).sum()
+                                                  + p["mixed"].batch["video_grid_thw"].prod(-1).sum())

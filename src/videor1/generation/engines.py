@@ -34,7 +34,7 @@ import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
-from videor1.model.positions import install_mrope
+from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -117,8 +117,9 @@ def trim_completion(ids: Sequence[int], end_ids: Iterable[int], pad_id: int | No
 class HFEngine:
     """Batched `model.generate` over samples (left padding), `batch_size` prompt rows per call.
 
-    Each sample's prompt row is repeated n times (vision tensors included) rather than relying on
-    `num_return_sequences`, so the row layout is explicit: completions of sample i are rows i*n..i*n+n-1.
+    With n > 1 each prompt is prefilled once (vision tower included) and its KV cache repeated n times
+    (`_prefill_once`), rather than relying on `num_return_sequences` (which repeats the prompt before the
+    prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
@@ -171,15 +172,17 @@ class HFEngine:
 
     def _generate_chunk(self, sub: BatchFeature, params: SamplingParams, chunk_index: int) -> list[list[Completion]]:
         n_rows = sub["input_ids"].shape[0]
-        inputs = repeat_rows(sub, params.n) if params.n > 1 else sub
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
-        inputs = move_batch(inputs, device, dtype)
-        prompt_len = inputs["input_ids"].shape[1]
+        prompt_len = sub["input_ids"].shape[1]
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad(), _seeded(params.seed, chunk_index, device):
+                if params.n > 1:
+                    inputs = self._prefill_once(sub, params.n, device, dtype)
+                else:
+                    inputs = move_batch(sub, device, dtype)
                 # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
                 # parameters first), and one with no prompt never calls generate
                 out = self.model.generate(**inputs, **self._generate_kwargs(params), synced_gpus=False)
@@ -188,6 +191,30 @@ class HFEngine:
         new_tokens = out[:, prompt_len:].tolist()
         completions = [self._completion(ids) for ids in new_tokens]
         return [completions[i * params.n:(i + 1) * params.n] for i in range(n_rows)]
+
+    def _prefill_once(self, sub: BatchFeature, n: int, device: torch.device, dtype: torch.dtype) -> dict:
+        """Prefill each prompt once for its n samples: one forward over the B prompt rows minus their last
+        token (vision tower included) fills the KV cache, which is repeated n times per row; `generate` then
+        starts from it on the B n rows (token tensors and grids repeated, no pixels) and computes only the
+        last prompt token before sampling. The same logits as prefilling B n repeated rows up to fp
+        rounding, and the same RNG draws (tests: identical seeded samples). Departs from
+        `num_return_sequences`, which expands the inputs before the prefill."""
+        inputs = move_batch(sub, device, dtype)
+        if bool(inputs["mm_token_type_ids"][:, -1].any()):
+            raise ValueError("prefill-once needs prompts ending in text (the generation prompt), not vision")
+        head = dict(inputs)
+        for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            head[key] = inputs[key][:, :-1]
+        cache = self.model(**head, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(n)
+        for backbone in _backbones(self.model):   # the M-RoPE offsets the prefill stored, one per row
+            if getattr(backbone, "rope_deltas", None) is not None:
+                backbone.rope_deltas = backbone.rope_deltas.repeat_interleave(n, dim=0)
+        keys = ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw", "video_grid_thw",
+                "second_per_grid_ts")   # each row holds one media item, so grids repeat like rows
+        out = {key: inputs[key].repeat_interleave(n, dim=0) for key in keys if key in inputs}
+        out["past_key_values"] = cache
+        return out
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy (name, tensor) pairs of a full HF state dict into the model (every name must match)."""
