@@ -1,7 +1,8 @@
 """One group's loss work, today's path (one row per completion) vs the shared prefix (each prompt once), side
 by side in one run: time and peak memory of a policy forward + backward plus a reference forward, with the
 ratio predicted from FLOPs beside the measured one; then the FLOP and activation-memory projection for
-Qwen2.5-VL-7B at 16 and 32 frames.
+Qwen2.5-VL-7B at 16 and 32 frames; and the HF rollout engine's prompt prefill, G repeated rows vs one row
+whose KV cache is repeated (`HFEngine._prefill_once`).
 
 The model has Qwen2.5-VL-7B's proportions scaled down (`--scale` divides every width, `--layers` LLM layers):
 heads of 128 dims with the 7B's 7:1 query:KV grouping, MLP 5.29 x hidden; a vision tower of 80-dim heads and
@@ -9,7 +10,7 @@ MLP 2.67 x hidden whose depth is set so that vision FLOPs per merged vision toke
 the 7B's (0.42); the vocabulary scaled so that the lm_head's share of the work is the 7B's. Prompts are one
 video (16 frames of 128 x 28 x 28 px at the 7B lengths: 1,024 vision tokens) + text, completions all of C
 tokens (the longest case; no padding), random weights, fp32, gradient checkpointing on (as the 7B recipe),
-sdpa. Each variant runs in its own process (so peak RSS is its own), --warmup passes first, median of --repeats.
+sdpa (`shared_sdpa` for the shared path). Each variant runs in its own process (so peak RSS is its own), --warmup passes first, median of --repeats.
 
     .venv/bin/python perf/shared_prefix.py [--scale 4 --layers 4 --repeats 2 --threads 2]
 """
@@ -88,10 +89,11 @@ def attention_flops(m: Dims, q: int, k: float) -> float:
 
 def group_flops(m: Dims, s: Shape, shared: bool) -> dict[str, float]:
     """Forward FLOPs of one group's loss forward by part. Today: G rows of P + C, causal attention (a kernel
-    skips the upper triangle); shared: one row of P + G C under a dense 4D mask (no skipping)."""
+    skips the upper triangle); shared (`shared_sdpa`): the prompt's causal attention, then G masked SDPAs
+    of C queries over P + C keys (a masked kernel skips nothing)."""
     if shared:
         tokens, copies = s.P + s.G * s.C, 1
-        attn = attention_flops(m, tokens, tokens)
+        attn = attention_flops(m, s.P, s.P / 2) + s.G * attention_flops(m, s.C, s.P + s.C)
     else:
         tokens, copies = s.G * (s.P + s.C), s.G
         attn = s.G * attention_flops(m, s.P + s.C, (s.P + s.C) / 2)
@@ -184,6 +186,22 @@ def one_step(model, batch, completions, g: int, shared: bool) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def one_prefill(model, batch, g: int, once: bool) -> None:
+    """The prompt prefill of G rollouts (no grad, KV cache kept): G repeated rows (the HF engine before), or
+    one row whose cache is repeated G times (`HFEngine._prefill_once`). Decoding is the same in both."""
+    import torch
+
+    from videor1.model.inputs import repeat_rows
+
+    model.eval()
+    with torch.no_grad():
+        if once:
+            model(**batch, use_cache=True, logits_to_keep=1).past_key_values.batch_repeat_interleave(g)
+        else:
+            model(**repeat_rows(batch, g), use_cache=True, logits_to_keep=1)
+    model.train()
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
 
@@ -200,7 +218,10 @@ def child(a: argparse.Namespace) -> None:
     times = []
     for _ in range(a.warmup + a.repeats):
         t0 = time.perf_counter()
-        one_step(model, batch, completions, SHAPES[a.shape].G, a.variant == "shared")
+        if a.variant.startswith("prefill"):
+            one_prefill(model, batch, SHAPES[a.shape].G, a.variant == "prefill_once")
+        else:
+            one_step(model, batch, completions, SHAPES[a.shape].G, a.variant == "shared")
         times.append(time.perf_counter() - t0)
     print(json.dumps({"times": times[a.warmup:], "base_mb": base, "peak_mb": rss_mb()}))
 
@@ -252,7 +273,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="demo,7b")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--variant", choices=["today", "shared"], default="today", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=["today", "shared", "prefill_today", "prefill_once"], default="today",
+                   help=argparse.SUPPRESS)
     p.add_argument("--shape", default="7b", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -273,6 +295,13 @@ def main() -> None:
         print(f"{s.name:<24} {f'{s.P}/{s.C}/{s.G}':>12} {tt:>8.2f} {ts:>8.2f} {tt / ts:>7.2f} {pred:>9.2f} "
               f"{mem_t:>8.0f} {mem_s:>9.0f}")
     print("(MB: peak RSS of the step above the process's RSS after building model and inputs)")
+    print(f"\nHF rollouts, the prompt prefill of G samples (no grad): G repeated rows vs one row + cache repeat")
+    for key in a.shapes.split(","):
+        s = SHAPES[key]
+        today, once = run_variant(a, key, "prefill_today"), run_variant(a, key, "prefill_once")
+        tt, to = statistics.median(today["times"]), statistics.median(once["times"])
+        print(f"{s.name:<24} {f'{s.P}/{s.G}':>12} {tt:>8.2f} {to:>8.2f} {tt / to:>7.2f}x "
+              f"{today['peak_mb'] - today['base_mb']:>8.0f} {once['peak_mb'] - once['base_mb']:>9.0f} MB")
     projection()
 
 
