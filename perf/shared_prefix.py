@@ -10,7 +10,8 @@ MLP 2.67 x hidden whose depth is set so that vision FLOPs per merged vision toke
 the 7B's (0.42); the vocabulary scaled so that the lm_head's share of the work is the 7B's. Prompts are one
 video (16 frames of 128 x 28 x 28 px at the 7B lengths: 1,024 vision tokens) + text, completions all of C
 tokens (the longest case; no padding), random weights, fp32, gradient checkpointing on (as the 7B recipe),
-sdpa (`shared_sdpa` for the shared path). Each variant runs in its own process (so peak RSS is its own), --warmup passes first, median of --repeats.
+sdpa (`shared_sdpa` for the shared path). Each variant runs in its own process (so peak RSS is its own),
+--warmup passes first, median of --repeats.
 
     .venv/bin/python perf/shared_prefix.py [--scale 4 --layers 4 --repeats 2 --threads 2]
 """
