@@ -33,7 +33,7 @@ from typing import Iterable, Protocol, Sequence
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
-from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
+from videor1.model.inputs import Sample, encode, move_batch, select_rows, vision_token_ids
 from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
