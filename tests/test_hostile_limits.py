@@ -95,7 +95,8 @@ def test_eval_skips_a_2mb_prompt_and_a_wide_image_without_tokenising_and_records
     model.mkdir()
     (model / "config.json").write_text("{}")
     engine = RecordingEngine()
-    monkeypatch.setattr(runner, "load_processor", lambda path: None)
+    monkeypatch.setattr(runner, "load_processor", lambda path: None)   # no processor: nothing is tokenised
+    monkeypatch.setattr(runner, "fit_media_specs", lambda processor, video, image: (video, image))
     monkeypatch.setattr(runner, "make_engine", lambda *a, **k: engine)
     out = tmp_path / "out"
     result = _cli("eval", "--model", model, "--bench", "videor1", "--data", data, "--media-root", tmp_path,

@@ -15,6 +15,8 @@ import os
 import pytest
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+if not HAVE_VLLM and os.environ.get("VIDEOR1_REQUIRE_VLLM") == "1":   # make test-vllm: fail, never skip
+    raise pytest.UsageError("VIDEOR1_REQUIRE_VLLM=1 but vLLM does not import in this Python")
 if HAVE_VLLM:  # only where vLLM is: the main suite's environment stays as it was
     for key, value in {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
                        "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
