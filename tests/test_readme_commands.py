@@ -270,7 +270,7 @@ def run_commands(commands: list[list[str]], tmp_path: Path, data: dict[str, list
     ran = []
     for argv in commands:
         if argv[0] == "hf":
-            build_tiny(Path(argv[3]), seed=0)
+            build_tiny(Path(argv[argv.index("--local-dir") + 1]), seed=0)
             continue
         if argv[0] == "pip":
             continue
