@@ -47,7 +47,7 @@ def ours(model: Path, data: Path, media_root: Path, out: Path, algorithm: str, a
         algorithm=algorithm, num_generations=a.generations, prompts_per_step=a.prompts,
         max_steps=a.warmup + a.steps, max_completion_length=a.max_completion, beta=a.beta, loss_type="grpo",
         learning_rate=1e-4, lr_scheduler="constant", temperature=1.0, top_p=1.0, save_steps=0,
-        tensorboard=False, progress=False, num_threads=a.threads, rewards=["accuracy", "format"],
+        report_to=(), progress=False, num_threads=a.threads, rewards=["accuracy", "format"],
         video={"min_frames": 4, "max_frames": 4, "min_pixels": PIXELS, "max_pixels": PIXELS},
         image={"min_pixels": PIXELS, "max_pixels": PIXELS}))
     train(cfg)

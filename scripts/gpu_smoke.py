@@ -90,7 +90,7 @@ def _rl_config(work: Path, name: str, model: Path, data: dict, **over: Any) -> A
 
     root = Path(__file__).resolve().parents[1] / "configs"
     pairs = {"model": model, "train_data": data["rl"], "media_root": data["media_root"],
-             "output_dir": work / name, "max_steps": 3, "save_steps": 0, "tensorboard": "false",
+             "output_dir": work / name, "max_steps": 3, "save_steps": 0, "report_to": "[]",
              "progress": "false", "beta": 0.04, "prompts_per_step": 2, **over}
     return load_config(RLConfig, root / "rl_demo_cpu.yaml", [f"{k}={v}" for k, v in pairs.items()])
 
@@ -103,7 +103,7 @@ def check_sft(work: Path, model: Path, data: dict) -> str:
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(SFTConfig, root / "sft_demo_cpu.yaml", [
         f"model={model}", f"train_data={data['cot']}", f"media_root={data['media_root']}",
-        f"output_dir={work / 'sft'}", "max_steps=5", "save_steps=0", "tensorboard=false", "progress=false",
+        f"output_dir={work / 'sft'}", "max_steps=5", "save_steps=0", "report_to=[]", "progress=false",
         "bf16=auto", "gradient_checkpointing=true"])
     train_sft(cfg)
     losses = [r["loss"] for r in _metrics(work / "sft")]
@@ -136,7 +136,8 @@ def check_eval(work: Path, model: Path, data: dict) -> str:
     summary = run_eval(EvalConfig(model=Path(model), bench="videor1", data=Path(data["test"]),
                                   media_root=Path(data["media_root"]), out=work / "eval",
                                   video=VideoSpec(max_frames=4, max_pixels=3136), image=ImageSpec(max_pixels=3136),
-                                  batch_size=8, max_new_tokens=16, shuffle_frames=True), echo=lambda _: None)
+                                  batch_size=8, max_new_tokens=16, shuffle_frames=True, report_to=()),
+                       echo=lambda _: None)
     return f"official {summary['official']['overall']:.3f} over {summary['official'].get('n', '?')} items"
 
 
@@ -439,7 +440,7 @@ def worker(kind: str, out: Path, model: Path, data: dict) -> None:
 
         cfg = load_config(SFTConfig, REPO / "configs" / "sft_demo_cpu.yaml", [
             f"model={model}", f"train_data={data['cot']}", f"media_root={data['media_root']}",
-            f"output_dir={out / 'run'}", "max_steps=5", "save_steps=0", "tensorboard=false", "progress=false",
+            f"output_dir={out / 'run'}", "max_steps=5", "save_steps=0", "report_to=[]", "progress=false",
             "bf16=true", "gradient_checkpointing=true"])
         final = train_sft(cfg)
     if PartialState().is_main_process:

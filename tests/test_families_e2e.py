@@ -58,7 +58,7 @@ def test_sft_trains_the_vision_tower(name, family_model_dirs, synth_dir, tmp_pat
     cfg = SFTConfig(model=str(model), train_data=str(data), media_root=str(synth_dir), output_dir=str(tmp_path / "sft"),
                     video=VideoSpec(max_frames=4, max_pixels=56 * 56), image=ImageSpec(max_pixels=56 * 56),
                     learning_rate=5e-3, lr_scheduler="constant", per_device_batch_size=2, max_steps=2,
-                    tensorboard=False, save_steps=1000)
+                    report_to=(), save_steps=1000)
     final = train_sft(cfg)
     rows = read_metrics(tmp_path / "sft" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
@@ -76,7 +76,7 @@ def test_rl_step_trains_the_vision_tower(name, algorithm, family_model_dirs, syn
         model=str(model), train_data=str(data), media_root=str(synth_dir), output_dir=str(tmp_path / "rl"),
         algorithm=algorithm, num_generations=2, num_shuffled_generations=1, prompts_per_step=2,
         max_completion_length=6, beta=0.04, learning_rate=1e-2, lr_scheduler="constant", top_p=1.0,
-        rewards=["families_test_variety", "accuracy"], save_steps=0, tensorboard=False, progress=False,
+        rewards=["families_test_variety", "accuracy"], save_steps=0, report_to=(), progress=False,
         max_steps=1, seed=1, num_threads=1, **SMALL))
     final = train_rl(cfg)
     row = read_metrics(tmp_path / "rl" / "metrics.jsonl")[0]

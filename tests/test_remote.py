@@ -141,7 +141,7 @@ def test_rl_through_the_cli_server(tiny_model_dir, synth_dir, tmp_path):
         root = Path(__file__).resolve().parents[1] / "configs"
         cfg = load_config(RLConfig, root / "rl_demo_cpu.yaml", [
             f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
-            f"output_dir={tmp_path / 'run'}", "max_steps=3", "save_steps=0", "tensorboard=false",
+            f"output_dir={tmp_path / 'run'}", "max_steps=3", "save_steps=0", "report_to=[]",
             "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}"])
         final = train(cfg)
         rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -67,7 +67,7 @@ def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_p
                  "algorithm=tgrpo", "num_generations=2", "num_shuffled_generations=1", "prompts_per_step=1",
                  "max_steps=2", "max_completion_length=6", "beta=0.04", "learning_rate=1e-2",
                  "lr_scheduler=constant", "top_p=1.0", "rewards=[rl_test_variety]", "save_steps=0",
-                 "tensorboard=false", "progress=false", "video.min_frames=4", "video.max_frames=4",
+                 "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
                  "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
                  "image.max_pixels=3136", "num_threads=1", "loss_type=dapo", f"seed={SEED}",
                  f"dynamic_sampling={str(dynamic_sampling).lower()}"]

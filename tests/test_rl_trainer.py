@@ -42,7 +42,7 @@ def _config(tiny_model_dir, data, media_root, out, **extra) -> RLConfig:
     base = dict(model=str(tiny_model_dir), train_data=str(data), media_root=str(media_root), output_dir=str(out),
                 algorithm="tgrpo", num_generations=2, num_shuffled_generations=1, prompts_per_step=2,
                 max_completion_length=6, beta=0.0, learning_rate=1e-2, lr_scheduler="constant", top_p=1.0,
-                rewards=["rl_test_variety", "accuracy"], save_steps=0, tensorboard=False, progress=False,
+                rewards=["rl_test_variety", "accuracy"], save_steps=0, report_to=(), progress=False,
                 video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
                 image={"min_pixels": 3136, "max_pixels": 3136}, seed=1, num_threads=1)
     base.update(extra)

@@ -25,7 +25,7 @@ SMALL_IMAGE = ImageSpec(max_pixels=56 * 56)
 
 def _cfg(model: Path, data: Path, out: Path, **kw) -> SFTConfig:
     base = dict(model=str(model), train_data=str(data), output_dir=str(out), video=SMALL_VIDEO, image=SMALL_IMAGE,
-                learning_rate=5e-4, lr_scheduler="constant", max_grad_norm=1.0, tensorboard=False, save_steps=1000)
+                learning_rate=5e-4, lr_scheduler="constant", max_grad_norm=1.0, report_to=(), save_steps=1000)
     base.update(kw)
     return SFTConfig(**base)
 
@@ -295,7 +295,7 @@ def test_sft_teaches_the_format(tiny_model_dir, tmp_path):
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = load_config(SFTConfig, root / "sft_demo_cpu.yaml", [
         f"model={tiny_model_dir}", f"train_data={paths['cot']}", f"media_root={paths['media_root']}",
-        f"output_dir={tmp_path / 'run'}", "max_steps=100", "save_steps=0", "tensorboard=false"])
+        f"output_dir={tmp_path / 'run'}", "max_steps=100", "save_steps=0", "report_to=[]"])
     final = train_sft(cfg)
     records = load_records(paths["test"])
     samples = [make_sample(r, paths["media_root"], cfg.video, cfg.image,
@@ -333,7 +333,7 @@ def test_two_processes_match_one_with_a_skipped_step(tiny_model_dir, synth_dir, 
         rows[slot] = record
     data = write_records(tmp_path / "cot.jsonl", rows)
     common = [f"model={tiny_model_dir}", f"train_data={data}", f"media_root={tmp_path}", "max_steps=2", "seed=7",
-              "learning_rate=5e-4", "lr_scheduler=constant", "save_steps=0", "tensorboard=false", "progress=false",
+              "learning_rate=5e-4", "lr_scheduler=constant", "save_steps=0", "report_to=[]", "progress=false",
               "num_threads=1", "video.max_frames=4", "video.max_pixels=3136", "image.max_pixels=3136"]
     script = tmp_path / "launch.py"
     script.write_text("import sys\nfrom videor1.sft.trainer import run_sft\nrun_sft(None, sys.argv[1:])\n")

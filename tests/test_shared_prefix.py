@@ -243,7 +243,7 @@ def _train_20(tiny_model_dir, synth_dir, out, shared: bool) -> list[dict]:
         model=str(tiny_model_dir), train_data=str(synth_dir / "rl.jsonl"), output_dir=str(out), algorithm="tgrpo",
         num_generations=4, num_shuffled_generations=2, prompts_per_step=2, max_completion_length=8, beta=0.04,
         learning_rate=1e-3, lr_scheduler="constant", top_p=1.0, rewards=["shared_prefix_test_variety", "accuracy"],
-        save_steps=0, tensorboard=False, progress=False, seed=1, num_threads=1, max_steps=20, shared_prefix=shared,
+        save_steps=0, report_to=(), progress=False, seed=1, num_threads=1, max_steps=20, shared_prefix=shared,
         video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
         image={"min_pixels": 3136, "max_pixels": 3136}))
     train(cfg)

@@ -124,7 +124,7 @@ def _rl_config(tiny_model_dir, synth_dir, out, **extra) -> RLConfig:
     base = dict(model=str(tiny_model_dir), train_data=str(synth_dir / "rl.jsonl"), media_root=str(synth_dir),
                 output_dir=str(out), algorithm="grpo", num_generations=2, prompts_per_step=1,
                 max_completion_length=4, beta=0.0, learning_rate=1e-2, top_p=1.0, rewards=["accuracy", "format"],
-                save_steps=2, tensorboard=False, progress=False, seed=3, num_threads=1, max_steps=3,
+                save_steps=2, report_to=(), progress=False, seed=3, num_threads=1, max_steps=3,
                 video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
                 image={"min_pixels": 3136, "max_pixels": 3136})
     base.update(extra)
@@ -144,7 +144,7 @@ def test_missing_train_data_is_the_same_config_error_in_both_trainers(tiny_model
     errors = []
     for run in (lambda: rl.train(_rl_config(tiny_model_dir, tmp_path, tmp_path / "rl", train_data=str(missing))),
                 lambda: sft.train_sft(SFTConfig(model=str(tiny_model_dir), train_data=str(missing),
-                                                output_dir=str(tmp_path / "sft"), tensorboard=False))):
+                                                output_dir=str(tmp_path / "sft"), report_to=()))):
         with pytest.raises(ConfigError) as info:
             run()
         errors.append(str(info.value))

@@ -35,7 +35,7 @@ def test_rng_state_round_trip(tmp_path):
 
 
 def test_metrics_logger_resume_drops_lines_past_the_checkpoint(tmp_path):
-    log = MetricsLogger(tmp_path, tensorboard=True)
+    log = MetricsLogger(tmp_path, report_to=["tensorboard"])
     for step in range(1, 6):
         log.log(step, {"loss": torch.tensor(step / 10), "lr": np.float32(0.5), "name": "x"})
     log.close()
@@ -44,21 +44,21 @@ def test_metrics_logger_resume_drops_lines_past_the_checkpoint(tmp_path):
     assert rows[1]["loss"] == pytest.approx(0.2) and rows[1]["lr"] == 0.5
     assert list((tmp_path / "tensorboard").iterdir())
 
-    resumed = MetricsLogger(tmp_path, tensorboard=False, resume_step=3)
+    resumed = MetricsLogger(tmp_path, report_to=(), resume_step=3)
     resumed.log(4, {"loss": 9.0})
     resumed.close()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["loss"] for r in rows] == pytest.approx([0.1, 0.2, 0.3, 9.0])
 
-    MetricsLogger(tmp_path, tensorboard=False).close()  # a fresh run starts a fresh log
+    MetricsLogger(tmp_path, report_to=()).close()  # a fresh run starts a fresh log
     assert read_metrics(tmp_path / "metrics.jsonl") == []
     MetricsLogger(tmp_path / "other", enabled=False).log(1, {"loss": 1.0})
     assert not (tmp_path / "other").exists()
 
 
 def test_plot_curves_writes_a_png(tmp_path):
-    log = MetricsLogger(tmp_path, tensorboard=False)
+    log = MetricsLogger(tmp_path, report_to=())
     for step in range(1, 4):
         log.log(step, {"loss": 1.0 / step, "reward": step})
     png = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png", ["loss", "reward", "absent"])

@@ -33,11 +33,12 @@ class CommandError(Exception):
 
 #: Errors that are the user's (bad input), reported in one line with exit code 2. ValueError covers bad
 #: argument values (ConfigError, RecordError, json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-#: too; listed for the reader). ImportError: a missing optional extra (vllm, deepspeed, peft).
+#: too; listed for the reader). ImportError: a missing optional extra (vllm, deepspeed, peft). ConnectionError: a
+#: Hub request that failed (`videor1 push`: no network, a missing or wrong token).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     CommandError, ConfigError, RecordError, MediaError, FileNotFoundError, FileExistsError, NotADirectoryError,
-    IsADirectoryError, PermissionError, ValueError, yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError,
-    ImportError,
+    IsADirectoryError, PermissionError, ConnectionError, ValueError, yaml.YAMLError, json.JSONDecodeError,
+    UnicodeDecodeError, ImportError,
 )
 DEBUG_ENV = "VIDEOR1_DEBUG"
 
@@ -279,6 +280,20 @@ def train(
 
     path = run_training(config, list(ctx.args))
     typer.echo(f"final model: {path}")
+
+
+@app.command()
+def push(
+    directory: Path = typer.Argument(..., metavar="DIR", help="A run folder (its final/ is uploaded) or a model "
+                                     "directory."),
+    repo: str = typer.Option(..., help="Hub repo id, user/name (created if it does not exist)."),
+    private: bool = typer.Option(False, help="Create the repo private (ignored for an existing repo)."),
+) -> None:
+    """Upload a trained model with a generated model card to the Hugging Face Hub (token: HF_TOKEN or
+    `hf auth login`)."""
+    from videor1.tools.push import push as push_model
+
+    push_model(directory, repo, private=private, echo=typer.echo)
 
 
 @app.command("serve-rollouts")

@@ -144,6 +144,10 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, base: T | None = 
         raise ConfigError(f"{_prefix.rstrip('.') or cls.__name__}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
+    renamed = getattr(cls, "RENAMED_KEYS", {})  # keys a class no longer has, with what replaced them
+    if unknown and unknown[0] in renamed:
+        raise ConfigError(f"config key '{_prefix}{unknown[0]}' of {cls.__name__} was replaced: use "
+                          f"{renamed[unknown[0]]}")
     if unknown:
         raise ConfigError(f"unknown config key '{_prefix}{unknown[0]}' for {cls.__name__}; valid keys: "
                           f"{', '.join(sorted(fields))}")

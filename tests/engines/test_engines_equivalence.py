@@ -53,7 +53,7 @@ def _rl_overrides(model: Path, data: Path, tmp: Path, out: Path) -> list[str]:
     return [f"model={model}", f"train_data={data}", f"media_root={tmp}", f"output_dir={out}", "algorithm=grpo",
             "num_generations=2", "prompts_per_step=1", "max_steps=1", "max_completion_length=6", "beta=0",
             "learning_rate=1e-3", "lr_scheduler=constant", "top_p=1.0", "rewards=[engine_test_variety]",
-            "save_steps=0", "tensorboard=false", "progress=false", "video.min_frames=4", "video.max_frames=4",
+            "save_steps=0", "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
             "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136",
             "num_threads=1", "seed=5", "loss_type=grpo", "max_grad_norm=1e9", "max_skipped_fraction=0.6"]
 

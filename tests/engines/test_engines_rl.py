@@ -62,7 +62,7 @@ def _overrides(model: Path, data: Path, tmp: Path, out: Path) -> list[str]:
             "algorithm=tgrpo", "num_generations=2", "num_shuffled_generations=1", f"prompts_per_step={PPS}",
             f"max_steps={STEPS}", "max_completion_length=6", "beta=0.04", "learning_rate=1e-2",
             "lr_scheduler=constant", "top_p=1.0", "rewards=[engine_test_variety]", "save_steps=2",
-            "tensorboard=false", "progress=false", "video.min_frames=4", "video.max_frames=4",
+            "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
             "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136",
             "num_threads=1", f"seed={SEED}", "max_skipped_fraction=0.5"]
 

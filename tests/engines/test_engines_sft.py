@@ -59,7 +59,7 @@ def _data(tmp: Path, synth_dir: Path) -> Path:
 def _overrides(model: Path, data: Path, tmp: Path, out: Path, *extra: str) -> list[str]:
     return [f"model={model}", f"train_data={data}", f"media_root={tmp}", f"output_dir={out}",
             f"per_device_batch_size={MB}", f"gradient_accumulation_steps={ACC}", f"max_steps={STEPS}",
-            "learning_rate=1e-3", "lr_scheduler=constant", "warmup_ratio=0", "save_steps=2", "tensorboard=false",
+            "learning_rate=1e-3", "lr_scheduler=constant", "warmup_ratio=0", "save_steps=2", "report_to=[]",
             "progress=false", "video.min_frames=4", "video.max_frames=4", "video.min_pixels=3136",
             "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136", "num_threads=1",
             f"seed={SEED}", "max_skipped_fraction=0.5", "bf16=false", *extra]

@@ -38,7 +38,7 @@ def _rl_config(model: Path, synth_dir: Path, out: Path, memory: float, **extra) 
                 output_dir=str(out), algorithm="tgrpo", num_generations=2, num_shuffled_generations=1,
                 prompts_per_step=2, max_steps=3, max_completion_length=8, beta=0.0, learning_rate=1e-2,
                 lr_scheduler="constant", rewards=["vllm_test_variety", "accuracy"], save_steps=0,
-                tensorboard=False, progress=False, seed=1, num_threads=1, rollout_engine="vllm",
+                report_to=(), progress=False, seed=1, num_threads=1, rollout_engine="vllm",
                 vllm={"gpu_memory_utilization": memory},
                 video={"min_frames": 4, "max_frames": 4, "min_pixels": 1024, "max_pixels": 3136},
                 image={"min_pixels": 1024, "max_pixels": 3136})

@@ -19,6 +19,7 @@ from videor1.data.media import ImageSpec, VideoSpec
 from videor1.evaluate.benchmarks import get_benchmark
 from videor1.evaluate.judge import JudgeSpec
 from videor1.limits import InputLimits
+from videor1.trackers import REPORT_TO_DEFAULT, check_report_to
 
 EVAL_MAX_PIXELS = 256 * 28 * 28  # eval's default pixel budget per frame and per image (larger than training's)
 
@@ -46,6 +47,8 @@ class EvalConfig:
     num_workers: int = 0  # worker processes decoding the next items while the model generates (same results)
     judge_url: Optional[str] = None  # OpenAI-compatible endpoint scoring judge-scored formats (None: not scored)
     judge_model: Optional[str] = None  # the model name that endpoint serves (required with judge_url)
+    report_to: tuple[str, ...] = REPORT_TO_DEFAULT  # trackers getting the scores, the config and scores.png:
+    #                 tensorboard (<out>/tensorboard), wandb (optional extra videor1[wandb]); [] for none
 
     def judge(self) -> Optional[JudgeSpec]:
         """The judge of this run, or None."""
@@ -67,6 +70,7 @@ class EvalConfig:
             raise ConfigError(f"must be >= 0, got {self.num_workers}", key="num_workers")
         if bool(self.judge_url) != bool(self.judge_model):
             raise ConfigError("--judge URL and --judge-model NAME go together", key="judge_model")
+        check_report_to(self.report_to)
 
     def check_inputs(self) -> None:
         """FileNotFoundError / NotADirectoryError naming the first input that is not there."""

@@ -45,7 +45,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from videor1 import __version__
 from videor1.atomic import atomic_write_json, model_fingerprint
-from videor1.config import validate
+from videor1.config import config_to_dict, validate
 from videor1.data.media import Clip, ImageSpec, MediaError, VideoSpec, load_media, load_video
 from videor1.data.pipeline import Prefetcher, prefetch, take
 from videor1.data.prompts import TEMPLATES, build_messages
@@ -62,6 +62,7 @@ from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward
+from videor1.trackers import RunInfo, report_eval
 
 DECODING: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False, "temperature": 1.0, "top_p": 1.0},
@@ -383,6 +384,7 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     atomic_write_json(out / "meta.json", settings, indent=2, default=str)
     pred_path = out / PREDICTIONS
     done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
+    resumed = pred_path.is_file()  # an eval folder evaluated further continues its tracker run
     wanted = {(it.id, s) for it in items for s in ([False, True] if cfg.shuffle_frames else [False])}
     if wanted - done:
         processor = load_processor(cfg.model)
@@ -401,6 +403,8 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     rows, judge_problems, judge_info = judge_rows(adapter, read_predictions(pred_path), judge, out, echo)
     summary = summarize(adapter, rows, settings, [*unusable, *judge_problems], judge_info)
     write_outputs(out, summary)
+    report_eval(cfg.report_to, RunInfo(out, "eval", config_to_dict(cfg), resume=resumed), summary,
+                {"scores": out / "scores.png"})
     echo(headline_line(summary, out))
     return summary
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.limits import InputLimits
 from videor1.rewards import REGISTRY, get_reward
+from videor1.tools.push import check_repo_id
 from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS, TEMPORAL_BONUS_MODES
+from videor1.trackers import REPORT_TO_DEFAULT, check_report_to
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
@@ -45,6 +47,8 @@ class RemoteConfig:
 @dataclass(frozen=True)
 class RLConfig:
     """A GRPO / T-GRPO run. `load_config(RLConfig, path, overrides)` reads and validates one."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"tensorboard": "report_to: [tensorboard] (or [] for none)"}
 
     # --- what to train, on what, where to write
     model: str  # HF model directory of the initial policy (e.g. the SFT output)
@@ -128,7 +132,10 @@ class RLConfig:
     #                 replaces it; false: refused, never silently overwritten
     max_skipped_fraction: float = 1.0  # stop (no model written) when more than this fraction of the prompts
     #                 seen were skipped (too long, bad media); at 1.0, only when every prompt was skipped
-    tensorboard: bool = True  # mirror metrics to TensorBoard
+    report_to: tuple[str, ...] = REPORT_TO_DEFAULT  # trackers mirroring metrics.jsonl: tensorboard, wandb (the
+    #                 optional extra videor1[wandb]; project $WANDB_PROJECT); [] for none (videor1.trackers)
+    push_to_hub: Optional[str] = None  # Hub repo id ("user/name") the final model and a generated model card
+    #                 are uploaded to at the end of the run (main process; `videor1 push`); None: not uploaded
     progress: bool = True  # tqdm progress bar on the main process
     num_threads: Optional[int] = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
     num_workers: int = 0  # worker processes decoding + encoding the next steps' prompts while the model works
@@ -188,6 +195,8 @@ class RLConfig:
         _check(not self.shared_prefix or self.attn_implementation in ("auto", "sdpa", "eager"),
                f"shared_prefix needs a text attention that takes a 4D mask (attn_implementation auto, sdpa or "
                f"eager), got {self.attn_implementation!r}: set attn_implementation: sdpa, or shared_prefix: false")
+        check_report_to(self.report_to)
+        check_repo_id(self.push_to_hub)
         self._validate_rewards()
 
     def _validate_rewards(self) -> None:

@@ -77,6 +77,7 @@ from videor1.rl.step import (
     score_rollouts,
     shuffled_samples,
 )
+from videor1.tools.push import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
@@ -105,7 +106,8 @@ def _train(cfg: RLConfig) -> Path:
     accelerator, out, records, pps = run.accelerator, run.out, run.records, cfg.prompts_per_step
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     step, position, skipped_total = run.step, run.position, run.skipped_total
-    logger = MetricsLogger(out, cfg.tensorboard, resume_step=step if run.resumed else None, enabled=main)
+    logger = MetricsLogger(out, cfg.report_to, resume_step=step if run.resumed else None, enabled=main,
+                           command="train", config=config_to_dict(cfg))
     if main:
         save_config(cfg, out / "config.yaml")
     sampling = SamplingParams(max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
@@ -151,10 +153,11 @@ def _train(cfg: RLConfig) -> Path:
         if cfg.save_steps and step % cfg.save_steps == 0:
             _save(run, step, position, skipped_total)
     bar.close()
-    logger.close()
     final = save_final(run.model, run.processor, accelerator, out / "final")
     if main:
-        plot_curves(out / METRICS_FILE, out / "curves.png", CURVE_KEYS)
+        logger.images({"curves": plot_curves(out / METRICS_FILE, out / "curves.png", CURVE_KEYS)}, step)
+    logger.close()
+    push_at_end(cfg.push_to_hub, out, main)
     return final
 
 

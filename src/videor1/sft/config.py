@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.prompts import TEMPLATES
+from videor1.tools.push import check_repo_id
 from videor1.limits import InputLimits
 from videor1.sft.lora import LORA_DEFAULT_TARGETS
+from videor1.trackers import REPORT_TO_DEFAULT, check_report_to
 
 __all__ = ["LORA_DEFAULT_TARGETS", "SFTConfig"]
 
@@ -17,6 +19,8 @@ __all__ = ["LORA_DEFAULT_TARGETS", "SFTConfig"]
 @dataclass(frozen=True)
 class SFTConfig:
     """Every key of an SFT run (YAML + key=value overrides; see configs/sft_*.yaml)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"tensorboard": "report_to: [tensorboard] (or [] for none)"}
 
     model: str  # HF directory of the starting model (e.g. Qwen2.5-VL-7B-Instruct, or a tiny model)
     train_data: str  # CoT records (JSON list or JSONL); every record needs `process`
@@ -59,7 +63,10 @@ class SFTConfig:
     num_workers: int = 0  # DataLoader worker processes decoding media
     num_threads: int | None = None  # torch CPU threads (None: torch's default; 1 is fastest for tiny models)
     max_skipped_fraction: float = 0.5  # stop when more than this fraction of the samples seen were skipped
-    tensorboard: bool = True  # mirror metrics to <output_dir>/tensorboard
+    report_to: tuple[str, ...] = REPORT_TO_DEFAULT  # trackers mirroring metrics.jsonl: tensorboard, wandb (the
+    #                 optional extra videor1[wandb]; project $WANDB_PROJECT); [] for none (videor1.trackers)
+    push_to_hub: str | None = None  # Hub repo id ("user/name") the final model and a generated model card are
+    #                 uploaded to at the end of the run (main process; `videor1 push`); None: not uploaded
     progress: bool = True  # tqdm progress bar on the main process
 
     def validate(self) -> None:
@@ -84,3 +91,5 @@ class SFTConfig:
             raise ConfigError("lora: true needs at least one module in lora_target_modules")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}")
+        check_report_to(self.report_to)
+        check_repo_id(self.push_to_hub)

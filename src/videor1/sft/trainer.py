@@ -49,6 +49,7 @@ from videor1.sft.config import SFTConfig
 from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, make_collate,
                               token_nll)
 from videor1.sft.lora import check_lora_placement, wrap_lora
+from videor1.tools.push import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,
@@ -107,14 +108,17 @@ def _stop_now(run: "_Run", step: int, should_stop: StopCheck | None) -> bool:
 def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
     run = _setup(cfg)
     accelerator, main = run.accelerator, run.accelerator.is_main_process
-    logger = MetricsLogger(run.out, cfg.tensorboard, resume_step=run.start if run.resumed else None, enabled=main)
+    logger = MetricsLogger(run.out, cfg.report_to, resume_step=run.start if run.resumed else None, enabled=main,
+                           command="sft", config=config_to_dict(cfg))
     bar = tqdm(total=run.total_steps, initial=run.start, desc="sft", disable=not (main and cfg.progress),
                dynamic_ncols=True)
     interval = _Interval()
     dummy = dummy_micro_batch(run.processor)  # run with weight 0 in place of a micro-batch whose samples were skipped
 
+    last = run.start  # the last optimizer step done
     for step in range(run.start, run.total_steps):  # one optimizer step per global batch
         t0 = time.perf_counter()
+        last = step + 1
         window = [next(run.batches) for _ in range(cfg.gradient_accumulation_steps)]
         lr = run.scheduler.get_last_lr()[0]
         stats = train_step(run.model, run.optimizer, window, accelerator, run.params, cfg.max_grad_norm,
@@ -137,12 +141,13 @@ def _train_sft(cfg: SFTConfig, should_stop: StopCheck | None = None) -> Path:
         if cfg.save_steps and (step + 1) % cfg.save_steps == 0 and step + 1 < run.total_steps:
             _save_checkpoint(run, step + 1)
     bar.close()
-    logger.close()
 
     final = save_final(run.model, run.processor, accelerator, run.out / "final", lora=cfg.lora)
     if main:
-        plot_curves(run.out / METRICS_FILE, run.out / "curves.png", CURVE_KEYS)
+        logger.images({"curves": plot_curves(run.out / METRICS_FILE, run.out / "curves.png", CURVE_KEYS)}, last)
+    logger.close()
     accelerator.end_training()
+    push_at_end(cfg.push_to_hub, run.out, main)
     return final
 
 

@@ -249,7 +249,7 @@ def run_sft_stage(out: Path, s: DemoSettings, seed: int, base: Path, data: Mappi
     cfg = SFTConfig(model=str(base), train_data=str(data["cot"]), media_root=str(data["media_root"]),
                     output_dir=str(out / "sft"), seed=seed, max_steps=s.sft_steps, per_device_batch_size=s.sft_batch,
                     learning_rate=s.sft_lr, lr_scheduler="constant", weight_decay=0.01, max_grad_norm=1.0,
-                    video=video, image=image, save_steps=10 ** 9, resume=False, tensorboard=False,
+                    video=video, image=image, save_steps=10 ** 9, resume=False, report_to=(),
                     num_workers=s.num_workers)
     return train_sft(cfg, should_stop=cold_start_check(out / "sft" / VAL_LOG, s, data))
 
@@ -293,7 +293,7 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
                    dynamic_sampling=s.rl_dynamic_sampling, beta=0.0,
                    learning_rate=s.rl_lr, lr_scheduler="constant", max_grad_norm=5.0, seed=seed,
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
-                   temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, tensorboard=False,
+                   temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, report_to=(),
                    num_workers=s.num_workers, progress=progress)
     cfg.validate()
     return train(cfg)
@@ -358,7 +358,8 @@ def run_eval_stage(out: Path, s: DemoSettings, seed: int, models: Mapping[str, P
         cfg = EvalConfig(model=Path(path), bench="videor1", data=Path(data["test"]),
                          media_root=Path(data["media_root"]), out=out / "eval" / name.lower().replace("-", ""),
                          video=video, image=image, batch_size=s.eval_batch, limit=None, decoding="greedy",
-                         max_new_tokens=s.eval_max_tokens, shuffle_frames=True, seed=seed, engine="hf")
+                         max_new_tokens=s.eval_max_tokens, shuffle_frames=True, seed=seed, engine="hf",
+                         report_to=())
         summaries[name] = run_eval(cfg, echo=echo)
     return summaries
 

@@ -1,8 +1,9 @@
 """Metrics and skip logs, shared by the SFT and RL loops.
 
-- `MetricsLogger` appends one JSON line a step to `metrics.jsonl` (and mirrors numbers to TensorBoard). A
-  resumed run passes the checkpoint's step: lines past it (written after the checkpoint by the interrupted
-  run) are dropped, so the file reads as one uninterrupted run.
+- `MetricsLogger` appends one JSON line a step to `metrics.jsonl` and mirrors its numbers to the trackers of
+  `report_to` (TensorBoard, W&B: `videor1.trackers`). A resumed run passes the checkpoint's step: lines past
+  it (written after the checkpoint by the interrupted run) are dropped, so the file reads as one
+  uninterrupted run.
 - `skip_log` appends one line per bad record / sample to `skipped.jsonl`; `trim_skip_log` drops, on resume,
   the lines the interrupted run wrote after the checkpoint (the resumed run writes them again).
 """
@@ -18,52 +19,62 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, no global figure state
-from torch.utils.tensorboard import SummaryWriter
+
+from videor1.trackers import REPORT_TO_DEFAULT, RunInfo, Tracker, numbers, open_trackers
 
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 
 
 class MetricsLogger:
-    """One JSON line a step in `<out_dir>/metrics.jsonl`, mirrored to TensorBoard (`<out_dir>/tensorboard`).
+    """One JSON line a step in `<out_dir>/metrics.jsonl`, its numbers mirrored to the trackers of `report_to`
+    (`videor1.trackers`: TensorBoard in `<out_dir>/tensorboard`, W&B).
 
-    `resume_step=None` starts a fresh log (an existing metrics.jsonl is replaced). `resume_step=k` keeps
-    the lines with step <= k and appends after them. `enabled=False` (non-main processes) makes every
-    method a no-op.
+    `resume_step=None` starts a fresh log (an existing metrics.jsonl is replaced, a new tracker run begins).
+    `resume_step=k` keeps the lines with step <= k and appends after them (the trackers continue their run:
+    TensorBoard purges the later steps, W&B continues the run id stored in the folder). `config` (the resolved
+    config) and `command` go to the trackers. `enabled=False` (non-main processes) makes every method a no-op
+    and opens no tracker.
     """
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True, *, resume_step: int | None = None,
-                 enabled: bool = True):
+    def __init__(self, out_dir: str | Path, report_to: Sequence[str] = REPORT_TO_DEFAULT, *,
+                 resume_step: int | None = None, enabled: bool = True, command: str = "train",
+                 config: Mapping[str, Any] | None = None):
         self.enabled = enabled
         self.path = Path(out_dir) / METRICS_FILE
-        self._writer: SummaryWriter | None = None
+        self._trackers: list[Tracker] = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [row for row in read_metrics(self.path) if row["step"] <= resume_step] \
             if resume_step is not None and self.path.exists() else []
         _write_lines(self.path, [json.dumps(row) for row in kept])
-        if tensorboard:
-            purge = None if resume_step is None else resume_step + 1
-            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge)
+        info = RunInfo(Path(out_dir), command, dict(config or {}), resume=resume_step is not None,
+                       resume_step=resume_step)
+        self._trackers = open_trackers(list(report_to), info)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
-        """Append `{"step": step, **metrics}`; numbers also go to TensorBoard as scalars."""
+        """Append `{"step": step, **metrics}`; its numbers also go to every tracker."""
         if not self.enabled:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        if self._writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._writer.add_scalar(key, value, global_step=int(step))
-            self._writer.flush()
+        scalars = numbers({k: v for k, v in row.items() if k != "step"})
+        for tracker in self._trackers:
+            tracker.log(int(step), scalars)
+
+    def images(self, images: Mapping[str, Path | None], step: int) -> None:
+        """The run's plots (PNG files; None entries, plots not made, are left out) to every tracker."""
+        present = {name: Path(p) for name, p in images.items() if p is not None and Path(p).is_file()}
+        if self.enabled and present:
+            for tracker in self._trackers:
+                tracker.images(present, step)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for tracker in self._trackers:
+            tracker.close()
+        self._trackers = []
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
