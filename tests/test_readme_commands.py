@@ -23,6 +23,7 @@ substitutions (nothing else changes):
 | `sft` | + `max_steps=2 num_workers=0` |
 | `train` | + `max_steps=1 num_generations=4 num_shuffled_generations=2 max_completion_length=16`; `rollout_engine=vllm` -> `hf` when vLLM does not import (tests/vllm_real runs T-GRPO with vLLM rollouts) |
 | `train ... rollout_engine=remote`, `serve-rollouts` | checked only (server mode runs end to end in tests/test_remote.py) |
+| `videor1 push` | the real command; the upload (`videor1.tools.push._upload`, its one call into the Hub) recorded instead of sent |
 | `eval` | + `--limit 2 --batch-size 2 --max-new-tokens 8 --max-pixels 12544` |
 | "Your own data" records | the README's JSON example, media `videos/clip-1.mp4` = bikes.mp4, `images/chart-1.png` a PNG |
 | `my_rewards.py` | the README's Python block, written to the scratch folder (`PYTHONPATH=.`) |
@@ -189,6 +190,12 @@ def test_reproduce_commands_parse_and_name_real_files(tmp_path):
     evals = [parse_videor1(a).params for a in videor1 if a[0] == "eval" and a[1] != "report"]
     assert sorted((p["frames"], p["bench"]) for p in evals) == sorted((f, b) for f in (16, 32, 64) for b in BENCHES)
     assert all(p["decoding"] == "reference" for p in evals)
+    pushes = [parse_videor1(a).params for a in videor1 if a[0] == "push"]
+    assert len(pushes) == 1 and pushes[0]["evals"] and pushes[0]["repo"].count("/") == 1
+    tracking = re.findall(r"`(report_to=\S+)`", section(REPRODUCE))  # the overrides the text tells users to add
+    assert tracking == ["report_to=[tensorboard,wandb]"]
+    for cls, name in ((SFTConfig, "sft_qwen25vl7b.yaml"), (RLConfig, "rl_qwen25vl7b_tgrpo.yaml")):
+        assert list(load_config(cls, ROOT / "configs" / name, tracking).report_to) == ["tensorboard", "wandb"]
     for link in re.findall(r"\]\(((?:docs|scripts|configs)/[^)]+)\)", section(REPRODUCE)):
         assert (ROOT / link).is_file(), link
 
@@ -304,6 +311,11 @@ def test_reproduce_section_runs_on_the_tiny_model(tmp_path, work, synth_dir, bik
     hub = published_hub(tmp_path / "hub", Path(bikes_mp4).read_bytes())
     monkeypatch.setattr(dl, "download", functools.partial(dl.download, downloader=hub.snapshot,
                                                           resolver=hub.resolve))
+    import videor1.tools.push as push_mod
+
+    uploads = []
+    monkeypatch.setattr(push_mod, "_upload", lambda repo, model_dir, files, card, private: uploads.append(
+        (repo, Path(model_dir), card, private)) or f"https://huggingface.co/{repo}")
     commands = section_commands(REPRODUCE, tmp_path)
     data = {"sft": [f"train_data={synth_dir}/cot.jsonl", f"media_root={synth_dir}"],
             "train": [f"train_data={synth_dir}/rl.jsonl", f"media_root={synth_dir}"]}
@@ -318,6 +330,11 @@ def test_reproduce_section_runs_on_the_tiny_model(tmp_path, work, synth_dir, bik
             scores = json.loads((work / f"runs/eval/f{f}/{bench}/scores.json").read_text())
             assert scores["counts"]["answered"] >= 1, (f, bench, scores["counts"], scores["errors"])
     assert sum(a[0] == "eval" for a in ran) == 19
+    [(repo, model_dir, card, private)] = uploads
+    assert model_dir == Path("runs/rl_qwen25vl7b_tgrpo/final") and private and ": T-GRPO." in card
+    table = card.split("## Evaluation", 1)[1].split("## Config", 1)[0]
+    assert sorted(re.findall(r"^\| (\w+) \| (\d+) \|", table, re.M)) == sorted(
+        (b, str(f)) for f in (16, 32, 64) for b in BENCHES)  # every evaluation of step 4, in the card
 
 
 @pytest.mark.slow

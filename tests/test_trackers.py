@@ -127,28 +127,31 @@ def test_sft_reports_its_metrics_and_curves_to_wandb(tiny_model_dir, synth_dir, 
 
 def test_eval_sends_scores_and_plot_and_a_second_pass_continues_the_run(tiny_model_dir, synth_dir, tmp_path,
                                                                        wandb_offline):
-    from videor1.data.media import ImageSpec, VideoSpec
-    from videor1.evaluate.config import EvalConfig
-    from videor1.evaluate.runner import run_eval
-
     out = tmp_path / "eval"
-    cfg = EvalConfig(model=Path(tiny_model_dir), bench="videor1", data=synth_dir / "test.jsonl",
-                     media_root=synth_dir, out=out, video=VideoSpec(max_frames=4, max_pixels=3136),
-                     image=ImageSpec(max_pixels=3136), max_new_tokens=6, limit=6, batch_size=3,
-                     report_to=("wandb", "tensorboard"))
-    summary = run_eval(cfg, echo=lambda *_: None)
+    args = ["eval", "--model", str(tiny_model_dir), "--bench", "videor1", "--data", str(synth_dir / "test.jsonl"),
+            "--media-root", str(synth_dir), "--out", str(out), "--frames", "4", "--max-pixels", "3136",
+            "--max-new-tokens", "6", "--limit", "6", "--batch-size", "3", "--report-to", "wandb,tensorboard",
+            "video.min_frames=4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     [run] = offline_runs(out)
     scores = json.loads((out / "scores.json").read_text())
     assert run.summary["official/overall"] == pytest.approx(scores["official"]["overall"])
     assert run.summary["reference/overall"] == pytest.approx(scores["reference"]["overall"])
-    assert run.summary["counts/items"] == summary["counts"]["items"] == 6
+    assert run.summary["counts/items"] == scores["counts"]["items"] == 6
     assert run.config["command"] == "eval" and run.config["bench"] == "videor1"
+    assert run.config["output_dir"] == str(out.resolve()) and run.config["report_to"] == ["wandb", "tensorboard"]
     assert any(row.get("scores/_type") == "image-file" for row in run.history)
     assert _tensorboard_scalars(out, "official/overall")[0][1] == pytest.approx(scores["official"]["overall"])
 
-    run_eval(cfg, echo=lambda *_: None)  # the same folder again (nothing left to predict): the same W&B run
+    again = CliRunner().invoke(app, args)  # the same folder again (nothing left to predict): the same W&B run
+    assert again.exit_code == 0, again.output
     runs = offline_runs(out)
     assert len(runs) == 2 and runs[0].run_id == runs[1].run_id
+    none = CliRunner().invoke(app, [*args[:args.index("--out") + 1], str(tmp_path / "quiet"),
+                                    *args[args.index("--out") + 2:-3], "--report-to", "none"])
+    assert none.exit_code == 0, none.output
+    assert not (tmp_path / "quiet" / "wandb").exists() and not (tmp_path / "quiet" / "tensorboard").exists()
 
 
 def test_asking_for_wandb_without_it_is_one_clear_line(tiny_model_dir, synth_dir, tmp_path, monkeypatch):

@@ -288,12 +288,14 @@ def push(
                                      "directory."),
     repo: str = typer.Option(..., help="Hub repo id, user/name (created if it does not exist)."),
     private: bool = typer.Option(False, help="Create the repo private (ignored for an existing repo)."),
+    evals: Optional[List[Path]] = typer.Option(None, help="Also look here (recursively) for scores.json of "
+                                              "evaluations of this model (repeatable; the run folder always)."),
 ) -> None:
     """Upload a trained model with a generated model card to the Hugging Face Hub (token: HF_TOKEN or
     `hf auth login`)."""
     from videor1.tools.push import push as push_model
 
-    push_model(directory, repo, private=private, echo=typer.echo)
+    push_model(directory, repo, private=private, evals=evals or [], echo=typer.echo)
 
 
 @app.command("serve-rollouts")
@@ -398,6 +400,8 @@ def eval_cmd(
                                         "`vllm serve`) that scores TempCompass captioning and MMVU open-ended "
                                         "answers; without it those are listed as not evaluated."),
     judge_model: Optional[str] = typer.Option(None, help="The model name the --judge endpoint serves."),
+    report_to: Optional[str] = typer.Option(None, help="Trackers getting the scores and plot, comma-separated: "
+                                            "tensorboard (default), wandb; 'none' for none."),
 ) -> None:
     """Evaluate a model on one benchmark; resumable, every setting recorded.
 
@@ -414,9 +418,17 @@ def eval_cmd(
               "video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
               "image.max_pixels": max_pixels, "batch_size": batch_size, "limit": limit, "decoding": decoding,
               "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine,
-              "judge_url": judge, "judge_model": judge_model}
+              "judge_url": judge, "judge_model": judge_model, "report_to": _tracker_list(report_to)}
     cfg = load_config(EvalConfig, config, list(ctx.args), values=values)
     run_eval(cfg, echo=typer.echo)
+
+
+def _tracker_list(flag: Optional[str]) -> Optional[list[str]]:
+    """`--report-to tensorboard,wandb` as a list (None: not given; "none": no tracker)."""
+    if flag is None:
+        return None
+    names = [name.strip() for name in flag.split(",") if name.strip()]
+    return [] if names == ["none"] else names
 
 
 @eval_app.command("report")

@@ -1,10 +1,10 @@
-"""`videor1 push DIR --repo ID [--private]` and the `push_to_hub:` key of the training configs: the model
+"""`videor1 push DIR --repo ID [--private] [--evals FOLDER]` and the `push_to_hub:` key of the training configs: the model
 directory of a run, with a generated model card (README.md), uploaded to the Hugging Face Hub.
 
 `DIR` is a run folder (`<output_dir>`: its `final/` is uploaded) or a model directory (one holding
 config.json). The card (`model_card`, a pure function of `CardInputs`) states the base model, the data, the
-algorithm and its key settings, the eval scores found in the run folder (`scores.json` files of evaluations of
-this very model directory), the exact videor1 version, and the resolved config (config.yaml of `train`,
+algorithm and its key settings, the eval scores found in the run folder and the `--evals` folders (`scores.json`
+files of evaluations of this very model directory; others are named and left out), the exact videor1 version, and the resolved config (config.yaml of `train`,
 sft_config.yaml of `sft`).
 
 Where we depart from `transformers`' `push_to_hub`: the card is not written into the model directory (a file
@@ -169,10 +169,12 @@ def _same_dir(a: Any, b: Path) -> bool:
         return False
 
 
-def find_scores(run: Path, model_dir: Path, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """The scores.json summaries under `run` of evaluations of `model_dir` (others are named and left out)."""
+def find_scores(folders: Sequence[Path], model_dir: Path, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The scores.json summaries under `folders` of evaluations of `model_dir` (others are named and left out),
+    ordered by benchmark, then frames."""
     found = []
-    for path in sorted(run.rglob("scores.json")):
+    paths = sorted({p.resolve() for folder in folders for p in Path(folder).rglob("scores.json")})
+    for path in paths:
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -182,11 +184,17 @@ def find_scores(run: Path, model_dir: Path, echo: Callable[[str], None] = print)
             found.append(summary)
         else:
             echo(f"push: {path} evaluates another model; left out of the model card")
-    return found
+    return sorted(found, key=lambda s: (str(s.get("bench")), int(((s.get("settings") or {}).get("video") or {})
+                                                                 .get("max_frames") or 0)))
 
 
-def card_inputs(path: Path, repo_id: str, echo: Callable[[str], None] = print) -> tuple[Path, CardInputs]:
-    """(the model directory to upload, what its card says), read from the run folder of `path`."""
+def card_inputs(path: Path, repo_id: str, echo: Callable[[str], None] = print,
+                evals: Sequence[Path] = ()) -> tuple[Path, CardInputs]:
+    """(the model directory to upload, what its card says), read from the run folder of `path`; the eval
+    scores come from the run folder and the folders `evals`."""
+    for folder in evals:
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"--evals {folder}: not a directory")
     model_dir, run = locate(path)
     kind, config = None, {}
     for name, what in CONFIG_FILES.items():
@@ -199,15 +207,17 @@ def card_inputs(path: Path, repo_id: str, echo: Callable[[str], None] = print) -
     engine = yaml.safe_load(engine_file.read_text(encoding="utf-8")) if engine_file.is_file() else None
     base = str(config.get("model") or "")
     on_hub = bool(_HUB_ID.match(base)) and not Path(base).exists()
-    return model_dir, CardInputs(repo_id, kind, config, find_scores(run, model_dir, echo), engine,
+    return model_dir, CardInputs(repo_id, kind, config, find_scores([run, *evals], model_dir, echo), engine,
                                  base_model_on_hub=on_hub)
 
 
 # ---------------------------------------------------------------------------------------- uploading
-def push(path: str | Path, repo_id: str, *, private: bool = False, echo: Callable[[str], None] = print) -> str:
-    """Upload the model directory of `path` with its generated card to `repo_id`; returns the repo URL."""
+def push(path: str | Path, repo_id: str, *, private: bool = False, evals: Sequence[Path] = (),
+         echo: Callable[[str], None] = print) -> str:
+    """Upload the model directory of `path` with its generated card to `repo_id` (eval scores from the run
+    folder and `evals`); returns the repo URL."""
     check_repo_id(repo_id)
-    model_dir, inputs = card_inputs(Path(path), repo_id, echo)
+    model_dir, inputs = card_inputs(Path(path), repo_id, echo, [Path(e) for e in evals])
     card = model_card(inputs)
     files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.relative_to(model_dir).as_posix() != CARD_FILE)
     try:
