@@ -5,9 +5,11 @@ The heavy fixtures are session-scoped so the whole suite builds each once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import pytest
 
@@ -94,3 +96,28 @@ def family_model_dirs(tmp_path_factory, tiny_model_dir) -> dict:
         if name not in dirs:
             dirs[name] = build_tiny(tmp_path_factory.mktemp(f"tiny_{name}") / "model", family=name, seed=0)
     return dirs
+
+
+@pytest.fixture
+def killed_after() -> Callable[[int], ContextManager[None]]:
+    """`with killed_after(k): train(cfg)`: the run raises KeyboardInterrupt right after logging step k (a kill
+    between two checkpoints); the block expects it, and the real MetricsLogger.log is back afterwards."""
+    from videor1.train.metrics import MetricsLogger
+
+    @contextlib.contextmanager
+    def kill(step: int):
+        real_log = MetricsLogger.log
+
+        def log_then_die(self, logged, metrics):
+            real_log(self, logged, metrics)
+            if logged == step:
+                raise KeyboardInterrupt(f"killed after step {step}")
+
+        MetricsLogger.log = log_then_die
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            MetricsLogger.log = real_log
+
+    return kill

@@ -142,26 +142,16 @@ def test_bad_samples_are_logged_counted_and_not_replaced(tiny_model_dir, synth_d
     assert sum(m["samples_skipped"] for m in metrics) == 2 and metrics[-1]["samples_skipped_total"] == 2
 
 
-def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+def test_resume_after_a_kill_logs_the_same_losses(tiny_model_dir, synth_dir, tmp_path, killed_after):
     import videor1.rl.trainer as trainer
-    from videor1.train.metrics import MetricsLogger
 
     data, _ = _subset(synth_dir, tmp_path, lambda r: True)
     _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()])
     common = dict(max_steps=4, save_steps=2, num_iterations=2, lr_scheduler="cosine", warmup_ratio=0.25)
     trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "full", **common))
 
-    real_log = MetricsLogger.log
-
-    def log_then_die(self, step, metrics):
-        real_log(self, step, metrics)
-        if step == 3:
-            raise KeyboardInterrupt("killed after step 3")
-
-    monkeypatch.setattr(MetricsLogger, "log", log_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(3):
         trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "cut", **common))
-    monkeypatch.setattr(MetricsLogger, "log", real_log)
     assert (tmp_path / "cut" / "checkpoint-2").is_dir() and not (tmp_path / "cut" / "checkpoint-4").exists()
     trainer.train(_config(tiny_model_dir, data, tmp_path, tmp_path / "cut", resume=True, **common))
 

@@ -15,7 +15,7 @@ from videor1.cli import app
 from videor1.config import ConfigError, config_from_dict, load_config
 from videor1.rl.config import RLConfig
 from videor1.sft.config import SFTConfig
-from videor1.train.metrics import MetricsLogger, read_metrics
+from videor1.train.metrics import read_metrics
 from wandb_offline import offline_runs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -60,21 +60,12 @@ def _tensorboard_scalars(out: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def test_rl_run_killed_and_resumed_continues_the_same_wandb_run(tiny_model_dir, synth_dir, tmp_path,
-                                                                 monkeypatch, wandb_offline):
+                                                                 killed_after, wandb_offline):
     import videor1.rl.trainer as trainer
 
     out = tmp_path / "run"
-    real_log = MetricsLogger.log
-
-    def log_then_die(self, step, metrics):
-        real_log(self, step, metrics)
-        if step == 3:
-            raise KeyboardInterrupt("killed after step 3")
-
-    monkeypatch.setattr(MetricsLogger, "log", log_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(3):
         trainer.train(_rl_config(tiny_model_dir, synth_dir, out))
-    monkeypatch.setattr(MetricsLogger, "log", real_log)
     first_id = json.loads((out / trackers.WANDB_RUN_FILE).read_text())["id"]
     trainer.train(_rl_config(tiny_model_dir, synth_dir, out, resume=True))
 
