@@ -151,7 +151,7 @@ def test_old_eval_folder_with_a_real_difference_is_refused(tiny_model_dir, bikes
     old = tmp_path / "old"
     make_old_folder(full_run, old, BEFORE_FC3089A)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
-    with pytest.raises(ValueError, match=r"video differ: video\.seek: 'exact' -> 'keyframe' \(video\.seek: not "
+    with pytest.raises(ValueError, match=r"video differ \(recorded -> now\): video\.seek: 'exact' -> 'keyframe' \(video\.seek: not "
                                          r"recorded by the older version"):
         run_eval(eval_config(tiny_model_dir, bikes_set, old, seek="keyframe"), echo=lambda *_: None)
     with pytest.raises(ValueError, match=r"video\.max_frames: 4 -> 8"):

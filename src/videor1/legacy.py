@@ -86,13 +86,12 @@ def media_defaults(frame_factor: int | None) -> dict[str, OldDefault]:
     model family of the new run (what ``factor: None`` means for it); None when it is not known, and then
     the old 28 is assumed as such (a new ``None`` compares as different)."""
     seek = OldDefault("exact", "as runs before fc3089a decoded every sampled frame itself")
+    then = f"the multiple runs before dc5ad40 resized frames and images to: {OLD_FACTOR}"
     if frame_factor == OLD_FACTOR:
-        factor = OldDefault(None, f"the model family's factor ({OLD_FACTOR}, the multiple runs before dc5ad40 "
-                                  "resized frames to)")
+        factor = OldDefault(None, f"the model family's factor, which is {then}")
     else:
         family = "unknown" if frame_factor is None else str(frame_factor)
-        factor = OldDefault(OLD_FACTOR, f"the multiple runs before dc5ad40 resized frames to (this model "
-                                        f"family's factor: {family})")
+        factor = OldDefault(OLD_FACTOR, f"{then} (this model family's factor: {family})")
     return {"video.seek": seek, "video.factor": factor, "image.factor": factor}
 
 

@@ -66,7 +66,7 @@ def check_resumable(out: Path, settings: Mapping[str, Any], *, frame_factor: int
         fields = [d for k in diffs for d in field_diffs(old.get(k), settings.get(k), k)]
         unrecorded = assumed_differing(assumed, settings)
         what = ("the model weights changed since (model_fingerprint differs); " if diffs == ["model_fingerprint"]
-                else f"{', '.join(diffs)} differ: {'; '.join(fields)}"
+                else f"{', '.join(diffs)} differ (recorded -> now): {'; '.join(fields)}"
                      + (f" ({', '.join(unrecorded)}: not recorded by the older version that made the folder, "
                         "taken at what it did)" if unrecorded else "") + "; ")
         raise ValueError(f"{out} holds predictions made with other settings ({what}use a new --out folder")
