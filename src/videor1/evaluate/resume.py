@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from videor1.legacy import OldDefault, assumed_differing, fill_missing, media_defaults, notes, unchecked_fingerprint
-from videor1.model.families import family_of
+from videor1.model.families import family_of_model_type
 
 # Settings that change results: a folder is resumed only if these match.
 # model_fingerprint: the weights at the model path (a retrained model at the same path is not resumed onto).
@@ -77,8 +77,10 @@ def check_resumable(out: Path, settings: Mapping[str, Any], *, frame_factor: int
 
 def family_factor(model: Path) -> int | None:
     """The frame factor of the model family at `model` (what `factor: None` means for it); None when its
-    config.json is missing or names no supported family (then an old folder's 28 is not assumed to match)."""
+    config.json is unreadable or names no supported family (then an old folder's 28 is not assumed to match;
+    loading the model reports what is wrong with it)."""
     try:
-        return int(family_of(model).FRAME_FACTOR)
-    except (FileNotFoundError, ValueError):
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        return int(family_of_model_type(config["model_type"]).FRAME_FACTOR)
+    except (OSError, ValueError, KeyError, TypeError):
         return None

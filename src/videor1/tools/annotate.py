@@ -56,7 +56,8 @@ from videor1.data.records import Record, RecordError, read_records
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
 from videor1.limits import current_limits
 from videor1.legacy import assumed_differing, fill_missing, media_defaults, notes
-from videor1.model.families import family_of, family_of_processor, fit_media_specs
+from videor1.evaluate.resume import family_factor
+from videor1.model.families import family_of_processor, fit_media_specs
 from videor1.model.inputs import Sample, make_sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward, score
@@ -170,11 +171,11 @@ def _frame_factor(model: str | os.PathLike, engine: RolloutEngine | None) -> int
     """What ``factor: None`` resolves to in this run: the family of the engine's processor, 28 for an engine
     without one (the specs are then not fitted), else the family of the model directory; None if unknown."""
     processor = getattr(engine, "processor", None) if engine is not None else None
+    if processor is None:
+        return FACTOR if engine is not None else family_factor(Path(model))
     try:
-        if processor is not None:
-            return int(family_of_processor(processor).FRAME_FACTOR)
-        return FACTOR if engine is not None else int(family_of(model).FRAME_FACTOR)
-    except (FileNotFoundError, ValueError):
+        return int(family_of_processor(processor).FRAME_FACTOR)
+    except ValueError:   # not a family's processor: fit_media_specs says so when the engine is used
         return None
 
 
