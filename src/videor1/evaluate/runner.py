@@ -10,7 +10,11 @@ Every setting of a run is one `videor1.evaluate.config.EvalConfig` (`run_eval(cf
   are never generated or scored twice, and a half-written last line is cut off first.
 * `meta.json`: every setting (model path, frames, fps, pixel budgets, decoding parameters, prompt
   templates, engine, batch size, seed, input limits), the package version and git commit. Resuming into a folder
-  made with different result-relevant settings is refused.
+  made with different result-relevant settings is refused. A folder made by an older version, before a
+  setting existed, is resumed with that setting at its old default (`videor1.legacy`; a note is printed for
+  each, and for a folder without a weight fingerprint, that the weights cannot be checked); its lines keep
+  the settings id of the older shape, which the new meta.json lists in `earlier_settings_ids` (`videor1
+  score` reads those lines as one run).
 * `scores.json`, `report.md`, `scores.png` (see `videor1.evaluate.report`).
 * `judge_verdicts.jsonl` with `--judge`: the cached LLM-judge verdicts (`videor1.evaluate.judge`).
 
@@ -55,6 +59,7 @@ from videor1.evaluate.benchmarks.videor1_records import items_from_records
 from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.judge import JudgeSpec, judge_rows
 from videor1.evaluate.report import render_report, write_outputs
+from videor1.evaluate.resume import PREDICTIONS, RESULT_KEYS, check_resumable, family_factor
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.model.families import fit_media_specs
@@ -68,11 +73,6 @@ DECODING: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False, "temperature": 1.0, "top_p": 1.0},
     "reference": {"do_sample": True, "temperature": 0.1, "top_p": 0.001},   # the reference's eval decoding
 }
-# Settings that change results: a folder is resumed only if these match.
-# model_fingerprint: the weights at the model path (a retrained model at the same path is not resumed onto).
-RESULT_KEYS = ("model", "model_fingerprint", "bench", "data", "video", "image", "decoding", "max_new_tokens",
-               "seed", "prompt")
-PREDICTIONS = "predictions.jsonl"
 UNUSABLE = "unusable.json"   # the benchmark entries the adapter could not use, one line each, with the reason
 
 
@@ -114,22 +114,9 @@ def make_settings(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def settings_id(settings: Mapping[str, Any]) -> str:
+    """A hash of the result-relevant settings (RESULT_KEYS), written on every prediction line."""
     relevant = {k: settings.get(k) for k in RESULT_KEYS}
     return hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def check_resumable(out: Path, settings: Mapping[str, Any]) -> None:
-    """Refuse to add predictions to a folder made with different result-relevant settings."""
-    meta_path = out / "meta.json"
-    if not meta_path.is_file() or not (out / PREDICTIONS).is_file():
-        return
-    old = json.loads(meta_path.read_text(encoding="utf-8"))
-    diffs = [k for k in RESULT_KEYS if json.dumps(old.get(k), sort_keys=True, default=str)
-             != json.dumps(settings.get(k), sort_keys=True, default=str)]
-    if diffs:
-        what = ("the model weights changed since (model_fingerprint differs); " if diffs == ["model_fingerprint"]
-                else f"{', '.join(diffs)} differ; ")
-        raise ValueError(f"{out} holds predictions made with other settings ({what}use a new --out folder")
 
 
 # -------------------------------------------------------------------------------------- predictions
@@ -380,7 +367,11 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     judge = cfg.judge()
     items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable, judge=judge is not None)
     out.mkdir(parents=True, exist_ok=True)
-    check_resumable(out, settings)
+    resume = check_resumable(out, settings, frame_factor=family_factor(cfg.model))
+    for note in resume.notes:
+        echo(note)
+    if resume.earlier_settings_ids:
+        settings["earlier_settings_ids"] = resume.earlier_settings_ids
     atomic_write_json(out / "meta.json", settings, indent=2, default=str)
     pred_path = out / PREDICTIONS
     done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
@@ -464,11 +455,12 @@ def rescore(bench: str, predictions: str | Path, out: str | Path | None = None,
     rows = [score_row(adapter, dict(r)) for r in read_predictions(predictions)]
     if not rows:
         raise ValueError(f"{predictions}: no predictions to score")
-    ids = {r.get("settings_id") for r in rows}
-    if len(ids) > 1:
-        raise ValueError(f"{predictions}: lines from runs with different settings ({sorted(map(str, ids))})")
     meta_path = predictions.parent / "meta.json"
     settings = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    same = set(settings.get("earlier_settings_ids", []))   # an older version's id of the same settings
+    ids = {settings["settings_id"] if r.get("settings_id") in same else r.get("settings_id") for r in rows}
+    if len(ids) > 1:
+        raise ValueError(f"{predictions}: lines from runs with different settings ({sorted(map(str, ids))})")
     unusable_path = predictions.parent / UNUSABLE
     unusable = json.loads(unusable_path.read_text(encoding="utf-8")) if unusable_path.is_file() else []
     rows, judge_problems, judge_info = judge_rows(adapter, rows, judge, predictions.parent)

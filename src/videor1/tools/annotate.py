@@ -29,7 +29,9 @@ Where we depart from the reference:
 * Bad media are never replaced: the record is reported, counted and listed in the rejects file with the
   reason. Invalid input records are reported and counted (they have no trustworthy id to list).
 * The settings are written to ``<out stem>.annotate.json``; resuming with different settings (other than
-  ``limit``) is refused rather than mixing two configurations in one file.
+  ``limit``) is refused rather than mixing two configurations in one file. A settings file written by an
+  older version, before a setting existed (``video.seek``, the frame ``factor``), is resumed with that
+  setting at what the old code did (`videor1.legacy`), with a note each; a real difference is still refused.
 
 Each accepted record gets an ``annotation`` field (accuracy, format reward, sample index, K) kept as an extra
 field, so it round-trips through :mod:`videor1.data.records`.
@@ -48,12 +50,14 @@ from typing import IO, Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from videor1.data.media import ImageSpec, MediaError, VideoSpec
+from videor1.data.media import FACTOR, ImageSpec, MediaError, VideoSpec
 from videor1.data.pipeline import prefetch
 from videor1.data.records import Record, RecordError, read_records
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
 from videor1.limits import current_limits
-from videor1.model.families import fit_media_specs
+from videor1.legacy import assumed_differing, fill_missing, media_defaults, notes
+from videor1.evaluate.resume import family_factor
+from videor1.model.families import family_of_processor, fit_media_specs
 from videor1.model.inputs import Sample, make_sample
 from videor1.model.load import load_model, load_processor
 from videor1.rewards import format_reward, score
@@ -140,17 +144,39 @@ def _done_ids(path: Path, echo: Callable[[str], None]) -> set[str]:
     return ids
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+def _check_settings(out: Path, settings: dict[str, Any], frame_factor: int | None,
+                    echo: Callable[[str], None]) -> None:
+    """Refuse to resume `out` with other settings; a settings file made by an older version has its missing
+    keys taken at their old defaults (`videor1.legacy`; `frame_factor`: what ``factor: None`` means in this
+    run), with a note each. Then write the complete new settings."""
     path = settings_path(out)
     if path.exists() and (out.exists() or rejects_path(out).exists()):
-        old = json.loads(path.read_text())
+        old, assumed = fill_missing(json.loads(path.read_text()), media_defaults(frame_factor))
         differ = sorted(k for k in set(old) | set(settings)   # limit(s): which records, not how they are done
                         if k not in ("limit", "limits") and old.get(k) != settings.get(k))
         if differ:
+            unrecorded = assumed_differing(assumed, settings)
             raise AnnotateError(f"{out} was started with other settings ({', '.join(differ)} differ: "
-                             f"{ {k: old.get(k) for k in differ} }); use a new --out or the same settings")
+                                f"{ {k: old.get(k) for k in differ} }"
+                                + (f"; {', '.join(unrecorded)}: not recorded by the older version that made it, "
+                                   "taken at what it did" if unrecorded else "")
+                                + "); use a new --out or the same settings")
+        for line in notes(str(path), assumed):
+            echo(line)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _frame_factor(model: str | os.PathLike, engine: RolloutEngine | None) -> int | None:
+    """What ``factor: None`` resolves to in this run: the family of the engine's processor, 28 for an engine
+    without one (the specs are then not fitted), else the family of the model directory; None if unknown."""
+    processor = getattr(engine, "processor", None) if engine is not None else None
+    if processor is None:
+        return FACTOR if engine is not None else family_factor(Path(model))
+    try:
+        return int(family_of_processor(processor).FRAME_FACTOR)
+    except ValueError:   # not a family's processor: fit_media_specs says so when the engine is used
+        return None
 
 
 def _append(handle: IO[str], row: dict[str, Any]) -> None:
@@ -295,7 +321,7 @@ def annotate(*, model: str | os.PathLike, data: str | os.PathLike, media_root: s
                 "require_format": require_format, "temperature": temperature, "top_p": top_p,
                 "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "limit": limit,
                 "video": asdict(video), "image": asdict(image), "limits": current_limits().as_dict()}
-    _check_settings(out, settings)
+    _check_settings(out, settings, _frame_factor(model, engine), echo)
     done = _done_ids(out, echo) | _done_ids(rejects_path(out), echo)
     selected = records[:limit] if limit is not None else records
     todo = {_id_key(r.problem_id) for r in selected} - done
