@@ -150,13 +150,13 @@ def test_old_eval_folder_resumes_with_old_defaults(tiny_model_dir, bikes_set, fu
 def test_old_eval_folder_with_a_real_difference_is_refused(tiny_model_dir, bikes_set, full_run, tmp_path):
     old = tmp_path / "old"
     make_old_folder(full_run, old, BEFORE_FC3089A)
-    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"video differ \(recorded -> now\): video\.seek: 'exact' -> 'keyframe' \(video\.seek: not "
                                          r"recorded by the older version"):
         run_eval(eval_config(tiny_model_dir, bikes_set, old, seek="keyframe"), echo=lambda *_: None)
     with pytest.raises(ValueError, match=r"video\.max_frames: 4 -> 8"):
         run_eval(eval_config(tiny_model_dir, bikes_set, old, max_frames=8), echo=lambda *_: None)
-    assert {p.name: p.read_bytes() for p in old.iterdir()} == before     # the folder is left as it was
+    assert {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()} == before     # the folder is left as it was
 
 
 def _meta_folder(tmp_path: Path, meta: dict) -> Path:

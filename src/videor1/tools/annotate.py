@@ -50,6 +50,7 @@ from typing import IO, Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from videor1.atomic import atomic_write_json
 from videor1.data.media import FACTOR, ImageSpec, MediaError, VideoSpec
 from videor1.data.pipeline import prefetch
 from videor1.data.records import Record, RecordError, read_records
@@ -164,7 +165,7 @@ def _check_settings(out: Path, settings: dict[str, Any], frame_factor: int | Non
         for line in notes(str(path), assumed):
             echo(line)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    atomic_write_json(path, settings, indent=2)
 
 
 def _frame_factor(model: str | os.PathLike, engine: RolloutEngine | None) -> int | None:
