@@ -19,9 +19,10 @@ import pytest
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.evaluate import runner
 from videor1.evaluate.config import EvalConfig
-from videor1.evaluate.resume import RESULT_KEYS, check_resumable, family_factor
+from videor1.evaluate.resume import RESULT_KEYS, check_resumable
 from videor1.evaluate.runner import read_predictions, rescore, run_eval
 from videor1.legacy import OldDefault, fill_missing, media_defaults, notes
+from videor1.model.load import frame_factor_of
 from videor1.tools.annotate import AnnotateError, annotate, rejects_path, settings_path
 
 VIDEO = dict(fps=2.0, max_frames=4, max_pixels=8 * 28 * 28)
@@ -181,11 +182,11 @@ def test_frame_factor_of_an_old_folder_follows_the_model_family(tmp_path):
         check_resumable(out, new, frame_factor=None)
 
 
-def test_family_factor_read_from_the_model_directory(family_model_dirs, tmp_path):
-    assert {name: family_factor(d) for name, d in family_model_dirs.items()} == {
+def test_frame_factor_read_from_the_model_directory(family_model_dirs, tmp_path):
+    assert {name: frame_factor_of(d) for name, d in family_model_dirs.items()} == {
         "qwen2_5_vl": 28, "qwen2_vl": 28, "qwen3_vl": 32}
     (tmp_path / "config.json").write_text("[1, 2]")
-    assert family_factor(tmp_path) is None and family_factor(tmp_path / "nothere") is None
+    assert frame_factor_of(tmp_path) is None and frame_factor_of(tmp_path / "nothere") is None
 
 
 def test_fill_missing_fills_only_absent_keys_under_present_sections():

@@ -142,12 +142,11 @@ def test_push_to_hub_at_the_end_of_rl_training(tiny_model_dir, synth_dir, tmp_pa
     assert _card_config(card)["push_to_hub"] == "me/tiny-tgrpo"
 
 
-def test_card_is_a_pure_function_of_its_inputs():
+def test_card_from_inputs_alone():
     inputs = CardInputs("org/m", "train", {"model": "Qwen/Qwen2.5-VL-7B-Instruct", "algorithm": "grpo",
                                            "num_generations": 8, "alpha": 0.3, "train_data": "d.jsonl"},
                         base_model_on_hub=True, version="9.9")
     card = model_card(inputs)
-    assert card == model_card(inputs)
     assert "base_model: Qwen/Qwen2.5-VL-7B-Instruct" in card and "videor1 9.9: GRPO." in card
     assert "| num_generations | 8 |" in card and "| alpha |" not in card  # T-GRPO's settings only for T-GRPO
 

@@ -8,6 +8,7 @@ on a machine without an accelerator) joins them with gloo.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 
 from videor1.rl.step import prompt_indices
 from videor1.train.metrics import read_metrics
+from wandb_offline import offline_runs
 
 SEED = 5
 
@@ -42,6 +44,7 @@ LAUNCHER = textwrap.dedent('''
 @pytest.mark.slow
 @pytest.mark.parametrize("dynamic_sampling", [False, True])
 def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_path, dynamic_sampling):
+    """Also: with report_to W&B (offline) only the main process opens a tracker run."""
     rows = [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()]
     good = [r for r in rows if r["data_type"] == "video" and r["problem_type"] == "multiple choice"][:1] + \
         [r for r in rows if r["data_type"] == "image"][:1]
@@ -67,14 +70,16 @@ def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_p
                  "algorithm=tgrpo", "num_generations=2", "num_shuffled_generations=1", "prompts_per_step=1",
                  "max_steps=2", "max_completion_length=6", "beta=0.04", "learning_rate=1e-2",
                  "lr_scheduler=constant", "top_p=1.0", "rewards=[rl_test_variety]", "save_steps=0",
-                 "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
+                 "report_to=[tensorboard,wandb]", "progress=false", "video.min_frames=4", "video.max_frames=4",
                  "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
                  "image.max_pixels=3136", "num_threads=1", "loss_type=dapo", f"seed={SEED}",
                  f"dynamic_sampling={str(dynamic_sampling).lower()}"]
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", str(script), *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "num_processes=2" in proc.stdout, proc.stdout[-2000:]
 
@@ -82,6 +87,11 @@ def test_two_processes_train_with_unequal_skips(tiny_model_dir, synth_dir, tmp_p
     assert [m["step"] for m in metrics] == [1, 2]
     assert [m["prompts"] for m in metrics] == [1, 1] and [m["samples_skipped"] for m in metrics] == [1, 1]
     assert metrics[-1]["samples_skipped_total"] == 2
+    [run] = offline_runs(out)   # one W&B run for the two processes, with the gathered metrics
+    logged = {int(h["_step"]): h for h in run.history if "loss" in h}
+    assert sorted(logged) == [1, 2] and [logged[m["step"]]["loss"] for m in metrics] == \
+        pytest.approx([m["loss"] for m in metrics])
+    assert all(h["num_processes"] == 2 for h in logged.values())  # the metrics of both processes, logged once
     assert all(np.isfinite(m["loss"]) for m in metrics)
     if dynamic_sampling:   # rank 0's one group per step (its completions differ, so do their rewards) is kept
         assert [m["kept_group_rate"] for m in metrics] == [1.0, 1.0]

@@ -413,22 +413,15 @@ def eval_cmd(
     from videor1.config import load_config
     from videor1.evaluate.config import EvalConfig
     from videor1.evaluate.runner import run_eval
+    from videor1.trackers import report_to_flag
 
     values = {"model": model, "bench": bench, "data": data, "media_root": media_root, "out": out,
               "video.max_frames": frames, "video.fps": fps, "video.max_pixels": max_pixels,
               "image.max_pixels": max_pixels, "batch_size": batch_size, "limit": limit, "decoding": decoding,
               "max_new_tokens": max_new_tokens, "shuffle_frames": shuffle_frames, "seed": seed, "engine": engine,
-              "judge_url": judge, "judge_model": judge_model, "report_to": _tracker_list(report_to)}
+              "judge_url": judge, "judge_model": judge_model, "report_to": report_to_flag(report_to)}
     cfg = load_config(EvalConfig, config, list(ctx.args), values=values)
     run_eval(cfg, echo=typer.echo)
-
-
-def _tracker_list(flag: Optional[str]) -> Optional[list[str]]:
-    """`--report-to tensorboard,wandb` as a list (None: not given; "none": no tracker)."""
-    if flag is None:
-        return None
-    names = [name.strip() for name in flag.split(",") if name.strip()]
-    return [] if names == ["none"] else names
 
 
 @eval_app.command("report")

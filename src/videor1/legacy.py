@@ -69,9 +69,12 @@ def notes(where: str, assumed: Mapping[str, OldDefault]) -> list[str]:
     return lines
 
 
-def assumed_differing(assumed: Mapping[str, OldDefault], new: Mapping[str, Any]) -> list[str]:
-    """The filled keys whose old default differs from the new run's value (the ones to name when refusing)."""
-    return [key for key, default in assumed.items() if default.value != _lookup(new, key)]
+def unrecorded_clause(assumed: Mapping[str, OldDefault], new: Mapping[str, Any]) -> str:
+    """For a refusal message: `` (KEYS: not recorded by the older version ..., taken at what it did)`` naming
+    the filled keys whose old default differs from the new run's value; "" when there are none."""
+    keys = [key for key, default in assumed.items() if default.value != _lookup(new, key)]
+    return (f" ({', '.join(keys)}: not recorded by the older version that made it, taken at what it did)"
+            if keys else "")
 
 
 def _lookup(settings: Mapping[str, Any], dotted: str) -> Any:

@@ -86,6 +86,14 @@ def check_report_to(names: Sequence[str]) -> None:
         raise ConfigError(f"wandb is not installed ({WANDB_INSTALL_HINT})", key="report_to")
 
 
+def report_to_flag(flag: str | None) -> list[str] | None:
+    """A command-line `--report-to tensorboard,wandb` as a list (None: not given; "none": no tracker)."""
+    if flag is None:
+        return None
+    names = [name.strip() for name in flag.split(",") if name.strip()]
+    return [] if names == ["none"] else names
+
+
 def open_trackers(names: Sequence[str], info: RunInfo) -> list[Tracker]:
     """The trackers `names` for the run `info` (call on the main process only)."""
     check_report_to(names)

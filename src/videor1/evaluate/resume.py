@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from videor1.legacy import OldDefault, assumed_differing, fill_missing, media_defaults, notes, unchecked_fingerprint
-from videor1.model.families import family_of_model_type
+from videor1.legacy import OldDefault, fill_missing, media_defaults, notes, unchecked_fingerprint, unrecorded_clause
 
 # Settings that change results: a folder is resumed only if these match.
 # model_fingerprint: the weights at the model path (a retrained model at the same path is not resumed onto).
@@ -60,27 +59,13 @@ def check_resumable(out: Path, settings: Mapping[str, Any], *, frame_factor: int
         return Resume()
     recorded = json.loads(meta_path.read_text(encoding="utf-8"))
     old, assumed = fill_missing(recorded, old_defaults(settings, frame_factor))
-    diffs = [k for k in RESULT_KEYS if json.dumps(old.get(k), sort_keys=True, default=str)
-             != json.dumps(settings.get(k), sort_keys=True, default=str)]
+    fields = {k: field_diffs(old.get(k), settings.get(k), k) for k in RESULT_KEYS}
+    diffs = [k for k in RESULT_KEYS if fields[k]]
     if diffs:
-        fields = [d for k in diffs for d in field_diffs(old.get(k), settings.get(k), k)]
-        unrecorded = assumed_differing(assumed, settings)
         what = ("the model weights changed since (model_fingerprint differs); " if diffs == ["model_fingerprint"]
-                else f"{', '.join(diffs)} differ (recorded -> now): {'; '.join(fields)}"
-                     + (f" ({', '.join(unrecorded)}: not recorded by the older version that made the folder, "
-                        "taken at what it did)" if unrecorded else "") + "; ")
+                else f"{', '.join(diffs)} differ (recorded -> now): {'; '.join(d for k in diffs for d in fields[k])}"
+                     f"{unrecorded_clause(assumed, settings)}; ")
         raise ValueError(f"{out} holds predictions made with other settings ({what}use a new --out folder")
     ids = [*recorded.get("earlier_settings_ids", []), recorded.get("settings_id")]
     earlier = [i for n, i in enumerate(ids) if i and i != settings.get("settings_id") and i not in ids[:n]]
     return Resume(notes(str(meta_path), assumed), earlier)
-
-
-def family_factor(model: Path) -> int | None:
-    """The frame factor of the model family at `model` (what `factor: None` means for it); None when its
-    config.json is unreadable or names no supported family (then an old folder's 28 is not assumed to match;
-    loading the model reports what is wrong with it)."""
-    try:
-        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-        return int(family_of_model_type(config["model_type"]).FRAME_FACTOR)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -59,13 +59,13 @@ from videor1.evaluate.benchmarks.videor1_records import items_from_records
 from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.judge import JudgeSpec, judge_rows
 from videor1.evaluate.report import render_report, write_outputs
-from videor1.evaluate.resume import PREDICTIONS, RESULT_KEYS, check_resumable, family_factor
+from videor1.evaluate.resume import PREDICTIONS, RESULT_KEYS, check_resumable
 from videor1.evaluate.scoring import mean, reference_score, reference_summary
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.model.families import fit_media_specs
 from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
-from videor1.model.load import load_model, load_processor
+from videor1.model.load import frame_factor_of, load_model, load_processor
 from videor1.rewards import format_reward
 from videor1.trackers import RunInfo, report_eval
 
@@ -367,7 +367,7 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     judge = cfg.judge()
     items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable, judge=judge is not None)
     out.mkdir(parents=True, exist_ok=True)
-    resume = check_resumable(out, settings, frame_factor=family_factor(cfg.model))
+    resume = check_resumable(out, settings, frame_factor=frame_factor_of(cfg.model))
     for note in resume.notes:
         echo(note)
     if resume.earlier_settings_ids:

@@ -62,6 +62,15 @@ def check_model_dir(path: str | Path) -> ModuleType:
         raise ValueError(f"{config}: {exc}") from None
 
 
+def frame_factor_of(path: str | Path) -> int | None:
+    """The frame factor of the model family at `path` (what a media spec's ``factor: None`` means for it);
+    None when `check_model_dir` refuses the directory (loading the model then reports why)."""
+    try:
+        return int(check_model_dir(path).FRAME_FACTOR)
+    except (OSError, ValueError):
+        return None
+
+
 def load_processor(path: str | Path) -> ProcessorMixin:
     """`AutoProcessor.from_pretrained(path)` with remote code off (the family's processor class); a directory
     that is not a usable model gives one error naming it (`check_model_dir`)."""

@@ -56,11 +56,10 @@ from videor1.data.pipeline import prefetch
 from videor1.data.records import Record, RecordError, read_records
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams
 from videor1.limits import current_limits
-from videor1.legacy import assumed_differing, fill_missing, media_defaults, notes
-from videor1.evaluate.resume import family_factor
+from videor1.legacy import fill_missing, media_defaults, notes, unrecorded_clause
 from videor1.model.families import family_of_processor, fit_media_specs
 from videor1.model.inputs import Sample, make_sample
-from videor1.model.load import load_model, load_processor
+from videor1.model.load import frame_factor_of, load_model, load_processor
 from videor1.rewards import format_reward, score
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -156,12 +155,9 @@ def _check_settings(out: Path, settings: dict[str, Any], frame_factor: int | Non
         differ = sorted(k for k in set(old) | set(settings)   # limit(s): which records, not how they are done
                         if k not in ("limit", "limits") and old.get(k) != settings.get(k))
         if differ:
-            unrecorded = assumed_differing(assumed, settings)
             raise AnnotateError(f"{out} was started with other settings ({', '.join(differ)} differ: "
-                                f"{ {k: old.get(k) for k in differ} }"
-                                + (f"; {', '.join(unrecorded)}: not recorded by the older version that made it, "
-                                   "taken at what it did" if unrecorded else "")
-                                + "); use a new --out or the same settings")
+                                f"{ {k: old.get(k) for k in differ} }{unrecorded_clause(assumed, settings)}); "
+                                "use a new --out or the same settings")
         for line in notes(str(path), assumed):
             echo(line)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +169,7 @@ def _frame_factor(model: str | os.PathLike, engine: RolloutEngine | None) -> int
     without one (the specs are then not fitted), else the family of the model directory; None if unknown."""
     processor = getattr(engine, "processor", None) if engine is not None else None
     if processor is None:
-        return FACTOR if engine is not None else family_factor(Path(model))
+        return FACTOR if engine is not None else frame_factor_of(model)
     try:
         return int(family_of_processor(processor).FRAME_FACTOR)
     except ValueError:   # not a family's processor: fit_media_specs says so when the engine is used
