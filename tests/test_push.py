@@ -1,5 +1,5 @@
 """`videor1 push` and `push_to_hub:`: a real SFT / RL run on the tiny model, its model card, and what would go to
-the Hub. No network: the upload is patched at its single call site (`videor1.tools.push._upload`), and once
+the Hub. No network: the upload is patched at its single call site (`videor1.hub._upload`), and once
 one level deeper (huggingface_hub's `HfApi.create_repo` / `create_commit`) to check our calls into the real
 library's classes."""
 
@@ -16,8 +16,8 @@ from videor1 import __version__
 from videor1.atomic import model_fingerprint
 from videor1.cli import app
 from videor1.config import ConfigError, config_from_dict
-from videor1.tools import push as push_mod
-from videor1.tools.push import CardInputs, model_card
+from videor1 import hub as push_mod
+from videor1.hub import CardInputs, model_card
 
 SMALL = dict(video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
              image={"min_pixels": 3136, "max_pixels": 3136})

@@ -23,7 +23,7 @@ substitutions (nothing else changes):
 | `sft` | + `max_steps=2 num_workers=0` |
 | `train` | + `max_steps=1 num_generations=4 num_shuffled_generations=2 max_completion_length=16`; `rollout_engine=vllm` -> `hf` when vLLM does not import (tests/vllm_real runs T-GRPO with vLLM rollouts) |
 | `train ... rollout_engine=remote`, `serve-rollouts` | checked only (server mode runs end to end in tests/test_remote.py) |
-| `videor1 push` | the real command; the upload (`videor1.tools.push._upload`, its one call into the Hub) recorded instead of sent |
+| `videor1 push` | the real command; the upload (`videor1.hub._upload`, its one call into the Hub) recorded instead of sent |
 | `eval` | + `--limit 2 --batch-size 2 --max-new-tokens 8 --max-pixels 12544` |
 | "Your own data" records | the README's JSON example, media `videos/clip-1.mp4` = bikes.mp4, `images/chart-1.png` a PNG |
 | `my_rewards.py` | the README's Python block, written to the scratch folder (`PYTHONPATH=.`) |
@@ -311,7 +311,7 @@ def test_reproduce_section_runs_on_the_tiny_model(tmp_path, work, synth_dir, bik
     hub = published_hub(tmp_path / "hub", Path(bikes_mp4).read_bytes())
     monkeypatch.setattr(dl, "download", functools.partial(dl.download, downloader=hub.snapshot,
                                                           resolver=hub.resolve))
-    import videor1.tools.push as push_mod
+    import videor1.hub as push_mod
 
     uploads = []
     monkeypatch.setattr(push_mod, "_upload", lambda repo, model_dir, files, card, private: uploads.append(

@@ -293,7 +293,7 @@ def push(
 ) -> None:
     """Upload a trained model with a generated model card to the Hugging Face Hub (token: HF_TOKEN or
     `hf auth login`)."""
-    from videor1.tools.push import push as push_model
+    from videor1.hub import push as push_model
 
     push_model(directory, repo, private=private, evals=evals or [], echo=typer.echo)
 

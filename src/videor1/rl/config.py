@@ -14,7 +14,7 @@ from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.limits import InputLimits
 from videor1.rewards import REGISTRY, get_reward
-from videor1.tools.push import check_repo_id
+from videor1.hub import check_repo_id
 from videor1.rl.algorithms import ADVANTAGES, LOSS_AGGREGATIONS, TEMPORAL_BONUS_MODES
 from videor1.trackers import REPORT_TO_DEFAULT, check_report_to
 

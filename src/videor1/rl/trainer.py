@@ -77,7 +77,7 @@ from videor1.rl.step import (
     score_rollouts,
     shuffled_samples,
 )
-from videor1.tools.push import push_at_end
+from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,

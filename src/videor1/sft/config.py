@@ -8,7 +8,7 @@ from typing import ClassVar, Literal, Union
 from videor1.config import ConfigError
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.prompts import TEMPLATES
-from videor1.tools.push import check_repo_id
+from videor1.hub import check_repo_id
 from videor1.limits import InputLimits
 from videor1.sft.lora import LORA_DEFAULT_TARGETS
 from videor1.trackers import REPORT_TO_DEFAULT, check_report_to

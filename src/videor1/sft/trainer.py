@@ -49,7 +49,7 @@ from videor1.sft.config import SFTConfig
 from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, make_collate,
                               token_nll)
 from videor1.sft.lora import check_lora_placement, wrap_lora
-from videor1.tools.push import push_at_end
+from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,

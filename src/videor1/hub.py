@@ -1,6 +1,9 @@
 """`videor1 push DIR --repo ID [--private] [--evals FOLDER]` and the `push_to_hub:` key of the training configs: the model
 directory of a run, with a generated model card (README.md), uploaded to the Hugging Face Hub.
 
+It sits below the trainers (they call `push_at_end`, the configs `check_repo_id`) and the CLI (`push`), and
+imports nothing of either.
+
 `DIR` is a run folder (`<output_dir>`: its `final/` is uploaded) or a model directory (one holding
 config.json). The card (`model_card`, a pure function of `CardInputs`) states the base model, the data, the
 algorithm and its key settings, the eval scores found in the run folder and the `--evals` folders (`scores.json`
