@@ -97,7 +97,13 @@ def load_model(path: str | Path, *, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None, attn_implementation: str | None = None) -> PreTrainedModel:
     """The family's model class (`family_of(path).MODEL_CLASS`, e.g. Qwen2_5_VLForConditionalGeneration)
     `.from_pretrained(path)` on `device` (default `pick_device()`) in `dtype` (default `pick_dtype(device)`),
-    remote code off, with the project's M-RoPE installed (`videor1.model.positions.install_mrope`)."""
+    remote code off, with the project's M-RoPE installed (`videor1.model.positions.install_mrope`).
+
+    Under DeepSpeed ZeRO-3 (the HF DeepSpeed config live: `accelerate launch` with a ZeRO-3 config and the
+    Accelerator built first) transformers builds the model inside `deepspeed.zero.Init`: each process keeps
+    only its partition of every parameter (placed by DeepSpeed on its own device), and the model is left where
+    DeepSpeed put it (`zero3_partitioned`), never moved whole. Only process 0 reads the checkpoint's values
+    (host memory), the others read its key names and shapes."""
     path = Path(path)
     family = check_model_dir(path)
     device = torch.device(device) if device is not None else pick_device()
@@ -110,9 +116,28 @@ def load_model(path: str | Path, *, device: torch.device | str | None = None,
         model = family.MODEL_CLASS.from_pretrained(str(path), dtype=dtype, trust_remote_code=False, **kwargs)
     except OSError as exc:   # no / unreadable weight files
         raise ValueError(f"model directory {path}: cannot load its weights: {exc}") from None
-    return install_mrope(model.to(device))
+    return install_mrope(model if zero3_partitioned(model) else model.to(device))
+
+
+def zero3_partitioned(model: torch.nn.Module) -> bool:
+    """Whether `model`'s parameters are DeepSpeed ZeRO-3 partitions (built under `deepspeed.zero.Init`)."""
+    return any(hasattr(p, "ds_tensor") for p in model.parameters())
+
+
+def local_numel(model: torch.nn.Module) -> int:
+    """Parameter elements this process holds: its ZeRO-3 partition (`ds_tensor`), its FSDP2 shard (DTensor's
+    local tensor) or the whole parameter."""
+    total = 0
+    for p in model.parameters():
+        if hasattr(p, "ds_tensor"):
+            total += p.ds_tensor.numel()
+        elif hasattr(p, "to_local"):
+            total += p.to_local().numel()
+        else:
+            total += p.numel()
+    return total
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Total number of parameters."""
-    return sum(p.numel() for p in model.parameters())
+    """Total number of parameters (the full count of ZeRO-3 partitioned ones, `ds_numel`)."""
+    return sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
