@@ -88,6 +88,8 @@ def test_sft_accumulation_with_a_skipped_micro_batch_resumes(config, tiny_model_
     assert [m["samples"] for m in metrics] == [6, 6, 8]
     assert all(m["loss"] > 0 for m in metrics)
     before, after = _weights(tiny_model_dir), _weights(out / "final")
+    assert set(after) == set(before)     # the published key names (a fresh model's save_pretrained)
+    assert set(_weights(out / "checkpoint-2")) == set(before)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
     again = tmp_path / "again"

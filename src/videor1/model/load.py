@@ -116,7 +116,22 @@ def load_model(path: str | Path, *, device: torch.device | str | None = None,
         model = family.MODEL_CLASS.from_pretrained(str(path), dtype=dtype, trust_remote_code=False, **kwargs)
     except OSError as exc:   # no / unreadable weight files
         raise ValueError(f"model directory {path}: cannot load its weights: {exc}") from None
-    return install_mrope(model if zero3_partitioned(model) else model.to(device))
+    if zero3_partitioned(model):
+        _forget_zero3_conversions(model)
+        return install_mrope(model)
+    return install_mrope(model.to(device))
+
+
+def _forget_zero3_conversions(model: PreTrainedModel) -> None:
+    """Make `save_pretrained` write the published key names for a model loaded under ZeRO-3.
+
+    transformers (5.23, `integrations/deepspeed.py::_load_state_dict_into_zero3_model`) records the whole
+    conversion mapping it was given as the model's `_weight_conversions`, the legacy renamings and a prefix
+    change included; `save_pretrained` reverses every one of them, and Qwen2.5-VL's `model.language_model.x`
+    is then written as `model.model.x` (from_pretrained of such a directory misses every text weight). Without
+    the record, `save_pretrained` reverses the model type's own mapping, as for a model built from its config:
+    the checkpoint's key names (`model.x`, `visual.x`)."""
+    model.__dict__.pop("_weight_conversions", None)
 
 
 def zero3_partitioned(model: torch.nn.Module) -> bool:
