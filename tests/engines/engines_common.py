@@ -25,24 +25,30 @@ LAUNCHER = textwrap.dedent('''
     def variety(completions, **columns):
         return [len(set(c)) / (1.0 + len(c)) for c in completions]
 
-    def stop_after_2(step, model, processor):
-        """A stop check with a model forward (a collective under ZeRO-3 / FSDP2), True after step 2."""
-        import torch
-        from accelerate import PartialState
-        ids = torch.tensor([[1, 2, 3]], device=next(model.parameters()).device)
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits
-        print(f"STOP-CHECK rank={PartialState().process_index} step={step} finite={bool(logits.isfinite().all())}",
-              flush=True)
-        return step >= 2
+    def demo_stop(cfg, val):
+        """The demo's own cold-start check (greedy accuracy on `val`) from step 2 on, stopping at once (0.0)."""
+        from dataclasses import replace
+        from pathlib import Path
+        from videor1.tools.demo import DEFAULT, VAL_LOG, cold_start_check
+        settings = replace(DEFAULT, sft_stop_at=0.0, sft_min_steps=2, sft_check_every=1, eval_batch=4,
+                           eval_max_tokens=4, frames=4, max_pixels=3136)
+        check = cold_start_check(Path(cfg.output_dir) / VAL_LOG, settings,
+                                 {"val": Path(val), "media_root": Path(cfg.media_root)})
+        def logged(step, model, processor):
+            from accelerate import PartialState
+            answer = check(step, model, processor)
+            print(f"STOP-CHECK rank={PartialState().process_index} step={step} answer={answer}", flush=True)
+            return answer
+        return logged
 
     if sys.argv[1] == "rl":
         from videor1.rl.trainer import run_training
         final = run_training(None, sys.argv[2:])
-    elif sys.argv[1] == "sft-stop":
+    elif sys.argv[1] == "sft-demo-stop":     # argv: sft-demo-stop VAL_RECORDS key=value...
         from videor1.config import load_config
         from videor1.sft.trainer import SFTConfig, train_sft
-        final = train_sft(load_config(SFTConfig, None, sys.argv[2:]), should_stop=stop_after_2)
+        cfg = load_config(SFTConfig, None, sys.argv[3:])
+        final = train_sft(cfg, should_stop=demo_stop(cfg, sys.argv[2]))
     else:
         from videor1.sft.trainer import run_sft
         final = run_sft(None, sys.argv[2:])

@@ -112,3 +112,22 @@ def test_zero_rl_mixed_media_resume(stage, tiny_model_dir, synth_dir, tmp_path):
     loaded = load_model(ckpt, device="cpu", dtype=torch.float32).state_dict()
     for name, value in master.items():
         assert torch.equal(loaded[name], value), name
+
+
+def test_fsdp2_rl_hf_rollouts_mixed_media_and_a_process_without_a_prompt(tiny_model_dir, synth_dir, tmp_path):
+    """T-GRPO under FSDP2 with HF rollouts: mixed media across the processes (step 1: rank 0 an image and a
+    video, rank 1 two videos) and, at step 2, a process whose prompts are both unusable (a dummy batch while the
+    other generates and trains); the parameters are DTensors, weights move, final/ has the published names."""
+    data = _data(tmp_path, synth_dir, with_bad=True)
+    out = tmp_path / "run"
+    proc = launch("fsdp2", "rl", _overrides(tiny_model_dir, data, tmp_path, out) + ["save_steps=0"], tmp_path)
+    assert "engine fsdp2 (2 process(es), FSDP" in proc.stdout
+    engine = engine_of(out)
+    assert (engine["engine"], engine["num_processes"], engine["parameters"]) == ("fsdp2", 2, "dtensor")
+    metrics = metrics_of(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert [m["prompts"] for m in metrics] == [4, 2, 4]          # rank 1 had no usable prompt at step 2
+    assert all(np.isfinite(m["loss"]) and m["engine"] == "fsdp2" for m in metrics)
+    before, after = _weights(tiny_model_dir), _weights(out / "final")
+    assert set(after) == set(before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -125,10 +125,20 @@ def test_lora_sft_under_zero2(tiny_model_dir, synth_dir, tmp_path):
     assert moved and all("visual" not in k for k in moved)
 
 
-def test_should_stop_with_a_model_forward_under_zero3(tiny_model_dir, synth_dir, tmp_path):
+def test_demo_stop_check_evaluates_on_one_process_under_zero3(tiny_model_dir, synth_dir, tmp_path):
+    """The demo's cold-start check (`videor1.tools.demo.cold_start_check`: greedy generation over a validation
+    set) runs its evaluation on the main process only, inside the trainer's parameter gather (its forwards
+    local, not ZeRO-3 collectives), and the main process's answer stops both processes after step 2."""
     data = _data(tmp_path, synth_dir)
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(line + "\n" for line in (synth_dir / "test.jsonl").read_text().splitlines()[:4]))
+    copy_media([json.loads(x) for x in val.read_text().splitlines()], synth_dir, tmp_path)
     out = tmp_path / "run"
-    proc = launch("zero3", "sft-stop", _overrides(tiny_model_dir, data, tmp_path, out), tmp_path)
-    assert [m["step"] for m in metrics_of(out)] == [1, 2]     # the callback stopped the run after step 2
-    assert proc.stdout.count("STOP-CHECK") == 4               # both processes, steps 1 and 2
+    proc = launch("zero3", "sft-demo-stop", [str(val), *_overrides(tiny_model_dir, data, tmp_path, out)], tmp_path)
+    assert [m["step"] for m in metrics_of(out)] == [1, 2]     # stopped after step 2
+    checks = sorted(line for line in proc.stdout.splitlines() if line.startswith("STOP-CHECK"))
+    assert checks == ["STOP-CHECK rank=0 step=1 answer=False", "STOP-CHECK rank=0 step=2 answer=True",
+                      "STOP-CHECK rank=1 step=1 answer=False", "STOP-CHECK rank=1 step=2 answer=False"]
+    logged = [json.loads(x) for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [2]             # one evaluation, by one process
     assert (out / "final" / "model.safetensors").is_file()

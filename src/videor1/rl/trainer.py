@@ -27,7 +27,8 @@ Where we depart from the paper and the reference code:
   gradient average is that of the processes that had data ("dapo" is normalised by the global token count).
 - With beta == 0 no reference model is created. With DeepSpeed ZeRO-3 the reference is wrapped by its
   own inference-only DeepSpeed engine (parameters sharded like the policy's) and rollouts with the HF
-  engine gather the policy's parameters once for generation. FSDP needs vLLM rollouts.
+  engine gather the policy's parameters once for generation (FSDP2: its units are unsharded once for it; the
+  reference stays whole on every process).
 
 The invariant every engine needs (`tests/engines/` breaks it on purpose with mixed media, a process without a
 usable prompt, and skipped samples): **every process issues the same sequence of collective calls each step,
@@ -82,7 +83,7 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
                                   seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
-from videor1.train.engine import announce_engine, equal_vision_calls, make_accelerator, padding_loss, zero3_generation
+from videor1.train.engine import announce_engine, equal_vision_calls, make_accelerator, padding_loss, whole_parameters
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
@@ -310,9 +311,6 @@ def _check_distributed(cfg: RLConfig, accelerator: Accelerator) -> None:
     if cfg.rollout_engine == "remote" and params_sharded(accelerator):
         raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
                           "(one process, DDP or ZeRO-2), not ZeRO-3 / FSDP")
-    if "FSDP" in str(accelerator.distributed_type) and cfg.rollout_engine == "hf":
-        raise ConfigError("FSDP with rollout_engine 'hf' is not supported (sharded generation would need "
-                          "equal forward counts on every process): use DeepSpeed ZeRO-2/3 or rollout_engine vllm")
 
 
 def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Accelerator
@@ -359,10 +357,11 @@ def _generation_context(cfg: RLConfig, model: torch.nn.Module, accelerator: Acce
     """ZeRO-3 + HF rollouts: gather the policy's parameters once for generation and take ZeRO-3's module hooks
     off meanwhile (else they re-gather and release them around every forward, i.e. every token), with
     DeepSpeed's own `deepspeed.runtime.zero.stage3.unwrap_model_for_generation` (`model` is the DeepSpeed
-    engine). Collective: every rank enters it, prompts or not; generate itself runs with synced_gpus off."""
-    if cfg.rollout_engine != "hf" or zero_stage(accelerator) != 3:
+    engine). FSDP2 + HF rollouts: the same with FSDP2's own unshard (`fsdp2_generation`). Collective: every rank
+    enters it, prompts or not; generate itself runs with synced_gpus off."""
+    if cfg.rollout_engine != "hf":
         return contextlib.nullcontext()
-    return zero3_generation(model)
+    return whole_parameters(accelerator, model)
 
 
 def _build_optimizer(cfg: RLConfig, model: torch.nn.Module

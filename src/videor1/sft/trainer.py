@@ -55,7 +55,7 @@ from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,
                                   set_fsdp_wrap_classes, set_rng_state, zero_stage)
 from videor1.train.engine import (announce_engine, equal_vision_calls, make_accelerator, padding_loss,
-                                  zero3_generation)
+                                  whole_parameters)
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["SFTConfig", "build_model", "model_dtype", "run_sft", "train_sft", "train_step"]
@@ -82,23 +82,24 @@ def train_sft(cfg: SFTConfig, *, should_stop: StopCheck | None = None) -> Path:
     the unwrapped model (in train mode; the callback may switch it to eval, it is put back) and the processor,
     and a True on the main process stops every process after that step; the final model is saved as at the
     end of a full run. The demo stops its cold start once a validation score is reached. It is called on
-    every process (with sharded parameters its model calls are collectives): it must make the same model
-    calls on each, and write files on the main process only."""
+    every process with the parameters whole and local (gathered once around the call under ZeRO-3 / FSDP2:
+    `videor1.train.engine.whole_parameters`), so its model calls are no collectives: it may evaluate on the
+    main process only (as the demo's does) and return False elsewhere; it writes files on the main process
+    only."""
     with limits_in_force(cfg.limits):
         return _train_sft(cfg, should_stop)
 
 
 def _stop_now(run: "_Run", step: int, should_stop: StopCheck | None) -> bool:
-    """`should_stop` on every process (under ZeRO-3 and FSDP2 any model forward is a collective, so the main
-    process cannot run one alone; under ZeRO-3 the parameters are gathered once for it, so its forwards are
-    local); the main process's answer is shared with every process (one small all-reduce)."""
+    """`should_stop` on every process, the parameters gathered once around it under ZeRO-3 / FSDP2 (else any
+    model forward would be a collective), so that its forwards are local; the main process's answer is
+    shared with every process (one small all-reduce)."""
     if should_stop is None:
         return False
     accelerator = run.accelerator
     model = accelerator.unwrap_model(run.model)
-    gathered = zero3_generation(run.model) if zero_stage(accelerator) == 3 else contextlib.nullcontext()
     try:
-        with gathered:
+        with whole_parameters(accelerator, run.model):
             answer = bool(should_stop(step, model, run.processor))
     finally:
         model.train()

@@ -99,6 +99,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from videor1.data.media import ImageSpec, VideoSpec
@@ -260,7 +261,11 @@ VAL_LOG = "validation.jsonl"
 def cold_start_check(log: Path, s: DemoSettings, data: Mapping[str, Path]) -> Callable[..., bool] | None:
     """The SFT stop criterion: greedy accuracy on the validation set (``data["val"]``) every
     ``s.sft_check_every`` steps from ``s.sft_min_steps`` on, True once it reaches ``s.sft_stop_at``; each check is
-    appended to `log`. None (no early stop) without ``sft_stop_at`` or a validation set."""
+    appended to `log`. None (no early stop) without ``sft_stop_at`` or a validation set.
+
+    It evaluates on the main process only and returns False on the others: the trainer calls it on every
+    process with the parameters whole and local (`videor1.sft.trainer.train_sft`) and shares the main
+    process's answer with all of them, so one evaluation and one log line per check, whatever the engine."""
     if s.sft_stop_at is None or "val" not in data:
         return None
     records = load_records(data["val"])
@@ -268,7 +273,7 @@ def cold_start_check(log: Path, s: DemoSettings, data: Mapping[str, Path]) -> Ca
     log.unlink(missing_ok=True)
 
     def check(step: int, model: torch.nn.Module, processor) -> bool:
-        if step < s.sft_min_steps or step % s.sft_check_every:
+        if step < s.sft_min_steps or step % s.sft_check_every or not PartialState().is_main_process:
             return False
         model.eval()
         summary = evaluate_records(model, processor, records, data["media_root"], video=video, image=image,

@@ -290,3 +290,48 @@ def zero3_generation(engine: torch.nn.Module) -> Iterator[torch.nn.Module]:
         finally:
             if hook is not None:
                 offload.fwd_pre_hook = module.register_forward_pre_hook(hook)
+
+
+@contextlib.contextmanager
+def fsdp2_generation(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """FSDP2: all-gather the policy's parameters once (every FSDP unit's `unshard`, a collective every process
+    enters, prompts or not) and keep them whole until the context ends, so that `generate` (one forward per
+    token, different counts on different processes, none on a process without a prompt) and any other forward
+    inside run locally. FSDP2 would otherwise all-gather in each unit's pre-forward and free again after it,
+    a collective per token. On exit every unit is resharded and gets back its own reshard-after-forward
+    setting (the root's differs from the others'; `set_reshard_after_forward` has no getter, so the setting
+    is saved from the units' state: torch 2.14's `_fsdp_param_groups[*].post_forward_mesh_info` and
+    `_auto_reshard_after_forward`). Memory: the whole model on every process meanwhile, as ZeRO-3's
+    `zero3_generation`."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    states = [unit._get_fsdp_state() for unit in units]
+    if states:
+        states[0]._lazy_init()   # the root's first-forward set-up (its own setting), before saving the settings
+    saved = [(s._auto_reshard_after_forward, [g.post_forward_mesh_info for g in s._fsdp_param_groups])
+             for s in states]
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for unit, state, (auto, infos) in zip(units, states, saved):
+            state._auto_reshard_after_forward = auto
+            for group, info in zip(state._fsdp_param_groups, infos):
+                group.post_forward_mesh_info = info
+            unit.reshard()
+
+
+def whole_parameters(accelerator: Accelerator, model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """The context in which forwards of `model` (the prepared one) are local to each process: ZeRO-3
+    (`zero3_generation`) and FSDP2 (`fsdp2_generation`) gather the parameters once on entry (a collective
+    every process enters); other engines hold whole parameters already (nothing to do)."""
+    from videor1.train.common import zero_stage
+
+    if zero_stage(accelerator) == 3:
+        return zero3_generation(model)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return fsdp2_generation(model)
+    return contextlib.nullcontext(model)
