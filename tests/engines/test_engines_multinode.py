@@ -1,7 +1,8 @@
 """docs/multinode.md as far as one CPU machine allows: two "nodes" = two `accelerate launch` commands with one
 process each, `--num_machines 2 --machine_rank 0|1 --main_process_ip 127.0.0.1`, DeepSpeed's standard (torchrun)
-multi-node launcher, ZeRO-3 SFT writing one shared output directory; then a resume of it from checkpoint-2,
-again as two nodes, ends with the same weights."""
+multi-node launcher, configs/accelerate/zero3.yaml: ZeRO-3 SFT writing one shared output directory, then a
+resume of it from checkpoint-2, again as two nodes, ending with the same weights; and ZeRO-3 T-GRPO across the
+two nodes with mixed media and a node whose prompts are all unusable at step 2."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from engines_common import DIST_TIMEOUT_S, LAUNCHER, REPO, RUN_TIMEOUT_S, engine_of, metrics_of
+from test_engines_rl import _data as rl_data
+from test_engines_rl import _overrides as rl_overrides
 from test_engines_sft import _data, _overrides
 
-CONFIG = "zero2"
+CONFIG = "zero3"
 
 
 def _free_port() -> int:
@@ -28,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_nodes(overrides: list[str], tmp: Path) -> list[str]:
+def _two_nodes(overrides: list[str], tmp: Path, kind: str = "sft") -> list[str]:
     script = tmp / "launch_engine.py"
     script.write_text(LAUNCHER)
     port = _free_port()
@@ -42,7 +45,7 @@ def _two_nodes(overrides: list[str], tmp: Path) -> list[str]:
                "--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2",
                "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
                "--deepspeed_multinode_launcher", "standard", "--mixed_precision", "no",
-               str(script), "sft", *overrides]
+               str(script), kind, *overrides]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outputs = []
@@ -77,3 +80,15 @@ def test_two_nodes_on_loopback_train_and_resume(tiny_model_dir, synth_dir, tmp_p
     _two_nodes(_overrides(tiny_model_dir, data, tmp_path, again, "resume=true"), tmp_path)
     first, resumed = load_file(str(out / "final/model.safetensors")), load_file(str(again / "final/model.safetensors"))
     assert all(torch.equal(first[k], resumed[k]) for k in first)
+
+
+def test_two_nodes_on_loopback_zero3_rl(tiny_model_dir, synth_dir, tmp_path):
+    data = rl_data(tmp_path, synth_dir, with_bad=True)
+    out = tmp_path / "shared" / "rl"
+    node0, _ = _two_nodes(rl_overrides(tiny_model_dir, data, tmp_path, out) + ["save_steps=0"], tmp_path, "rl")
+    assert f"engine {CONFIG} (2 process(es), DEEPSPEED" in node0
+    metrics = metrics_of(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert [m["prompts"] for m in metrics] == [4, 2, 4]      # the second node had no usable prompt at step 2
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(out / "final/model.safetensors"))
+    assert set(after) == set(before) and any(not torch.equal(before[k], after[k]) for k in before)
