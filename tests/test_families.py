@@ -267,3 +267,29 @@ def test_prefix_sharing_is_refused_for_the_hybrid_decoder(family_model_dirs, cli
     alone = engine.generate([_sample(clip)], SamplingParams(n=1, max_new_tokens=4, do_sample=False))
     assert [len(g) for g in out] == [2, 2]
     assert {tuple(c.token_ids) for g in out for c in g} == {tuple(alone[0][0].token_ids)}
+
+
+@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_5"])
+@pytest.mark.parametrize("unit", ["frame", "pair"])
+def test_tgrpo_shuffle_keeps_the_timestamps_in_slot_order(name, unit, family_model_dirs, bikes_mp4):
+    """T-GRPO's shuffled clip (`videor1.rl.step.shuffled_samples`) is prompted with the ordered clip's
+    timestamps, in increasing order: each shuffled frame carries its slot's time, never its own; only the
+    pixels move."""
+    import re
+
+    from videor1.rl.step import Prompts, shuffled_samples
+
+    clip = load_video(bikes_mp4, VideoSpec(fps=4.0, min_frames=8, max_frames=8, max_pixels=4 * 28 * 28 * 2))
+    processor = load_processor(family_model_dirs[name])
+    prompts = Prompts(samples=[_sample(clip)], positions=[0], batch=None, skipped=[])
+    shuffled, owners = shuffled_samples(prompts, seed=0, step=0, unit=unit)
+    assert owners == [0] and not np.array_equal(shuffled[0].media.frames, clip.frames)
+    ordered, mixed = encode(processor, [_sample(clip)]), encode(processor, shuffled)
+
+    def stamps(batch):
+        return [float(t) for t in re.findall(r"<([0-9.]+) seconds>", processor.tokenizer.decode(batch["input_ids"][0]))]
+    slot_times = [(clip.indices[k] + clip.indices[k + 1]) / 2 / clip.native_fps for k in range(0, 8, 2)]
+    assert stamps(mixed) == stamps(ordered) == pytest.approx(slot_times, abs=0.051)
+    assert stamps(mixed) == sorted(stamps(mixed)) and len(set(stamps(mixed))) == 4
+    assert torch.equal(mixed["input_ids"], ordered["input_ids"])
+    assert not torch.equal(mixed["pixel_values_videos"], ordered["pixel_values_videos"])
