@@ -293,3 +293,44 @@ def test_tgrpo_shuffle_keeps_the_timestamps_in_slot_order(name, unit, family_mod
     assert stamps(mixed) == sorted(stamps(mixed)) and len(set(stamps(mixed))) == 4
     assert torch.equal(mixed["input_ids"], ordered["input_ids"])
     assert not torch.equal(mixed["pixel_values_videos"], ordered["pixel_values_videos"])
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_left_padded_batch_gives_each_rows_log_probs(name, family_model_dirs, clip):
+    """A left-padded batch (a video prompt and a shorter image prompt, completions of different lengths)
+    scores every completion token as the row alone does: the 2D mask reaches the Gated DeltaNet layers, so
+    neither their causal conv nor their recurrent state reads the padding. Without the mask it would."""
+    from videor1.rl.step import completion_logps, loss_inputs
+
+    processor = load_processor(family_model_dirs[name])
+    model = load_model(family_model_dirs[name], device="cpu").eval()
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    samples = [_sample(clip), Sample(record=None, media=clip.frames[0][:64, :64], messages=image)]
+    completions = [[11, 12, 13, 14, 15], [21, 22]]
+    pad = int(processor.tokenizer.pad_token_id)
+
+    def logps(rows, ids, **overrides):
+        inputs, tokens, mask = loss_inputs(encode(processor, rows, padding_side="left"), ids, 1, pad)
+        with torch.no_grad():
+            return completion_logps(model, {**inputs, **overrides}, tokens, 1.0), mask.bool()
+    batched, mask = logps(samples, completions)
+    assert int((encode(processor, samples, padding_side="left")["attention_mask"] == 0).sum()) > 20
+    for row, (sample, ids) in enumerate(zip(samples, completions)):
+        alone, _ = logps([sample], [ids])
+        assert torch.allclose(batched[row][mask[row]], alone[0][-len(ids):], atol=1e-4), row
+    inputs, tokens, _ = loss_inputs(encode(processor, samples, padding_side="left"), completions, 1, pad)
+    with torch.no_grad():
+        unmasked = completion_logps(model, {**inputs, "attention_mask": torch.ones_like(inputs["attention_mask"])},
+                                    tokens, 1.0)
+    assert not torch.allclose(unmasked[1][mask[1]], batched[1][mask[1]], atol=1e-2)
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_left_padded_generation_equals_each_row_alone(name, family_model_dirs, clip):
+    processor = load_processor(family_model_dirs[name])
+    engine = HFEngine(load_model(family_model_dirs[name], device="cpu"), processor, batch_size=2)
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    samples = [_sample(clip), Sample(record=None, media=clip.frames[0][:64, :64], messages=image)]
+    greedy = SamplingParams(n=1, max_new_tokens=8, do_sample=False)
+    together = engine.generate(samples, greedy)
+    assert [g[0].token_ids for g in together] == [engine.generate([s], greedy)[0][0].token_ids for s in samples]
