@@ -61,7 +61,7 @@ from videor1.generation.engines import Completion, SamplingParams, end_token_ids
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
 from videor1.generation.weights import full_state_items
 from videor1.model.families import family_of_processor
-from videor1.model.inputs import Sample, vision_token_ids
+from videor1.model.inputs import Sample, think_opening, vision_token_ids
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class VLLMEngine:
         self.end_ids = end_token_ids(processor)
         self.suppress_ids = vision_token_ids(processor)
         self.family = family_of_processor(processor)
+        self.opening = think_opening(processor)   # text the prompt already opened ("<think>\n"): HFEngine's too
 
     # ------------------------------------------------------------------------------------ requests
     def request(self, sample: Sample) -> dict[str, Any]:
@@ -155,7 +156,7 @@ class VLLMEngine:
                 ids, finished = ids + [stop], True
         # the text is decoded here, as HFEngine does, not vLLM's incremental detokenisation: that one holds back
         # a trailing incomplete UTF-8 sequence, so for the same ids its text could differ from HF's
-        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.opening + self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=ids, finished=finished)
 
     # --------------------------------------------------------------------------------- weight sync

@@ -16,6 +16,10 @@ tiny tokenizer is trained under that regex (`TOKENIZER_REGEX`). No deepstack in 
 The Gated DeltaNet layers carry a recurrent state and a causal conv over the sequence: they see padding only
 through the 2D attention mask (a 4D mask reaches them as none), and packing several sequences in one row
 leaks state between them. Hence `HYBRID_LINEAR_ATTENTION` (see `videor1.model.families.check_prefix_sharing`).
+
+Chat template: Qwen3.5's official template is reported (not verified here: no hub) to end the generation prompt
+inside an open `<think>` block, so the tiny model's does too (`opens_think`): completions then start with the
+reasoning, and `videor1.model.inputs.think_opening` tells prompts, rewards and SFT targets so.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from typing import Any
 from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX
 
-from videor1.model.families.common import check_sizes, text_config, thirds_section, vision_token_config
-from videor1.model.families.qwen3_vl import (CHAT_TEMPLATE, FRAME_FACTOR, MROPE, PROCESSOR_CLASS,  # noqa: F401
-                                             ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS, VISION_MODULE, prompt_text,
-                                             tiny_processor, video_metadata)
+from videor1.model.families.common import (chat_template, check_sizes, text_config, thirds_section,
+                                           vision_token_config)
+from videor1.model.families.qwen3_vl import (FRAME_FACTOR, MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES,  # noqa: F401
+                                             SUPPRESSED_TOKENS, VISION_MODULE, prompt_text, tiny_processor_with,
+                                             video_metadata)
 
 NAME = "qwen3_5"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_5",)
@@ -40,6 +45,12 @@ HYBRID_LINEAR_ATTENTION = True  # Gated DeltaNet layers: recurrent state + causa
 TOKENIZER_REGEX = PRETOKENIZE_REGEX
 PARTIAL_ROTARY = 0.25  # fraction of head_dim that rotates (Qwen3.5's published configs)
 FULL_ATTENTION_INTERVAL = 4  # one full-attention layer after every three linear-attention ones
+CHAT_TEMPLATE = chat_template(None, opens_think=True)   # the generation prompt opens <think> (module doc)
+
+
+def tiny_processor(tokenizer: Any) -> Any:
+    """Qwen3-VL's tiny processor with this family's chat template."""
+    return tiny_processor_with(tokenizer, CHAT_TEMPLATE)
 
 
 def layer_types(num_layers: int) -> list[str]:

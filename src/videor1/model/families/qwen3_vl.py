@@ -86,6 +86,11 @@ def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, 
 
 def tiny_processor(tokenizer: Any) -> Qwen3VLProcessor:
     """A Qwen3VLProcessor that never samples frames and only rounds frame sizes to multiples of 32."""
+    return tiny_processor_with(tokenizer, CHAT_TEMPLATE)
+
+
+def tiny_processor_with(tokenizer: Any, template: str) -> Qwen3VLProcessor:
+    """`tiny_processor` with another chat template (Qwen3.5's)."""
     image_processor = Qwen2VLImageProcessor(**WIDE_PIXELS, patch_size=16, temporal_patch_size=2, merge_size=2,
                                             **_MEAN_STD)
     size = {"shortest_edge": WIDE_PIXELS["min_pixels"], "longest_edge": WIDE_PIXELS["max_pixels"]}
@@ -93,4 +98,4 @@ def tiny_processor(tokenizer: Any) -> Qwen3VLProcessor:
                                             do_sample_frames=False, cap_pixels_per_frame=False,
                                             min_frames=2, max_frames=4096, **_MEAN_STD)
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+                            video_processor=video_processor, chat_template=template)
