@@ -334,3 +334,57 @@ def test_left_padded_generation_equals_each_row_alone(name, family_model_dirs, c
     greedy = SamplingParams(n=1, max_new_tokens=8, do_sample=False)
     together = engine.generate(samples, greedy)
     assert [g[0].token_ids for g in together] == [engine.generate([s], greedy)[0][0].token_ids for s in samples]
+
+
+def _lora_cfg(dropout: float, modules: tuple[str, ...] = ()) -> SimpleNamespace:
+    return SimpleNamespace(lora_rank=2, lora_alpha=4.0, lora_dropout=dropout, lora_target_modules=modules,
+                           lora_include_vision=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lora_default_targets_per_family(name, family_model_dirs):
+    """SFT's LoRA with the default targets adapts the family's LORA_TARGETS: every attention / MLP projection,
+    and for Qwen3.5 the five Gated DeltaNet projections of every linear-attention layer; none in vision."""
+    from videor1.sft.lora import LORA_DEFAULT_TARGETS, wrap_lora
+
+    family = get_family(name)
+    model = wrap_lora(_lora_cfg(0.05), load_model(family_model_dirs[name], device="cpu"), None)
+    adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    kinds = {a.split(".")[-1] for a in adapted}
+    assert not [a for a in adapted if is_vision_param(a, family)]
+    gdn = {"in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"}
+    if name in QWEN3_5:
+        layers = model.base_model.model.config.text_config.layer_types
+        assert kinds == set(family.LORA_TARGETS) and gdn <= kinds
+        assert sum(a.endswith("linear_attn.in_proj_z") for a in adapted) == layers.count("linear_attention")
+    else:
+        assert kinds == set(LORA_DEFAULT_TARGETS) == set(family.LORA_TARGETS) and not gdn & kinds
+
+
+def test_lora_moe_experts_adapted_only_without_dropout(family_model_dirs, caplog):
+    """The MoE experts' 3-D weights: left out with a log line under LoRA dropout (peft's ParamWrapper refuses
+    it); adapted as parameters with dropout 0, where the adapted forward equals the merged model's."""
+    import logging
+
+    from videor1.sft.lora import wrap_lora
+
+    path = family_model_dirs["qwen3_5_moe"]
+    with caplog.at_level(logging.WARNING, logger="videor1.sft.lora"):
+        left_out = wrap_lora(_lora_cfg(0.05), load_model(path, device="cpu"), None)
+    assert "experts' 3-D parameters (mlp.experts.gate_up_proj, mlp.experts.down_proj) are left out" in caplog.text
+    assert not [n for n, _ in left_out.named_parameters() if "experts" in n and "lora_" in n]
+    assert [n for n, _ in left_out.named_parameters() if "shared_expert.down_proj.lora_A" in n]
+    model = wrap_lora(_lora_cfg(0.0), load_model(path, device="cpu"), None).eval()
+    experts = [p for n, p in model.named_parameters() if "mlp.experts" in n and "lora_B" in n]
+    assert experts and all(p.requires_grad for p in experts)
+    torch.manual_seed(0)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.3)
+    ids = torch.randint(0, 400, (1, 10))
+    inputs = {"input_ids": ids, "mm_token_type_ids": torch.zeros_like(ids)}
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        merged = model.merge_and_unload()(**inputs).logits
+        base = load_model(path, device="cpu").eval()(**inputs).logits
+    assert (adapted - base).abs().max() > 0.1 and torch.allclose(adapted, merged, atol=1e-3)

@@ -37,6 +37,8 @@ CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
 MROPE = "time_scaled"  # videor1.model.positions: temporal positions scale with absolute time
 HYBRID_LINEAR_ATTENTION = False  # every decoder layer is attention (no recurrent state)
 TOKENIZER_REGEX = PRETOKENIZE_REGEX  # the tiny tokenizer's pre-tokenizer split (Qwen2's)
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_EXPERT_PARAMETERS: tuple[str, ...] = ()  # 3-D MoE expert weights (peft target_parameters): none here
 
 
 def video_metadata(clip: Any) -> dict[str, Any]:

@@ -31,9 +31,10 @@ from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX
 
 from videor1.model.families.common import (chat_template, check_sizes, text_config, thirds_section,
                                            vision_token_config)
-from videor1.model.families.qwen3_vl import (FRAME_FACTOR, MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES,  # noqa: F401
-                                             SUPPRESSED_TOKENS, VISION_MODULE, prompt_text, tiny_processor_with,
-                                             video_metadata)
+from videor1.model.families.qwen3_vl import (FRAME_FACTOR, LORA_EXPERT_PARAMETERS, MROPE,  # noqa: F401
+                                             PROCESSOR_CLASS, ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS, VISION_MODULE,
+                                             prompt_text, tiny_processor_with, video_metadata)
+from videor1.model.families.qwen3_vl import LORA_TARGETS as ATTENTION_MLP_TARGETS
 
 NAME = "qwen3_5"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_5",)
@@ -46,6 +47,8 @@ TOKENIZER_REGEX = PRETOKENIZE_REGEX
 PARTIAL_ROTARY = 0.25  # fraction of head_dim that rotates (Qwen3.5's published configs)
 FULL_ATTENTION_INTERVAL = 4  # one full-attention layer after every three linear-attention ones
 CHAT_TEMPLATE = chat_template(None, opens_think=True)   # the generation prompt opens <think> (module doc)
+GDN_PROJECTIONS: tuple[str, ...] = ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj")
+LORA_TARGETS: tuple[str, ...] = ATTENTION_MLP_TARGETS + GDN_PROJECTIONS  # the GDN layers are 3/4 of the mixers
 
 
 def tiny_processor(tokenizer: Any) -> Any:

@@ -10,7 +10,7 @@ from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
 from videor1.model.families.common import vision_token_config
 from videor1.model.families.qwen3_5 import (CHAT_TEMPLATE, FRAME_FACTOR, HYBRID_LINEAR_ATTENTION,  # noqa: F401
-                                            MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS,
+                                            LORA_TARGETS, MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS,
                                             TOKENIZER_REGEX, VISION_MODULE, prompt_text, tiny_processor, tiny_text,
                                             tiny_vision, video_metadata)
 
@@ -20,6 +20,9 @@ MODEL_CLASS = Qwen3_5MoeForConditionalGeneration
 DECODER_LAYER_CLASS = "Qwen3_5MoeDecoderLayer"
 VISION_BLOCK_CLASS = "Qwen3_5MoeVisionBlock"
 FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
+# the routed experts' 3-D weights [experts, out, in]: peft adapts them only as parameters (target_parameters);
+# LORA_TARGETS' gate/up/down_proj reach the shared expert's nn.Linear layers
+LORA_EXPERT_PARAMETERS: tuple[str, ...] = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
