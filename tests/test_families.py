@@ -388,3 +388,15 @@ def test_lora_moe_experts_adapted_only_without_dropout(family_model_dirs, caplog
         merged = model.merge_and_unload()(**inputs).logits
         base = load_model(path, device="cpu").eval()(**inputs).logits
     assert (adapted - base).abs().max() > 0.1 and torch.allclose(adapted, merged, atol=1e-3)
+
+
+def test_vllm_engine_settings_per_family(family_model_dirs):
+    """The hybrid families ask vLLM for its "align" prefix-cache mode (vLLM 0.32's only prefix caching for
+    Gated DeltaNet state); other families add nothing; the caller's llm_kwargs win."""
+    from videor1.generation.vllm_engine import llm_constructor_kwargs
+
+    for name in QWEN3_5:
+        assert llm_constructor_kwargs({}, model_path=family_model_dirs[name])["mamba_cache_mode"] == "align"
+        assert llm_constructor_kwargs({"mamba_cache_mode": "none"},
+                                      model_path=family_model_dirs[name])["mamba_cache_mode"] == "none"
+    assert "mamba_cache_mode" not in llm_constructor_kwargs({}, model_path=family_model_dirs["qwen3_vl"])

@@ -60,7 +60,7 @@ from transformers import ProcessorMixin
 from videor1.generation.engines import Completion, SamplingParams, end_token_ids, trim_completion
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
 from videor1.generation.weights import full_state_items
-from videor1.model.families import family_of_processor
+from videor1.model.families import family_of, family_of_processor
 from videor1.model.inputs import Sample, think_opening, vision_token_ids
 
 _log = logging.getLogger(__name__)
@@ -243,11 +243,12 @@ def default_dtype() -> str:
 def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | Path | None = None,
                            default_max_model_len: int | None = None) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
-    sync extension, then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to `default_dtype()`
+    sync extension, the model family's settings (`VLLM_ENGINE_KWARGS`), then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to `default_dtype()`
     and `max_model_len` (from `llm_kwargs`, else `default_max_model_len`, else the model's limit) is bounded
     by the model's limit: an explicit one above it is refused, a default one is cut to it (logged)."""
+    family = dict(family_of(model_path).VLLM_ENGINE_KWARGS) if model_path is not None else {}
     kwargs: dict[str, Any] = {"limit_mm_per_prompt": {"image": 1, "video": 1}, "trust_remote_code": False,
-                              "worker_extension_cls": WORKER_EXTENSION, **(llm_kwargs or {})}
+                              "worker_extension_cls": WORKER_EXTENSION, **family, **(llm_kwargs or {})}
     if model_path is not None:
         if kwargs.get("dtype") is None:
             kwargs["dtype"] = default_dtype()

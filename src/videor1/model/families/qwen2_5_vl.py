@@ -39,6 +39,7 @@ HYBRID_LINEAR_ATTENTION = False  # every decoder layer is attention (no recurren
 TOKENIZER_REGEX = PRETOKENIZE_REGEX  # the tiny tokenizer's pre-tokenizer split (Qwen2's)
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_EXPERT_PARAMETERS: tuple[str, ...] = ()  # 3-D MoE expert weights (peft target_parameters): none here
+VLLM_ENGINE_KWARGS: tuple[tuple[str, object], ...] = ()  # vllm.LLM settings the family needs (user kwargs win)
 
 
 def video_metadata(clip: Any) -> dict[str, Any]:

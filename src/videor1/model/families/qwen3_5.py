@@ -49,6 +49,10 @@ FULL_ATTENTION_INTERVAL = 4  # one full-attention layer after every three linear
 CHAT_TEMPLATE = chat_template(None, opens_think=True)   # the generation prompt opens <think> (module doc)
 GDN_PROJECTIONS: tuple[str, ...] = ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj")
 LORA_TARGETS: tuple[str, ...] = ATTENTION_MLP_TARGETS + GDN_PROJECTIONS  # the GDN layers are 3/4 of the mixers
+# vLLM 0.32 caches a hybrid model's prefixes only in "align" mode (the GDN state at block boundaries), the mode it
+# picks itself with prefix caching on (`MambaModelConfig`, `CacheConfig.mamba_cache_mode`: "align" or "none");
+# set here so that the engine's settings say it and a vLLM whose default changes keeps it
+VLLM_ENGINE_KWARGS: tuple[tuple[str, object], ...] = (("mamba_cache_mode", "align"),)
 
 
 def tiny_processor(tokenizer: Any) -> Any:

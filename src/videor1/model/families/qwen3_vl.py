@@ -34,7 +34,8 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 from videor1.model.families.common import (WIDE_PIXELS, chat_template, sampled_fps_metadata, tiny_text_config,
                                            vision_token_config)
 from videor1.model.families.qwen2_5_vl import (HYBRID_LINEAR_ATTENTION, LORA_EXPERT_PARAMETERS,  # noqa: F401
-                                               LORA_TARGETS, SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE)
+                                               LORA_TARGETS, SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE,
+                                               VLLM_ENGINE_KWARGS)
 
 NAME = "qwen3_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_vl",)
