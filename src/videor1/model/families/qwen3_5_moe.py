@@ -10,9 +10,10 @@ from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
 from videor1.model.families.common import vision_token_config
 from videor1.model.families.qwen3_5 import (CHAT_TEMPLATE, FRAME_FACTOR, HYBRID_LINEAR_ATTENTION,  # noqa: F401
-                                            LORA_TARGETS, MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS,
-                                            TOKENIZER_REGEX, VISION_MODULE, VLLM_ENGINE_KWARGS, prompt_text,
-                                            tiny_processor, tiny_text, tiny_vision, video_metadata)
+                                            LORA_TARGETS, MROPE, PROCESSOR_CLASS, ROUNDS_FRAME_SIZES,
+                                            SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE, VLLM_CPU_DTYPE,
+                                            VLLM_ENGINE_KWARGS, prompt_text, tiny_processor, tiny_text, tiny_vision,
+                                            video_metadata)
 
 NAME = "qwen3_5_moe"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_5_moe",)
