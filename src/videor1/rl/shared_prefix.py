@@ -49,6 +49,7 @@ from transformers import AttentionInterface, BatchFeature
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from videor1.model.families import check_prefix_sharing
 from videor1.model.positions import _backbones, rope_index, rule_of_model, text_after
 from videor1.rl.algorithms import selective_log_softmax
 
@@ -111,7 +112,9 @@ def text_attention(model: torch.nn.Module) -> str:
 
 
 def check_model(model: torch.nn.Module) -> None:
-    """ValueError unless the shared-prefix forward can run on `model` (M-RoPE installed, 4D-mask attention)."""
+    """ValueError unless the shared-prefix forward can run on `model` (M-RoPE installed, 4D-mask attention,
+    a family whose prefix sharing is known exact)."""
+    check_prefix_sharing(model.config, "shared_prefix", "set shared_prefix: false")
     rule_of_model(model)
     kind = text_attention(model)
     if kind not in MASK_KINDS:

@@ -15,13 +15,22 @@ VISION_SPECIAL_TOKENS: tuple[str, ...] = ("<|vision_start|>", "<|vision_end|>", 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
-def chat_template(default_system_prompt: str | None) -> str:
+def chat_template(default_system_prompt: str | None, *, opens_think: bool = False) -> str:
     """A Qwen-style chat template (`<|im_start|>role\\n ... <|im_end|>\\n`, vision placeholders, generation
     prompt) that opens with a default system message when `default_system_prompt` is given (Qwen2-VL and
-    Qwen2.5-VL do; Qwen3-VL does not). Newlines are emitted explicitly."""
+    Qwen2.5-VL do; Qwen3-VL does not). Newlines are emitted explicitly.
+
+    `opens_think`: the generation prompt ends inside an open think block (`<|im_start|>assistant\\n<think>\\n`),
+    as reported for Qwen3.5's (and thinking Qwen models') templates, so completions start with the reasoning
+    and lack the opening tag; with `enable_thinking=False` it ends with an empty, closed block instead."""
     system = ("{%- if loop.first and message['role'] != 'system' -%}"
               "{{- '<|im_start|>system\\n" + default_system_prompt + "<|im_end|>\\n' -}}"
               "{%- endif -%}") if default_system_prompt is not None else ""
+    think = ("{%- if enable_thinking is defined and enable_thinking is false -%}"
+             "{{- '<think>\\n\\n</think>\\n\\n' -}}"
+             "{%- else -%}"
+             "{{- '<think>\\n' -}}"
+             "{%- endif -%}") if opens_think else ""
     return (
         "{%- for message in messages -%}"
         + system +
@@ -43,6 +52,7 @@ def chat_template(default_system_prompt: str | None) -> str:
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}"
         "{{- '<|im_start|>assistant\\n' -}}"
+        + think +
         "{%- endif -%}"
     )
 
@@ -69,6 +79,27 @@ def mrope_section(head_dim: int) -> list[int]:
     """Temporal / height / width sections of the rotary half (Qwen2.5-VL's proportions for a tiny head)."""
     half = head_dim // 2
     return [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+
+
+def thirds_section(rotary_dim: int) -> list[int]:
+    """Temporal / height / width sections of the rotary half in near-equal thirds, the remainder going to
+    time then height (Qwen3.5's [11, 11, 10] for its 64 rotary dims)."""
+    half = rotary_dim // 2
+    base, extra = divmod(half, 3)
+    return [base + (extra > 0), base + (extra > 1), base]
+
+
+def tiny_text_config(tokenizer: Any, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int,
+                     vision_hidden: int, vision_heads: int, initializer_range: float, rope_theta: float,
+                     interleaved: bool = False) -> dict[str, Any]:
+    """The text_config of a tiny Qwen2-VL / Qwen2.5-VL / Qwen3-VL model: sizes checked (`check_sizes`),
+    default M-RoPE sections (`mrope_section`), interleaved for Qwen3-VL."""
+    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section(head_dim)}
+    if interleaved:
+        rope["mrope_interleaved"] = True
+    return text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
 
 
 def token_ids(tokenizer: Any, tokens: tuple[str, ...]) -> dict[str, int]:
