@@ -32,6 +32,7 @@ from typing import Iterable, Protocol, Sequence
 
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
+from transformers.cache_utils import Cache
 
 from videor1.model.inputs import Sample, encode, move_batch, select_rows, vision_token_ids
 from videor1.model.positions import _backbones, install_mrope
@@ -206,7 +207,7 @@ class HFEngine:
         for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
             head[key] = inputs[key][:, :-1]
         cache = self.model(**head, use_cache=True, logits_to_keep=1).past_key_values
-        cache.batch_repeat_interleave(n)
+        repeat_cache(cache, n)
         for backbone in _backbones(self.model):   # the M-RoPE offsets the prefill stored, one per row
             if getattr(backbone, "rope_deltas", None) is not None:
                 backbone.rope_deltas = backbone.rope_deltas.repeat_interleave(n, dim=0)
@@ -227,6 +228,23 @@ class HFEngine:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
         text = self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=token_ids, finished=finished)
+
+
+def repeat_cache(cache: Cache, n: int) -> None:
+    """Repeat every row of a prefilled cache n times in place (row i -> rows i n .. i n + n - 1): attention
+    layers' keys and values (`batch_repeat_interleave`), and linear-attention layers' conv and recurrent
+    states (Qwen3.5's Gated DeltaNet; transformers' `batch_repeat_interleave` has no such layer method).
+    ValueError for a layer holding neither."""
+    for index, layer in enumerate(cache.layers):
+        states = [getattr(layer, name) for name in ("conv_states", "recurrent_states") if hasattr(layer, name)]
+        for per_state in states:    # {state index: tensor [B, ...] or None before first use}
+            for key, value in per_state.items():
+                if value is not None:
+                    per_state[key] = value.repeat_interleave(n, dim=0)
+        if hasattr(layer, "batch_repeat_interleave"):
+            layer.batch_repeat_interleave(n)
+        elif not states:
+            raise ValueError(f"cannot repeat cache layer {index} ({type(layer).__name__}) for prefill-once")
 
 
 class _seeded:
