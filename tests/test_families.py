@@ -1,4 +1,4 @@
-"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL): the family interface, and the video really reaching each
+"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL, Qwen3.5, Qwen3.5 MoE): the family interface, and the video really reaching each
 family's model (vision weights get gradients; shuffled frames change the vision inputs).
 
 The end-to-end runs (SFT, GRPO, T-GRPO, evaluation, inference, annotation, the demo) on the Qwen3-VL and
@@ -25,7 +25,7 @@ from videor1.model.inputs import Sample, encode, vision_token_ids
 from videor1.model.load import load_model, load_processor
 from videor1.train.common import enable_gradient_checkpointing, freeze_vision, set_fsdp_wrap_classes
 
-NAMES = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"]
+NAMES = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl", "qwen3_5", "qwen3_5_moe"]
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Which way do the bikes move?"}]}]
 
 
@@ -153,7 +153,7 @@ def test_qwen2_5_vl_keeps_second_per_grid_ts(family_model_dirs, clip):
     assert batch["second_per_grid_ts"].tolist() == pytest.approx([2 / clip.sample_fps])
 
 
-@pytest.mark.parametrize("name", ["qwen3_vl", "qwen2_vl"])
+@pytest.mark.parametrize("name", ["qwen3_vl", "qwen2_vl", "qwen3_5", "qwen3_5_moe"])
 def test_cli_model_tiny_family(tmp_path, name):
     out = tmp_path / name
     res = CliRunner().invoke(app, ["model", "tiny", "--out", str(out), "--family", name, "--hidden-size", "64"])
@@ -172,3 +172,165 @@ def test_video_metadata_per_family(clip):
     assert get_family("qwen3_vl").video_metadata(bare)["fps"] == 2.0
     assert get_family("qwen3_vl").video_metadata(clip.permuted([1, 0, 3, 2])) == meta
     assert np.array_equal(clip.frames, clip.permuted([0, 1, 2, 3]).frames)
+
+
+# ------------------------------------------------------------------------------------------- Qwen3.5
+QWEN3_5 = ["qwen3_5", "qwen3_5_moe"]
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_qwen3_5_processor_family_comes_from_the_model_type(family_model_dirs, name):
+    """Qwen3.5 loads Qwen3-VL's processor class: the directory's model_type, not the class, names the family;
+    a processor built in memory is ambiguous until its family is recorded."""
+    from videor1.model.families import set_processor_family
+
+    processor = load_processor(family_model_dirs[name])
+    assert type(processor) is get_family("qwen3_vl").PROCESSOR_CLASS
+    assert family_of_processor(processor) is get_family(name)
+    assert family_of_processor(load_processor(family_model_dirs["qwen3_vl"])) is get_family("qwen3_vl")
+    built = get_family(name).tiny_processor(processor.tokenizer)
+    built.tokenizer.name_or_path = ""
+    with pytest.raises(ValueError, match="serves families"):
+        family_of_processor(built)
+    assert family_of_processor(set_processor_family(built, get_family(name))) is get_family(name)
+    with pytest.raises(ValueError, match="is not the qwen2_vl"):
+        set_processor_family(built, get_family("qwen2_vl"))
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_qwen3_5_model_has_both_layer_kinds_and_the_declared_classes(family_model_dirs, name):
+    family, processor = get_family(name), load_processor(family_model_dirs[name])
+    model = load_model(family_model_dirs[name], device="cpu")
+    assert set(model.config.text_config.layer_types) == {"linear_attention", "full_attention"}
+    assert family.HYBRID_LINEAR_ATTENTION and family.FRAME_FACTOR == 32 and family.MROPE == "frame_runs"
+    assert type(processor.tokenizer).__name__ == "Qwen3_5Tokenizer"
+
+
+def test_qwen3_5_tokenizer_is_trained_under_its_own_regex(family_model_dirs):
+    """transformers reloads a Qwen3.5 directory's tokenizer as Qwen3_5Tokenizer (its own regex, which keeps
+    combining marks inside words): the tiny tokenizer was trained and saved under that regex, so the saved and
+    reloaded tokenizers agree on such text, where Qwen2's regex splits differently."""
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX as QWEN3_5
+
+    from videor1.model.tiny import train_tokenizer
+
+    text = "नमस्ते दुनिया a\u0361b the video"   # Devanagari vowel signs / virama and a combining breve: \p{M}
+    reloaded = load_processor(family_model_dirs["qwen3_5"]).tokenizer
+    own, qwen2 = train_tokenizer(regex=QWEN3_5), train_tokenizer(regex=QWEN2)
+    assert reloaded(text)["input_ids"] == own(text)["input_ids"]
+
+    def words(tokenizer):
+        return [w for w, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+    assert words(reloaded) == words(own) != words(qwen2)
+    assert get_family("qwen3_5").TOKENIZER_REGEX == QWEN3_5 and get_family("qwen3_vl").TOKENIZER_REGEX == QWEN2
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_qwen3_5_positions_equal_the_models_own(family_model_dirs, clip, name):
+    """Our M-RoPE (Qwen3-VL's frame-run rule, installed by load_model) gives the positions and deltas of
+    transformers' own Qwen3.5 `get_rope_index`, on a left-padded batch of a video and an image row."""
+    from videor1.model.positions import rope_index, rule_of
+
+    processor = load_processor(family_model_dirs[name])
+    model = load_model(family_model_dirs[name], device="cpu")
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
+    batch = encode(processor, [_sample(clip), Sample(record=None, media=clip.frames[0], messages=image)],
+                   padding_side="left")
+    keys = ("image_grid_thw", "video_grid_thw", "attention_mask", "mm_token_type_ids")
+    ours = rope_index(rule_of(model.config), batch["input_ids"], **{k: batch[k] for k in keys})
+    theirs = type(model.model).get_rope_index(model.model, batch["input_ids"], **{k: batch[k] for k in keys})
+    mask = batch["attention_mask"].bool()
+    assert torch.equal(ours[0][:, mask], theirs[0][:, mask])
+    assert torch.equal(ours[1].reshape(-1), theirs[1].reshape(-1))
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_prefix_sharing_is_refused_for_the_hybrid_decoder(family_model_dirs, clip, name):
+    """Until an exact route exists, the shared-prefix loss and the HF rollouts' prefill-once refuse Qwen3.5
+    with one clear error; HF rollouts of n > 1 then generate from repeated prompt rows."""
+    from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
+    from videor1.rl.shared_prefix import check_model
+
+    model = load_model(family_model_dirs[name], device="cpu")
+    assert not shares_prefix_exactly(model.config)
+    assert shares_prefix_exactly(load_model(family_model_dirs["qwen3_vl"], device="cpu").config)
+    with pytest.raises(ValueError, match=f"shared_prefix is not exact yet for {name}.*shared_prefix: false"):
+        check_model(model)
+    with pytest.raises(ValueError, match="prefill-once is not exact yet"):
+        check_prefix_sharing(model.config, "HF rollouts' prefill-once", "generate from repeated rows")
+    engine = HFEngine(model, load_processor(family_model_dirs[name]), batch_size=2)
+    with pytest.raises(ValueError, match="prefill-once is not exact yet"):
+        engine._prefill_once(encode(engine.processor, [_sample(clip)], padding_side="left"), 2, "cpu", torch.float32)
+    greedy = SamplingParams(n=2, max_new_tokens=4, do_sample=False)
+    out = engine.generate([_sample(clip)] * 2, greedy)
+    alone = engine.generate([_sample(clip)], SamplingParams(n=1, max_new_tokens=4, do_sample=False))
+    assert [len(g) for g in out] == [2, 2]
+    assert {tuple(c.token_ids) for g in out for c in g} == {tuple(alone[0][0].token_ids)}
+
+
+@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_5"])
+@pytest.mark.parametrize("unit", ["frame", "pair"])
+def test_tgrpo_shuffle_keeps_the_timestamps_in_slot_order(name, unit, family_model_dirs, bikes_mp4):
+    """T-GRPO's shuffled clip (`videor1.rl.step.shuffled_samples`) is prompted with the ordered clip's
+    timestamps, in increasing order: each shuffled frame carries its slot's time, never its own; only the
+    pixels move."""
+    import re
+
+    from videor1.rl.step import Prompts, shuffled_samples
+
+    clip = load_video(bikes_mp4, VideoSpec(fps=4.0, min_frames=8, max_frames=8, max_pixels=4 * 28 * 28 * 2))
+    processor = load_processor(family_model_dirs[name])
+    prompts = Prompts(samples=[_sample(clip)], positions=[0], batch=None, skipped=[])
+    shuffled, owners = shuffled_samples(prompts, seed=0, step=0, unit=unit)
+    assert owners == [0] and not np.array_equal(shuffled[0].media.frames, clip.frames)
+    ordered, mixed = encode(processor, [_sample(clip)]), encode(processor, shuffled)
+
+    def stamps(batch):
+        return [float(t) for t in re.findall(r"<([0-9.]+) seconds>", processor.tokenizer.decode(batch["input_ids"][0]))]
+    slot_times = [(clip.indices[k] + clip.indices[k + 1]) / 2 / clip.native_fps for k in range(0, 8, 2)]
+    assert stamps(mixed) == stamps(ordered) == pytest.approx(slot_times, abs=0.051)
+    assert stamps(mixed) == sorted(stamps(mixed)) and len(set(stamps(mixed))) == 4
+    assert torch.equal(mixed["input_ids"], ordered["input_ids"])
+    assert not torch.equal(mixed["pixel_values_videos"], ordered["pixel_values_videos"])
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_left_padded_batch_gives_each_rows_log_probs(name, family_model_dirs, clip):
+    """A left-padded batch (a video prompt and a shorter image prompt, completions of different lengths)
+    scores every completion token as the row alone does: the 2D mask reaches the Gated DeltaNet layers, so
+    neither their causal conv nor their recurrent state reads the padding. Without the mask it would."""
+    from videor1.rl.step import completion_logps, loss_inputs
+
+    processor = load_processor(family_model_dirs[name])
+    model = load_model(family_model_dirs[name], device="cpu").eval()
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    samples = [_sample(clip), Sample(record=None, media=clip.frames[0][:64, :64], messages=image)]
+    completions = [[11, 12, 13, 14, 15], [21, 22]]
+    pad = int(processor.tokenizer.pad_token_id)
+
+    def logps(rows, ids, **overrides):
+        inputs, tokens, mask = loss_inputs(encode(processor, rows, padding_side="left"), ids, 1, pad)
+        with torch.no_grad():
+            return completion_logps(model, {**inputs, **overrides}, tokens, 1.0), mask.bool()
+    batched, mask = logps(samples, completions)
+    assert int((encode(processor, samples, padding_side="left")["attention_mask"] == 0).sum()) > 20
+    for row, (sample, ids) in enumerate(zip(samples, completions)):
+        alone, _ = logps([sample], [ids])
+        assert torch.allclose(batched[row][mask[row]], alone[0][-len(ids):], atol=1e-4), row
+    inputs, tokens, _ = loss_inputs(encode(processor, samples, padding_side="left"), completions, 1, pad)
+    with torch.no_grad():
+        unmasked = completion_logps(model, {**inputs, "attention_mask": torch.ones_like(inputs["attention_mask"])},
+                                    tokens, 1.0)
+    assert not torch.allclose(unmasked[1][mask[1]], batched[1][mask[1]], atol=1e-2)
+
+
+@pytest.mark.parametrize("name", QWEN3_5)
+def test_left_padded_generation_equals_each_row_alone(name, family_model_dirs, clip):
+    processor = load_processor(family_model_dirs[name])
+    engine = HFEngine(load_model(family_model_dirs[name], device="cpu"), processor, batch_size=2)
+    image = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    samples = [_sample(clip), Sample(record=None, media=clip.frames[0][:64, :64], messages=image)]
+    greedy = SamplingParams(n=1, max_new_tokens=8, do_sample=False)
+    together = engine.generate(samples, greedy)
+    assert [g[0].token_ids for g in together] == [engine.generate([s], greedy)[0][0].token_ids for s in samples]

@@ -242,9 +242,9 @@ def model_tiny(
     hidden_size: int = typer.Option(128, help="Language model hidden size."),
     num_layers: int = typer.Option(2, help="Language model layers."),
     initializer_range: float = typer.Option(0.1, help="Init std (0.1 lets a tiny model learn motion)."),
-    family: str = typer.Option("qwen2_5_vl", help="Model family: qwen2_5_vl, qwen3_vl or qwen2_vl."),
+    family: str = typer.Option("qwen2_5_vl", help="Model family: qwen2_5_vl, qwen3_vl, qwen2_vl, qwen3_5 or qwen3_5_moe."),
 ) -> None:
-    """Make a tiny, randomly initialised Qwen2.5-VL (or --family qwen3_vl / qwen2_vl) offline."""
+    """Make a tiny, randomly initialised Qwen2.5-VL (or --family qwen3_vl / qwen2_vl / qwen3_5 / qwen3_5_moe) offline."""
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a directory")
     from videor1.model.families import FAMILIES
@@ -491,7 +491,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output directory."),
     quick: bool = typer.Option(False, help="A shorter run (about 2 minutes)."),
     seed: int = typer.Option(0, help="Seed for data, model and training."),
-    family: str = typer.Option("qwen2_5_vl", help="Tiny model family: qwen2_5_vl, qwen3_vl or qwen2_vl."),
+    family: str = typer.Option("qwen2_5_vl", help="Tiny model family: qwen2_5_vl, qwen3_vl, qwen2_vl, qwen3_5 or qwen3_5_moe."),
 ) -> None:
     """The whole Video-R1 pipeline on the synthetic default, on a CPU: data, SFT, GRPO vs T-GRPO, eval."""
     import os

@@ -34,7 +34,8 @@ import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 from transformers.cache_utils import Cache
 
-from videor1.model.inputs import Sample, encode, move_batch, select_rows, vision_token_ids
+from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
+from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
 from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -120,7 +121,9 @@ class HFEngine:
 
     With n > 1 each prompt is prefilled once (vision tower included) and its KV cache repeated n times
     (`_prefill_once`), rather than relying on `num_return_sequences` (which repeats the prompt before the
-    prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1.
+    prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1. A family whose
+    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: Qwen3.5's
+    linear-attention layers) generates from the n repeated prompt rows instead.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
@@ -180,8 +183,10 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.no_grad(), _seeded(params.seed, chunk_index, device):
-                if params.n > 1:
+                if params.n > 1 and shares_prefix_exactly(self.model.config):
                     inputs = self._prefill_once(sub, params.n, device, dtype)
+                elif params.n > 1:
+                    inputs = move_batch(repeat_rows(sub, params.n), device, dtype)
                 else:
                     inputs = move_batch(sub, device, dtype)
                 # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
@@ -200,6 +205,7 @@ class HFEngine:
         last prompt token before sampling. The same logits as prefilling B n repeated rows up to fp
         rounding, and the same RNG draws (tests: identical seeded samples). Departs from
         `num_return_sequences`, which expands the inputs before the prefill."""
+        check_prefix_sharing(self.model.config, "HF rollouts' prefill-once", "generate from repeated rows")
         inputs = move_batch(sub, device, dtype)
         if bool(inputs["mm_token_type_ids"][:, -1].any()):
             raise ValueError("prefill-once needs prompts ending in text (the generation prompt), not vision")

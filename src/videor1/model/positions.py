@@ -1,4 +1,4 @@
-"""The one M-RoPE: the 3D (temporal, height, width) positions of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL prompt, by
+"""The one M-RoPE: the 3D (temporal, height, width) positions of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 prompt, by
 Qwen's original rule, and the hook that makes every transformers forward and `generate` of ours use them.
 
 The rule (Qwen's code as first released in transformers 4.x, and vLLM 0.32's `get_mrope_input_positions`),
@@ -9,8 +9,8 @@ for the real (unpadded) tokens of one row, split into runs of text and of vision
 * a vision run of grid (t, h, w) after merging starts at ``s`` too and gives its token (i, j, k), in
   row-major order, the positions (s + floor(i * f), s + j, s + k). The time factor f is
   ``second_per_grid_t * tokens_per_second`` for a Qwen2.5-VL video (absolute time), 1 for a Qwen2-VL video
-  and for every image (t = 1). Qwen3-VL writes time as text: each temporal patch of a video is its own run
-  of grid (1, h, w), separated by its timestamp tokens.
+  and for every image (t = 1). Qwen3-VL and Qwen3.5 write time as text: each temporal patch of a video is its
+  own run of grid (1, h, w), separated by its timestamp tokens.
 
 f is computed as vLLM does: the (float32) ``second_per_grid_t`` read as a Python float times
 ``tokens_per_second``, and ``i * f`` in float64 before truncation. For a fractional value this can be one
@@ -42,6 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from videor1.model.families import family_of_model_type
+
 TEXT, IMAGE, VIDEO = 0, 1, 2   # mm_token_type_ids values (transformers' processors)
 _INSTALLED = "_videor1_mrope"  # attribute marking a backbone whose get_rope_index is ours
 
@@ -60,17 +62,19 @@ class MropeRule:
 
 
 def rule_of(config: Any) -> MropeRule:
-    """The `MropeRule` of a model config (top-level Qwen*-VL config or its `model_type`-bearing backbone)."""
+    """The `MropeRule` of a model config (top-level Qwen*-VL config or its `model_type`-bearing backbone): the
+    kind its family declares (`MROPE` of `videor1.model.families`). ValueError for an unknown model type."""
     model_type = getattr(config, "model_type", None)
     vision = getattr(config, "vision_config", None)
     merge = int(getattr(vision, "spatial_merge_size", 2))
-    if model_type == "qwen2_5_vl":
+    kind = family_of_model_type(str(model_type)).MROPE
+    if kind == "time_scaled":
         return MropeRule(merge, tokens_per_second=float(getattr(vision, "tokens_per_second", 2)))
-    if model_type == "qwen2_vl":
+    if kind == "grid_steps":
         return MropeRule(merge)
-    if model_type == "qwen3_vl":
+    if kind == "frame_runs":
         return MropeRule(merge, frame_runs=True)
-    raise ValueError(f"no M-RoPE rule for model_type {model_type!r} (known: qwen2_vl, qwen2_5_vl, qwen3_vl)")
+    raise ValueError(f"no M-RoPE rule {kind!r} (model_type {model_type!r})")
 
 
 def _runs(token_types: np.ndarray) -> list[tuple[int, int, int]]:

@@ -1,6 +1,7 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL (or Qwen3-VL / Qwen2-VL: `family=`) offline (model,
-tokenizer, chat template, processor). The model config, processor and chat template of each family come
-from its module in `videor1.model.families`; the tokenizer is shared (Qwen's special tokens for all three).
+"""Build a tiny, randomly initialised Qwen2.5-VL (or Qwen3-VL / Qwen2-VL / Qwen3.5 / Qwen3.5 MoE: `family=`)
+offline (model, tokenizer, chat template, processor). The model config, processor and chat template of each
+family come from its module in `videor1.model.families`; the tokenizer is shared (Qwen's special tokens for
+all of them), trained under the family's pre-tokenizer regex (`TOKENIZER_REGEX`).
 
 Everything is loaded through `from_pretrained` on a directory, so the tiny checkpoint made here and a real
 Qwen2.5-VL-7B-Instruct directory take exactly the same path (`trust_remote_code` is always off).
@@ -149,16 +150,20 @@ def _template_lines() -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LINES) -> Qwen2Tokenizer:
+def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LINES, *,
+                    regex: str = PRETOKENIZE_REGEX) -> Qwen2Tokenizer:
     """A Qwen-style byte-level BPE tokenizer trained offline on `corpus`, as a transformers fast tokenizer.
 
     Layout: BPE vocabulary (ids 0..n-1), then `SPECIAL_TOKENS` in Qwen's order, then `FORMAT_TOKENS`.
     `vocab_size` is the BPE target; a small corpus may stop short of it (len(tokenizer) is the truth).
+    `regex` is the pre-tokenizer's split (the family's `TOKENIZER_REGEX`; Qwen2's by default): a Qwen3.5
+    directory reloads as `Qwen3_5Tokenizer`, which splits with its own regex, so its tiny tokenizer is
+    trained and saved under that one.
     """
     bpe = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     bpe.normalizer = normalizers.NFC()
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     bpe.decoder = decoders.ByteLevel()
@@ -174,6 +179,7 @@ def train_tokenizer(vocab_size: int = 2048, corpus: tuple[str, ...] = _CORPUS_LI
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None,
                                eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                model_max_length=32768)
+    tokenizer.backend_tokenizer.pre_tokenizer = bpe.pre_tokenizer   # the split it was trained under, saved too
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")]})
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TOKENS])
@@ -196,7 +202,7 @@ def build_tiny(out_dir: str | Path, *, family: str = DEFAULT_FAMILY, seed: int =
     fam = get_family(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(vocab_size)
+    tokenizer = train_tokenizer(vocab_size, regex=fam.TOKENIZER_REGEX)
     tokenizer.chat_template = fam.CHAT_TEMPLATE
     config = fam.tiny_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                              num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_depth=vision_depth,

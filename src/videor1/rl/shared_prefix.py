@@ -51,6 +51,7 @@ from transformers import AttentionInterface, BatchFeature
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from videor1.model.families import check_prefix_sharing
 from videor1.model.positions import _backbones, rope_index, rule_of_model, text_after
 from videor1.rl.algorithms import selective_log_softmax
 
@@ -114,9 +115,11 @@ def text_attention(model: torch.nn.Module) -> str:
 
 def check_model(model: torch.nn.Module) -> None:
     """ValueError unless the shared-prefix forward can run on `model` (M-RoPE installed, 4D-mask attention,
-    linear-attention layers only of the tested kinds: `videor1.rl.shared_prefix_linear`)."""
+    a family whose prefix sharing is known exact, linear-attention layers only of the tested kinds:
+    `videor1.rl.shared_prefix_linear`)."""
     from videor1.rl.shared_prefix_linear import check_linear_layers   # it imports this module
 
+    check_prefix_sharing(model.config, "shared_prefix", "set shared_prefix: false")
     rule_of_model(model)
     check_linear_layers(model)
     kind = text_attention(model)

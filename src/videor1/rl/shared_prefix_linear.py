@@ -40,17 +40,19 @@ import torch.nn.functional as F
 
 from videor1.rl.shared_prefix import LAYOUT_KWARG, Layout
 
-# GDN classes whose forward this route reproduces, with the sha256 of `inspect.getsource(cls.forward)` of
-# the transformers versions it was checked against (5.23.0 here; the class of qwen3_5_moe is generated
-# from qwen3_5's and has the same source).
-_T5_23 = "8f31ae7d35daf534a763d1ca92875c5c412e06a4488885e5126907a804b52878"
-TESTED_FORWARDS: dict[str, frozenset[str]] = {
-    "Qwen3_5GatedDeltaNet": frozenset({_T5_23}),
-    "Qwen3_5MoeGatedDeltaNet": frozenset({_T5_23}),
-}
+# GDN classes whose forward this route reproduces, with the sha256 of `inspect.getsource(cls.forward)` in
+# the transformers versions the project admits (qwen3_5_moe's class is generated from qwen3_5's: same
+# source). The three forwards differ only in their cache handling (unused here) and in where query and key
+# heads are repeated to the value heads (5.23: inside the delta rule; before: in the forward; `_delta_rule`
+# repeats them itself, which both delta rules accept).
+_FORWARDS = frozenset({"bd25761e1031fff0f6b24115dff8175ee9c8fb585287a4026b73a12bb0b5d816",   # 5.17.0-5.20.2
+                       "43718d6c3e7255e63fc7a79d60c242912b48dbe00f351b9d80814ca0fb603037",   # 5.21.0-5.22.2
+                       "8f31ae7d35daf534a763d1ca92875c5c412e06a4488885e5126907a804b52878"})  # 5.23.0
+TESTED_FORWARDS: dict[str, frozenset[str]] = {"Qwen3_5GatedDeltaNet": _FORWARDS, "Qwen3_5MoeGatedDeltaNet": _FORWARDS}
 _FORWARD_PARAMS = ("self", "hidden_states", "cache_params", "attention_mask", "kwargs")
 _LAYER_ATTRS = ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "conv1d", "A_log", "dt_bias", "norm",
-                "out_proj", "key_dim", "value_dim", "head_k_dim", "head_v_dim", "conv_kernel_size", "activation")
+                "out_proj", "key_dim", "value_dim", "head_k_dim", "head_v_dim", "num_k_heads", "num_v_heads",
+                "conv_kernel_size", "activation")
 _FUNCTIONS = {"causal_conv1d_fn": ("hidden_states", "weight", "bias", "activation"),
               "torch_chunk_gated_delta_rule": ("query", "key", "value", "g", "beta", "initial_state",
                                                "output_final_state", "use_qk_l2norm_in_kernel")}
@@ -148,6 +150,9 @@ def _delta_rule(module: ModuleType, layer: torch.nn.Module, qkv: torch.Tensor, a
     query = query.reshape(batch, length, -1, layer.head_k_dim)
     key = key.reshape(batch, length, -1, layer.head_k_dim)
     value = value.reshape(batch, length, -1, layer.head_v_dim)
+    if layer.num_v_heads != layer.num_k_heads:    # each query / key head serves consecutive value heads
+        query = query.repeat_interleave(layer.num_v_heads // layer.num_k_heads, dim=2)
+        key = key.repeat_interleave(layer.num_v_heads // layer.num_k_heads, dim=2)
     beta = b.sigmoid()
     g = -layer.A_log.float().exp() * F.softplus(a.float() + layer.dt_bias)
     return module.torch_chunk_gated_delta_rule(query, key, value, g=g, beta=beta, initial_state=state,

@@ -10,28 +10,38 @@ A family module provides:
     ROUNDS_FRAME_SIZES: bool                         # the processor rounds frame sides to patch x merge
     FRAME_FACTOR: int                                # patch x merge: the multiple media sides are resized to
     CHAT_TEMPLATE: str                               # the tiny model's template
+    MROPE: str                                       # videor1.model.positions rule: time_scaled, grid_steps, frame_runs
+    HYBRID_LINEAR_ATTENTION: bool                    # decoder has linear-attention (recurrent) layers: Qwen3.5
+    TOKENIZER_REGEX: str                             # pre-tokenizer split regex the tiny tokenizer is trained under
     video_metadata(clip) -> dict                     # processor video metadata of a pre-sampled Clip
     prompt_text(text) -> str                         # chat-template text -> the text the processor expands
     tiny_config(tokenizer, **sizes) -> config; tiny_processor(tokenizer) -> processor
 
+A family module declares only what is its own and imports the rest from the family it derives from
+(Qwen2-VL from Qwen2.5-VL, Qwen3.5 from Qwen3-VL, Qwen3.5 MoE from Qwen3.5).
+
 The family of a checkpoint is read from its config's `model_type` (`family_of`), so `--model DIR` alone
-picks it; a processor's family from its class (`family_of_processor`).
+picks it. A processor's family (`family_of_processor`) too: several families share a processor class
+(Qwen3-VL and both Qwen3.5s use `Qwen3VLProcessor`), so the `model_type` of the directory the processor was
+loaded from decides, and the class only when it is unambiguous.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from videor1.model.families import qwen2_5_vl, qwen2_vl, qwen3_vl
+from videor1.model.families import qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_5_moe, qwen3_vl
 from videor1.registry import Registry
 
 FAMILIES: Registry[ModuleType] = Registry("model family")
 DEFAULT_FAMILY = "qwen2_5_vl"
-for _module in (qwen2_5_vl, qwen3_vl, qwen2_vl):
+for _module in (qwen2_5_vl, qwen3_vl, qwen2_vl, qwen3_5, qwen3_5_moe):
     FAMILIES.register(_module.NAME)(_module)
+_PROCESSOR_FAMILY: "weakref.WeakKeyDictionary[Any, ModuleType]" = weakref.WeakKeyDictionary()
 
 
 def get_family(name: str) -> ModuleType:
@@ -62,13 +72,64 @@ def family_of(config: Any) -> ModuleType:
     return family_of_model_type(model_type)
 
 
+def set_processor_family(processor: Any, family: ModuleType) -> Any:
+    """Record `family` as the family of `processor` (one built in memory, not loaded from a model
+    directory); returns `processor`. ValueError when the processor is not of the family's class."""
+    if not isinstance(processor, family.PROCESSOR_CLASS):
+        raise ValueError(f"processor {type(processor).__name__} is not the {family.NAME} family's "
+                         f"{family.PROCESSOR_CLASS.__name__}")
+    _PROCESSOR_FAMILY[processor] = family
+    return processor
+
+
+def _loaded_from(processor: Any) -> Path | None:
+    """The model directory a processor was loaded from (its tokenizer's `name_or_path`), if it has a config."""
+    source = getattr(getattr(processor, "tokenizer", None), "name_or_path", None)
+    if not source or not (Path(str(source)) / "config.json").is_file():
+        return None
+    return Path(str(source))
+
+
 def family_of_processor(processor: Any) -> ModuleType:
-    """The family whose processor class `processor` is an instance of; ValueError otherwise."""
-    for name in FAMILIES:
-        if isinstance(processor, FAMILIES[name].PROCESSOR_CLASS):
-            return FAMILIES[name]
-    raise ValueError(f"no model family for processor {type(processor).__name__}; "
-                     f"known families: {', '.join(FAMILIES.names())}")
+    """The family of `processor`: recorded (`set_processor_family`), else the `model_type` of the directory it
+    was loaded from, else the one family whose processor class it is. ValueError when none fits or the class
+    is shared by several families and no model directory tells them apart."""
+    matching = [FAMILIES[n] for n in FAMILIES if isinstance(processor, FAMILIES[n].PROCESSOR_CLASS)]
+    if not matching:
+        raise ValueError(f"no model family for processor {type(processor).__name__}; "
+                         f"known families: {', '.join(FAMILIES.names())}")
+    known = _PROCESSOR_FAMILY.get(processor)
+    if known is not None:
+        return known
+    source = _loaded_from(processor)
+    family = family_of(source) if source is not None else None
+    if family is None and len(matching) == 1:
+        family = matching[0]
+    if family is None or family not in matching:
+        raise ValueError(f"processor {type(processor).__name__} serves families {[f.NAME for f in matching]}: "
+                         "load it from its model directory (videor1.model.load.load_processor) or record its "
+                         "family with set_processor_family")
+    _PROCESSOR_FAMILY[processor] = family
+    return family
+
+
+def shares_prefix_exactly(config: Any) -> bool:
+    """Whether running one prompt's prefix once for several completions is known exact for the model's family
+    (see `check_prefix_sharing`)."""
+    return not family_of(config).HYBRID_LINEAR_ATTENTION
+
+
+def check_prefix_sharing(config: Any, what: str, remedy: str) -> None:
+    """ValueError when `what` (a path that runs one prompt's prefix once for several completions: the
+    shared-prefix loss, the HF rollout's prefill-once) is not yet known exact for the model's family.
+
+    The one place that decides it: families whose decoder has linear-attention layers
+    (`HYBRID_LINEAR_ATTENTION`, Qwen3.5) carry a recurrent state and a causal conv through a packed row, so
+    today's packing leaks one completion into the next (measured: log-probs off by up to 2.45)."""
+    if not shares_prefix_exactly(config):
+        family = family_of(config)
+        raise ValueError(f"{what} is not exact yet for {family.NAME} (its Gated DeltaNet layers carry state "
+                         f"across packed completions): {remedy}")
 
 
 def vision_exclude_regex(family: ModuleType) -> str:

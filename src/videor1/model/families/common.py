@@ -71,6 +71,27 @@ def mrope_section(head_dim: int) -> list[int]:
     return [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
 
 
+def thirds_section(rotary_dim: int) -> list[int]:
+    """Temporal / height / width sections of the rotary half in near-equal thirds, the remainder going to
+    time then height (Qwen3.5's [11, 11, 10] for its 64 rotary dims)."""
+    half = rotary_dim // 2
+    base, extra = divmod(half, 3)
+    return [base + (extra > 0), base + (extra > 1), base]
+
+
+def tiny_text_config(tokenizer: Any, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int,
+                     vision_hidden: int, vision_heads: int, initializer_range: float, rope_theta: float,
+                     interleaved: bool = False) -> dict[str, Any]:
+    """The text_config of a tiny Qwen2-VL / Qwen2.5-VL / Qwen3-VL model: sizes checked (`check_sizes`),
+    default M-RoPE sections (`mrope_section`), interleaved for Qwen3-VL."""
+    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section(head_dim)}
+    if interleaved:
+        rope["mrope_interleaved"] = True
+    return text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
+
+
 def token_ids(tokenizer: Any, tokens: tuple[str, ...]) -> dict[str, int]:
     """Id of each token; ValueError naming a token the tokenizer lacks."""
     ids = {}

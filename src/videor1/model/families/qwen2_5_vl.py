@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template, check_sizes,
-                                           mrope_section, patch14_processor, sampled_fps_metadata, text_config,
+from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template,
+                                           patch14_processor, sampled_fps_metadata, tiny_text_config,
                                            vision_token_config)
 
 NAME = "qwen2_5_vl"
@@ -33,6 +34,9 @@ SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
 ROUNDS_FRAME_SIZES = False  # frames must already be multiples of 28: the processor never resizes
 FRAME_FACTOR = 28  # media frame / image sides are multiples of this (patch 14 x merge 2; videor1.data.media)
 CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
+MROPE = "time_scaled"  # videor1.model.positions: temporal positions scale with absolute time
+HYBRID_LINEAR_ATTENTION = False  # every decoder layer is attention (no recurrent state)
+TOKENIZER_REGEX = PRETOKENIZE_REGEX  # the tiny tokenizer's pre-tokenizer split (Qwen2's)
 
 
 def video_metadata(clip: Any) -> dict[str, Any]:
@@ -49,10 +53,9 @@ def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, 
                 num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
                 initializer_range: float = 0.1) -> Qwen2_5_VLConfig:
     """A small `Qwen2_5_VLConfig` consistent with `tokenizer` (vocab size and special token ids)."""
-    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section(head_dim)}
-    text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
+    text = tiny_text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_heads=vision_heads,
+                            initializer_range=initializer_range, rope_theta=1000000.0)
     vision = dict(
         depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
         num_heads=vision_heads, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,

@@ -1,4 +1,4 @@
-"""Qwen2-VL (`model_type` "qwen2_vl"): Qwen2.5-VL's predecessor.
+"""Qwen2-VL (`model_type` "qwen2_vl"): Qwen2.5-VL's predecessor, declared as Qwen2.5-VL with its own classes.
 
 Same tokens, chat template and patching (14 x merge 2, so frames are multiples of 28 and the processor never
 resizes). Its M-RoPE counts temporal positions in grid steps (no `second_per_grid_ts`): the sample fps is
@@ -15,42 +15,28 @@ from typing import Any
 
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template, check_sizes,
-                                           mrope_section, patch14_processor, sampled_fps_metadata, text_config,
-                                           vision_token_config)
+from videor1.model.families.common import patch14_processor, tiny_text_config, vision_token_config
+from videor1.model.families.qwen2_5_vl import (CHAT_TEMPLATE, FRAME_FACTOR, HYBRID_LINEAR_ATTENTION,  # noqa: F401
+                                               ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS, TOKENIZER_REGEX,
+                                               VISION_MODULE, prompt_text, video_metadata)
 
 NAME = "qwen2_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen2_vl",)
 MODEL_CLASS = Qwen2VLForConditionalGeneration
 PROCESSOR_CLASS = Qwen2VLProcessor
-VISION_MODULE = "visual"
 DECODER_LAYER_CLASS = "Qwen2VLDecoderLayer"
 VISION_BLOCK_CLASS = "Qwen2VLVisionBlock"
 FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
-SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
-ROUNDS_FRAME_SIZES = False  # frames must already be multiples of 28: the processor never resizes
-FRAME_FACTOR = 28  # media frame / image sides are multiples of this (patch 14 x merge 2; videor1.data.media)
-CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
-
-
-def video_metadata(clip: Any) -> dict[str, Any]:
-    """Processor video metadata of a `Clip` (its sample fps; Qwen2-VL's positions do not use it)."""
-    return sampled_fps_metadata(clip.frames, clip.sample_fps)
-
-
-def prompt_text(text: str) -> str:
-    """The chat-template text as the processor needs it (unchanged for this family)."""
-    return text
+MROPE = "grid_steps"  # videor1.model.positions: temporal positions count grid steps
 
 
 def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
                 num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
                 initializer_range: float = 0.1) -> Qwen2VLConfig:
     """A small `Qwen2VLConfig` consistent with `tokenizer`."""
-    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope_section(head_dim)}
-    text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
+    text = tiny_text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_heads=vision_heads,
+                            initializer_range=initializer_range, rope_theta=1000000.0)
     vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=hidden_size, mlp_ratio=2,
                   num_heads=vision_heads, in_channels=3, patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, initializer_range=initializer_range)

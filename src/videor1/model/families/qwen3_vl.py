@@ -31,22 +31,22 @@ from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VL
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-from videor1.model.families.common import (VISION_SPECIAL_TOKENS, WIDE_PIXELS, chat_template, check_sizes,
-                                           mrope_section, sampled_fps_metadata, text_config,
+from videor1.model.families.common import (WIDE_PIXELS, chat_template, sampled_fps_metadata, tiny_text_config,
                                            vision_token_config)
+from videor1.model.families.qwen2_5_vl import (HYBRID_LINEAR_ATTENTION, SUPPRESSED_TOKENS,  # noqa: F401
+                                               TOKENIZER_REGEX, VISION_MODULE)
 
 NAME = "qwen3_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_vl",)
 MODEL_CLASS = Qwen3VLForConditionalGeneration
 PROCESSOR_CLASS = Qwen3VLProcessor
-VISION_MODULE = "visual"
 DECODER_LAYER_CLASS = "Qwen3VLTextDecoderLayer"
 VISION_BLOCK_CLASS = "Qwen3VLVisionBlock"
 FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
-SUPPRESSED_TOKENS = VISION_SPECIAL_TOKENS
 ROUNDS_FRAME_SIZES = True  # the processor rounds frame sides to multiples of 32 (FRAME_FACTOR: media give 32s)
 FRAME_FACTOR = 32  # media frame / image sides are multiples of this (patch 16 x merge 2; videor1.data.media)
 CHAT_TEMPLATE = chat_template(None)
+MROPE = "frame_runs"  # videor1.model.positions: each temporal patch of a video is its own vision run
 _VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 _MEAN_STD = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
@@ -72,12 +72,10 @@ def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, 
                 num_kv_heads: int = 2, vision_hidden: int = 64, vision_depth: int = 2, vision_heads: int = 4,
                 initializer_range: float = 0.1) -> Qwen3VLConfig:
     """A small `Qwen3VLConfig` consistent with `tokenizer`: interleaved M-RoPE, patch 16, one deepstack layer."""
-    head_dim = check_sizes(hidden_size, num_heads, num_kv_heads, vision_hidden, vision_heads)
-    rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope_section(head_dim),
-            "mrope_interleaved": True}
-    text = text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-                       num_kv_heads=num_kv_heads, initializer_range=initializer_range, rope=rope)
-    text["head_dim"] = head_dim
+    text = tiny_text_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            num_kv_heads=num_kv_heads, vision_hidden=vision_hidden, vision_heads=vision_heads,
+                            initializer_range=initializer_range, rope_theta=5000000.0, interleaved=True)
+    text["head_dim"] = hidden_size // num_heads
     vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
                   num_heads=vision_heads, in_channels=3, patch_size=16, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=hidden_size, num_position_embeddings=256,
