@@ -122,8 +122,8 @@ class HFEngine:
     With n > 1 each prompt is prefilled once (vision tower included) and its KV cache repeated n times
     (`_prefill_once`), rather than relying on `num_return_sequences` (which repeats the prompt before the
     prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1. A family whose
-    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: Qwen3.5's
-    linear-attention layers) generates from the n repeated prompt rows instead.
+    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: a hybrid decoder
+    without a tested route) generates from the n repeated prompt rows instead.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
@@ -200,7 +200,8 @@ class HFEngine:
 
     def _prefill_once(self, sub: BatchFeature, n: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Prefill each prompt once for its n samples: one forward over the B prompt rows minus their last
-        token (vision tower included) fills the KV cache, which is repeated n times per row; `generate` then
+        token (vision tower included) fills the cache (keys and values; a hybrid decoder's conv and recurrent
+        states too), which is repeated n times per row (`repeat_cache`); `generate` then
         starts from it on the B n rows (token tensors and grids repeated, no pixels) and computes only the
         last prompt token before sampling. The same logits as prefilling B n repeated rows up to fp
         rounding, and the same RNG draws (tests: identical seeded samples). Departs from

@@ -71,8 +71,9 @@ def forward_digest(cls: type) -> str:
 
 
 def _original_class(layer: torch.nn.Module) -> type:
+    """The layer's class before `install_shared_linear` switched it (its own class otherwise)."""
     cls = type(layer)
-    return getattr(cls, "_videor1_original", cls)
+    return cls.__dict__.get("_videor1_original", cls)
 
 
 def check_linear_layer(layer: torch.nn.Module) -> None:
