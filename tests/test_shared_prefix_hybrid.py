@@ -16,7 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_shared_prefix import _completions, _generate_repeating_rows, assert_same, family_prompts
+from test_shared_prefix import (_completions, _generate_repeating_rows, assert_same, assert_same_runs,
+                                family_prompts)
 from videor1.generation.engines import HFEngine, SamplingParams
 from videor1.model.inputs import pad_token_id
 from videor1.model.load import load_model
@@ -190,3 +191,11 @@ def test_hf_rollouts_prefill_once_gives_the_samples_of_repeated_rows(family, mod
     assert [engine._completion(ids).token_ids for ids in want] == flat
     assert len({tuple(t) for t in flat}) > 3       # the n samples of a prompt differ: states were copied, not shared
     assert len(calls) == 2                         # one prefill: images, then videos, once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_tgrpo_run_has_todays_metrics(family, hybrid_dirs, synth_dir, tmp_path):
+    """T-GRPO with a KL reference, video and image prompts, 6 steps, shared prefix on vs off (HF rollouts
+    prefill once in both): the same rollouts every step, loss / kl / grad_norm within 1e-4 relative."""
+    assert_same_runs(hybrid_dirs[family], synth_dir, tmp_path, steps=6)
