@@ -290,7 +290,8 @@ def rss_mb() -> float:
 
 
 def child(a: argparse.Namespace) -> None:
-    """One variant in this process: print {"times": [...], "base_mb", "peak_mb"} as JSON."""
+    """One variant in this process: print {"times": [...], "cpu": [...], "base_mb", "peak_mb"} as JSON (wall
+    and process CPU seconds of each timed pass: on a shared machine the CPU time is the steadier measure)."""
     import torch
 
     torch.set_num_threads(a.threads)
@@ -303,15 +304,16 @@ def child(a: argparse.Namespace) -> None:
         model, ids = build_model(m)
         batch, completions = group_inputs(SHAPES[a.shape], ids, m.vocab)
     base = rss_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(a.warmup + a.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if a.variant.startswith("prefill"):
             one_prefill(model, batch, SHAPES[a.shape].G, a.variant == "prefill_once")
         else:
             one_step(model, batch, completions, SHAPES[a.shape].G, a.variant == "shared")
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"times": times[a.warmup:], "base_mb": base, "peak_mb": rss_mb()}))
+        cpu.append(time.process_time() - c0)
+    print(json.dumps({"times": times[a.warmup:], "cpu": cpu[a.warmup:], "base_mb": base, "peak_mb": rss_mb()}))
 
 
 def run_variant(a: argparse.Namespace, shape: str, variant: str, model: str = "qwen2_5_vl") -> dict:
@@ -370,20 +372,22 @@ def describe(a: argparse.Namespace, model: str) -> str:
 
 def loss_table(a: argparse.Namespace, model: str) -> None:
     """Today vs shared: time (median), speedup, FLOP-predicted speedup (Qwen2.5-VL only), peak memory."""
-    print(f"{'shape':<24} {'P/C/G':>12} {'today s':>8} {'shared s':>8} {'speedup':>7} {'FLOP pred':>9} "
-          f"{'today MB':>8} {'shared MB':>9}")
+    print(f"{'shape':<24} {'P/C/G':>12} {'today s':>8} {'shared s':>8} {'speedup':>7} {'CPU s':>13} {'CPU x':>6} "
+          f"{'FLOP pred':>9} {'today MB':>8} {'shared MB':>9}")
     for key in a.shapes.split(","):
         s = SHAPES[key]
         today, shared = run_variant(a, key, "today", model), run_variant(a, key, "shared", model)
         tt, ts = statistics.median(today["times"]), statistics.median(shared["times"])
+        ct, cs = statistics.median(today["cpu"]), statistics.median(shared["cpu"])
         pred = "-"
         if model == "qwen2_5_vl":
             m = scaled_dims(a.scale, a.layers)
             pred = f"{step_flops(m, s, False) / step_flops(m, s, True):.2f}"
         mem_t, mem_s = today["peak_mb"] - today["base_mb"], shared["peak_mb"] - shared["base_mb"]
-        print(f"{s.name:<24} {f'{s.P}/{s.C}/{s.G}':>12} {tt:>8.2f} {ts:>8.2f} {tt / ts:>7.2f} {pred:>9} "
-              f"{mem_t:>8.0f} {mem_s:>9.0f}", flush=True)
-    print("(MB: peak RSS of the step above the process's RSS after building model and inputs)")
+        print(f"{s.name:<24} {f'{s.P}/{s.C}/{s.G}':>12} {tt:>8.2f} {ts:>8.2f} {tt / ts:>7.2f} "
+              f"{f'{ct:.1f}/{cs:.1f}':>13} {ct / cs:>6.2f} {pred:>9} {mem_t:>8.0f} {mem_s:>9.0f}", flush=True)
+    print("(s: wall seconds, CPU s: process CPU seconds today/shared; MB: peak RSS of the step above the "
+          "process's RSS after building model and inputs)")
 
 
 def prefill_table(a: argparse.Namespace, model: str) -> None:
@@ -392,7 +396,8 @@ def prefill_table(a: argparse.Namespace, model: str) -> None:
         s = SHAPES[key]
         today, once = run_variant(a, key, "prefill_today", model), run_variant(a, key, "prefill_once", model)
         tt, to = statistics.median(today["times"]), statistics.median(once["times"])
-        print(f"{s.name:<24} {f'{s.P}/{s.G}':>12} {tt:>8.2f} {to:>8.2f} {tt / to:>7.2f}x "
+        ct, co = statistics.median(today["cpu"]), statistics.median(once["cpu"])
+        print(f"{s.name:<24} {f'{s.P}/{s.G}':>12} {tt:>8.2f} {to:>8.2f} {tt / to:>7.2f}x  CPU {ct / co:.2f}x "
               f"{today['peak_mb'] - today['base_mb']:>8.0f} {once['peak_mb'] - once['base_mb']:>9.0f} MB", flush=True)
 
 

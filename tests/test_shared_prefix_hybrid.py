@@ -199,3 +199,20 @@ def test_tgrpo_run_has_todays_metrics(family, hybrid_dirs, synth_dir, tmp_path):
     """T-GRPO with a KL reference, video and image prompts, 6 steps, shared prefix on vs off (HF rollouts
     prefill once in both): the same rollouts every step, loss / kl / grad_norm within 1e-4 relative."""
     assert_same_runs(hybrid_dirs[family], synth_dir, tmp_path, steps=6)
+
+
+def test_training_refuses_an_untested_linear_attention_layer_before_any_rollout(hybrid_dirs, synth_dir, tmp_path,
+                                                                                monkeypatch):
+    """With shared_prefix on, a linear-attention class the route was not tested on stops the run at setup."""
+    from videor1.config import config_from_dict
+    from videor1.rl.config import RLConfig
+    from videor1.rl.trainer import train
+
+    monkeypatch.setattr(shared_prefix_linear, "TESTED_FORWARDS", {})
+    cfg = config_from_dict(RLConfig, dict(
+        model=str(hybrid_dirs["qwen3_5"]), train_data=str(synth_dir / "rl.jsonl"), output_dir=str(tmp_path / "o"),
+        num_generations=2, prompts_per_step=1, max_completion_length=4, max_steps=1, save_steps=0, report_to=(),
+        progress=False, num_threads=1))
+    with pytest.raises(ValueError, match="no exact path for the linear-attention layer Qwen3_5GatedDeltaNet"):
+        train(cfg)
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()

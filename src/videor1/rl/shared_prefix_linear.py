@@ -29,6 +29,7 @@ unshared path).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import sys
@@ -65,6 +66,7 @@ def linear_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m.linear_attn for m in model.modules() if hasattr(m, "linear_attn")]
 
 
+@functools.cache
 def forward_digest(cls: type) -> str:
     """sha256 of the source of `cls.forward` (the code this route stands in for on packed rows)."""
     return hashlib.sha256(inspect.getsource(cls.forward).encode()).hexdigest()
