@@ -13,7 +13,15 @@ tokens (the longest case; no padding), random weights, fp32, gradient checkpoint
 sdpa (`shared_sdpa` for the shared path). Each variant runs in its own process (so peak RSS is its own),
 --warmup passes first, median of --repeats.
 
-    .venv/bin/python perf/shared_prefix.py [--scale 4 --layers 4 --repeats 2 --threads 2]
+The hybrid case (`--models qwen3_5`) runs the same measurements on a Qwen3.5 (three Gated DeltaNet layers per
+full-attention layer) with Qwen3.5-9B's text proportions scaled down (model card: hidden 4096, MLP 12288, 32
+layers, attention 16 query / 4 KV heads of 256, Gated DeltaNet 16 query-key / 32 value heads of 128,
+vocabulary 248320; `--layers` of them, the last of each four full attention), a vision tower as above
+(patch 16; its size is not the 9B's, only its FLOP share) and the same lengths (the video as Qwen3.5's
+processor lays it out: 8 frames of 128 merged tokens). transformers' torch fallbacks run the Gated
+DeltaNet layers (no flash-linear-attention here); no FLOP prediction is printed for it.
+
+    .venv/bin/python perf/shared_prefix.py [--scale 4 --layers 4 --repeats 2 --threads 2 --models qwen2_5_vl,qwen3_5]
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ from dataclasses import dataclass, replace
 # Qwen2.5-VL-7B (config.json of the release)
 D7, INTER7, LAYERS7, HEADS7, KV7, VOCAB7 = 3584, 18944, 28, 28, 4, 152064
 VD7, VINTER7, VDEPTH7, VHEADS7 = 1280, 3420, 32, 16
+# Qwen3.5-9B's text model (model card): hidden, MLP, layers, attention heads / KV heads of HEAD9, Gated DeltaNet
+# query-key / value heads of LIN9, vocabulary; one full-attention layer in FULL_EVERY
+D9, INTER9, LAYERS9, HEADS9, KV9, HEAD9, LK9, LV9, LIN9, VOCAB9 = 4096, 12288, 32, 16, 4, 256, 16, 32, 128, 248320
+FULL_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -110,16 +122,56 @@ def step_flops(m: Dims, s: Shape, shared: bool) -> float:
 
 
 # ------------------------------------------------------------------------------------------- the model
-def scaled_dims(scale: int, layers: int) -> Dims:
-    d, vd = D7 // scale, VD7 // scale
+def _vision_depth_and_vocab(probe, llm_flops: float, head_share: float) -> tuple[int, int]:
+    """Vision depth giving the 7B's vision / LLM FLOPs per token, and the vocabulary giving the lm_head the
+    share `head_share` of the LLM's FLOPs per token, for a scaled model (`probe`: vdepth 1)."""
     ratio = vision_token_flops(dims_7b()) / llm_token_flops(dims_7b())
-    probe = Dims(d, INTER7 // scale, layers, HEADS7 // scale, max(1, KV7 // scale), 0, vd, VINTER7 // scale, 1)
     merger = vision_token_flops(replace(probe, vdepth=0))
-    vdepth = max(1, round((ratio * llm_token_flops(probe) - merger) / (vision_token_flops(probe) - merger)))
-    head_share = 2.0 * D7 * VOCAB7 / llm_token_flops(dims_7b())
-    vocab = int(head_share * llm_token_flops(probe) / (2.0 * d))
-    return Dims(d, INTER7 // scale, layers, HEADS7 // scale, max(1, KV7 // scale), vocab, vd, VINTER7 // scale,
-                vdepth)
+    vdepth = max(1, round((ratio * llm_flops - merger) / (vision_token_flops(probe) - merger)))
+    return vdepth, int(head_share * llm_flops / (2.0 * probe.d))
+
+
+def scaled_dims(scale: int, layers: int) -> Dims:
+    probe = Dims(D7 // scale, INTER7 // scale, layers, HEADS7 // scale, max(1, KV7 // scale), 0, VD7 // scale,
+                 VINTER7 // scale, 1)
+    vdepth, vocab = _vision_depth_and_vocab(probe, llm_token_flops(probe),
+                                            2.0 * D7 * VOCAB7 / llm_token_flops(dims_7b()))
+    return replace(probe, vocab=vocab, vdepth=vdepth)
+
+
+@dataclass(frozen=True)
+class Hybrid:
+    """A Qwen3.5 text model's widths (attention heads of HEAD9, Gated DeltaNet heads of LIN9) + vision tower."""
+
+    d: int
+    inter: int
+    layers: int
+    heads: int
+    kv: int
+    lk: int
+    lv: int
+    vocab: int
+    vd: int
+    vinter: int
+    vdepth: int
+
+
+def hybrid_token_flops(m: Hybrid) -> float:
+    """Forward FLOPs of a hybrid LLM's linear layers per token: Gated DeltaNet projections (qkv, z, a, b,
+    out), gated attention (q with its gate, k, v, o), MLP."""
+    full = m.layers // FULL_EVERY
+    gdn = m.d * (2 * m.lk * LIN9 + 2 * m.lv * LIN9 + 2 * m.lv) + m.lv * LIN9 * m.d
+    attn = m.d * (2 * m.heads + 2 * m.kv) * HEAD9 + m.heads * HEAD9 * m.d
+    return 2.0 * ((m.layers - full) * gdn + full * attn + m.layers * 3 * m.d * m.inter)
+
+
+def scaled_hybrid(scale: int, layers: int) -> Hybrid:
+    nine = Hybrid(D9, INTER9, LAYERS9, HEADS9, KV9, LK9, LV9, VOCAB9, 0, 0, 0)
+    probe = Hybrid(D9 // scale, INTER9 // scale, layers, max(1, HEADS9 // scale), max(1, KV9 // scale),
+                   max(1, LK9 // scale), max(1, LV9 // scale), 0, VD7 // scale, VINTER7 // scale, 1)
+    vdepth, vocab = _vision_depth_and_vocab(probe, hybrid_token_flops(probe),
+                                            2.0 * D9 * VOCAB9 / hybrid_token_flops(nine))
+    return replace(probe, vocab=vocab, vdepth=vdepth)
 
 
 def build_model(m: Dims):
@@ -146,7 +198,34 @@ def build_model(m: Dims):
     return model.train(), ids
 
 
-def group_inputs(s: Shape, ids: dict, vocab: int):
+def build_hybrid(m: Hybrid):
+    import torch
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    from videor1.model.positions import install_mrope
+    from videor1.train.common import enable_gradient_checkpointing
+
+    ids = {"image_token_id": m.vocab - 4, "video_token_id": m.vocab - 3, "vision_start_token_id": m.vocab - 2,
+           "vision_end_token_id": m.vocab - 1}
+    types = ["full_attention" if (i + 1) % FULL_EVERY == 0 else "linear_attention" for i in range(m.layers)]
+    text = dict(hidden_size=m.d, intermediate_size=m.inter, num_hidden_layers=m.layers, num_attention_heads=m.heads,
+                num_key_value_heads=m.kv, head_dim=HEAD9, linear_num_key_heads=m.lk, linear_num_value_heads=m.lv,
+                linear_key_head_dim=LIN9, linear_value_head_dim=LIN9, linear_conv_kernel_dim=4, layer_types=types,
+                vocab_size=m.vocab, max_position_embeddings=32768, bos_token_id=0, eos_token_id=1, pad_token_id=0,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                 "mrope_section": [11, 11, 10], "mrope_interleaved": True})
+    vision = dict(depth=m.vdepth, hidden_size=m.vd, intermediate_size=m.vinter, num_heads=m.vd // 80,
+                  out_hidden_size=m.d, patch_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    config = Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = Qwen3_5ForConditionalGeneration(config).float()
+    install_mrope(model)
+    enable_gradient_checkpointing(model)
+    return model.train(), ids
+
+
+def group_inputs(s: Shape, ids: dict, vocab: int, patch: int = 14, seconds: bool = True):
     """A one-prompt batch (text, one video, text) of exactly P tokens and G completions of C tokens."""
     import torch
     from transformers import BatchFeature
@@ -163,8 +242,10 @@ def group_inputs(s: Shape, ids: dict, vocab: int):
     t, h, w = s.grid
     batch = BatchFeature({"input_ids": row[None], "attention_mask": torch.ones_like(row)[None],
                           "mm_token_type_ids": mm[None],
-                          "pixel_values_videos": torch.randn(t * h * w, 3 * 2 * 14 * 14, generator=gen),
-                          "video_grid_thw": torch.tensor([list(s.grid)]), "second_per_grid_ts": torch.tensor([1.0])})
+                          "pixel_values_videos": torch.randn(t * h * w, 3 * 2 * patch * patch, generator=gen),
+                          "video_grid_thw": torch.tensor([list(s.grid)])})
+    if seconds:   # Qwen2.5-VL's absolute time (Qwen3.5 writes time as text)
+        batch["second_per_grid_ts"] = torch.tensor([1.0])
     completions = torch.randint(0, vocab - 8, (s.G, s.C), generator=gen).tolist()
     return batch, completions
 
@@ -192,12 +273,13 @@ def one_prefill(model, batch, g: int, once: bool) -> None:
     one row whose cache is repeated G times (`HFEngine._prefill_once`). Decoding is the same in both."""
     import torch
 
+    from videor1.generation.engines import repeat_cache
     from videor1.model.inputs import repeat_rows
 
     model.eval()
     with torch.no_grad():
         if once:
-            model(**batch, use_cache=True, logits_to_keep=1).past_key_values.batch_repeat_interleave(g)
+            repeat_cache(model(**batch, use_cache=True, logits_to_keep=1).past_key_values, g)
         else:
             model(**repeat_rows(batch, g), use_cache=True, logits_to_keep=1)
     model.train()
@@ -208,32 +290,40 @@ def rss_mb() -> float:
 
 
 def child(a: argparse.Namespace) -> None:
-    """One variant in this process: print {"times": [...], "base_mb", "peak_mb"} as JSON."""
+    """One variant in this process: print {"times": [...], "cpu": [...], "base_mb", "peak_mb"} as JSON (wall
+    and process CPU seconds of each timed pass: on a shared machine the CPU time is the steadier measure)."""
     import torch
 
     torch.set_num_threads(a.threads)
-    m = scaled_dims(a.scale, a.layers)
-    model, ids = build_model(m)
-    batch, completions = group_inputs(SHAPES[a.shape], ids, m.vocab)
+    if a.model == "qwen3_5":
+        h = scaled_hybrid(a.scale, a.layers)
+        model, ids = build_hybrid(h)
+        batch, completions = group_inputs(SHAPES[a.shape], ids, h.vocab, patch=16, seconds=False)
+    else:
+        m = scaled_dims(a.scale, a.layers)
+        model, ids = build_model(m)
+        batch, completions = group_inputs(SHAPES[a.shape], ids, m.vocab)
     base = rss_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(a.warmup + a.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if a.variant.startswith("prefill"):
             one_prefill(model, batch, SHAPES[a.shape].G, a.variant == "prefill_once")
         else:
             one_step(model, batch, completions, SHAPES[a.shape].G, a.variant == "shared")
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"times": times[a.warmup:], "base_mb": base, "peak_mb": rss_mb()}))
+        cpu.append(time.process_time() - c0)
+    print(json.dumps({"times": times[a.warmup:], "cpu": cpu[a.warmup:], "base_mb": base, "peak_mb": rss_mb()}))
 
 
-def run_variant(a: argparse.Namespace, shape: str, variant: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--variant", variant, "--shape", shape, "--scale", str(a.scale),
+def run_variant(a: argparse.Namespace, shape: str, variant: str, model: str = "qwen2_5_vl") -> dict:
+    cmd = [sys.executable, __file__, "--child", "--variant", variant, "--shape", shape, "--model", model,
+           "--scale", str(a.scale),
            "--layers", str(a.layers), "--repeats", str(a.repeats), "--warmup", str(a.warmup),
            "--threads", str(a.threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{variant} at {shape} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{model} {variant} at {shape} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -265,45 +355,79 @@ def projection() -> None:
               f"{fs / 1e12:>7.0f} {ft / fs:>5.2f} {mt:>12.1f} {ms:>7.1f}")
 
 
+def describe(a: argparse.Namespace, model: str) -> str:
+    """One line of the scaled model's sizes."""
+    seven = vision_token_flops(dims_7b()) / llm_token_flops(dims_7b())
+    if model == "qwen3_5":
+        h = scaled_hybrid(a.scale, a.layers)
+        return (f"Qwen3.5 (hybrid): LLM d {h.d}, {h.layers} layers ({h.layers // FULL_EVERY} full attention), "
+                f"attention {h.heads} heads ({h.kv} KV) of {HEAD9}, Gated DeltaNet {h.lk}/{h.lv} heads of {LIN9}, "
+                f"MLP {h.inter}, vocab {h.vocab}; vision d {h.vd}, depth {h.vdepth}; vision/LLM FLOPs per token "
+                f"{vision_token_flops(h) / hybrid_token_flops(h):.2f} (7B: {seven:.2f}); {a.threads} threads")
+    m = scaled_dims(a.scale, a.layers)
+    return (f"Qwen2.5-VL: LLM d {m.d}, {m.layers} layers, {m.heads} heads ({m.kv} KV), MLP {m.inter}, vocab {m.vocab}; "
+            f"vision d {m.vd}, depth {m.vdepth}, MLP {m.vinter}; vision/LLM FLOPs per token "
+            f"{vision_token_flops(m) / llm_token_flops(m):.2f} (7B: {seven:.2f}); {a.threads} threads")
+
+
+def loss_table(a: argparse.Namespace, model: str) -> None:
+    """Today vs shared: time (median), speedup, FLOP-predicted speedup (Qwen2.5-VL only), peak memory."""
+    print(f"{'shape':<24} {'P/C/G':>12} {'today s':>8} {'shared s':>8} {'speedup':>7} {'CPU s':>13} {'CPU x':>6} "
+          f"{'FLOP pred':>9} {'today MB':>8} {'shared MB':>9}")
+    for key in a.shapes.split(","):
+        s = SHAPES[key]
+        today, shared = run_variant(a, key, "today", model), run_variant(a, key, "shared", model)
+        tt, ts = statistics.median(today["times"]), statistics.median(shared["times"])
+        ct, cs = statistics.median(today["cpu"]), statistics.median(shared["cpu"])
+        pred = "-"
+        if model == "qwen2_5_vl":
+            m = scaled_dims(a.scale, a.layers)
+            pred = f"{step_flops(m, s, False) / step_flops(m, s, True):.2f}"
+        mem_t, mem_s = today["peak_mb"] - today["base_mb"], shared["peak_mb"] - shared["base_mb"]
+        print(f"{s.name:<24} {f'{s.P}/{s.C}/{s.G}':>12} {tt:>8.2f} {ts:>8.2f} {tt / ts:>7.2f} "
+              f"{f'{ct:.1f}/{cs:.1f}':>13} {ct / cs:>6.2f} {pred:>9} {mem_t:>8.0f} {mem_s:>9.0f}", flush=True)
+    print("(s: wall seconds, CPU s: process CPU seconds today/shared; MB: peak RSS of the step above the "
+          "process's RSS after building model and inputs)")
+
+
+def prefill_table(a: argparse.Namespace, model: str) -> None:
+    print("HF rollouts, the prompt prefill of G samples (no grad): G repeated rows vs one row + cache repeat")
+    for key in a.shapes.split(","):
+        s = SHAPES[key]
+        today, once = run_variant(a, key, "prefill_today", model), run_variant(a, key, "prefill_once", model)
+        tt, to = statistics.median(today["times"]), statistics.median(once["times"])
+        ct, co = statistics.median(today["cpu"]), statistics.median(once["cpu"])
+        print(f"{s.name:<24} {f'{s.P}/{s.G}':>12} {tt:>8.2f} {to:>8.2f} {tt / to:>7.2f}x  CPU {ct / co:.2f}x "
+              f"{today['peak_mb'] - today['base_mb']:>8.0f} {once['peak_mb'] - once['base_mb']:>9.0f} MB", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scale", type=int, default=4, help="divide the 7B's widths by this")
+    p.add_argument("--scale", type=int, default=4, help="divide the 7B's (9B's) widths by this")
     p.add_argument("--layers", type=int, default=4, help="LLM layers of the scaled model")
     p.add_argument("--repeats", type=int, default=2, help="timed passes per variant (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shapes", default="demo,7b")
+    p.add_argument("--models", default="qwen2_5_vl,qwen3_5", help="qwen2_5_vl and/or qwen3_5 (hybrid)")
+    p.add_argument("--no-prefill", dest="prefill", action="store_false", help="skip the HF prefill measurement")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=["today", "shared", "prefill_today", "prefill_once"], default="today",
                    help=argparse.SUPPRESS)
     p.add_argument("--shape", default="7b", help=argparse.SUPPRESS)
+    p.add_argument("--model", choices=["qwen2_5_vl", "qwen3_5"], default="qwen2_5_vl", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         return child(a)
-    m = scaled_dims(a.scale, a.layers)
-    print(f"model: LLM d {m.d}, {m.layers} layers, {m.heads} heads ({m.kv} KV), MLP {m.inter}, vocab {m.vocab}; "
-          f"vision d {m.vd}, depth {m.vdepth}, MLP {m.vinter}; vision/LLM FLOPs per token "
-          f"{vision_token_flops(m) / llm_token_flops(m):.2f} (7B: "
-          f"{vision_token_flops(dims_7b()) / llm_token_flops(dims_7b()):.2f}); {a.threads} threads")
-    print(f"{'shape':<24} {'P/C/G':>12} {'today s':>8} {'shared s':>8} {'speedup':>7} {'FLOP pred':>9} "
-          f"{'today MB':>8} {'shared MB':>9}")
-    for key in a.shapes.split(","):
-        s = SHAPES[key]
-        today, shared = run_variant(a, key, "today"), run_variant(a, key, "shared")
-        tt, ts = statistics.median(today["times"]), statistics.median(shared["times"])
-        pred = step_flops(m, s, False) / step_flops(m, s, True)
-        mem_t, mem_s = today["peak_mb"] - today["base_mb"], shared["peak_mb"] - shared["base_mb"]
-        print(f"{s.name:<24} {f'{s.P}/{s.C}/{s.G}':>12} {tt:>8.2f} {ts:>8.2f} {tt / ts:>7.2f} {pred:>9.2f} "
-              f"{mem_t:>8.0f} {mem_s:>9.0f}")
-    print("(MB: peak RSS of the step above the process's RSS after building model and inputs)")
-    print(f"\nHF rollouts, the prompt prefill of G samples (no grad): G repeated rows vs one row + cache repeat")
-    for key in a.shapes.split(","):
-        s = SHAPES[key]
-        today, once = run_variant(a, key, "prefill_today"), run_variant(a, key, "prefill_once")
-        tt, to = statistics.median(today["times"]), statistics.median(once["times"])
-        print(f"{s.name:<24} {f'{s.P}/{s.G}':>12} {tt:>8.2f} {to:>8.2f} {tt / to:>7.2f}x "
-              f"{today['peak_mb'] - today['base_mb']:>8.0f} {once['peak_mb'] - once['base_mb']:>9.0f} MB")
-    projection()
+    models = a.models.split(",")
+    for model in models:
+        print(describe(a, model))
+        loss_table(a, model)
+        if a.prefill:
+            prefill_table(a, model)
+        print()
+    if "qwen2_5_vl" in models:
+        projection()
 
 
 if __name__ == "__main__":

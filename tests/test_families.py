@@ -246,13 +246,18 @@ def test_qwen3_5_positions_equal_the_models_own(family_model_dirs, clip, name):
 
 
 @pytest.mark.parametrize("name", QWEN3_5)
-def test_prefix_sharing_is_refused_for_the_hybrid_decoder(family_model_dirs, clip, name):
-    """Until an exact route exists, the shared-prefix loss and the HF rollouts' prefill-once refuse Qwen3.5
-    with one clear error; HF rollouts of n > 1 then generate from repeated prompt rows."""
+def test_prefix_sharing_is_refused_for_a_hybrid_decoder_without_a_tested_route(family_model_dirs, clip, name,
+                                                                               monkeypatch):
+    """A hybrid family not in `PREFIX_EXACT_HYBRIDS` (Qwen3.5 is, since tests/test_shared_prefix_hybrid.py:
+    taken out of it here) is refused by the shared-prefix loss and the HF rollouts' prefill-once with one
+    clear error; HF rollouts of n > 1 then generate from repeated prompt rows."""
+    from videor1.model import families
     from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
     from videor1.rl.shared_prefix import check_model
 
     model = load_model(family_model_dirs[name], device="cpu")
+    assert shares_prefix_exactly(model.config)
+    monkeypatch.setattr(families, "PREFIX_EXACT_HYBRIDS", frozenset())
     assert not shares_prefix_exactly(model.config)
     assert shares_prefix_exactly(load_model(family_model_dirs["qwen3_vl"], device="cpu").config)
     with pytest.raises(ValueError, match=f"shared_prefix is not exact yet for {name}.*shared_prefix: false"):

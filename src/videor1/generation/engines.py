@@ -34,6 +34,7 @@ from typing import Iterable, Protocol, Sequence
 
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
+from transformers.cache_utils import Cache
 
 from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, think_opening, vision_token_ids
@@ -125,8 +126,8 @@ class HFEngine:
     With n > 1 each prompt is prefilled once (vision tower included) and its KV cache repeated n times
     (`_prefill_once`), rather than relying on `num_return_sequences` (which repeats the prompt before the
     prefill); the row layout is explicit: completions of sample i are rows i*n..i*n+n-1. A family whose
-    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: Qwen3.5's
-    linear-attention layers) generates from the n repeated prompt rows instead.
+    prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: a hybrid decoder
+    without a tested route) generates from the n repeated prompt rows instead.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
     unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
     """
@@ -204,7 +205,8 @@ class HFEngine:
 
     def _prefill_once(self, sub: BatchFeature, n: int, device: torch.device, dtype: torch.dtype) -> dict:
         """Prefill each prompt once for its n samples: one forward over the B prompt rows minus their last
-        token (vision tower included) fills the KV cache, which is repeated n times per row; `generate` then
+        token (vision tower included) fills the cache (keys and values; a hybrid decoder's conv and recurrent
+        states too), which is repeated n times per row (`repeat_cache`); `generate` then
         starts from it on the B n rows (token tensors and grids repeated, no pixels) and computes only the
         last prompt token before sampling. The same logits as prefilling B n repeated rows up to fp
         rounding, and the same RNG draws (tests: identical seeded samples). Departs from
@@ -217,7 +219,7 @@ class HFEngine:
         for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
             head[key] = inputs[key][:, :-1]
         cache = self.model(**head, use_cache=True, logits_to_keep=1).past_key_values
-        cache.batch_repeat_interleave(n)
+        repeat_cache(cache, n)
         for backbone in _backbones(self.model):   # the M-RoPE offsets the prefill stored, one per row
             if getattr(backbone, "rope_deltas", None) is not None:
                 backbone.rope_deltas = backbone.rope_deltas.repeat_interleave(n, dim=0)
@@ -238,6 +240,23 @@ class HFEngine:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
         text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=token_ids, finished=finished)
+
+
+def repeat_cache(cache: Cache, n: int) -> None:
+    """Repeat every row of a prefilled cache n times in place (row i -> rows i n .. i n + n - 1): attention
+    layers' keys and values (`batch_repeat_interleave`), and linear-attention layers' conv and recurrent
+    states (Qwen3.5's Gated DeltaNet; transformers' `batch_repeat_interleave` has no such layer method).
+    ValueError for a layer holding neither."""
+    for index, layer in enumerate(cache.layers):
+        states = [getattr(layer, name) for name in ("conv_states", "recurrent_states") if hasattr(layer, name)]
+        for per_state in states:    # {state index: tensor [B, ...] or None before first use}
+            for key, value in per_state.items():
+                if value is not None:
+                    per_state[key] = value.repeat_interleave(n, dim=0)
+        if hasattr(layer, "batch_repeat_interleave"):
+            layer.batch_repeat_interleave(n)
+        elif not states:
+            raise ValueError(f"cannot repeat cache layer {index} ({type(layer).__name__}) for prefill-once")
 
 
 class _seeded:

@@ -34,7 +34,9 @@ G slots' attention as G rows of C queries over [prompt keys | own slot keys] wit
 masked softmax as the dense [P + G C]^2 pattern, without its G^2 C^2 + G C P masked-out work (on this
 CPU a dense boolean mask also takes PyTorch's slow backward). With "eager", one dense additive 4D mask.
 flash_attention_2 and flex_attention are refused with a clear error (`check_model`; `RLConfig.validate`
-refuses the combination before training starts).
+refuses the combination before training starts). The linear-attention (Gated DeltaNet) layers of a hybrid
+decoder (Qwen3.5) get the same layout and run each slot from the prompt's recurrent state
+(`videor1.rl.shared_prefix_linear`); other linear-attention layers are refused.
 
 Departure from TRL / verl / EasyR1: they repeat the prompt per completion (today's path).
 """
@@ -113,9 +115,13 @@ def text_attention(model: torch.nn.Module) -> str:
 
 def check_model(model: torch.nn.Module) -> None:
     """ValueError unless the shared-prefix forward can run on `model` (M-RoPE installed, 4D-mask attention,
-    a family whose prefix sharing is known exact)."""
+    a family whose prefix sharing is known exact, linear-attention layers only of the tested kinds:
+    `videor1.rl.shared_prefix_linear`)."""
+    from videor1.rl.shared_prefix_linear import check_linear_layers   # it imports this module
+
     check_prefix_sharing(model.config, "shared_prefix", "set shared_prefix: false")
     rule_of_model(model)
+    check_linear_layers(model)
     kind = text_attention(model)
     if kind not in MASK_KINDS:
         raise ValueError(f"shared_prefix needs a text attention that takes a 4D mask ({', '.join(MASK_KINDS)}), "
@@ -148,6 +154,7 @@ class Layout:
     c: int
     prompt_mask: torch.Tensor | None  # [K, 1, Lp, Lp] causal over real prompt tokens; None: no padding
     slot_mask: torch.Tensor  # [K n, 1, c, Lp + c] slot j's queries over [prompt keys | slot j keys]
+    real: torch.Tensor  # [K, Lp] True on real prompt tokens (False: left padding)
 
 
 def layout_of(segments: torch.Tensor, n: int, c: int) -> Layout:
@@ -167,7 +174,7 @@ def layout_of(segments: torch.Tensor, n: int, c: int) -> Layout:
     slot_part = slot_part | torch.eye(c, dtype=torch.bool, device=dev)
     prompt_part = real[:, None, None, :].expand(k, n, c, lp)
     slot_mask = torch.cat([prompt_part, slot_part], dim=-1).reshape(k * n, 1, c, lp + c)
-    return Layout(lp, n, c, prompt_mask, slot_mask)
+    return Layout(lp, n, c, prompt_mask, slot_mask, real)
 
 
 def shared_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -240,9 +247,12 @@ def shared_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor
     lp = length - n * c
     if text_attention(model) == "sdpa":
         install_shared_sdpa(model)
-    extra: dict = {"attention_mask": None, LAYOUT_KWARG: layout_of(segments, n, c)}
-    if text_attention(model) == "eager":
-        extra = {"attention_mask": attention_mask(segments, "eager", _float_dtype(model))}
+    from videor1.rl.shared_prefix_linear import install_shared_linear
+
+    install_shared_linear(model)
+    extra: dict = {"attention_mask": None, LAYOUT_KWARG: layout_of(segments, n, c)}   # the layout also
+    if text_attention(model) == "eager":                        # reaches linear-attention layers, if any
+        extra["attention_mask"] = attention_mask(segments, "eager", _float_dtype(model))
     positions = packed_positions(model, inputs, n, c)
     model_inputs = {key: v for key, v in inputs.items() if key not in (SEGMENTS, LENGTHS)}
     keep = logit_indices(lp, n, c, segments.device)

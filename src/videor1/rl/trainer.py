@@ -67,6 +67,7 @@ from videor1.model.load import load_model, load_processor
 from videor1.rl.algorithms import informative_groups, policy_loss
 from videor1.rl.config import RLConfig
 from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
+from videor1.rl.shared_prefix import check_model
 from videor1.rl.step import (
     LossBatch,
     Prompts,
@@ -324,6 +325,8 @@ def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Accelerator
         freeze_vision(model)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if cfg.shared_prefix:
+        check_model(model)   # refused before any rollout (attention kind, untested linear-attention layers)
     model.train()
     if cfg.beta == 0:
         return model, None

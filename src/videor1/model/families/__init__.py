@@ -117,10 +117,17 @@ def family_of_processor(processor: Any) -> ModuleType:
     return family
 
 
+# Hybrid families whose prefix sharing is exact and tested: the shared-prefix loss runs their Gated DeltaNet
+# layers from the prompt's state (`videor1.rl.shared_prefix_linear`), prefill-once repeats their conv and
+# recurrent states (`videor1.generation.engines.repeat_cache`); tests/test_shared_prefix_hybrid.py.
+PREFIX_EXACT_HYBRIDS = frozenset({"qwen3_5", "qwen3_5_moe"})
+
+
 def shares_prefix_exactly(config: Any) -> bool:
     """Whether running one prompt's prefix once for several completions is known exact for the model's family
     (see `check_prefix_sharing`)."""
-    return not family_of(config).HYBRID_LINEAR_ATTENTION
+    family = family_of(config)
+    return not family.HYBRID_LINEAR_ATTENTION or family.NAME in PREFIX_EXACT_HYBRIDS
 
 
 def check_prefix_sharing(config: Any, what: str, remedy: str) -> None:
@@ -128,8 +135,9 @@ def check_prefix_sharing(config: Any, what: str, remedy: str) -> None:
     shared-prefix loss, the HF rollout's prefill-once) is not yet known exact for the model's family.
 
     The one place that decides it: families whose decoder has linear-attention layers
-    (`HYBRID_LINEAR_ATTENTION`, Qwen3.5) carry a recurrent state and a causal conv through a packed row, so
-    today's packing leaks one completion into the next (measured: log-probs off by up to 2.45)."""
+    (`HYBRID_LINEAR_ATTENTION`) carry a recurrent state and a causal conv through a packed row, so plain
+    packing leaks one completion into the next (measured on Qwen3.5: log-probs off by up to 2.45); they
+    are refused unless their exact route is tested (`PREFIX_EXACT_HYBRIDS`)."""
     if not shares_prefix_exactly(config):
         family = family_of(config)
         raise ValueError(f"{what} is not exact yet for {family.NAME} (its Gated DeltaNet layers carry state "
