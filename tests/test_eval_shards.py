@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -85,13 +86,20 @@ def test_store_barrier_waits_for_every_process_and_times_out_without_progress(mo
     store = dist.HashStore()
     a, b = (Processes(rank=r, num_processes=2, store=store) for r in (0, 1))
     passed = []
-    late = threading.Thread(target=lambda: (b.progressed(3), b.barrier("x"), passed.append("b")))
-    late.start()
-    a.barrier("x")
-    late.join(5)
+
+    def late() -> None:
+        with b.working():       # works 3 timeouts long: the heartbeat keeps the other one waiting
+            time.sleep(1.5)
+        b.barrier("x")
+        passed.append("b")
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    a.barrier("x", poll_s=0.05)
+    thread.join(5)
     assert passed == ["b"]
-    with pytest.raises(TimeoutError, match=r"1 of 2 processes reached 'y' and none progressed for 0 s"):
-        a.barrier("y", poll_s=0.05)
+    with pytest.raises(TimeoutError, match=r"1 of 2 processes reached 'y' and none sent a heartbeat for 0 s"):
+        a.barrier("y", poll_s=0.05)   # the other one never comes and sends no heartbeat
 
 
 def killed_two_process_folder(full: Path, out: Path, item_ids: list[str], batch_size: int) -> str:

@@ -326,10 +326,12 @@ def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     procs.barrier("checked")        # every process compared the old meta.json before the main one replaces it
     if procs.is_main:
         atomic_write_json(out / "meta.json", settings, indent=2, default=str)
-    evaluate_shard(cfg, adapter, items, settings["settings_id"], procs, say)
+    with procs.working():
+        evaluate_shard(cfg, adapter, items, settings["settings_id"], procs, say)
     procs.barrier("generated")
     if procs.is_main:
-        summary = finish(cfg, adapter, items, settings, unusable, resumed, echo)
+        with procs.working():   # the judge may take long: the others wait while the main process lives
+            summary = finish(cfg, adapter, items, settings, unusable, resumed, echo)
     procs.barrier("merged")
     return summary if procs.is_main else json.loads((out / "scores.json").read_text(encoding="utf-8"))
 
@@ -369,15 +371,12 @@ def evaluate_shard(cfg: EvalConfig, adapter: Benchmark, items: Sequence[Item], s
                       device=device)
     video, image = fit_media_specs(processor, cfg.video, cfg.image)  # the family's frame factor
 
-    def sink(rows: list[dict[str, Any]]) -> None:
-        append_rows(own, [{**r, "settings_id": sid} for r in rows])
-        procs.progressed(len(rows))
-
     try:
         run_passes(gen, adapter, mine, done=done, media_root=cfg.media_root, video=video, image=image,
                    params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
                    shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=say if procs.is_main else None,
-                   num_workers=cfg.num_workers, sink=sink,
+                   num_workers=cfg.num_workers,
+                   sink=lambda rows: append_rows(own, [{**r, "settings_id": sid} for r in rows]),
                    chunk=lambda n: generation_chunk(cfg.engine, cfg.batch_size, n, video, image,
                                                     cfg.vllm_max_batch_items, cfg.vllm_max_batch_gib))
     finally:

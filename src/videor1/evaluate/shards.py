@@ -19,20 +19,22 @@ are done the main process merges the shard files into `predictions.jsonl` and wr
 * Coordination is a key-value store (`torch.distributed.rendezvous("env://")`: the launcher's own store under
   torchrun / accelerate, else one hosted by rank 0), not a process group: nothing runs on a GPU, and an
   in-process vLLM engine (which sets up its own default process group) is not disturbed. A barrier waits as
-  long as some process still makes progress; it fails after `VIDEOR1_DIST_TIMEOUT_S` seconds (default 1800)
-  without any.
+  long as some process still works (each sends a heartbeat while it evaluates); it fails after
+  `VIDEOR1_DIST_TIMEOUT_S` seconds (default 1800) without a sign of life from any.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from videor1.atomic import atomic_write_text
 
@@ -137,13 +139,29 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def progressed(self, n: int = 1) -> None:
-        """Tell the others this process is alive and working (a barrier waits while anyone progresses)."""
-        if self.store is not None:
-            self.store.add("progress", n)
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """While inside, a thread tells the others every few seconds that this process is alive (a barrier
+        waits as long as some process is; one vLLM call over a whole shard can take hours)."""
+        if self.store is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(10.0, timeout_s() / 4)):
+                self.store.add("progress", 1)
+
+        thread = threading.Thread(target=beat, name="videor1-eval-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def barrier(self, name: str, poll_s: float = 0.2) -> None:
-        """Wait until every process arrived at `name`; TimeoutError after `timeout_s()` without progress."""
+        """Wait until every process arrived at `name`; TimeoutError after `timeout_s()` without a heartbeat."""
         if self.store is None:
             return
         self.store.add(f"arrived/{name}", 1)
@@ -157,7 +175,7 @@ class Processes:
                 last, since = progress, time.monotonic()
             elif time.monotonic() - since > limit:
                 raise TimeoutError(f"evaluation process {self.rank}: {arrived} of {self.num_processes} processes "
-                                   f"reached '{name}' and none progressed for {limit:.0f} s ({TIMEOUT_ENV})")
+                                   f"reached '{name}' and none sent a heartbeat for {limit:.0f} s ({TIMEOUT_ENV})")
             time.sleep(poll_s)
 
 
