@@ -53,7 +53,11 @@ def test_reference_score_is_strict_letter_and_mra_for_regression():
     assert reference_score("multiple choice", ans("B"), "<answer>B</answer>") == 1.0
     assert reference_score("multiple choice", ans("C"), "<answer>B</answer>") == 0.0
     assert reference_score("multiple choice", "B", "<answer>B</answer>") == 1.0   # no tags: whole output
-    assert reference_score("regression", ans("110"), "<answer>100</answer>") == pytest.approx(0.8)
+    # the reference's float32 MRA: 10 % off passes θ = 0.90 (0.1f < 1 - 0.9f); the exact strict MRA gives 0.8
+    assert reference_score("regression", ans("110"), "<answer>100</answer>") == 0.9
+    assert reference_score("regression", ans("4.5"), "<answer>5</answer>") == 0.9
+    assert reference_score("regression", ans("6.745"), "<answer>7.1</answer>") == 1.0
+    assert reference_score("regression", ans("0.9"), "<answer>1</answer>") == 0.8   # 1 - 0.9f: not below
     assert reference_score("numerical", ans("garbage"), "<answer>3</answer>") == 0.0
 
 

@@ -406,7 +406,8 @@ def eval_cmd(
     """Evaluate a model on one benchmark; resumable, every setting recorded.
 
     Settings: --config FILE (an EvalConfig YAML), then the flags, then key=value arguments (after the
-    options; dotted for sections, e.g. video.min_frames=8).
+    options; dotted for sections, e.g. video.min_frames=8). Under `accelerate launch --num_processes N -m
+    videor1.cli eval ...` each process evaluates a shard of the items and the main one merges them.
     """
     if ctx.invoked_subcommand is not None:
         return

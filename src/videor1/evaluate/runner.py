@@ -28,7 +28,14 @@ Choices worth knowing:
   accuracy and the gap, overall and by order-dependence. The headline numbers come from the ordered pass.
 * The summary is computed from the whole predictions file, so `videor1 score` on that file reproduces
   `videor1 eval`'s numbers exactly.
-* Generation goes through `videor1.generation.engines` (HFEngine / VLLMEngine), shared with RL rollouts.
+* Generation goes through `videor1.generation.engines` (HFEngine / VLLMEngine), shared with RL rollouts. The HF
+  engine gets `batch_size` items a call; vLLM gets a process's whole pass in one call (its continuous batching
+  schedules it), at most `vllm_max_batch_items` items and `vllm_max_batch_gib` of decoded frames
+  (`generation_chunk`). With sampled decoding (`--decoding reference`) the seeds are per call, so sampled
+  outputs depend on that chunking (greedy outputs do not).
+* Under `accelerate launch --num_processes N` (or torchrun) each process evaluates its shard of the items with
+  its own engine, and the main process merges the shards (`videor1.evaluate.shards`); meta.json records
+  `num_processes`. predictions.jsonl and scores.json are those of a one-process run (greedy decoding).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
@@ -59,14 +67,15 @@ from videor1.evaluate.benchmarks.videor1_records import items_from_records
 from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.judge import JudgeSpec, judge_rows
 from videor1.evaluate.report import render_report, write_outputs
-from videor1.evaluate.resume import PREDICTIONS, RESULT_KEYS, check_resumable
-from videor1.evaluate.scoring import mean, reference_score, reference_summary
+from videor1.evaluate.resume import RESULT_KEYS, check_resumable
+from videor1.evaluate.shards import (PREDICTIONS, Processes, has_predictions, merge_shards, row_key, shard,
+                                     shard_file, shard_files, visible_device)
+from videor1.evaluate.summary import score_row, summarize
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
 from videor1.model.families import fit_media_specs
 from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
 from videor1.model.load import frame_factor_of, load_model, load_processor
-from videor1.rewards import format_reward
 from videor1.trackers import RunInfo, report_eval
 
 DECODING: dict[str, dict[str, Any]] = {
@@ -103,6 +112,7 @@ def make_settings(cfg: EvalConfig) -> dict[str, Any]:
         "media_root": str(cfg.media_root.resolve()), "video": asdict(cfg.video), "image": asdict(cfg.image),
         "decoding": {"name": cfg.decoding, **DECODING[cfg.decoding]}, "max_new_tokens": cfg.max_new_tokens,
         "shuffle_frames": cfg.shuffle_frames, "seed": cfg.seed, "engine": cfg.engine, "batch_size": cfg.batch_size,
+        "vllm_max_batch_items": cfg.vllm_max_batch_items, "vllm_max_batch_gib": cfg.vllm_max_batch_gib,
         "limit": cfg.limit, "prompt": {"templates": TEMPLATES, "system_prompt": None},
         "model_fingerprint": model_fingerprint(cfg.model) if cfg.model.is_dir() else None,
         "limits": cfg.limits.as_dict(),
@@ -141,95 +151,12 @@ def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]
     return rows
 
 
-def row_key(row: Mapping[str, Any]) -> tuple[str, bool]:
-    return str(row["id"]), bool(row.get("shuffled"))
-
-
 def append_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     with path.open("a", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-# ------------------------------------------------------------------------------------------ scoring
-def score_row(adapter: Benchmark, row: dict[str, Any]) -> dict[str, Any]:
-    """Fill `reference`, `official` and `format` from `row["output"]`; error items score 0."""
-    if row.get("error"):
-        row.update(reference=0.0, official=0.0, format=0.0)
-        return row
-    output = row.get("output") or ""
-    row["reference"] = reference_score(row["problem_type"], output, row["solution"])
-    row["official"] = float(adapter.official_score(row, output))
-    row["format"] = float(format_reward(output))
-    return row
-
-
-def temporal_of(row: Mapping[str, Any]) -> str | None:
-    label = (row.get("meta") or {}).get("temporal")
-    if label is None and row.get("temporal") is not None:
-        label = "order-dependent" if row["temporal"] else "order-independent"
-    return label
-
-
-def temporal_reliance(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Ordered vs shuffled official accuracy over items answered in both passes (errors left out)."""
-    ordered = {r["id"]: r for r in rows if not r.get("shuffled") and not r.get("error")}
-    shuffled = {r["id"]: r for r in rows if r.get("shuffled") and not r.get("error")}
-    ids = [i for i in ordered if i in shuffled]
-    if not ids:
-        return None
-
-    def block(sel: list[str]) -> dict[str, Any]:
-        o = mean(float(ordered[i]["official"]) for i in sel)
-        s = mean(float(shuffled[i]["official"]) for i in sel)
-        return {"ordered": o, "shuffled": s, "gap": o - s, "n": len(sel)}
-
-    groups: dict[str, list[str]] = {}
-    for i in ids:
-        label = temporal_of(ordered[i])
-        if label is not None:
-            groups.setdefault(label, []).append(i)
-    return {"overall": block(ids), "by_temporal": {k: block(v) for k, v in sorted(groups.items())}}
-
-
-def reference_with_breakdowns(adapter: Benchmark, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Reference-protocol numbers: the item mean overall, by problem type, and in the official breakdowns."""
-    ref = reference_summary(rows)
-    swapped = adapter.aggregate([{**r, "official": r.get("reference")} for r in rows]) if rows else {}
-    for label, groups in (swapped.get("breakdowns") or {}).items():
-        ref["breakdowns"].setdefault(label, groups)
-    return ref
-
-
-def summarize(adapter: Benchmark, rows: Sequence[Mapping[str, Any]],
-              settings: Mapping[str, Any] | None = None, unusable: Sequence[str] = (),
-              judge: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The run's summary (scores.json): official headline + breakdowns, reference protocol, counts, and
-    the LLM judge that scored the judge-scored items (None: no judge)."""
-    ordered = [r for r in rows if not r.get("shuffled")]
-    answered = [r for r in ordered if not r.get("error")]
-    reasons: dict[str, int] = {}
-    for r in ordered:
-        if r.get("error"):
-            reasons[r["error"]] = reasons.get(r["error"], 0) + 1
-    return {
-        "bench": adapter.name,
-        "headline": adapter.headline,
-        "official": adapter.aggregate(ordered),
-        "reference": reference_with_breakdowns(adapter, ordered),
-        "counts": {"items": len(ordered), "answered": len(answered), "errors": len(ordered) - len(answered),
-                   "shuffled_items": len(rows) - len(ordered)},
-        "errors": [{"id": r["id"], "reason": r["error"]} for r in ordered if r.get("error")],
-        "error_reasons": reasons,
-        "format_reward": mean(float(r.get("format") or 0.0) for r in answered),
-        "completion_tokens": mean(float(r.get("n_tokens") or 0) for r in answered),
-        "temporal_reliance": temporal_reliance(rows),
-        "unusable": list(unusable),   # benchmark entries not evaluated, each with its file, id and reason
-        "judge": dict(judge) if judge else None,
-        "settings": dict(settings or {}),
-    }
 
 
 # --------------------------------------------------------------------------------------- generation
@@ -267,15 +194,17 @@ def prepare(item: Item, media_root: Path, video: VideoSpec, image: ImageSpec, *,
 def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, media_root: Path,
                   video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int, shuffled: bool,
                   seed: int, sink: Callable[[list[dict[str, Any]]], None], progress: tqdm | None = None,
-                  num_workers: int = 0) -> Prefetcher:
-    """Generate and score `items` batch by batch, handing each batch's rows to `sink` as soon as done.
+                  num_workers: int = 0, ahead: int | None = None) -> Prefetcher:
+    """Generate and score `items` batch by batch (`batch_size` items an engine call), handing each batch's rows
+    to `sink` as soon as done.
 
-    The items are decoded `num_workers` processes ahead (`videor1.data.pipeline.prefetch`, two batches in
-    flight); rows, order and errors are the same for any worker count. Returns the prefetcher (its `wait_s`).
+    The items are decoded `num_workers` processes ahead (`videor1.data.pipeline.prefetch`, `ahead` items in
+    flight, default two batches); rows, order and errors are the same for any worker count. Returns the
+    prefetcher (its `wait_s`).
     """
     prepared = prefetch(functools.partial(prepare, media_root=media_root, video=video, image=image,
                                           shuffled=shuffled, seed=seed), items, num_workers=num_workers,
-                        ahead=2 * batch_size)
+                        ahead=ahead or 2 * batch_size)
     for start in range(0, len(items), batch_size):
         batch = items[start: start + batch_size]
         rows, samples, pending = [], [], []
@@ -296,27 +225,46 @@ def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Ite
 
 
 def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMixin, *, batch_size: int = 8,
-                model: PreTrainedModel | None = None, vllm_memory: float = 0.9) -> RolloutEngine:
-    """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model unless given) or
-    "vllm" (optional extra; vLLM loads the weights itself, in the dtype `load_model` would use here, so that
-    both engines evaluate the same numeric model)."""
+                model: PreTrainedModel | None = None, vllm_memory: float = 0.9,
+                device: torch.device | None = None) -> RolloutEngine:
+    """The generation engine: "hf" (batched HF generate, CPU/GPU; loads the model onto `device`, default
+    `pick_device()`, unless given) or "vllm" (optional extra; vLLM loads the weights itself, in the dtype
+    `load_model` would use here, so that both engines evaluate the same numeric model)."""
     if kind == "hf":
         if model is None:
-            model = load_model(model_dir)
+            model = load_model(model_dir, device=device)
         return HFEngine(model, processor, batch_size=batch_size)
     if kind == "vllm":
         return VLLMEngine(processor, model_path=str(model_dir), llm_kwargs={"gpu_memory_utilization": vllm_memory})
     raise ValueError(f"unknown engine {kind!r}; known: hf, vllm")
 
 
+def passes(shuffle_frames: bool) -> list[bool]:
+    """The passes of a run, as their `shuffled` flag: ordered, then shuffled with `shuffle_frames`."""
+    return [False, True] if shuffle_frames else [False]
+
+
+def generation_chunk(engine: str, batch_size: int, n_items: int, video: VideoSpec, image: ImageSpec,
+                     max_items: int, max_gib: float) -> int:
+    """Items per engine call: `batch_size` for HF; for vLLM all `n_items`, at most `max_items` and as many as
+    fit `max_gib` of decoded media at the spec's largest item (max_frames x max_pixels x 3 bytes of video;
+    vLLM's processed inputs take a few times that again)."""
+    if engine != "vllm":
+        return batch_size
+    item_bytes = 3 * max(video.max_frames * video.max_pixels, image.max_pixels)
+    return max(1, min(n_items, max_items, int(max_gib * 2**30 // item_bytes)))
+
+
 def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item], *, done: set[tuple[str, bool]],
                media_root: Path, video: VideoSpec, image: ImageSpec, params: SamplingParams, batch_size: int,
                shuffle_frames: bool, seed: int, sink: Callable[[list[dict[str, Any]]], None],
-               echo: Callable[[str], None] | None = None, num_workers: int = 0) -> float:
-    """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done.
-    Returns the seconds spent waiting for decoded items (`num_workers` processes decode ahead)."""
+               echo: Callable[[str], None] | None = None, num_workers: int = 0,
+               chunk: Callable[[int], int] | None = None) -> float:
+    """The ordered pass, then (with shuffle_frames) the shuffled pass, skipping items already done; `chunk(n)`:
+    the items per engine call for a pass of n items (default `batch_size`). Returns the seconds spent waiting
+    for decoded items (`num_workers` processes decode ahead)."""
     wait_s = 0.0
-    for shuffled in ([False, True] if shuffle_frames else [False]):
+    for shuffled in passes(shuffle_frames):
         todo = [it for it in items if (it.id, shuffled) not in done]
         if echo is not None and len(todo) < len(items):
             echo(f"{'shuffled' if shuffled else 'ordered'} pass: {len(items) - len(todo)} of {len(items)} "
@@ -326,8 +274,9 @@ def run_passes(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Item],
         with tqdm(total=len(todo), desc="shuffled" if shuffled else "ordered", unit="item",
                   disable=echo is None) as bar:
             prepared = generate_rows(engine, adapter, todo, media_root=media_root, video=video, image=image,
-                                     params=params, batch_size=batch_size, shuffled=shuffled, seed=seed, sink=sink,
-                                     progress=bar, num_workers=num_workers)
+                                     params=params, batch_size=chunk(len(todo)) if chunk else batch_size,
+                                     shuffled=shuffled, seed=seed, sink=sink, progress=bar,
+                                     num_workers=num_workers, ahead=2 * batch_size)
             wait_s += prepared.wait_s
     return wait_s
 
@@ -360,38 +309,89 @@ def run_eval(cfg: EvalConfig, *, echo: Callable[[str], None] = print) -> dict[st
 
 
 def _run_eval(cfg: EvalConfig, echo: Callable[[str], None]) -> dict[str, Any]:
+    procs = Processes.from_env()
+    say = echo if procs.is_main else (lambda line: None)   # one console voice: the main process's
     adapter = get_benchmark(cfg.bench)
     out = cfg.out
-    settings = make_settings(cfg)
+    settings = {**make_settings(cfg), "num_processes": procs.num_processes}   # not result-relevant
     unusable: list[str] = []
-    judge = cfg.judge()
-    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, echo, unusable, judge=judge is not None)
+    items = load_items(adapter, cfg.data, cfg.media_root, cfg.limit, say, unusable, judge=cfg.judge() is not None)
     out.mkdir(parents=True, exist_ok=True)
     resume = check_resumable(out, settings, frame_factor=frame_factor_of(cfg.model))
     for note in resume.notes:
-        echo(note)
+        say(note)
     if resume.earlier_settings_ids:
         settings["earlier_settings_ids"] = resume.earlier_settings_ids
-    atomic_write_json(out / "meta.json", settings, indent=2, default=str)
-    pred_path = out / PREDICTIONS
-    done = {row_key(r) for r in read_predictions(pred_path, repair=True)}
-    resumed = pred_path.is_file()  # an eval folder evaluated further continues its tracker run
-    wanted = {(it.id, s) for it in items for s in ([False, True] if cfg.shuffle_frames else [False])}
-    if wanted - done:
-        processor = load_processor(cfg.model)
-        gen = make_engine(cfg.engine, cfg.model, processor, batch_size=cfg.batch_size, vllm_memory=cfg.vllm_memory)
-        video, image = fit_media_specs(processor, cfg.video, cfg.image)  # the family's frame factor
-        sid = settings["settings_id"]
-        try:
-            run_passes(gen, adapter, items, done=done, media_root=cfg.media_root, video=video, image=image,
-                       params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
-                       shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=echo, num_workers=cfg.num_workers,
-                       sink=lambda rows: append_rows(pred_path, [{**r, "settings_id": sid} for r in rows]))
-        finally:
-            if hasattr(gen, "close"):  # vLLM: its engine core and processes
-                gen.close()
+    resumed = has_predictions(out)  # an eval folder evaluated further continues its tracker run
+    procs.barrier("checked")        # every process compared the old meta.json before the main one replaces it
+    if procs.is_main:
+        atomic_write_json(out / "meta.json", settings, indent=2, default=str)
+    with procs.working():
+        evaluate_shard(cfg, adapter, items, settings["settings_id"], procs, say)
+    procs.barrier("generated")
+    if procs.is_main:
+        with procs.working():   # the judge may take long: the others wait while the main process lives
+            summary = finish(cfg, adapter, items, settings, unusable, resumed, echo)
+    procs.barrier("merged")
+    return summary if procs.is_main else json.loads((out / "scores.json").read_text(encoding="utf-8"))
+
+
+def done_keys(out: Path, own: Path) -> set[tuple[str, bool]]:
+    """(id, shuffled) of every row in the folder: predictions.jsonl and every shard file. `own` (the file this
+    process appends to) has a half-written last line cut off; the others are read up to their last full line."""
+    files = dict.fromkeys([out / PREDICTIONS, *shard_files(out), own])
+    return {row_key(r) for f in files for r in read_predictions(f, repair=f == own)}
+
+
+def engine_device(procs: Processes, engine: str) -> torch.device | None:
+    """Each process of a multi-process run on its own GPU: the HF model on cuda:LOCAL_RANK; vLLM (which takes
+    the first visible GPU) sees only that one (CUDA_VISIBLE_DEVICES, set before it starts)."""
+    if procs.num_processes == 1:
+        return None
+    if engine == "vllm":
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_device(procs.local_rank, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return None
+    return torch.device("cuda", procs.local_rank % torch.cuda.device_count()) if torch.cuda.is_available() else None
+
+
+def evaluate_shard(cfg: EvalConfig, adapter: Benchmark, items: Sequence[Item], sid: str, procs: Processes,
+                   say: Callable[[str], None]) -> None:
+    """Generate and score this process's shard of the items not yet done, appending rows to its own file
+    (predictions.jsonl itself with one process)."""
+    out = cfg.out
+    own = out / PREDICTIONS if procs.num_processes == 1 else shard_file(out, procs.rank, procs.num_processes)
+    own.parent.mkdir(parents=True, exist_ok=True)
+    done = done_keys(out, own)
+    mine = shard(items, procs.rank, procs.num_processes, cfg.batch_size)
+    if not {(it.id, s) for it in mine for s in passes(cfg.shuffle_frames)} - done:
+        return   # nothing left here (or no items at all): the process still joins the barriers
+    device = engine_device(procs, cfg.engine)
+    processor = load_processor(cfg.model)
+    gen = make_engine(cfg.engine, cfg.model, processor, batch_size=cfg.batch_size, vllm_memory=cfg.vllm_memory,
+                      device=device)
+    video, image = fit_media_specs(processor, cfg.video, cfg.image)  # the family's frame factor
+
+    try:
+        run_passes(gen, adapter, mine, done=done, media_root=cfg.media_root, video=video, image=image,
+                   params=sampling_params(cfg.decoding, cfg.max_new_tokens, cfg.seed), batch_size=cfg.batch_size,
+                   shuffle_frames=cfg.shuffle_frames, seed=cfg.seed, echo=say if procs.is_main else None,
+                   num_workers=cfg.num_workers,
+                   sink=lambda rows: append_rows(own, [{**r, "settings_id": sid} for r in rows]),
+                   chunk=lambda n: generation_chunk(cfg.engine, cfg.batch_size, n, video, image,
+                                                    cfg.vllm_max_batch_items, cfg.vllm_max_batch_gib))
+    finally:
+        if hasattr(gen, "close"):  # vLLM: its engine core and processes
+            gen.close()
+
+
+def finish(cfg: EvalConfig, adapter: Benchmark, items: Sequence[Item], settings: dict[str, Any],
+           unusable: list[str], resumed: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The main process's end of a run: shards merged into predictions.jsonl, judged, scored, reported."""
+    out = cfg.out
+    merge_shards(out, [it.id for it in items], read_predictions)
     atomic_write_json(out / UNUSABLE, unusable, indent=1, ensure_ascii=False)
-    rows, judge_problems, judge_info = judge_rows(adapter, read_predictions(pred_path), judge, out, echo)
+    rows, judge_problems, judge_info = judge_rows(adapter, read_predictions(out / PREDICTIONS), cfg.judge(), out,
+                                                  echo)
     summary = summarize(adapter, rows, settings, [*unusable, *judge_problems], judge_info)
     write_outputs(out, summary)
     report_eval(cfg.report_to, RunInfo(out, "eval", config_to_dict(cfg), resume=resumed), summary,

@@ -3,7 +3,11 @@
 Reference protocol (SPEC §7), `reference_score`: `videor1.rewards.eval_score`, the module that also holds
 the RL accuracy reward (so reward and metric cannot drift apart): the answer is the first
 `<answer>...</answer>` span, or the whole output when there is none; exact letter for multiple choice,
-the reference numerical rule, WER for OCR, ROUGE for free-form, mean relative accuracy for regression.
+the reference numerical rule, WER for OCR, ROUGE for free-form, mean relative accuracy for regression in
+the reference evaluation's own float32 arithmetic (Video-R1 `src/eval_bench.py`:
+`videor1.rewards.reference_mean_relative_accuracy`; gt 5, answer 4.5 scores 0.9 there, 0.8 exactly).
+`src/eval_bench.py` scores only multiple choice, numerical and regression (any other type 0); OCR and
+free-form items are scored by the training reward's rules here.
 
 Official protocols parse answers with each benchmark's own rule. Where we depart from them:
 
@@ -15,8 +19,7 @@ Official protocols parse answers with each benchmark's own rule. Where we depart
   scores 0 here: deterministic, no network, every item in the denominator.
 * VSI-Bench's official MRA is computed as the official scorer computes it, in binary floating point
   (`vsi_official_mra`); the project's exact MRA (`videor1.rewards.mean_relative_accuracy`, thresholds k/20 as
-  exact decimals) is `mra`, used by the training metric, the reference protocol and as VSI-Bench's named
-  `exact_score` option. They differ only where a relative error lies on a threshold in decimal but not in
+  exact decimals) is `mra`, VSI-Bench's named `exact_score` / `lenient_score` options. They differ only where a relative error lies on a threshold in decimal but not in
   float (pred 1.595, gt 1.1: official 0.1, exact 0.2).
 """
 

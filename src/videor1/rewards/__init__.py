@@ -34,16 +34,19 @@ Accuracy, ``score(problem_type, completion, solution, *, reference=False)`` (tra
   * free-form -- mean of ROUGE-1, ROUGE-2, ROUGE-L F-measures (rouge-score, ``use_stemmer=True``; its
     tokenizer lower-cases and drops punctuation), clamped to [0, 1].  Same in both modes.
   * regression -- 1 - min(1, |pred - gt| / |gt|), numbers parsed as for numerical (no decimal
-    agreement in either mode).  gt == 0: 1.0 if pred == 0 else 0.0.  Departure: the reference's
-    epsilon form ``(|d| + 1e-9) / (|gt| + 1e-9)`` gives 0.0 even for an exact 0 == 0 answer, and is
-    slightly below 1.0 for every exact answer.
+    agreement in either mode).  gt == 0: 1.0 if pred == 0 else 0.0.  ``reference=True``: the
+    reference GRPO reward's epsilon form ``1 - clamp((|d| + 1e-9) / (|gt| + 1e-9), 0, 1)``, which
+    gives 0.0 for an exact 0 == 0 answer and slightly below 1.0 for every other exact answer.
 
 Evaluation metric, ``eval_score(problem_type, completion, solution, *, reference=True)``
   * As ``score`` with the reference rules by default, except that a completion without an
-    ``<answer>`` span is scored as its whole stripped text, and regression uses MRA.
+    ``<answer>`` span is scored as its whole stripped text, and regression uses MRA: with the
+    reference rules the reference evaluation's own (``src/eval_bench.py``) float32 arithmetic,
+    ``reference_mean_relative_accuracy`` (rel = |pred - gt| / (|gt| + 1e-8) and rel < 1 - θ, all in
+    float32, so gt 5, pred 4.5 scores 0.9 there); with ``reference=False`` the exact MRA below.
   * ``mean_relative_accuracy(pred, gt, *, inclusive=False)``, the project's one MRA: the fraction of θ
     in {0.50, 0.55, ..., 0.95} (ten values, built from integer hundredths) with |pred - gt| / |gt|
-    within 1 - θ: strictly (``<``, the default, SPEC §7 and ``eval_score``) or, with
+    within 1 - θ: strictly (``<``, the default, SPEC §7, ``eval_score(reference=False)``) or, with
     ``inclusive=True``, ``<=`` (the official comparison, but exact; the official protocol's float
     reproduction is ``videor1.evaluate.scoring.vsi_official_mra``).  The
     test is done in exact rational arithmetic on the shortest decimal form of each float, so a
@@ -83,6 +86,7 @@ from videor1.rewards.accuracy import (
     canonical_problem_type,
     eval_score,
     mean_relative_accuracy,
+    reference_mean_relative_accuracy,
     score,
 )
 from videor1.rewards.parsing import extract_answer, parse_choice, parse_number, parse_number_reference
@@ -103,6 +107,7 @@ __all__ = [
     "parse_choice",
     "parse_number",
     "parse_number_reference",
+    "reference_mean_relative_accuracy",
     "register",
     "score",
 ]

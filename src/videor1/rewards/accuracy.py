@@ -4,6 +4,18 @@ Both go through one scorer per type, so the RL reward and the benchmark metric c
 they differ only in answer extraction (evaluation falls back to the whole output) and in the
 regression rule (training: 1 - relative error; evaluation: MRA).  The exact rules are listed in the
 package docstring, ``videor1.rewards``.
+
+Regression arithmetic, each matched to its source (Video-R1, github.com/tulerfeng/Video-R1):
+
+* training reward, ``score(..., reference=True)``: the reference's GRPO reward
+  (``src/r1-v/src/open_r1/grpo.py``, ``accuracy_reward``) is no MRA but 1 - relative error with an
+  epsilon, ``1 - clamp((|pred - gt| + 1e-9) / (|gt| + 1e-9), 0, 1)`` in Python floats
+  (`reference_relative_error_score`).  The default training reward is the plain 1 - min(1, rel).
+* evaluation, ``eval_score(..., reference=True)`` (the reference protocol): the reference's
+  ``src/eval_bench.py`` MRA, in float32 with an epsilon and a strict ``<``
+  (`reference_mean_relative_accuracy`), which makes some boundaries inclusive (gt 5, pred 4.5: 0.9).
+* ``eval_score(..., reference=False)`` and the benchmarks' exact options: the exact-fraction
+  `mean_relative_accuracy`.
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ import math
 import numbers
 from fractions import Fraction
 from typing import Any, Callable
+
+import numpy as np
 
 from videor1.data.records import PROBLEM_TYPES
 from videor1.rewards.parsing import (
@@ -111,6 +125,17 @@ def relative_error_score(pred: float, gt: float) -> float:
     return 1.0 - min(1.0, abs(pred - gt) / abs(gt))
 
 
+#: The reference GRPO reward's epsilon, in numerator and denominator alike.
+REFERENCE_REWARD_EPSILON = 1e-9
+
+
+def reference_relative_error_score(pred: float, gt: float) -> float:
+    """The reference's training regression reward: 1 - clamp((|pred - gt| + ε) / (|gt| + ε), 0, 1), ε = 1e-9,
+    in Python floats.  An exact answer scores just under 1 (1 - ε / (|gt| + ε)), and 0 == 0 scores 0.0."""
+    rel = (abs(pred - gt) + REFERENCE_REWARD_EPSILON) / (abs(gt) + REFERENCE_REWARD_EPSILON)
+    return 1.0 - min(1.0, max(0.0, rel))
+
+
 def _exact(x: Any) -> Fraction | None:
     """An int or float as an exact fraction; None when it is not a finite number.
 
@@ -128,9 +153,10 @@ def _exact(x: Any) -> Fraction | None:
 
 def mean_relative_accuracy(pred: float, gt: float, *, inclusive: bool = False) -> float:
     """MRA: the fraction of θ in {0.50, 0.55, ..., 0.95} (ten values) whose tolerance 1 - θ the relative
-    error |pred - gt| / |gt| is within.  The one MRA of the project (training metric and benchmarks).
+    error |pred - gt| / |gt| is within, decided exactly.  The project's MRA wherever no source's float
+    arithmetic is to be reproduced (the reference protocol's is `reference_mean_relative_accuracy`).
 
-    ``inclusive=False`` (the default; SPEC §7 and the reference protocol, used by `eval_score`): strictly
+    ``inclusive=False`` (the default; SPEC §7, `eval_score` with ``reference=False``): strictly
     within, error < 1 - θ.  ``inclusive=True``: error <= 1 - θ, the comparison of VSI-Bench's official
     scorer (`videor1.evaluate.scoring.mra`).  They differ only when the error is exactly a multiple of
     5 % (pred 1.05 vs gt 1: strict 0.9, inclusive 1.0).
@@ -155,13 +181,42 @@ def mean_relative_accuracy(pred: float, gt: float, *, inclusive: bool = False) -
     return hits / len(MRA_THRESHOLDS_PERCENT)
 
 
+#: The reference evaluation's MRA thresholds θ as float32 (what ``torch.arange(0.5, 0.975, 0.05,
+#: dtype=torch.float32)`` gives; tests check it), and the epsilon it adds to |gt|, as float32.
+REFERENCE_MRA_THRESHOLDS = (np.array(MRA_THRESHOLDS_PERCENT, dtype=np.float64) / 100).astype(np.float32)
+REFERENCE_MRA_EPSILON = np.float32(1e-8)
+
+
+def reference_mean_relative_accuracy(pred: float, gt: float) -> float:
+    """MRA as the reference evaluation (Video-R1 ``src/eval_bench.py``) computes it, item for item: both
+    numbers rounded to float32, rel = |pred - gt| / (|gt| + 1e-8) in float32, and θ counted when
+    rel < 1 - θ, also in float32 (`REFERENCE_MRA_THRESHOLDS`).  The float32 rounding makes some decimal
+    boundaries inclusive: gt 5, pred 4.5 (10 %) passes θ = 0.90 and scores 0.9, where the exact strict
+    MRA gives 0.8; gt 7.1, pred 6.745 (5 %) scores 1.0, not 0.9.
+
+    Returns hits / 10 in float64 (0.9), where the reference's float32 ``.mean().item()`` returns
+    0.8999999761581421: the same in float32, below any printed digit.  gt == 0: rel = |pred| / 1e-8, so
+    pred == 0 scores 1.0 and anything else 0.0 (as the exact MRA); a non-finite number scores 0.0.
+    """
+    with np.errstate(over="ignore"):   # a number beyond float32 becomes inf, as in torch, and scores 0
+        p, g = np.float32(pred), np.float32(gt)
+    if not (np.isfinite(p) and np.isfinite(g)):
+        return 0.0
+    rel = np.abs(p - g) / (np.abs(g) + REFERENCE_MRA_EPSILON)
+    hits = int(np.count_nonzero(rel < np.float32(1) - REFERENCE_MRA_THRESHOLDS))
+    return hits / len(REFERENCE_MRA_THRESHOLDS)
+
+
 def regression_score(pred: str, gt: str, *, reference: bool = False, metric: str = "relative") -> float:
-    """Regression: parse both, then ``metric`` "relative" (training) or "mra" (evaluation)."""
+    """Regression: parse both, then ``metric`` "relative" (training) or "mra" (evaluation), each in the
+    reference's arithmetic with ``reference=True`` (see the module doc)."""
     parse = _number_parser(reference)
     p, g = parse(pred), parse(gt)
     if p is None or g is None:
         return 0.0
-    return mean_relative_accuracy(p, g) if metric == "mra" else relative_error_score(p, g)
+    if metric == "mra":
+        return reference_mean_relative_accuracy(p, g) if reference else mean_relative_accuracy(p, g)
+    return reference_relative_error_score(p, g) if reference else relative_error_score(p, g)
 
 
 def _score_answers(problem_type: str, pred: str, gt: str, *, reference: bool, regression: str) -> float:
