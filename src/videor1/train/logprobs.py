@@ -31,6 +31,12 @@ def _chunks(length: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, length)) for s in range(0, length, step)]
 
 
+def _scaled(chunk: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A float32 copy of `chunk` / temperature (always a copy: the caller works on it in place)."""
+    z = chunk.to(torch.float32, copy=True)
+    return z.div_(temperature) if temperature != 1.0 else z
+
+
 class _TokenLogProbs(torch.autograd.Function):
     """logits [B, L, V] (any float dtype, any strides), ids [B, L] -> log-probs [B, L] float32."""
 
@@ -41,7 +47,7 @@ class _TokenLogProbs(torch.autograd.Function):
         lse = torch.empty((b, length), dtype=torch.float32, device=logits.device)
         for row in range(b):
             for s, e in _chunks(length, step):
-                z = logits[row, s:e].float() / temperature      # a fresh float32 chunk
+                z = _scaled(logits[row, s:e], temperature)      # a fresh float32 chunk
                 lse[row, s:e] = torch.logsumexp(z, dim=-1)
                 out[row, s:e] = z.gather(-1, ids[row, s:e, None]).squeeze(-1) - lse[row, s:e]
         ctx.save_for_backward(logits, ids, lse)
@@ -57,7 +63,7 @@ class _TokenLogProbs(torch.autograd.Function):
         for row in range(logits.shape[0]):
             for s, e in _chunks(logits.shape[1], step):
                 g_out = grad_out[row, s:e, None]                                   # [n, 1]
-                soft = torch.exp(logits[row, s:e].float() / temperature - lse[row, s:e, None])
+                soft = _scaled(logits[row, s:e], temperature).sub_(lse[row, s:e, None]).exp_()
                 g = soft.mul_(-g_out).scatter_add_(-1, ids[row, s:e, None], g_out)
                 grad[row, s:e] = g.div_(temperature) if temperature != 1.0 else g
         return grad, None, None, None
