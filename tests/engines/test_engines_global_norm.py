@@ -2,7 +2,8 @@
 one pass: two processes holding UNEQUAL numbers of prompt groups (rank 0 a video and an image group, rank 1 a
 video group) make the same update as one process holding all three, under DDP, ZeRO-2 and ZeRO-3, for grpo,
 bnpo, dr_grpo and dapo, in one pass and in micro-batches of one group (rank 0 then runs 2 micro-batches and
-rank 1 one real and one zero-weighted dummy: the same forwards and backwards on both, which ZeRO-3 needs).
+rank 1 one real and one zero-weighted dummy: the same forwards and backwards on both, which ZeRO-3 needs). Then
+the same with rank 0 holding all three groups and rank 1 none: its zero-weighted dummy batch dilutes nothing.
 
 `rl_grad_probe.py` runs the trainer's own `_setup` / `_optimise` on a fixed batch with SGD at lr 1e-2 (the update
 is -1e-2 x the gradient). Before issue 35, grpo / bnpo / dr_grpo divided each process's sum by its own count:
@@ -33,9 +34,9 @@ def _overrides(model: Path, data: Path, tmp: Path, out: Path) -> list[str]:
             "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136", "num_threads=1", "seed=5"]
 
 
-def _probe(config: str, groups: str, processes: int, model: Path, data: Path, tmp: Path) -> dict:
+def _probe(config: str, phases: str, processes: int, model: Path, data: Path, tmp: Path) -> dict:
     out = tmp / f"{config}-{processes}.pt"
-    proc = launch(config, str(out), [groups, *_overrides(model, data, tmp, tmp / f"run-{config}-{processes}")], tmp,
+    proc = launch(config, str(out), [phases, *_overrides(model, data, tmp, tmp / f"run-{config}-{processes}")], tmp,
                   num_processes=processes, script=PROBE)
     assert proc.stdout.count("PROBE-DONE") == processes
     return torch.load(out, weights_only=False)
@@ -56,17 +57,18 @@ def probe_data(tmp_path_factory, synth_dir) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def one_process(probe_data, tiny_model_dir) -> dict:
     tmp, data = probe_data
-    return _probe("multi_gpu", "012", 1, tiny_model_dir, data, tmp)
+    return _probe("multi_gpu", "012,012", 1, tiny_model_dir, data, tmp)
 
 
 @pytest.mark.parametrize("config", ["multi_gpu", "zero2", "zero3"])
 def test_unequal_groups_per_process_make_the_one_process_update(config, one_process, probe_data, tiny_model_dir):
     tmp, data = probe_data
-    two = _probe(config, "01|2", 2, tiny_model_dir, data, tmp)
-    assert set(two) == set(one_process) and len(two) == 9
+    two = _probe(config, "01|2,012|", 2, tiny_model_dir, data, tmp)
+    assert set(two) == set(one_process) and len(two) == 11
     for variant, ref in one_process.items():
         got = two[variant]
-        assert got["passes"] == (2 if variant[1] else 1)   # rank 0: one part per group with micro-batching
+        phase, size = variant[0], variant[2]
+        assert got["passes"] == (1 if not size else 2 if phase == 0 else 3)   # rank 0's parts: 1 group per part
         scale = max(float(d.abs().max()) for d in ref["delta"].values())
         err = max(float((got["delta"][k] - d).abs().max()) for k, d in ref["delta"].items())
         print(f"{config} {variant}: max |update diff| {err:.3g}, largest update {scale:.3g}")
