@@ -134,3 +134,24 @@ def test_a_short_clip_under_pair_shuffles_is_frame_shuffled_with_a_warning(promp
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 2 and "2 frame(s)" in warned[0] and "shuffled by frame instead of by pair" in warned[0]
     assert "not shuffled" in warned[1] and repr(prompts.samples[1].record.problem_id) in warned[1]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_loss_forward_keeps_no_float32_logits(shared, model, prompts, processor):
+    """The policy forward under bf16 autocast, as the trainer runs it: autograd keeps the bf16 logits and no
+    float32 tensor over the vocabulary (before issue 35: a float32 copy of every completion row's logits)."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    tokens = _completions(processor, 3 * G, seed=4)
+    part = loss_parts(prompts.batch, tokens, torch.ones(3 * G), G, pad_token_id(processor), shared=shared,
+                      per_part=3)[0]
+    saved: list[tuple[torch.dtype, tuple[int, ...]]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append((t.dtype, tuple(t.shape)))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        logp = completion_logps(model, part.inputs, part.ids, 0.7)
+    over_vocab = [(dtype, shape) for dtype, shape in saved if shape and shape[-1] == vocab]
+    assert logp.dtype == torch.float32 and over_vocab
+    assert all(dtype == torch.bfloat16 for dtype, _ in over_vocab), over_vocab
