@@ -26,6 +26,10 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
   tensors, same second_per_grid_ts) with the generated token ids appended as they were generated; with
   `shared` (config `shared_prefix`) each prompt once with its G completions packed after it
   (`videor1.rl.shared_prefix`: same log-probs and gradients, one vision pass and P + GC tokens per group).
+- `loss_parts`: the loss micro-batches (`loss_micro_batch_size`: whole groups each); `loss_normaliser`: the
+  count every process divides its loss sum by (the whole step's, over all processes), so micro-batches and
+  processes add up to the one-pass, one-process loss.
+- `shuffle_unit_for`: how a clip too short for pair shuffles is shuffled (by frame; a 1-frame clip not at all).
 """
 
 from __future__ import annotations
