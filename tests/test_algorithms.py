@@ -10,11 +10,13 @@ import torch
 from videor1.rl.algorithms import (
     ADVANTAGES,
     LOSS_AGGREGATIONS,
+    aggregate,
     group_advantages,
     group_mean_std,
     informative_groups,
     k3_kl,
     length_bonus,
+    loss_count,
     policy_loss,
     selective_log_softmax,
     temporal_advantage_shift,
@@ -204,7 +206,8 @@ def _ratios_case():
     ("bnpo", {}, 4.12 / 5),
     ("dr_grpo", {"max_completion_length": 4}, 4.12 / (2 * 4)),
     ("dapo", {}, 4.12 / 5),
-    ("dapo", {"global_num_tokens": 20, "num_processes": 2}, 4.12 / 10),
+    ("dapo", {"normaliser": 10.0}, 4.12 / 10),   # the trainer's: 20 tokens on 2 processes -> 20 / 2
+    ("grpo", {"normaliser": 4.0}, ((-1.28 - 1.0) / 2 + (1.6 + 2.2 + 2.6) / 3) / 4),
 ])
 def test_policy_loss_aggregations(loss_type, kwargs, expected):
     logp, old, adv, mask = _ratios_case()
@@ -248,6 +251,16 @@ def test_selective_log_softmax_matches_log_softmax():
     ids = torch.randint(0, 11, (2, 5))
     expected = torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(selective_log_softmax(logits, ids), expected, atol=1e-6)
+    expected = torch.log_softmax(logits / 0.7, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(selective_log_softmax(logits, ids, 0.7), expected, atol=1e-6)
+
+
+def test_loss_counts_and_an_empty_normaliser():
+    _, _, _, mask = _ratios_case()   # 2 sequences, 5 tokens
+    assert loss_count("grpo", mask) == 2.0 and loss_count("bnpo", mask) == loss_count("dapo", mask) == 5.0
+    assert loss_count("dr_grpo", mask, 4) == 8.0
+    with pytest.raises(ValueError, match="normaliser must be > 0"):
+        aggregate("grpo", torch.ones(2, 3), mask, 0.0)
 
 
 def test_informative_groups_keeps_groups_whose_rewards_differ():

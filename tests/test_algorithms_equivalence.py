@@ -4,16 +4,15 @@ The hand-computed cases live in test_algorithms.py; here every vectorised functi
 obvious loop over groups / rows / tokens (as verl's test_core_algos_on_cpu does), with group ids that are
 non-contiguous, unequal in size and include groups of one.
 
-The last tests check what data-parallel training computes: each process aggregates its half of the batch
-(DAPO with the global token count, as rl/trainer.py `_optimise` passes it), the gradients are averaged
-over processes, so the effective loss is the MEAN of the per-process losses. Findings:
+The last tests check what data-parallel training computes: each process aggregates its part of the batch,
+divided by the GLOBAL count over processes / processes (rl/step.py `loss_normaliser`, as rl/trainer.py
+`_optimise` passes it), the gradients are averaged over processes, so the effective loss is the MEAN of the
+per-process losses; loss micro-batches inside a process add up the same way. Findings:
 
-- dapo: mean of per-process losses == one-process loss for ANY split (that is what global_num_tokens is for).
-- dr_grpo: equal only when every process has the same number of completions (the normaliser is the local
-  B * max_completion_length); the trainer gives each process the same prompts_per_step x n, so it holds there.
-- grpo: mean of per-sequence means; equal for equal-sized splits, NOT for unequal ones.
-- bnpo: local token mean; equal only when every process has the same number of completion tokens, which
-  is not true in general (documented by a test that finds a counter-example).
+- every loss type (grpo, bnpo, dr_grpo, dapo) then equals the one-process, one-pass loss for ANY split,
+  value and gradient, also when the processes hold different numbers of completions;
+- with each process's LOCAL count (TRL's grpo / bnpo / dr_grpo, our code before issue 35) they do not
+  (a counter-example documents it).
 """
 
 from __future__ import annotations
@@ -24,9 +23,10 @@ import pytest
 import torch
 
 from videor1.rl.algorithms import (
-    LOSS_AGGREGATIONS,
+    aggregate,
     group_advantages,
     group_mean_std,
+    loss_count,
     selective_log_softmax,
     temporal_bonus,
 )
@@ -76,24 +76,26 @@ def _loop_advantages(rewards: list[float], ids: list[int], scale: str, eps: floa
 
 
 def _loop_aggregate(name: str, per_token: list[list[float]], mask: list[list[float]], max_len: int,
-                    global_tokens: float | None = None, processes: int = 1) -> float:
+                    normaliser: float | None = None) -> float:
     rows = [(sum(t * m for t, m in zip(tr, mr)), sum(mr)) for tr, mr in zip(per_token, mask)]
     total, count = sum(s for s, _ in rows), sum(c for _, c in rows)
     if name == "grpo":
-        return sum(s / max(c, 1) for s, c in rows) / len(rows)
-    if name == "bnpo":
-        return total / max(count, 1)
-    if name == "dr_grpo":
-        return total / (len(rows) * max_len)
-    if name == "dapo":
-        return total / (max(count, 1) if global_tokens is None else max(global_tokens, 1.0) / processes)
-    raise KeyError(name)
+        terms, local = sum(s / max(c, 1) for s, c in rows), len(rows)
+    elif name in ("bnpo", "dapo"):
+        terms, local = total, count
+    elif name == "dr_grpo":
+        terms, local = total, len(rows) * max_len
+    else:
+        raise KeyError(name)
+    return terms / (max(local, 1) if normaliser is None else normaliser)
 
 
 def _aggregate(name: str, per_token: torch.Tensor, mask: torch.Tensor, max_len: int,
-               global_tokens: float | None = None, processes: int = 1) -> torch.Tensor:
-    return LOSS_AGGREGATIONS.get(name)(per_token, mask, max_completion_length=max_len,
-                                       global_num_tokens=global_tokens, num_processes=processes)
+               normaliser: float | None = None) -> torch.Tensor:
+    """The loss `policy_loss` aggregates: the local count (clamped to 1) unless a normaliser is given."""
+    if normaliser is None:
+        normaliser = max(loss_count(name, mask, max_len), 1.0)
+    return aggregate(name, per_token, mask, normaliser)
 
 
 # ------------------------------------------------------------------------------------ group stats
@@ -179,17 +181,16 @@ def test_loss_aggregation_matches_loop(seed, name):
     per_token = torch.randn(b, length, generator=g, dtype=torch.float64)
     mask = _random_mask(b, length, g)
     max_len = length + int(torch.randint(0, 5, (1,), generator=g))
-    global_tokens = None if seed % 3 == 0 else float(mask.sum()) + float(torch.randint(0, 50, (1,), generator=g))
-    processes = 1 + seed % 4
-    got = _aggregate(name, per_token, mask, max_len, global_tokens, processes)
-    ref = _loop_aggregate(name, per_token.tolist(), mask.tolist(), max_len, global_tokens, processes)
+    normaliser = None if seed % 3 == 0 else float(torch.randint(1, 50, (1,), generator=g)) / (1 + seed % 4)
+    got = _aggregate(name, per_token, mask, max_len, normaliser)
+    ref = _loop_aggregate(name, per_token.tolist(), mask.tolist(), max_len, normaliser)
     assert float(got) == pytest.approx(ref, rel=1e-10, abs=1e-12)
 
 
 def test_empty_mask_gives_zero_not_nan():
     per_token, mask = torch.randn(3, 5, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64)
     for name in AGGREGATIONS:
-        assert float(_aggregate(name, per_token, mask, 5, 0.0 if name == "dapo" else None)) == 0.0
+        assert float(_aggregate(name, per_token, mask, 5)) == 0.0
 
 
 # -------------------------------------------------------------------------------------- log-probs
@@ -207,14 +208,18 @@ def test_selective_log_softmax_matches_gather(seed, dtype):
 
 
 # --------------------------------------------------------------------- data-parallel equivalence
-def _two_process_loss(name: str, per_token: torch.Tensor, mask: torch.Tensor, max_len: int,
-                      split: int) -> torch.Tensor:
-    """What two data-parallel processes optimise: each aggregates its rows (DAPO with the global token
-    count gathered as in rl/trainer.py `_optimise`), gradients are averaged, i.e. the losses are averaged."""
-    halves = [(per_token[:split], mask[:split]), (per_token[split:], mask[split:])]
-    global_tokens = float(sum(m.sum() for _, m in halves)) if name == "dapo" else None
-    losses = [_aggregate(name, t, m, max_len, global_tokens, processes=2) for t, m in halves]
-    return sum(losses) / 2
+def _split_loss(name: str, per_token: torch.Tensor, mask: torch.Tensor, max_len: int,
+                processes: list[list[slice]], *, local: bool = False) -> torch.Tensor:
+    """What data-parallel processes optimise, each holding the micro-batches `processes[r]` (row slices):
+    each micro-batch's loss is divided by the global count / processes (`loss_normaliser`), or, with
+    `local`, each process divides by its own count (TRL's grpo / bnpo / dr_grpo); gradients are averaged
+    over processes, i.e. the losses are averaged."""
+    world = len(processes)
+    counts = [sum(loss_count(name, mask[s], max_len) for s in parts) for parts in processes]
+    normalisers = [max(c, 1.0) for c in counts] if local else [max(sum(counts), 1.0) / world] * world
+    losses = [sum(aggregate(name, per_token[s], mask[s], n) for s in parts)
+              for parts, n in zip(processes, normalisers)]
+    return sum(losses) / world
 
 
 def _batch(seed: int, b: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -228,53 +233,39 @@ def _batch(seed: int, b: int) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 @pytest.mark.parametrize("name", AGGREGATIONS)
 @pytest.mark.parametrize("seed", range(20))
-def test_two_processes_equal_one_on_equal_halves(seed, name):
-    """Equal halves (the trainer gives each process prompts_per_step x n completions): all four agree,
-    value and gradient."""
-    b = 2 * int(torch.randint(1, 6, (1,), generator=_gen(1000 + seed)))
+def test_any_split_over_processes_and_micro_batches_equals_one_pass(seed, name):
+    """Two processes holding unequal numbers of rows (one may hold a single row), each in one or several
+    micro-batches: value and gradient equal the one-process, one-pass loss, for every loss type."""
+    g = _gen(2000 + seed)
+    b = int(torch.randint(2, 11, (1,), generator=g))
     per_token, mask, length = _batch(seed, b)
-    one = _aggregate(name, per_token, mask, length, None, 1)
-    two = _two_process_loss(name, per_token, mask, length, b // 2)
-    if name == "bnpo":
-        # bnpo is a LOCAL token mean: it agrees only when both halves hold the same number of tokens
-        if float(mask[: b // 2].sum()) != float(mask[b // 2:].sum()):
-            return  # see test_grpo_bnpo_dr_grpo_are_not_split_invariant
-    assert two.item() == pytest.approx(one.item(), rel=1e-10, abs=1e-12)
+    one = _aggregate(name, per_token, mask, length)
     (g_one,) = torch.autograd.grad(one, per_token)
-    (g_two,) = torch.autograd.grad(two, per_token)
-    torch.testing.assert_close(g_two, g_one, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_dapo_two_processes_equal_one_on_any_split(seed):
-    """DAPO's global token count makes the split irrelevant, even one process holding a single row."""
-    b = int(torch.randint(2, 11, (1,), generator=_gen(2000 + seed)))
-    per_token, mask, length = _batch(seed, b)
-    one = _aggregate("dapo", per_token, mask, length, None, 1)
     for split in range(1, b):
-        two = _two_process_loss("dapo", per_token, mask, length, split)
+        step = int(torch.randint(1, b, (1,), generator=g))   # micro-batch rows
+        processes = [[slice(s, min(s + step, e)) for s in range(a, e, step)] for a, e in ((0, split), (split, b))]
+        two = _split_loss(name, per_token, mask, length, processes)
         assert two.item() == pytest.approx(one.item(), rel=1e-10, abs=1e-12)
-    # and the one-process dapo is the token mean of the batch, i.e. bnpo on one process
-    assert one.item() == pytest.approx(_aggregate("bnpo", per_token, mask, length).item(), rel=1e-12)
+        (g_two,) = torch.autograd.grad(two, per_token)
+        torch.testing.assert_close(g_two, g_one, rtol=1e-10, atol=1e-12)
+    # and the one-process dapo is the token mean of the batch, i.e. bnpo
+    assert one.item() == pytest.approx(_aggregate("bnpo" if name == "dapo" else name, per_token, mask,
+                                                  length).item(), rel=1e-12)
 
 
-def test_grpo_bnpo_dr_grpo_are_not_split_invariant():
-    """Counter-examples, documenting why only dapo takes the global token count."""
+def test_local_counts_are_not_split_invariant():
+    """Counter-examples: dividing by each process's own count (TRL's grpo / bnpo / dr_grpo) weighs a row by
+    its process's batch size; the global count does not."""
     per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]],
                              dtype=torch.float64)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float64)
+    halves = [[slice(0, 1)], [slice(1, 3)]]
     # one process: grpo = (1 + 0 + 4) / 3; bnpo = (4 + 0 + 4) / 7; dr_grpo = 8 / (3 * 4)
-    assert float(_aggregate("grpo", per_token, mask, 4)) == pytest.approx(5 / 3)
-    assert float(_aggregate("bnpo", per_token, mask, 4)) == pytest.approx(8 / 7)
-    assert float(_aggregate("dr_grpo", per_token, mask, 4)) == pytest.approx(8 / 12)
-    # split 1 | 2: grpo (1 + (0 + 4) / 2) / 2 = 1.5; bnpo (1 + 4 / 3) / 2 = 7 / 6; dr_grpo (4/4 + 4/8) / 2 = 0.75
-    assert float(_two_process_loss("grpo", per_token, mask, 4, 1)) == pytest.approx(1.5)
-    assert float(_two_process_loss("bnpo", per_token, mask, 4, 1)) == pytest.approx(7 / 6)
-    assert float(_two_process_loss("dr_grpo", per_token, mask, 4, 1)) == pytest.approx(0.75)
-    # dapo: 8 / 7 either way
-    assert float(_two_process_loss("dapo", per_token, mask, 4, 1)) == pytest.approx(8 / 7)
-    # bnpo even on equal halves differs when the halves hold different token counts
-    pt = torch.tensor([[1.0, 1.0], [3.0, 0.0]], dtype=torch.float64)
-    mk = torch.tensor([[1, 1], [1, 0]], dtype=torch.float64)
-    assert float(_aggregate("bnpo", pt, mk, 2)) == pytest.approx(5 / 3)
-    assert float(_two_process_loss("bnpo", pt, mk, 2, 1)) == pytest.approx(2.0)
+    expected = {"grpo": 5 / 3, "bnpo": 8 / 7, "dr_grpo": 8 / 12, "dapo": 8 / 7}
+    # split 1 | 2 with local counts: grpo (1 + (0 + 4) / 2) / 2 = 1.5; bnpo (1 + 4 / 3) / 2 = 7 / 6;
+    # dr_grpo (4/4 + 4/8) / 2 = 0.75
+    local = {"grpo": 1.5, "bnpo": 7 / 6, "dr_grpo": 0.75, "dapo": 7 / 6}
+    for name in AGGREGATIONS:
+        assert float(_aggregate(name, per_token, mask, 4)) == pytest.approx(expected[name])
+        assert float(_split_loss(name, per_token, mask, 4, halves)) == pytest.approx(expected[name])
+        assert float(_split_loss(name, per_token, mask, 4, halves, local=True)) == pytest.approx(local[name])

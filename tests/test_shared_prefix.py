@@ -80,8 +80,7 @@ def _run(model, prompts, tokens, n, pad, *, shared, loss_type="grpo", ref=None, 
     logp = completion_logps(model, inputs, ids, 0.7)
     old, ref_logp, adv = extra
     out = policy_loss(logp, logp.detach() + old, adv, mask, ref_logp=logp.detach() + ref_logp, beta=0.04,
-                      epsilon=0.2, loss_type=loss_type, max_completion_length=ids.shape[1],
-                      global_num_tokens=float(mask.sum()))
+                      epsilon=0.2, loss_type=loss_type, max_completion_length=ids.shape[1])
     out.loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
     return logp.detach(), ids, mask, out.loss.detach(), grads

@@ -58,12 +58,15 @@ LAUNCHER = textwrap.dedent('''
 
 def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_processes: int = 2,
            extra_env: dict[str, str] | None = None, timeout: int = RUN_TIMEOUT_S,
-           script_text: str = LAUNCHER, python: str = sys.executable) -> subprocess.CompletedProcess:
+           script_text: str = LAUNCHER, script: Path | None = None,
+           python: str = sys.executable) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes N` of the RL or SFT
-    trainer with `overrides` (or of `script_text` with arguments `kind, *overrides`); fails the test (with the
-    output tail) on a non-zero exit or a timeout. `python`: the interpreter whose venv's `accelerate` launches."""
-    script = tmp / "launch_engine.py"
-    script.write_text(script_text)
+    trainer with `overrides` (or of `script`, a file, or `script_text`, with arguments `kind, *overrides`); fails
+    the test (with the output tail) on a non-zero exit or a timeout. `python`: the interpreter whose venv's
+    `accelerate` launches."""
+    if script is None:
+        script = tmp / "launch_engine.py"
+        script.write_text(script_text)
     accelerate = str(Path(python).parent / "accelerate")
     cmd = [accelerate, "launch", "--config_file", str(REPO / "configs" / "accelerate" / f"{config}.yaml"),
            "--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",

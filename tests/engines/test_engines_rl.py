@@ -2,8 +2,8 @@
 
 Each run asserts the engine that really ran (engine.yaml: distributed type and optimizer class, so a fallback
 to DDP fails), that the processes agree (one metrics log, rank-summed counts), that weights moved, that a resume
-from checkpoint-2 continues bit-identically, and that final/ loads with from_pretrained equal to the
-optimizer's own fp32 weights (DeepSpeed's checkpoint, via zero_to_fp32).
+from checkpoint-2 continues bit-identically (the loss in micro-batches of one group), and that final/ loads with
+from_pretrained equal to the optimizer's own fp32 weights (DeepSpeed's checkpoint, via zero_to_fp32).
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def _overrides(model: Path, data: Path, tmp: Path, out: Path) -> list[str]:
             "lr_scheduler=constant", "top_p=1.0", "rewards=[engine_test_variety]", "save_steps=2",
             "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
             "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136",
-            "num_threads=1", f"seed={SEED}", "max_skipped_fraction=0.5"]
+            "num_threads=1", f"seed={SEED}", "max_skipped_fraction=0.5",
+            # one group per loss pass: 2 passes per process; a process without a prompt runs its dummy and a
+            # zero-weighted filler (ZeRO-3 needs the same forwards and backwards on every process)
+            "loss_micro_batch_size=2"]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

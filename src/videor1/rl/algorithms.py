@@ -20,6 +20,11 @@ Where we depart from the paper / the reference code:
 - The std of a group is the unbiased one (as torch.std, TRL and the reference); a group of one
   completion has std 0 (not NaN), so its advantage is 0.
 - The loss is on the response tokens only (the mask covers the completion up to and including EOS).
+- Every loss_type divides by the count of the WHOLE batch (`loss_count`: sequences, tokens, or sequences x
+  max_completion_length), summed over processes and loss micro-batches by the trainer, as verl does; TRL's
+  grpo / bnpo / dr_grpo divide each process's sum by its own count, so with unequal batches per process
+  (dynamic sampling, skipped samples) a completion weighs more on a process that kept fewer. bnpo is
+  therefore the same as dapo here (both the token mean over the global batch).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 
 from videor1.registry import Registry
 from videor1.rewards.accuracy import CORRECT_THRESHOLD
+from videor1.train.logprobs import token_logprobs
 
 ADV_EPS = 1e-4  # added to the std, as the reference
 SCALE_REWARDS = ("group", "batch", "none")
@@ -38,7 +44,7 @@ TEMPORAL_COMPARISONS = ("gt", "ge")
 TEMPORAL_BONUS_MODES = ("reward", "advantage")  # where T-GRPO's bonus enters (see `temporal_advantages`)
 
 ADVANTAGES: Registry[Callable[..., torch.Tensor]] = Registry("advantage estimator")
-LOSS_AGGREGATIONS: Registry[Callable[..., torch.Tensor]] = Registry("loss_type")
+LOSS_AGGREGATIONS: Registry[Aggregation] = Registry("loss_type")  # loss_type -> `Aggregation`
 
 
 # ------------------------------------------------------------------------------------- group stats
@@ -235,17 +241,11 @@ def length_bonus(accuracy: torch.Tensor, lengths: torch.Tensor, group_ids: torch
 
 
 # ------------------------------------------------------------------------------------------- losses
-def selective_log_softmax(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """log p(token) under `logits`. logits: [B, L, V]; token_ids: [B, L] -> [B, L] float32.
-
-    Computed row by row to keep the [B, L, V] float32 log-softmax from being materialised at once.
-    """
-    out = []
-    for row_logits, row_ids in zip(logits, token_ids):
-        row_logits = row_logits.float()
-        picked = row_logits.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1)
-        out.append(picked - torch.logsumexp(row_logits, dim=-1))
-    return torch.stack(out)
+def selective_log_softmax(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) under logits / temperature. logits: [B, L, V] (any float dtype); token_ids: [B, L] -> [B, L]
+    float32. Chunked, with its own backward: no float32 copy of the logits is kept for backward
+    (`videor1.train.logprobs.token_logprobs`)."""
+    return token_logprobs(logits, token_ids, temperature=temperature)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -267,14 +267,17 @@ class PolicyLoss:
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
                 ref_logp: torch.Tensor | None = None, beta: float = 0.0, epsilon: float = 0.2,
                 epsilon_high: float | None = None, loss_type: str = "grpo",
-                max_completion_length: int | None = None, global_num_tokens: float | None = None,
-                num_processes: int = 1) -> PolicyLoss:
+                max_completion_length: int | None = None, normaliser: float | None = None) -> PolicyLoss:
     """Clipped GRPO surrogate with a k3 KL penalty, aggregated by `loss_type`.
 
     logp, old_logp, ref_logp: [B, L] per-token log-probs (policy with grad; rollout policy; reference);
     advantages: [B]; mask: [B, L] 1 on completion tokens. Per token:
     ratio = exp(logp - old_logp); l = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A) + beta * KL.
     With beta == 0, ref_logp is not needed (no reference model exists).
+
+    The loss is `row_terms(...).sum() / normaliser` (`aggregate`): the normaliser defaults to this batch's
+    own count (`loss_count`: one process, one pass). A trainer that splits the batch (processes, loss
+    micro-batches) passes the count of the whole batch, so that the parts' losses add up to the whole's.
     """
     if beta != 0.0 and ref_logp is None:
         raise ValueError("beta != 0 needs the reference model's log-probs (ref_logp)")
@@ -289,9 +292,9 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
         per_token = per_token + beta * kl
     else:
         kl = torch.zeros_like(logp)
-    aggregate = LOSS_AGGREGATIONS.get(loss_type)
-    loss = aggregate(per_token, mask, max_completion_length=max_completion_length,
-                     global_num_tokens=global_num_tokens, num_processes=num_processes)
+    if normaliser is None:
+        normaliser = max(loss_count(loss_type, mask, max_completion_length), 1.0)
+    loss = aggregate(loss_type, per_token, mask, normaliser)
     with torch.no_grad():
         is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
         stats = [masked_mean(x, mask) for x in (kl, is_clipped.to(logp.dtype), ratio)]
@@ -304,38 +307,63 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-@LOSS_AGGREGATIONS.register("grpo")
-def _agg_grpo(per_token: torch.Tensor, mask: torch.Tensor, **_: object) -> torch.Tensor:
-    """Mean over each sequence's tokens, then mean over sequences (the paper / reference)."""
-    per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    return per_seq.mean()
+# ------------------------------------------------------------------------------------- loss types
+@dataclass(frozen=True)
+class Aggregation:
+    """A `loss_type`: the loss is sum over rows of `row_terms` / normaliser, and the normaliser of a whole
+    batch is the sum of its parts' `count`s. Splitting the batch (over processes, over loss micro-batches)
+    and dividing every part by the WHOLE batch's count therefore gives the one-pass loss and gradient.
+
+    row_terms(per_token [B, L], mask [B, L]) -> [B]; count(mask [B, L], max_completion_length) -> float."""
+
+    row_terms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    count: Callable[[torch.Tensor, int | None], float]
+    doc: str = ""
 
 
-@LOSS_AGGREGATIONS.register("bnpo")
-def _agg_bnpo(per_token: torch.Tensor, mask: torch.Tensor, **_: object) -> torch.Tensor:
-    """Mean over all completion tokens of the local batch."""
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+def _token_sums(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (per_token * mask).sum(-1)
 
 
-@LOSS_AGGREGATIONS.register("dr_grpo")
-def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, *, max_completion_length: int | None = None,
-                 **_: object) -> torch.Tensor:
-    """Sum over tokens / (B * max_completion_length): a constant normaliser (Dr. GRPO)."""
+def _sequence_means(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def _rows(mask: torch.Tensor, _: int | None) -> float:
+    return float(mask.shape[0])
+
+
+def _tokens(mask: torch.Tensor, _: int | None) -> float:
+    return float(mask.sum())
+
+
+def _rows_times_length(mask: torch.Tensor, max_completion_length: int | None) -> float:
     if not max_completion_length:
         raise ValueError("loss_type 'dr_grpo' needs max_completion_length")
-    return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
+    return float(mask.shape[0] * max_completion_length)
 
 
-@LOSS_AGGREGATIONS.register("dapo")
-def _agg_dapo(per_token: torch.Tensor, mask: torch.Tensor, *, global_num_tokens: float | None = None,
-              num_processes: int = 1, **_: object) -> torch.Tensor:
-    """Token mean over the GLOBAL batch: sum / (global token count / processes).
+LOSS_AGGREGATIONS.register("grpo")(Aggregation(
+    _sequence_means, _rows, "mean over each sequence's tokens, then over the sequences (the paper / reference)"))
+LOSS_AGGREGATIONS.register("bnpo")(Aggregation(
+    _token_sums, _tokens, "mean over every completion token of the batch (all processes): as dapo"))
+LOSS_AGGREGATIONS.register("dapo")(Aggregation(
+    _token_sums, _tokens, "token mean over the global batch (DAPO, verl's token-mean)"))
+LOSS_AGGREGATIONS.register("dr_grpo")(Aggregation(
+    _token_sums, _rows_times_length, "token sum / (sequences x max_completion_length): Dr. GRPO's constant"))
 
-    Data-parallel training averages gradients over processes, so dividing each rank's sum by
-    global_num_tokens / num_processes gives sum(all tokens) / global_num_tokens overall. Without
-    global_num_tokens the local count is used (equal to "bnpo" on one process).
-    """
-    total = mask.sum().clamp(min=1) if global_num_tokens is None else torch.as_tensor(
-        max(float(global_num_tokens), 1.0) / num_processes, dtype=per_token.dtype)
-    return (per_token * mask).sum() / total
 
+def loss_count(loss_type: str, mask: torch.Tensor, max_completion_length: int | None = None) -> float:
+    """The count `loss_type` divides by, over the rows of `mask` [B, L]: sequences (grpo), completion tokens
+    (bnpo, dapo) or sequences x max_completion_length (dr_grpo). Sum it over every part of a batch."""
+    return LOSS_AGGREGATIONS.get(loss_type).count(mask, max_completion_length)
+
+
+def aggregate(loss_type: str, per_token: torch.Tensor, mask: torch.Tensor, normaliser: float) -> torch.Tensor:
+    """sum over rows of the `loss_type`'s row terms / normaliser. per_token, mask: [B, L] -> []. With
+    `normaliser` = `loss_count` of a whole batch, these rows' share of that batch's loss (the shares of
+    a batch's parts add up to its loss). `normaliser` must be > 0."""
+    if not normaliser > 0:
+        raise ValueError(f"aggregate: the normaliser must be > 0, got {normaliser}")
+    terms = LOSS_AGGREGATIONS.get(loss_type).row_terms(per_token, mask.to(per_token.dtype))
+    return terms.sum() / float(normaliser)

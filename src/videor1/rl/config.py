@@ -68,13 +68,17 @@ class RLConfig:
     beta: float = 0.04  # KL coefficient (k3 estimator); 0 means no reference model at all
     epsilon: float = 0.2  # lower clip: ratio >= 1 - epsilon
     epsilon_high: Optional[float] = None  # upper clip 1 + epsilon_high (None: epsilon; DAPO clip-higher: 0.28)
-    loss_type: str = "grpo"  # token aggregation: grpo | bnpo | dr_grpo | dapo (algorithms.LOSS_AGGREGATIONS)
+    loss_type: str = "grpo"  # token aggregation: grpo | bnpo | dr_grpo | dapo (algorithms.LOSS_AGGREGATIONS),
+    #   each divided by the count of the whole step on all processes (bnpo = dapo: the global token mean)
     num_iterations: int = 1  # optimisation passes per rollout batch (old log-probs kept from the rollout)
     dynamic_sampling: bool = False  # DAPO's filter: groups whose rewards are all equal (all right or all wrong:
     #   advantage 0) are dropped before the loss, which then averages over the informative groups only and
     #   skips the others' forward/backward (kept_group_rate in the metrics; with beta > 0 their KL term goes too);
     #   a step with no informative group anywhere makes no update. Draw more prompts_per_step to keep the
     #   batch (algorithms.informative_groups)
+    mask_truncated_completions: bool = False  # DAPO's overlong filtering: completions that hit max_completion_length
+    #   (no end token) get zero loss weight (their mask is zeroed; for grpo / dr_grpo they still count as
+    #   sequences in the normaliser, as TRL). The truncated_ratio metric is logged either way
     # --- T-GRPO temporal bonus
     alpha: float = 0.3  # bonus for correct ordered completions when ordered beats shuffled
     mu: float = 0.8  # bonus when p > mu * p~ (reference code 0.8; the authors meant 1.0, similar results)
@@ -116,6 +120,10 @@ class RLConfig:
     remote: RemoteConfig = field(default_factory=RemoteConfig)  # rollout server settings
     # --- runtime
     gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
+    loss_micro_batch_size: int = 0  # completions per loss forward/backward, rounded down to whole prompt groups
+    #                 (at least one group); 0: all of a step's completions in one pass. The gradient is that
+    #                 of one pass (every loss_type is normalised by the whole step's count); every process runs
+    #                 as many passes as the process with the most (zero-weighted dummies), as ZeRO-3 needs
     attn_implementation: str = "auto"  # auto: transformers' default; flash_attention_2 (sdpa when not installed)
     shared_prefix: bool = True  # loss forwards (policy + reference) take each group's prompt once, vision tower
     #                 included, with its G completions packed after it under a 4D attention mask
@@ -175,6 +183,8 @@ class RLConfig:
         _check(self.epsilon_high is None or self.epsilon_high >= self.epsilon,
                f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon})")
         _check(self.num_iterations >= 1, f"num_iterations must be >= 1, got {self.num_iterations}")
+        _check(self.loss_micro_batch_size >= 0, f"loss_micro_batch_size must be >= 0 (0: one pass), got "
+                                                f"{self.loss_micro_batch_size}")
         _check(self.lr_scheduler in SCHEDULERS, f"lr_scheduler: unknown {self.lr_scheduler!r}; known: "
                                                 f"{', '.join(SCHEDULERS)}")
         _check(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -14,8 +14,8 @@ from videor1.rl.config import RLConfig
 from videor1.rl.step import LossBatch
 
 CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
-              "temporal_advantage_shift",
-              "kl", "completion_length", "clip_fraction", "all_correct_rate", "all_wrong_rate", "kept_group_rate",
+              "temporal_advantage_shift", "kl", "completion_length", "truncated_ratio", "clip_fraction",
+              "all_correct_rate", "all_wrong_rate", "kept_group_rate",
               "lr", "step_time", "samples_skipped")
 SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
 
@@ -28,7 +28,7 @@ def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prom
     in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
     for key in ("loss", "kl", "clip_fraction"):
         stats[key] = (losses[key] * in_loss, in_loss)
-    keys = ["reward", "accuracy", "completion_length", "all_correct_rate", "all_wrong_rate",
+    keys = ["reward", "accuracy", "completion_length", "truncated_ratio", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
     if cfg.temporal:
         keys += ["ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate", "temporal_advantage_shift"]
@@ -44,6 +44,8 @@ def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prom
     stats["reward"] = (float(scored.rewards.sum()), n)
     stats["accuracy"] = (float(scored.accuracy.sum()), n)
     stats["completion_length"] = (batch.completion_tokens, n)
+    if scored.truncated is not None:   # completions that hit max_completion_length without an end token
+        stats["truncated_ratio"] = (float(scored.truncated.sum()), n)
     for name, values in scored.per_reward.items():
         stats[f"reward_{name}"] = (float(values.sum()), n)
     correct = (scored.accuracy > CORRECT_THRESHOLD).view(n_prompts, -1)

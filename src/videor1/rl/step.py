@@ -26,10 +26,15 @@ completion j of prompt i is row i * G + j); C = longest completion of the step i
   tensors, same second_per_grid_ts) with the generated token ids appended as they were generated; with
   `shared` (config `shared_prefix`) each prompt once with its G completions packed after it
   (`videor1.rl.shared_prefix`: same log-probs and gradients, one vision pass and P + GC tokens per group).
+- `loss_parts`: the loss micro-batches (`loss_micro_batch_size`: whole groups each); `loss_normaliser`: the
+  count every process divides its loss sum by (the whole step's, over all processes), so micro-batches and
+  processes add up to the one-pass, one-process loss.
+- `shuffle_unit_for`: how a clip too short for pair shuffles is shuffled (by frame; a 1-frame clip not at all).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -58,6 +63,9 @@ from videor1.rl.algorithms import (
 )
 from videor1.rl.config import RLConfig
 from videor1.rl.shared_prefix import is_shared, pack_groups, shared_logps
+from videor1.train.common import process_sum
+
+_log = logging.getLogger(__name__)
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -184,15 +192,34 @@ def shuffle_permutation(n_frames: int, unit: str, rng: np.random.Generator) -> l
     return [int(u) * width + k for u in order for k in range(width)]
 
 
+def shuffle_unit_for(n_frames: int, unit: str) -> str | None:
+    """The unit a clip of n_frames frames is shuffled by under the configured `unit` (the documented rule
+    for short clips): "pair" needs an even count of at least 4 frames (two pairs); a clip that has fewer, or
+    an odd count, is shuffled frame by frame instead; a clip of fewer than 2 frames cannot be shuffled at
+    all (None: no shuffled rollouts, so its group gets no temporal bonus, like an image)."""
+    if unit == "pair" and n_frames >= 4 and n_frames % 2 == 0:
+        return "pair"
+    return "frame" if n_frames >= 2 else None
+
+
 def shuffled_samples(prompts: Prompts, *, seed: int, step: int, unit: str) -> tuple[list[Sample], list[int]]:
-    """A frame-shuffled copy of each video sample and the prompt index (0..K-1) it belongs to."""
+    """A frame-shuffled copy of each video sample and the prompt index (0..K-1) it belongs to. A clip too
+    short for `unit` is shuffled as `shuffle_unit_for` says, with a warning naming the record."""
     out, owners = [], []
     for i, (sample, pos) in enumerate(zip(prompts.samples, prompts.positions)):
         clip = sample.media
         if getattr(clip, "frames", None) is None:  # an image: no shuffle, no bonus
             continue
+        n_frames = len(clip.frames)
+        used = shuffle_unit_for(n_frames, unit)
+        if used != unit:
+            what = f"shuffled by frame instead of by {unit}" if used else "not shuffled (no temporal bonus)"
+            _log.warning("step %d, record %r: clip of %d frame(s) under shuffle_unit %r: %s", step,
+                         sample.record.problem_id, n_frames, unit, what)
+        if used is None:
+            continue
         rng = np.random.default_rng([seed, step, pos, 1])
-        perm = shuffle_permutation(len(clip.frames), unit, rng)
+        perm = shuffle_permutation(n_frames, used, rng)
         out.append(Sample(record=sample.record, media=clip.permuted(perm), messages=sample.messages))
         owners.append(i)
     return out, owners
@@ -230,6 +257,7 @@ class Scored:
     length: torch.Tensor  # length bonus
     group_ids: torch.Tensor  # prompt index 0..K-1 of each ordered completion
     advantages: torch.Tensor
+    truncated: torch.Tensor | None = None  # [N] bool: the completion hit max_completion_length (no end token)
 
 
 def reward_columns(samples: Sequence[Sample], n: int, completions: Sequence[Completion]) -> dict[str, list[Any]]:
@@ -295,24 +323,60 @@ def score_rollouts(cfg: RLConfig, samples: Sequence[Sample], ordered: Sequence[S
                                                   scale_rewards=cfg.scale_rewards, advantage_fn=estimator)
         shift = temporal_advantage_shift(advantages, without, group_ids, temporal.groups)
         total = total + temporal.bonus
-    return Scored(total, per_reward, accuracy, shuffled_acc, temporal, shift, length, group_ids, advantages)
+    truncated = torch.tensor([not c.finished for c in flat], dtype=torch.bool)
+    return Scored(total, per_reward, accuracy, shuffled_acc, temporal, shift, length, group_ids, advantages,
+                  truncated)
 
 
 # ---------------------------------------------------------------------------------------------- loss
 @dataclass
-class LossBatch:
-    """One step's loss inputs on this process (built by the trainer from `loss_inputs`): the encoded prompts
-    with completions, their advantages and weight, and what the step's metrics need."""
+class LossPart:
+    """The inputs of one loss forward/backward (a loss micro-batch): whole prompt groups (`loss_parts`)."""
 
-    inputs: BatchFeature  # the prompt batch the rollouts used, completion tokens appended
-    ids: torch.Tensor  # completion token ids
-    mask: torch.Tensor  # 1 on completion tokens up to and including EOS
-    advantages: torch.Tensor
+    inputs: BatchFeature  # the prompt rows the rollouts used, completion tokens appended (or packed)
+    ids: torch.Tensor  # completion token ids [n, C]
+    mask: torch.Tensor  # 1 on completion tokens up to and including EOS (0 on a masked truncated completion)
+    advantages: torch.Tensor  # [n]
+
+
+@dataclass
+class LossBatch:
+    """One step's loss inputs on this process (built by the trainer): the loss micro-batches with their
+    advantages, the batch's weight, and what the step's metrics need."""
+
+    parts: list[LossPart]  # one forward/backward each (one part unless loss_micro_batch_size splits it)
     weight: float  # 0 for the dummy batch of a process without prompts (or, with dynamic sampling, without
     #                an informative group)
     scored: Scored | None  # rewards and bonuses of every ordered completion (None without prompts)
     completion_tokens: float = 0.0  # tokens of every ordered completion (the loss may use fewer)
     kept_groups: int = 0  # prompt groups in the loss (all of them unless dynamic sampling dropped some)
+
+
+def groups_per_part(loss_micro_batch_size: int, n: int, n_groups: int) -> int:
+    """Prompt groups per loss micro-batch: all of them (0: one pass), else loss_micro_batch_size completions
+    rounded down to whole groups of n, at least one group."""
+    if loss_micro_batch_size <= 0:
+        return max(n_groups, 1)
+    return max(1, loss_micro_batch_size // n)
+
+
+def loss_parts(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], advantages: torch.Tensor, n: int,
+               pad_id: int, *, shared: bool, per_part: int, drop: torch.Tensor | None = None) -> list[LossPart]:
+    """The loss micro-batches of K = len(prompt_batch rows) groups of n completions (prompt-major, as
+    `loss_inputs`), `per_part` whole groups each (the last may have fewer). `drop` [K n] bool: completions
+    whose mask is zeroed (no loss weight: `mask_truncated_completions`); they still count as sequences
+    for grpo / dr_grpo's normaliser, as in TRL."""
+    k = len(token_ids) // n
+    out = []
+    for first in range(0, k, per_part):
+        groups = list(range(first, min(first + per_part, k)))
+        rows = [i * n + j for i in groups for j in range(n)]
+        batch = prompt_batch if len(groups) == k else select_rows(prompt_batch, groups)
+        inputs, ids, mask = loss_inputs(batch, [token_ids[r] for r in rows], n, pad_id, shared=shared)
+        if drop is not None:
+            mask = mask * (~drop[rows]).to(mask.dtype).unsqueeze(1)
+        out.append(LossPart(inputs, ids, mask, advantages[rows]))
+    return out
 
 
 def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int, *,
@@ -339,19 +403,29 @@ def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], 
 def completion_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor, temperature: float
                      ) -> torch.Tensor:
     """Per-token log-probs [N, C] of the completion ids under `model` (logits / temperature), for inputs
-    from `loss_inputs` (either layout)."""
+    from `loss_inputs` (either layout). No float32 copy of the logits is kept for backward
+    (`selective_log_softmax`)."""
     if is_shared(inputs):
         return shared_logps(model, inputs, ids, temperature)
     c = ids.shape[1]
     logits = model(**inputs, logits_to_keep=c + 1, use_cache=False).logits[:, :-1, :]
-    if temperature != 1.0:
-        logits = logits / temperature
-    return selective_log_softmax(logits, ids.to(logits.device))
+    return selective_log_softmax(logits, ids.to(logits.device), temperature)
 
 
-def dummy_inputs(processor: Any, pad_id: int) -> tuple[BatchFeature, torch.Tensor, torch.Tensor]:
+def loss_normaliser(accelerator: Any, local_count: float) -> float:
+    """What each process divides its loss sum by: the count summed over every process (at least 1) divided
+    by the number of processes. DDP, DeepSpeed and FSDP average the processes' gradients, so the result is
+    sum(all processes' terms) / global count: the one-process loss over the same groups, whatever each
+    process kept. `local_count`: this process's `algorithms.loss_count` (0 for a dummy batch). One
+    all-reduce."""
+    return max(process_sum(accelerator, local_count), 1.0) / accelerator.num_processes
+
+
+def dummy_part(processor: Any, pad_id: int) -> LossPart:
     """A one-row image prompt + one token, for a zero-weighted forward/backward on a process whose
-    prompts were all skipped (keeps collective calls equal across processes). Contributes no gradient."""
+    prompts were all skipped, or that has fewer loss micro-batches than another (keeps collective calls
+    equal across processes). Contributes no gradient."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "."}]}]
     sample = Sample(record=None, media=np.zeros((56, 56, 3), dtype=np.uint8), messages=messages)
-    return loss_inputs(encode(processor, [sample]), [[pad_id]], 1, pad_id)
+    inputs, ids, mask = loss_inputs(encode(processor, [sample]), [[pad_id]], 1, pad_id)
+    return LossPart(inputs, ids, mask, torch.zeros(1))

@@ -23,8 +23,16 @@ Where we depart from the paper and the reference code:
 - A bad sample (unreadable media, prompt too long with its vision tokens) is logged to skipped.jsonl with
   its id, counted, and skipped; the step goes on with fewer prompts (the reference swapped in a fixed
   video). A process left with no prompt makes a zero-weighted forward/backward on a dummy black-image
-  prompt; the other processes' losses are scaled by processes / processes-with-data, so the DDP / ZeRO
-  gradient average is that of the processes that had data ("dapo" is normalised by the global token count).
+  prompt. Every loss_type divides by the count of the whole step summed over processes (sequences, tokens,
+  or sequences x max_completion_length: `step.loss_normaliser`), so the DDP / ZeRO / FSDP gradient average
+  is the one-process gradient over all processes' groups, whatever each process kept (skips, dynamic
+  sampling), and a dummy batch dilutes nothing.
+- `loss_micro_batch_size` splits the loss forward/backward into micro-batches of whole prompt groups (the
+  same gradient as one pass); log-probs keep no float32 copy of the logits for backward
+  (`videor1.train.logprobs`).
+- A clip too short for `shuffle_unit: pair` is shuffled by frame (or, under 2 frames, not at all), with a
+  warning (`step.shuffle_unit_for`). `mask_truncated_completions` gives completions that hit
+  max_completion_length zero loss weight (DAPO); `truncated_ratio` is logged either way.
 - With beta == 0 no reference model is created. With DeepSpeed ZeRO-3 the reference is wrapped by its
   own inference-only DeepSpeed engine (parameters sharded like the policy's) and rollouts with the HF
   engine gather the policy's parameters once for generation (FSDP2: its units are unsharded once for it; the
@@ -33,10 +41,11 @@ Where we depart from the paper and the reference code:
 The invariant every engine needs (`tests/engines/` breaks it on purpose with mixed media, a process without a
 usable prompt, and skipped samples): **every process issues the same sequence of collective calls each step,
 whatever its data**. Enforced here: every process runs `_rollout` (under ZeRO-3 inside
-`videor1.train.engine.zero3_generation`, which makes generation local to each process, so a process with no
+`videor1.train.engine.whole_parameters` (ZeRO-3 and FSDP2), which makes generation local to each process, so a process with no
 prompt or shorter completions skips nothing the others wait for), the same number of reference and policy
-forwards and backwards (a dummy batch where it has nothing), each forward with as many vision-tower calls as
-the process with the most media kinds (`equal_vision_calls`), and the same all-reduces (`process_sum`).
+forwards and backwards (a dummy batch where it has nothing or fewer loss micro-batches), each forward with as
+many vision-tower calls as the process with the most media kinds (`equal_vision_calls`), and the same
+all-reduces (`process_sum`).
 - Log-probs use logits / temperature (the sampling distribution before top-p).
 """
 
@@ -64,18 +73,21 @@ from videor1.limits import limits_in_force
 from videor1.model.families import fit_media_specs
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor
-from videor1.rl.algorithms import informative_groups, policy_loss
+from videor1.rl.algorithms import informative_groups, loss_count, policy_loss
 from videor1.rl.config import RLConfig
 from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
 from videor1.rl.shared_prefix import check_model
 from videor1.rl.step import (
     LossBatch,
+    LossPart,
     Prompts,
     PromptSource,
     completion_logps,
-    dummy_inputs,
+    dummy_part,
     generate_rollouts,
-    loss_inputs,
+    groups_per_part,
+    loss_normaliser,
+    loss_parts,
     score_rollouts,
     shuffled_samples,
 )
@@ -84,7 +96,8 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
                                   seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
-from videor1.train.engine import announce_engine, equal_vision_calls, make_accelerator, padding_loss, whole_parameters
+from videor1.train.engine import (announce_engine, equal_vision_calls, make_accelerator, max_over_processes,
+                                  padding_loss, whole_parameters)
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
@@ -188,7 +201,7 @@ class _Run:
 
 
 def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> LossBatch:
-    """Generate G ordered (+ G~ shuffled) completions per prompt, score them, build the loss inputs.
+    """Generate G ordered (+ G~ shuffled) completions per prompt, score them, build the loss micro-batches.
 
     A process left without prompts gets a zero-weighted dummy batch, so every process makes the same
     collective calls.
@@ -196,8 +209,7 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     cfg, G = run.cfg, run.cfg.num_generations
     with _generation_context(cfg, run.model, run.accelerator):
         if not prompts.samples:
-            inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
-            return LossBatch(inputs, ids, mask, torch.zeros(1), 0.0, None)
+            return LossBatch([dummy_part(run.processor, run.pad_id)], 0.0, None)
         shuffled, owners = shuffled_samples(prompts, seed=cfg.seed, step=step, unit=cfg.shuffle_unit) \
             if cfg.temporal else ([], [])
         ordered, shuffled_out = generate_rollouts(run.engine, prompts.samples, shuffled, params, G,
@@ -208,58 +220,100 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     if cfg.dynamic_sampling:   # DAPO: groups with all rewards equal have no advantage; drop them
         keep = torch.nonzero(informative_groups(scored.rewards, scored.group_ids)).flatten().tolist()
         if not keep:
-            inputs, ids, mask = dummy_inputs(run.processor, run.pad_id)
-            return LossBatch(inputs, ids, mask, torch.zeros(1), 0.0, scored, tokens, 0)
+            return LossBatch([dummy_part(run.processor, run.pad_id)], 0.0, scored, tokens, 0)
     rows = [i * G + j for i in keep for j in range(G)]
     prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
-    inputs, ids, mask = loss_inputs(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], G, run.pad_id,
-                                    shared=cfg.shared_prefix)
-    return LossBatch(inputs, ids, mask, scored.advantages[rows], 1.0, scored, tokens, len(keep))
+    drop = scored.truncated[rows] if cfg.mask_truncated_completions else None
+    parts = loss_parts(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], scored.advantages[rows], G,
+                       run.pad_id, shared=cfg.shared_prefix, drop=drop,
+                       per_part=groups_per_part(cfg.loss_micro_batch_size, G, len(keep)))
+    return LossBatch(parts, 1.0, scored, tokens, len(keep))
 
 
 def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
-    """num_iterations passes of forward -> clipped loss -> backward -> clip -> step on one rollout batch.
+    """num_iterations passes of forward -> clipped loss -> backward (one per loss micro-batch) -> clip -> step
+    on one rollout batch.
 
     Old log-probs are those of the first pass (the policy that generated the batch); the reference's are
-    computed once. `batch.weight` 0 turns the loss of a dummy batch into a zero gradient.
+    computed once. Every process runs as many micro-batches as the process with the most (zero-weighted
+    dummies fill in), each loss divided by the step's global count (`loss_normaliser`), so the gradient is
+    the one-pass, one-process gradient over all processes' groups. `batch.weight` 0 turns the loss of a
+    dummy batch into a zero gradient.
     """
-    cfg, accelerator, model, weight = run.cfg, run.accelerator, run.model, batch.weight
-    device = accelerator.device
+    cfg, accelerator = run.cfg, run.accelerator
     if cfg.dynamic_sampling and process_sum(accelerator, batch.kept_groups) == 0:
         for _ in range(cfg.num_iterations):   # no informative group on any process: no update (a zero
             run.scheduler.step()              # gradient would still move AdamW's weights), same schedule
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
-    inputs, ids = move_batch(batch.inputs, device), batch.ids.to(device)
-    mask, advantages = batch.mask.to(device), batch.advantages.to(device)
-    # DDP / ZeRO average the gradients over all processes; a dummy batch's zero gradient must not dilute
-    # that average (except "dapo", normalised by the global token count already)
-    active = process_sum(accelerator, float(weight > 0))
-    share = 1.0 if cfg.loss_type == "dapo" else accelerator.num_processes / max(active, 1.0)
-    ref_logp = None
-    if run.ref is not None:
-        with torch.no_grad(), accelerator.autocast(), equal_vision_calls(accelerator, run.ref, inputs):
-            ref_logp = completion_logps(run.ref, inputs, ids, cfg.temperature).float()
-    global_tokens = None
-    if cfg.loss_type == "dapo":
-        global_tokens = process_sum(accelerator, float(mask.sum()) * weight)
-    old_logp, stats = None, {}
+    passes = _passes(run, batch)
+    local = sum(loss_count(cfg.loss_type, p.mask, cfg.max_completion_length) for p, w in passes if w > 0)
+    normaliser = loss_normaliser(accelerator, local)
+    # the loss metric: each process's share x active processes, so that its mean over the processes with data
+    # (rl/metrics.py) is the loss of the whole step
+    active = process_sum(accelerator, float(batch.weight > 0))
+    ref_logps = [_reference_logps(run, part) for part, _ in passes] if run.ref is not None else None
+    old_logps: list[torch.Tensor | None] = [None] * len(passes)
+    stats: dict[str, float] = {}
     for _ in range(cfg.num_iterations):
-        with accelerator.autocast(), equal_vision_calls(accelerator, model, inputs) as extra:
-            logp = completion_logps(model, inputs, ids, cfg.temperature).float()
-        if old_logp is None:
-            old_logp = logp.detach()
-        out = policy_loss(logp, old_logp, advantages, mask, ref_logp=ref_logp, beta=cfg.beta,
-                          epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                          max_completion_length=cfg.max_completion_length, global_num_tokens=global_tokens,
-                          num_processes=accelerator.num_processes)
-        accelerator.backward(out.loss * (weight * share) + padding_loss(extra))
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        sums = _backward_passes(run, passes, normaliser, ref_logps, old_logps)
+        grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
-        stats = {"loss": float(out.loss.detach()), "kl": float(out.kl), "clip_fraction": float(out.clip_fraction),
-                 "grad_norm": float(grad_norm)}
+        tokens = max(sums["tokens"], 1.0)
+        stats = {"loss": sums["loss"] * active / accelerator.num_processes, "kl": sums["kl"] / tokens,
+                 "clip_fraction": sums["clip"] / tokens, "grad_norm": float(grad_norm)}
     return stats
+
+
+def _passes(run: _Run, batch: LossBatch) -> list[tuple[LossPart, float]]:
+    """(micro-batch, loss weight) in run order: this process's parts, then zero-weighted dummies up to the
+    largest number of parts on any process (one all-reduce), so that every process makes the same forwards
+    and backwards (ZeRO-3 gathers parameters at each, ZeRO-2 reduces gradients at each)."""
+    most = int(max_over_processes(run.accelerator, len(batch.parts)))
+    filler = [(dummy_part(run.processor, run.pad_id), 0.0)] * (most - len(batch.parts))
+    return [(part, batch.weight) for part in batch.parts] + filler
+
+
+def _reference_logps(run: _Run, part: LossPart) -> torch.Tensor:
+    accelerator = run.accelerator
+    inputs, ids = move_batch(part.inputs, accelerator.device), part.ids.to(accelerator.device)
+    with torch.no_grad(), accelerator.autocast(), equal_vision_calls(accelerator, run.ref, inputs):
+        return completion_logps(run.ref, inputs, ids, run.cfg.temperature).float()
+
+
+def _backward_passes(run: _Run, passes: list[tuple[LossPart, float]], normaliser: float,
+                     ref_logps: list[torch.Tensor] | None, old_logps: list[torch.Tensor | None]
+                     ) -> dict[str, float]:
+    """Forward, loss and backward of each micro-batch, gradients accumulating; DeepSpeed reduces and steps
+    at the last one only (`sync_gradients`). Fills `old_logps` on the first iteration. Returns the sums
+    the step's metrics are made of (loss, and kl / clipped tokens over `tokens`)."""
+    cfg, accelerator, model = run.cfg, run.accelerator, run.model
+    device = accelerator.device
+    sums = {"loss": 0.0, "kl": 0.0, "clip": 0.0, "tokens": 0.0}
+    try:
+        for i, (part, weight) in enumerate(passes):
+            accelerator.sync_gradients = i == len(passes) - 1
+            inputs, ids = move_batch(part.inputs, device), part.ids.to(device)
+            mask, advantages = part.mask.to(device), part.advantages.to(device)
+            with accelerator.autocast(), equal_vision_calls(accelerator, model, inputs) as extra:
+                logp = completion_logps(model, inputs, ids, cfg.temperature).float()
+            if old_logps[i] is None:
+                old_logps[i] = logp.detach()
+            out = policy_loss(logp, old_logps[i], advantages, mask,
+                              ref_logp=None if ref_logps is None else ref_logps[i], beta=cfg.beta,
+                              epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
+                              max_completion_length=cfg.max_completion_length, normaliser=normaliser)
+            accelerator.backward(out.loss * weight + padding_loss(extra))
+            if weight > 0:
+                n_tokens = float(mask.sum())
+                sums["loss"] += float(out.loss.detach())
+                sums["kl"] += float(out.kl) * n_tokens
+                sums["clip"] += float(out.clip_fraction) * n_tokens
+                sums["tokens"] += n_tokens
+    finally:
+        accelerator.sync_gradients = True
+    return sums
 
 
 # -------------------------------------------------------------------------------------------- setup

@@ -27,12 +27,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import ProcessorMixin
 
 from videor1.data.media import ImageSpec, MediaError, VideoSpec
 from videor1.data.records import Record, RecordError
 from videor1.model.inputs import Sample, encode, make_sample
+from videor1.train.logprobs import token_logprobs
 
 IGNORE_INDEX = -100
 
@@ -218,13 +218,21 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     """(sum of next-token NLL over target positions, number of target positions).
 
     `logits` [B, L, V] predict token t+1 at position t; `labels` [B, L] with -100 where no loss applies.
-    Computed in float32 whatever the logits' dtype.
+    Computed in float32 whatever the logits' dtype, without a float32 copy of the logits kept for backward
+    (`videor1.train.logprobs.token_logprobs`). `logits` may cover only the last L positions of longer
+    sequences (`logits_to_keep`): pass the labels of those positions.
     """
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:].to(shift_logits.device)
-    total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                            ignore_index=IGNORE_INDEX, reduction="sum")
-    return total, (shift_labels != IGNORE_INDEX).sum()
+    shift_labels = labels[:, 1:].to(logits.device)
+    target = shift_labels != IGNORE_INDEX
+    logp = token_logprobs(logits[:, :-1, :], torch.where(target, shift_labels, 0))
+    total = -torch.where(target, logp, torch.zeros((), dtype=logp.dtype, device=logp.device)).sum()
+    return total, target.sum()
+
+
+def first_target(labels: torch.Tensor) -> int:
+    """The first column holding a target token in any row of `labels` [B, L] (L when there is none)."""
+    columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else labels.shape[1]
 
 
 def dummy_micro_batch(processor: ProcessorMixin) -> MicroBatch:

@@ -46,8 +46,8 @@ from videor1.data.records import Record
 from videor1.limits import limits_in_force
 from videor1.model.load import load_model, load_processor
 from videor1.sft.config import SFTConfig
-from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, make_collate,
-                              token_nll)
+from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, first_target,
+                              make_collate, token_nll)
 from videor1.sft.lora import check_lora_placement, wrap_lora
 from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
@@ -285,7 +285,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
     """Forward/backward over the micro-batches of one optimizer step, clip, step the optimizer.
 
     The loss is normalised by the target tokens of the whole step on all processes (accelerate divides
-    by the accumulation steps and DDP averages over processes; `scale` undoes both).
+    by the accumulation steps and DDP averages over processes; `scale` undoes both). Logits are computed
+    only from the first target position of the micro-batch on (`logits_to_keep`: no vocabulary projection
+    of the prompt and vision tokens) and no float32 copy of them is kept (`token_nll`).
 
     Invariant (what keeps DDP, ZeRO-2/3 and FSDP2 in step): every process makes exactly one forward and one
     backward per micro-batch slot, whatever was skipped: a micro-batch whose samples were all skipped is
@@ -300,9 +302,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
         with accelerator.accumulate(model):
             inputs = {k: v.to(device) for k, v in mb.inputs.items()}
             labels = inputs.pop("labels")
-            with equal_vision_calls(accelerator, model, inputs) as extra:
-                logits = model(**inputs, use_cache=False).logits
-            nll, _ = token_nll(logits, labels)
+            keep = min(labels.shape[1], labels.shape[1] - first_target(labels) + 1)   # no logits before the
+            with equal_vision_calls(accelerator, model, inputs) as extra:             # first target's position
+                logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+            nll, _ = token_nll(logits, labels[:, -keep:])
             accelerator.backward(nll * (scale * weight) + padding_loss(extra))
             nll_sum += nll.detach().double() * weight
     if not accelerator.sync_gradients:
