@@ -40,8 +40,8 @@ Where we depart from the paper and the reference code:
 
 The invariant every engine needs (`tests/engines/` breaks it on purpose with mixed media, a process without a
 usable prompt, and skipped samples): **every process issues the same sequence of collective calls each step,
-whatever its data**. Enforced here: every process runs `_rollout` (under ZeRO-3 inside
-`videor1.train.engine.whole_parameters` (ZeRO-3 and FSDP2), which makes generation local to each process, so a process with no
+whatever its data**. Enforced here: every process runs `_rollout` (under ZeRO-3 and FSDP2 inside
+`videor1.train.engine.whole_parameters`, which makes generation local to each process, so a process with no
 prompt or shorter completions skips nothing the others wait for), the same number of reference and policy
 forwards and backwards (a dummy batch where it has nothing or fewer loss micro-batches), each forward with as
 many vision-tower calls as the process with the most media kinds (`equal_vision_calls`), and the same
