@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.generation.engines import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
+from videor1.generation.engines import (Completion, HFEngine, SamplingParams, VLLMEngine, check_prompt_lengths,
+                                        trim_completion)
 from videor1.model.inputs import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
@@ -185,7 +186,10 @@ def test_vllm_engine_sends_what_we_intend(processor, samples):
     frames, meta = requests[0]["multi_modal_data"]["video"]
     np.testing.assert_array_equal(frames, clip.frames)
     assert meta["fps"] == pytest.approx(clip.sample_fps) and meta["total_num_frames"] == len(clip.frames)
-    assert requests[0]["mm_processor_kwargs"] == {"fps": pytest.approx(clip.sample_fps), "do_sample_frames": False}
+    keep = {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}   # the pixel range the loss's encode pins
+    assert requests[0]["mm_processor_kwargs"] == {"fps": pytest.approx(clip.sample_fps), "do_sample_frames": False,
+                                                  "size": keep}
+    assert requests[2]["mm_processor_kwargs"] == {"size": keep}
     shuffled_frames, _ = requests[1]["multi_modal_data"]["video"]
     np.testing.assert_array_equal(shuffled_frames, clip.frames[perm])  # T-GRPO: the shuffled frames go out
     assert "image" in requests[2]["multi_modal_data"] and "<|image_pad|>" in requests[2]["prompt"]
@@ -251,3 +255,65 @@ def test_vllm_max_model_len_is_bounded(tiny_model_dir):
 def test_vllm_engine_without_llm_or_path_is_refused(processor):
     with pytest.raises(ValueError, match="llm"):
         VLLMEngine(processor, sampling_params_cls=_RecordingSamplingParams)
+
+
+def test_hf_rollouts_run_under_the_training_autocast(model, processor, samples):
+    """Generation under the autocast the trainer passes (its training forward's): the logits come out in bf16."""
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        HFEngine(model, processor, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16)).generate(
+            samples[:1], SamplingParams(n=1, max_new_tokens=2, do_sample=False))
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        HFEngine(model, processor).generate(samples[:1], SamplingParams(n=1, max_new_tokens=2, do_sample=False))
+        assert set(seen) == {torch.float32}
+    finally:
+        hook.remove()
+
+
+def test_prompt_length_check_names_the_record(samples):
+    groups = [[Completion("a", [1], prompt_len=120), Completion("b", [2], prompt_len=None)], [Completion("c", [3])]]
+    check_prompt_lengths(samples, groups, [120, 40])   # equal, or not reported
+    with pytest.raises(RuntimeError, match=r"record 'bikes': the rollout engine's prompt has 150 tokens and the "
+                                           r"loss's 120"):
+        check_prompt_lengths(samples, [[Completion("a", [1], prompt_len=150)], []], [120, 40])
+
+
+class _SleepyLLM(_RecordingLLM):
+    def __init__(self, end_id):
+        super().__init__(end_id)
+        self.events = []
+
+    def sleep(self, level):
+        self.events.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.events.append(("wake_up", tags))
+
+    def collective_rpc(self, method, args=()):
+        self.events.append(("rpc", method))
+        super().collective_rpc(method, args)
+
+
+def test_sleep_mode_wakes_before_generation_and_around_a_sync(processor, samples, model, monkeypatch):
+    from videor1.generation.vllm_engine import check_sleep_level
+
+    with pytest.raises(ValueError, match="vllm.sleep_level 1 needs a CUDA GPU"):   # this machine
+        VLLMEngine(processor, llm=_SleepyLLM(0), sampling_params_cls=_RecordingSamplingParams, sleep_level=1)
+    with pytest.raises(ValueError, match="must be 0"):
+        check_sleep_level(3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    llm = _SleepyLLM(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams, sleep_level=2)
+    engine.sleep()
+    engine.sleep()   # once asleep, not again
+    engine.sync_weights(model)   # weights woken, loaded, then the KV cache (vLLM's order)
+    assert llm.events == [("sleep", 2), ("wake_up", ["weights"]), ("rpc", "videor1_load_weights"),
+                          ("wake_up", ["kv_cache"])]
+    engine.sleep()
+    engine.generate(samples[:1], SamplingParams(n=1, max_new_tokens=2))
+    assert llm.events[-2:] == [("sleep", 2), ("wake_up", None)] and len(llm.calls) == 1
+    off = VLLMEngine(processor, llm=_SleepyLLM(0), sampling_params_cls=_RecordingSamplingParams)
+    off.sleep()   # level 0: never asleep
+    assert off.llm.events == []
