@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -317,3 +318,70 @@ def test_sleep_mode_wakes_before_generation_and_around_a_sync(processor, samples
     off = VLLMEngine(processor, llm=_SleepyLLM(0), sampling_params_cls=_RecordingSamplingParams)
     off.sleep()   # level 0: never asleep
     assert off.llm.events == []
+
+
+# ------------------------------------------------------------------------ vLLM tensor-parallel groups
+class _EchoEngine:
+    """Answers each sample with '<id>@<seed>' and records its calls (ids, n, seed)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, samples, params):
+        self.calls.append(([s.record.problem_id for s in samples], params.n, params.seed))
+        return [[Completion(f"{s.record.problem_id}@{params.seed}", [i])] * params.n for i, s in enumerate(samples)]
+
+
+def _sample_of(rid):
+    return Sample(record=SimpleNamespace(problem_id=rid), media=np.zeros((28, 28, 3), np.uint8), messages=[])
+
+
+def _group_member(rank, world, init, out_dir):
+    import json
+
+    import torch.distributed as dist
+
+    from videor1.generation.groups import group_engine
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    inner = _EchoEngine()
+    engine = group_engine(inner, world, rank, 2, backend="gloo")
+    mine = {0: (["a", "b"], 10), 1: (["c"], 20)}[rank]   # other prompts, other seeds per rank
+    texts = [[[c.text for c in g] for g in engine.generate([_sample_of(r) for r in mine[0]],
+                                                           SamplingParams(n=2, seed=mine[1]))]]
+    texts.append([[c.text for c in g] for g in engine.generate([_sample_of("d")] if rank == 0 else [],
+                                                               SamplingParams(n=2, seed=mine[1]))])
+    texts.append(engine.generate([], SamplingParams(n=2)))   # nobody has prompts: no call at all
+    (out_dir / f"{rank}.json").write_text(json.dumps({"texts": texts, "calls": inner.calls}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_tensor_parallel_group_gathers_its_prompts_over_gloo(tmp_path):
+    """Two processes of one TP group (a real gloo group): one identical generate per step with the group's
+    prompts and one seed; each rank gets its own completions back; a rank without prompts still joins."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_group_member, args=(2, f"tcp://127.0.0.1:{port}", tmp_path), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0]["calls"] == got[1]["calls"] == [[["a", "b", "c"], 2, 10], [["d"], 2, 10]]
+    assert got[0]["texts"] == [[["a@10", "a@10"], ["b@10", "b@10"]], [["d@10", "d@10"]], []]
+    assert got[1]["texts"] == [[["c@10", "c@10"]], [], []]
+
+
+def test_group_plans_and_layout():
+    from videor1.generation.groups import plan_calls, tp_group_ranks
+
+    assert tp_group_ranks(4, 2) == [[0, 1], [2, 3]] and tp_group_ranks(2, 1) == [[0], [1]]
+    with pytest.raises(ValueError, match="must divide"):
+        tp_group_ranks(3, 2)
+    a, b, c = (_sample_of(x) for x in "abc")
+    video, images = SamplingParams(n=4, seed=1), SamplingParams(n=8, seed=2)   # T-GRPO: n differs by media
+    plan = plan_calls([([a], video), ([], images), ([b, c], images), ([a], replace(video, seed=9))])
+    assert plan == [(video, [(0, 0, 1), (3, 1, 2)]), (images, [(2, 0, 2)])]
