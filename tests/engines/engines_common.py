@@ -51,11 +51,13 @@ LAUNCHER = textwrap.dedent('''
 
 
 def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_processes: int = 2,
-           extra_env: dict[str, str] | None = None, timeout: int = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
+           extra_env: dict[str, str] | None = None, timeout: int = RUN_TIMEOUT_S,
+           source: str = LAUNCHER) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file configs/accelerate/<config>.yaml --num_processes N` of the RL or SFT
-    trainer with `overrides`; fails the test (with the output tail) on a non-zero exit or a timeout."""
+    trainer (or of another script's `source`) with `overrides`; fails the test (with the output tail) on a
+    non-zero exit or a timeout."""
     script = tmp / "launch_engine.py"
-    script.write_text(LAUNCHER)
+    script.write_text(source)
     accelerate = str(Path(sys.executable).parent / "accelerate")
     cmd = [accelerate, "launch", "--config_file", str(REPO / "configs" / "accelerate" / f"{config}.yaml"),
            "--num_processes", str(num_processes), "--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no",
