@@ -9,13 +9,16 @@ rollout dtype and loaded before the next (`videor1.generation.weights.full_state
 
 The model: the 7B's widths divided by `--scale` (heads of 128 dims, MLP 5.29 x hidden, 1 KV head), its 28 LLM
 layers, a vision tower of 32 blocks with widths / 8 (80-dim heads), the vocabulary divided by `--scale` so the
-embeddings' and output layer's share of the parameters stays the 7B's (13 %). Policy: fp32 master weights, as an
-FSDP2 module on a one-process gloo group (`--policy fsdp2`, parameters are DTensors and `full_tensor()` really
-gathers) or a plain module (`--policy plain`, what DDP holds); the engine holds the rollout dtype (`--dtype`,
-bfloat16 as the 7B recipe). Peak extra memory = the process's resident-set high-water mark during the sync minus
-its resident set just before (the mark is reset through /proc/self/clear_refs), everything in one process (the
-in-process engine, `VLLM_ENABLE_V1_MULTIPROCESSING=0`); each variant runs in a fresh process, one warm-up sync
-first. With `--dtype float32` the script also checks that greedy HF == greedy vLLM after a sync of changed weights.
+embeddings' and output layer's share of the parameters stays the 7B's (13 %). As the colocated trainer runs it:
+`--processes` (2) processes under torch.distributed.run (gloo), each with its own in-process vLLM engine
+(`external_launcher`, as `rl.trainer.vllm_llm_kwargs` builds it) in the rollout dtype (`--dtype`, bfloat16 as the
+7B recipe), and the fp32 policy sharded by FSDP2 over them (`--policy fsdp2`: parameters are DTensors and
+`full_tensor()` really gathers; a one-process group would not: there `full_tensor()` returns the local shard
+without a copy) or whole on each (`--policy plain`, DDP's layout). Peak extra memory = a process's resident-set
+high-water mark during the sync minus its resident set just before (the mark is reset through
+/proc/self/clear_refs; policy, engine and sync all live in that process), the worst process reported; each
+variant runs in fresh processes after one warm-up sync. With `--dtype float32` the script also checks that
+greedy HF == greedy vLLM after a sync of changed weights.
 
     PYTHONPATH=src .venv-vllm/bin/python perf/weight_sync.py [--scale 7 --policy fsdp2 --dtype bfloat16]
 
@@ -55,6 +58,8 @@ def build_scaled(out: Path, scale: int) -> Path:
                                  num_attention_heads=d // 128, num_key_value_heads=1, head_dim=128,
                                  vocab_size=VOCAB7 // scale, max_position_embeddings=4096)
     config["text_config"]["rope_parameters"]["mrope_section"] = [16, 24, 24]
+    config["text_config"].pop("layer_types", None)   # per-layer list of the tiny model's 2 layers
+    config.pop("layer_types", None)
     config["vision_config"].update(hidden_size=vd, intermediate_size=VINTER7 // 8, depth=VDEPTH7, num_heads=vd // 80,
                                    out_hidden_size=d, fullatt_block_indexes=[7, 15, 23, 31])
     config.pop("vocab_size", None)
@@ -66,9 +71,9 @@ def build_scaled(out: Path, scale: int) -> Path:
 
 
 def load_policy(path: Path, kind: str):
-    """The fp32 policy: an FSDP2 module on a one-process gloo group, or the plain module."""
+    """The fp32 policy: FSDP2 over the launcher's processes (each LLM layer, then the whole model), or the plain
+    module every process holds (DDP's layout)."""
     import torch
-    import torch.distributed as dist
 
     from videor1.model.load import load_model
 
@@ -77,7 +82,6 @@ def load_policy(path: Path, kind: str):
         return model
     from torch.distributed.fsdp import fully_shard
 
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
     for layer in model.model.language_model.layers:
         fully_shard(layer)
     fully_shard(model)
@@ -150,30 +154,39 @@ def child(a: argparse.Namespace) -> None:
     from videor1.generation.vllm_engine import VLLMEngine
     from videor1.model.load import load_processor
 
+    import torch.distributed as dist
+
     torch.set_num_threads(1)
-    path = Path(a.model_dir)
+    dist.init_process_group("gloo")   # torch.distributed.run's world: one colocated engine per process
+    rank, path = dist.get_rank(), Path(a.model_dir)
     model = load_policy(path, a.policy)
-    engine = VLLMEngine(load_processor(path), model_path=str(path),
-                        llm_kwargs={"dtype": a.dtype, "gpu_memory_utilization": 0.3, "max_model_len": 1024,
-                                    "enforce_eager": True})
+    engine = VLLMEngine(load_processor(path), model_path=str(path), llm_kwargs={
+        "dtype": a.dtype, "gpu_memory_utilization": 0.15, "max_model_len": 1024, "enforce_eager": True,
+        "distributed_executor_backend": "external_launcher", "seed": rank})
     sync = (lambda: sync_before(engine, model)) if a.variant == "before" else (lambda: engine.sync_weights(model))
     sync()   # warm-up: first-call allocations are not the sync's
     perturb(model, seed=1)
+    dist.barrier()
     seconds, extra = measured(sync)
     greedy = greedy_agrees(engine, path, seed=1) if a.dtype == "float32" else None
-    model_mb = sum(v.numel() * 4 for v in model.state_dict().values()) / 2 ** 20
-    print(json.dumps({"seconds": seconds, "extra_mb": extra, "model_mb": model_mb, "greedy": greedy}))
-    engine.close()
+    model_mb = sum(p.numel() * 4 for p in model.parameters()) / 2 ** 20   # full sizes (DTensors too)
+    print(json.dumps({"rank": rank, "seconds": seconds, "extra_mb": extra, "model_mb": model_mb, "greedy": greedy}),
+          flush=True)
+    dist.destroy_process_group()
 
 
 def run_variant(a: argparse.Namespace, model_dir: Path, variant: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--variant", variant, "--model-dir", str(model_dir),
+    """One variant on `--processes` processes (torch.distributed.run); rank 0's figures, the slowest time."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(a.processes), "--master_port",
+           str(a.port), __file__, "--child", "--variant", variant, "--model-dir", str(model_dir),
            "--policy", a.policy, "--dtype", a.dtype]
     env = dict(os.environ, **SETTINGS)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"rank"')]
+    first = next(row for row in rows if row["rank"] == 0)
+    return dict(first, seconds=max(row["seconds"] for row in rows), extra_mb=max(row["extra_mb"] for row in rows))
 
 
 # ------------------------------------------------------------------------------------ 7B projection
@@ -205,6 +218,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=7, help="divide the 7B's LLM widths by this (default 7)")
     parser.add_argument("--policy", choices=("fsdp2", "plain"), default="fsdp2")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="the rollout dtype")
+    parser.add_argument("--processes", type=int, default=2, help="training processes, each with its engine")
+    parser.add_argument("--port", type=int, default=29613, help="torch.distributed.run's master port")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=("before", "streamed"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -219,7 +234,8 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     b, s = got["before"], got["streamed"]
-    print(f"policy {a.policy} (fp32, {b['model_mb']:.0f} MB), engine {a.dtype}, widths / {a.scale}, in-process vLLM")
+    print(f"policy {a.policy} (fp32, {b['model_mb']:.0f} MB in all) on {a.processes} processes, each with an "
+          f"in-process vLLM engine (external_launcher) in {a.dtype}; widths / {a.scale}; the worst process")
     print(f"{'':<10} {'time s':>8} {'peak extra MB':>14}")
     for name, row in (("before", b), ("streamed", s)):
         print(f"{name:<10} {row['seconds']:>8.2f} {row['extra_mb']:>14.0f}")

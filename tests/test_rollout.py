@@ -385,3 +385,17 @@ def test_group_plans_and_layout():
     video, images = SamplingParams(n=4, seed=1), SamplingParams(n=8, seed=2)   # T-GRPO: n differs by media
     plan = plan_calls([([a], video), ([], images), ([b, c], images), ([a], replace(video, seed=9))])
     assert plan == [(video, [(0, 0, 1), (3, 1, 2)]), (images, [(2, 0, 2)])]
+
+
+def test_trainer_refuses_sleep_mode_without_cuda(processor, model):
+    from videor1.config import ConfigError
+    from videor1.rl.config import RLConfig, VLLMConfig
+    from videor1.rl.trainer import _build_engine
+
+    cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", vllm=VLLMConfig(sleep_level=1))
+    accelerator = SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True, mixed_precision="no",
+                                  process_index=0, num_processes=1)
+    with pytest.raises(ConfigError, match="vllm.sleep_level 1 needs a CUDA GPU"):   # before vLLM would start
+        _build_engine(cfg, model, processor, accelerator)
+    with pytest.raises(ConfigError, match="vllm.sleep_level must be 0, 1 or 2"):
+        RLConfig(model="m", train_data="d", output_dir="o", vllm=VLLMConfig(sleep_level=3)).validate()
