@@ -399,3 +399,24 @@ def test_trainer_refuses_sleep_mode_without_cuda(processor, model):
         _build_engine(cfg, model, processor, accelerator)
     with pytest.raises(ConfigError, match="vllm.sleep_level must be 0, 1 or 2"):
         RLConfig(model="m", train_data="d", output_dir="o", vllm=VLLMConfig(sleep_level=3)).validate()
+
+
+def test_a_rank_without_prompts_joins_its_groups_generate(processor):
+    """The trainer's rollout on a process with no usable prompt still calls a collective engine's generate."""
+    from videor1.model.inputs import pad_token_id
+    from videor1.rl.config import RLConfig
+    from videor1.rl.step import Prompts
+    from videor1.rl.trainer import _rollout
+
+    class Collective(_EchoEngine):
+        collective = True
+
+    cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", num_generations=4)
+    engine = Collective()
+    run = SimpleNamespace(cfg=cfg, engine=engine, model=None, accelerator=None, processor=processor,
+                          pad_id=pad_token_id(processor))
+    batch = _rollout(run, Prompts([], [], None, []), SamplingParams(n=1, seed=3), step=1)
+    assert engine.calls == [([], 4, 3)] and batch.weight == 0.0   # joined with nothing; a zero-weighted batch
+    engine.collective = False
+    _rollout(run, Prompts([], [], None, []), SamplingParams(n=1, seed=3), step=1)
+    assert len(engine.calls) == 1   # an engine of its own: nothing to join
