@@ -198,13 +198,14 @@ def projection() -> None:
     rows = [("FSDP2, fp32 master weights (full_tensor of everything, fp32)", params * 4, biggest * (4 + 2)),
             ("ZeRO-3, bf16 params (a clone of every gathered parameter)", params * 2, biggest * 2 * 2),
             ("ZeRO-3, fp32 params (no bf16 mode)", params * 4, biggest * (4 + 2)),
-            ("DDP / one process, fp32 policy, bf16 engine (live tensors)", 0.0, biggest * 2)]
+            ("DDP / one process, fp32 policy, bf16 engine (live tensors, cast by vLLM)", 0.0, 0.0)]
     print("\nQwen2.5-VL-7B projection (per GPU, not measured): memory one sync holds beside policy and engine")
     print(f"{'set-up':<64} {'before':>9} {'now':>9}")
     for name, before, now in rows:
         print(f"{name:<64} {before / gb:>7.1f}GB {now / gb:>7.1f}GB")
     print("now = the largest module in flight: the 0.55 B-parameter embedding gathered (fp32 under FSDP2 / fp32\n"
-          "ZeRO-3) and its bf16 copy held by vLLM's layerwise reload until that layer is complete.")
+          "ZeRO-3) and its bf16 copy, held by vLLM's layerwise reload until that layer is complete. Besides, vLLM's\n"
+          "reload materialises each layer afresh before copying it into place, before and now alike.")
     kv = 0.5 * 80 - params * 2 / gb - 2.0
     print(f"Sleep mode, 80 GB GPU at gpu_memory_utilization 0.5 (40 GB): bf16 weights {params * 2 / gb:.1f} GB "
           f"(TP 2: {params / gb:.1f}), KV cache ~{kv:.0f} GB, ~2 GB activations / graphs (assumed). While the "

@@ -219,6 +219,8 @@ def test_full_state_items_plain_and_zero3_like():
                zip(model.state_dict().items(), cast.values()))
     live = dict(full_state_items(model, dtype=torch.float32))   # already in the dtype: the live tensors
     assert live["0.weight"].data_ptr() == model[0].weight.data_ptr()
+    uncast = dict(full_state_items(model, dtype=torch.bfloat16, cast_unsharded=False))   # an in-process engine casts
+    assert uncast["0.weight"].data_ptr() == model[0].weight.data_ptr()
 
 
 def test_module_groups_keep_a_modules_weights_together():

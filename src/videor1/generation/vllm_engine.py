@@ -44,10 +44,11 @@ Weight sync for RL (`sync_weights(model)` / `load_weights(pairs)`), streamed in 
 rollout dtype): `llm.collective_rpc(rpc_method, args=(payload, final))`, which reaches every worker whatever
 the executor; the method is `videor1.generation.vllm_worker`'s extension. An in-process engine gets ONE call
 whose payload is the iterator of (name, tensor) pairs itself (`videor1.generation.weights.full_state_items`:
-ZeRO-3 gathers one module at a time, FSDP2 one parameter at a time, each cast to the rollout dtype), consumed
-by one `reload_weights` as it loads: nothing but the module in flight is held beside the two models. A
-multi-process engine gets one call per bucket of about `chunk_bytes` (a safetensors blob each), fed to one
-reload running in the worker. Then the prefix cache AND the encoder cache are cleared
+ZeRO-3 gathers one module at a time, FSDP2 one parameter at a time, each copied out in the rollout dtype;
+an unsharded policy's live tensors go as they are, vLLM casting them as it copies), consumed by one
+`reload_weights` as it loads: nothing but the module in flight is held beside the two models. A
+multi-process engine gets one call per bucket of about `chunk_bytes` (a safetensors blob each, in the rollout
+dtype), fed to one reload running in the worker. Then the prefix cache AND the encoder cache are cleared
 (`llm.reset_prefix_cache()`, `llm.llm_engine.reset_encoder_cache()`): vLLM caches vision-encoder outputs by
 media hash across requests, so with the prefix cache alone a vision-only weight change is not seen. Gathering
 is collective under ZeRO-3 / FSDP2: every rank calls `sync_weights`.
@@ -184,7 +185,9 @@ class VLLMEngine:
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
         """Stream the policy's current weights into the engine in the rollout dtype, then clear its caches
         (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
-        self.load_weights(full_state_items(model, accelerator, dtype=self.dtype), chunk_bytes=chunk_bytes)
+        inproc = in_process(self.llm)   # in-process, vLLM casts live tensors as it copies them: no cast copy here
+        self.load_weights(full_state_items(model, accelerator, dtype=self.dtype, cast_unsharded=not inproc),
+                          chunk_bytes=chunk_bytes)
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]], *, chunk_bytes: int = 1 << 30) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model (streamed: in-process in one
@@ -192,11 +195,10 @@ class VLLMEngine:
         asleep = self.asleep
         if asleep:   # vLLM: wake the weights, load them, then the KV cache (level 2 dropped the weights)
             self.llm.wake_up(tags=["weights"])
-        stream = cast_items(pairs, self.dtype)
-        if in_process(self.llm):
-            self.llm.collective_rpc(self.rpc_method, args=(stream, True))
-        else:
-            chunks = _chunks(stream, chunk_bytes)
+        if in_process(self.llm):   # vLLM copies (and casts) each tensor into its own as it loads
+            self.llm.collective_rpc(self.rpc_method, args=(iter(pairs), True))
+        else:   # the rollout dtype halves the bytes sent (fp32 -> bf16)
+            chunks = _chunks(cast_items(pairs, self.dtype), chunk_bytes)
             chunk = next(chunks, [])
             while True:
                 following = next(chunks, None)

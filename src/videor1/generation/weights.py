@@ -4,7 +4,9 @@ a rollout server).
 `full_state_items(model, accelerator, dtype=...)` works on the prepared model of any set-up and never holds more
 than one module's weights at a time beyond the model itself:
 
-* plain / DDP: the state dict's tensors, cast to `dtype` one at a time (the live tensor when it already has it);
+* plain / DDP: the state dict's tensors, cast to `dtype` one at a time (the live tensor when it already has it,
+  or when `cast_unsharded` is off: a consumer in this process that copies each tensor into its own, such as an
+  in-process vLLM engine, casts while copying, so no cast copy is made at all);
 * DeepSpeed ZeRO-3: the parameters of one module at a time gathered with `deepspeed.zero.GatheredParameters`
   (outside that context the local tensor is an empty placeholder), each copied out in `dtype`, the gather
   released before the next module's;
@@ -67,11 +69,12 @@ def module_groups(names: list[str]) -> list[list[str]]:
     return groups
 
 
-def full_state_items(model: torch.nn.Module, accelerator: Any = None, *, dtype: torch.dtype | None = None
-                     ) -> Iterator[tuple[str, torch.Tensor]]:
+def full_state_items(model: torch.nn.Module, accelerator: Any = None, *, dtype: torch.dtype | None = None,
+                     cast_unsharded: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor) for every parameter and persistent buffer of the (unwrapped) model, in state dict
     order with HF names, floating tensors in `dtype` (None: as stored). Unsharded tensors already in `dtype`
-    are the live ones (detached, not copied); gathered ones are copies (see the module doc)."""
+    (or any unsharded tensor, without `cast_unsharded`) are the live ones (detached, not copied); gathered ones
+    are copies (see the module doc)."""
     module = _unwrap(model, accelerator)
     params = dict(module.named_parameters(remove_duplicate=False))  # tied weights: every name
     state = module.state_dict()  # placeholders under ZeRO-3 / DTensors under FSDP2: no copies
@@ -86,7 +89,7 @@ def full_state_items(model: torch.nn.Module, accelerator: Any = None, *, dtype: 
             yield name, _cast(full, dtype)
             del full
         else:
-            yield name, _cast(tensor, dtype)
+            yield name, _cast(tensor, dtype if cast_unsharded else None)
 
 
 def _zero3_items(names: list[str], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
