@@ -420,3 +420,10 @@ def test_a_rank_without_prompts_joins_its_groups_generate(processor):
     engine.collective = False
     _rollout(run, Prompts([], [], None, []), SamplingParams(n=1, seed=3), step=1)
     assert len(engine.calls) == 1   # an engine of its own: nothing to join
+
+
+def test_an_empty_weight_sync_is_refused(processor):
+    llm = _RecordingLLM(0)
+    with pytest.raises(ValueError, match="no weights to load"):
+        VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams).load_weights([])
+    assert llm.rpc == []

@@ -63,6 +63,7 @@ asleep (vLLM's own level 0, a paused scheduler, frees nothing and is not used).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -192,6 +193,11 @@ class VLLMEngine:
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]], *, chunk_bytes: int = 1 << 30) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model (streamed: in-process in one
         pass, multi-process in buckets of about `chunk_bytes`), then clear its caches."""
+        pairs = iter(pairs)
+        first = next(pairs, None)
+        if first is None:
+            raise ValueError("no weights to load: vLLM's reload would leave every layer of the model empty")
+        pairs = itertools.chain([first], pairs)
         asleep = self.asleep
         if asleep:   # vLLM: wake the weights, load them, then the KV cache (level 2 dropped the weights)
             self.llm.wake_up(tags=["weights"])
@@ -199,7 +205,7 @@ class VLLMEngine:
             self.llm.collective_rpc(self.rpc_method, args=(iter(pairs), True))
         else:   # the rollout dtype halves the bytes sent (fp32 -> bf16)
             chunks = _chunks(cast_items(pairs, self.dtype), chunk_bytes)
-            chunk = next(chunks, [])
+            chunk = next(chunks)
             while True:
                 following = next(chunks, None)
                 self.llm.collective_rpc(self.rpc_method, args=(encode_weights(chunk), following is None))
