@@ -5,7 +5,7 @@ reported as skipped). Each check runs on the tiny model and a small synthetic se
 timed, and is reported as ok / FAILED (with the reason) / skipped; the script goes on after a failure and
 exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``.
 
-    python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,server]
+    python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,vllm_sleep,server]
                                 [--dry-run] [--require-gpu]
 
 On the GPU check machine (after scripts/gpu_wheels.sh here, `.whl/` carried and installed with
@@ -13,7 +13,9 @@ On the GPU check machine (after scripts/gpu_wheels.sh here, `.whl/` carried and 
 --out $OUT`. ``probe7b`` (random-init Qwen2.5-VL-7B architecture: bf16 generate 8 x 768 tokens on 16 frames,
 forward/backward with gradient checkpointing; peak memory, tokens/s), ``zero3`` / ``zero2`` (2 T-GRPO steps
 with beta 0.04 under `accelerate launch`, one process: weight-decay group not empty, weights changed),
-``fsdp2_sft`` (SFT under FSDP2, final save loaded back) need CUDA (and DeepSpeed); NOT YET RUN ON A GPU.
+``fsdp2_sft`` (SFT under FSDP2, final save loaded back), ``vllm_sleep`` (the colocated engine's sleep mode, levels
+1 and 2: GPU memory freed, a weight sync while asleep, HF == vLLM greedy after waking; CUDA vLLM) need CUDA (and
+DeepSpeed / vLLM); NOT YET RUN ON A GPU.
 
 ``--dry-run`` runs only the preflight (imports every module the checks use; no model, no data, seconds)
 and reports the selected checks as skipped: the test suite uses it to prove the script works.
@@ -39,8 +41,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "server")
-GPU_CHECKS = ("probe7b", "zero3", "zero2", "fsdp2_sft")  # CUDA only: skipped on a CPU without --require-gpu
+CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "vllm_sleep", "server")
+GPU_CHECKS = ("probe7b", "zero3", "zero2", "fsdp2_sft", "vllm_sleep")  # CUDA only: skipped on a CPU w/o --require-gpu
 REQUIRED = ("torch", "torchvision", "transformers", "accelerate", "peft", "av", "safetensors")  # --require-gpu:
 REQUIRED_GPU = ("deepspeed",)  # + these; a missing one FAILS the preflight (vllm stays optional)
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +194,47 @@ def check_vllm(work: Path, model: Path, data: dict) -> str:
         raise AssertionError("; ".join(problems))
     return (f"vLLM = HF greedy on {sum(agree)}/8 (ordered + permuted) before and {sum(agree_after)}/8 after a "
             f"weight change + sync; output changed; {len(ids)} seeded completions all distinct")
+
+
+def check_vllm_sleep(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
+    """Sleep mode of the colocated engine (`vllm.sleep_level`): level 1 then level 2, each freeing GPU memory
+    (torch.cuda.mem_get_info), a weight change synced while asleep (weights woken, loaded, then the KV cache), and
+    HF == vLLM greedy after waking. vLLM refuses sleep mode on a CPU (the unit tests check our refusal there)."""
+    _needs_cuda(require_gpu)
+    _needs_vllm()
+    import torch
+
+    from videor1.data.media import ImageSpec, VideoSpec
+    from videor1.data.records import load_records
+    from videor1.generation.engines import HFEngine, VLLMEngine
+    from videor1.model.inputs import make_sample
+    from videor1.model.load import load_model, load_processor
+
+    processor = load_processor(model)
+    engine = VLLMEngine(processor, model_path=str(model), sleep_level=1,
+                        llm_kwargs={"gpu_memory_utilization": _vllm_memory(), "dtype": "float32"})
+    records = [r for r in load_records(data["test"]) if r.data_type == "video"][:4]
+    samples = [make_sample(r, data["media_root"], VideoSpec(max_frames=4, max_pixels=3136),
+                           ImageSpec(max_pixels=3136)) for r in records]
+    hf_model = load_model(model, device="cuda", dtype=torch.float32).eval()
+    hf = HFEngine(hf_model, processor, batch_size=8)
+    report = []
+    for level in (1, 2):
+        engine.sleep_level = level
+        torch.cuda.synchronize()
+        free_awake = torch.cuda.mem_get_info()[0]
+        engine.sleep()
+        freed = torch.cuda.mem_get_info()[0] - free_awake
+        with torch.no_grad():   # a visible weight change, synced while the engine sleeps
+            hf_model.lm_head.weight.mul_(-1.0)
+        engine.sync_weights(hf_model)
+        agree = sum(a == b for a, b in zip(_greedy_ids(engine, samples), _greedy_ids(hf, samples)))
+        if freed <= 0 or agree < len(samples) - 1:
+            raise AssertionError(f"level {level}: {freed / 2 ** 30:.2f} GiB freed, vLLM = HF greedy on "
+                                 f"{agree}/{len(samples)} after a sync while asleep")
+        report.append(f"level {level}: {freed / 2 ** 30:.2f} GiB freed, greedy {agree}/{len(samples)} after waking")
+    engine.close()
+    return "; ".join(report)
 
 
 def check_server(work: Path, model: Path, data: dict) -> str:
@@ -503,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build_tiny(work / "tiny", seed=0)
         checks: dict[str, Callable[..., str]] = {
             "probe7b": check_probe7b, "sft": check_sft, "rl": check_rl, "zero3": check_zero3, "zero2": check_zero2,
-            "fsdp2_sft": check_fsdp2_sft, "eval": check_eval, "vllm": check_vllm, "server": check_server}
+            "fsdp2_sft": check_fsdp2_sft, "eval": check_eval, "vllm": check_vllm, "vllm_sleep": check_vllm_sleep,
+            "server": check_server}
         for name in only:
             if name in GPU_CHECKS:
                 _run(name, lambda fn=checks[name]: fn(work, model, data, args.require_gpu), results)

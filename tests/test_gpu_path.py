@@ -120,27 +120,52 @@ def test_engine_is_built_with_the_worker_extension():
     assert callable(getattr(WeightSyncExtension, RPC_METHOD))
 
 
-def test_worker_extension_stages_chunks_and_reloads_once():
-    """Blobs (multi-process) and pairs (in-process) are staged; the final chunk triggers ONE reload_weights
-    with every pair (vLLM's layerwise reload would leave layers missing from a partial reload empty)."""
+def _recording_worker(reloads, fail=False):
+    def reload_weights(self, weights_iterator):
+        got = []
+        for pair in weights_iterator:
+            got.append(pair)
+            if fail:
+                raise KeyError("no such layer")
+        reloads.append(got)
+    return type("W", (WeightSyncExtension,), {"reload_weights": reload_weights})()
+
+
+def test_worker_extension_streams_buckets_into_one_reload():
+    """Blobs (multi-process) feed ONE reload_weights running in a worker thread, bucket by bucket (vLLM's layerwise
+    reload would leave layers missing from a partial reload empty); the final bucket finishes it."""
     from videor1.generation.vllm_worker import encode_weights
 
     reloads = []
-    worker = type("W", (WeightSyncExtension,), {"reload_weights": lambda self, weights_iterator: reloads.append(
-        list(weights_iterator))})()
+    worker = _recording_worker(reloads)
     tied = torch.arange(4.0).reshape(2, 2)
     blob = encode_weights([("a.weight", tied), ("b.weight", tied), ("tiny", torch.ones(1))])  # shared + < 256 bytes
     assert isinstance(blob, bytes)
-    assert worker.videor1_load_weights(blob, False) == 3 and reloads == []
+    assert worker.videor1_load_weights(blob, False) == 3 and reloads == []   # the reload waits for more
     assert worker.videor1_load_weights([("c.weight", torch.zeros(3))], True) == 4
     (pairs,) = reloads
     assert sorted(n for n, _ in pairs[:3]) == ["a.weight", "b.weight", "tiny"] and pairs[3][0] == "c.weight"
     got = dict(pairs)
     assert torch.equal(got["a.weight"], tied) and torch.equal(got["b.weight"], tied) and torch.equal(got["tiny"], torch.ones(1))
     worker.videor1_load_weights([("d", torch.ones(1))])
-    assert [n for n, _ in reloads[1]] == ["d"]  # the stage was emptied by the first reload
+    assert [n for n, _ in reloads[1]] == ["d"]  # a new sync, a new reload
     with pytest.raises(TypeError, match="safetensors blob"):  # what msgpack makes of a tensor
         worker.videor1_load_weights([("e", ["float32", [2], 0])])
+
+
+def test_worker_extension_in_process_stream_and_a_failing_reload():
+    reloads = []
+    worker = _recording_worker(reloads)
+    made = []
+    stream = ((made.append(i) or f"w{i}", torch.full((2,), float(i))) for i in range(3))
+    assert worker.videor1_load_weights(stream, True) == 3 and [n for n, _ in reloads[0]] == ["w0", "w1", "w2"]
+    with pytest.raises(ValueError, match="whole sync"):
+        worker.videor1_load_weights(iter([("x", torch.ones(1))]), False)
+    broken = _recording_worker([], fail=True)   # the error surfaces at the final bucket; no put blocks
+    broken.videor1_load_weights([("a", torch.ones(1))], False)
+    broken.videor1_load_weights([("b", torch.ones(1))], False)
+    with pytest.raises(RuntimeError, match="weight sync failed in the vLLM worker: KeyError"):
+        broken.videor1_load_weights([("c", torch.ones(1))], True)
 
 
 def test_in_process_detection_and_cpu_payload(processor):
@@ -159,8 +184,9 @@ def test_in_process_detection_and_cpu_payload(processor):
     inproc.rpc, inproc.resets = [], 0
     inproc.llm_engine.reset_encoder_cache = lambda: None
     VLLMEngine(processor, llm=inproc, sampling_params_cls=_Params).load_weights([("w", torch.ones(3))])
-    (_, (pairs, final)), = inproc.rpc
-    assert pairs[0][0] == "w" and torch.is_tensor(pairs[0][1]) and final is True  # in-process: the tensors
+    (_, (stream, final)), = inproc.rpc
+    pairs = list(stream)   # in-process: one call, the pairs themselves as a stream
+    assert pairs[0][0] == "w" and torch.is_tensor(pairs[0][1]) and final is True
 
 
 def test_vllm_llm_kwargs_colocated_multi_gpu():
@@ -188,6 +214,20 @@ def test_full_state_items_plain_and_zero3_like():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
     names = [n for n, _ in full_state_items(model)]
     assert names == list(model.state_dict())
+    cast = dict(full_state_items(model, dtype=torch.bfloat16))   # the rollout dtype, one tensor at a time
+    assert all(t.dtype == torch.bfloat16 and torch.equal(t, v.bfloat16()) for (n, v), t in
+               zip(model.state_dict().items(), cast.values()))
+    live = dict(full_state_items(model, dtype=torch.float32))   # already in the dtype: the live tensors
+    assert live["0.weight"].data_ptr() == model[0].weight.data_ptr()
+    uncast = dict(full_state_items(model, dtype=torch.bfloat16, cast_unsharded=False))   # an in-process engine casts
+    assert uncast["0.weight"].data_ptr() == model[0].weight.data_ptr()
+
+
+def test_module_groups_keep_a_modules_weights_together():
+    from videor1.generation.weights import module_groups
+
+    names = ["a.q.weight", "a.q.bias", "a.k.weight", "b.weight", "b.bias", "c"]
+    assert module_groups(names) == [["a.q.weight", "a.q.bias"], ["a.k.weight"], ["b.weight", "b.bias"], ["c"]]
 
 
 # ----------------------------------------------------------------------------- DeepSpeed / accelerate

@@ -95,6 +95,19 @@ def test_weight_sync_and_versions(served, tiny_model_dir, tmp_path):
     assert all(torch.equal(served_state[k], v) for k, v in policy.state_dict().items())
     assert server.health()["version"] == 3 and server.health()["run"] == "runA"
     RemoteEngine(server.address, token=server.token, run="runA").sync_weights(policy, version=3, writer=False)  # returns at once
+    bf16 = RemoteEngine(server.address, token=server.token, weights_dir=tmp_path / "weights", run="runA",
+                        dtype=torch.bfloat16)   # the rollout dtype of a bf16 run: half the file of fp32
+    bf16.sync_weights(policy, version=5)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "weights" / "policy.safetensors"), "pt") as handle:
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"BF16"}
+    served_state = engine.engine.model.state_dict()
+    assert all(torch.equal(served_state[k], v.bfloat16().float()) for k, v in policy.state_dict().items())
+    (tmp_path / "weights" / "cut.safetensors").write_bytes((tmp_path / "weights" / "policy.safetensors").read_bytes()[:-64])
+    with pytest.raises(RuntimeError, match="cannot be read"):   # a partial file: refused, the model untouched
+        bf16._call("POST", "/load_weights", {"file": "cut.safetensors", "run": "runA", "version": 6})
+    assert server.health()["version"] == 5
     with pytest.raises(TimeoutError, match="version 4"):
         RemoteEngine(server.address, token=server.token, run="runA", timeout_s=0.3).sync_weights(policy, version=4, writer=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.generation.engines import Completion, HFEngine, SamplingParams, VLLMEngine, trim_completion
+from videor1.generation.engines import (Completion, HFEngine, SamplingParams, VLLMEngine, check_prompt_lengths,
+                                        trim_completion)
 from videor1.model.inputs import Sample, append_tokens, encode, pad_token_id, repeat_rows, vision_token_ids
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
@@ -185,7 +187,10 @@ def test_vllm_engine_sends_what_we_intend(processor, samples):
     frames, meta = requests[0]["multi_modal_data"]["video"]
     np.testing.assert_array_equal(frames, clip.frames)
     assert meta["fps"] == pytest.approx(clip.sample_fps) and meta["total_num_frames"] == len(clip.frames)
-    assert requests[0]["mm_processor_kwargs"] == {"fps": pytest.approx(clip.sample_fps), "do_sample_frames": False}
+    keep = {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}   # the pixel range the loss's encode pins
+    assert requests[0]["mm_processor_kwargs"] == {"fps": pytest.approx(clip.sample_fps), "do_sample_frames": False,
+                                                  "size": keep}
+    assert requests[2]["mm_processor_kwargs"] == {"size": keep}
     shuffled_frames, _ = requests[1]["multi_modal_data"]["video"]
     np.testing.assert_array_equal(shuffled_frames, clip.frames[perm])  # T-GRPO: the shuffled frames go out
     assert "image" in requests[2]["multi_modal_data"] and "<|image_pad|>" in requests[2]["prompt"]
@@ -251,3 +256,174 @@ def test_vllm_max_model_len_is_bounded(tiny_model_dir):
 def test_vllm_engine_without_llm_or_path_is_refused(processor):
     with pytest.raises(ValueError, match="llm"):
         VLLMEngine(processor, sampling_params_cls=_RecordingSamplingParams)
+
+
+def test_hf_rollouts_run_under_the_training_autocast(model, processor, samples):
+    """Generation under the autocast the trainer passes (its training forward's): the logits come out in bf16."""
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        HFEngine(model, processor, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16)).generate(
+            samples[:1], SamplingParams(n=1, max_new_tokens=2, do_sample=False))
+        assert seen and set(seen) == {torch.bfloat16}
+        seen.clear()
+        HFEngine(model, processor).generate(samples[:1], SamplingParams(n=1, max_new_tokens=2, do_sample=False))
+        assert set(seen) == {torch.float32}
+    finally:
+        hook.remove()
+
+
+def test_prompt_length_check_names_the_record(samples):
+    groups = [[Completion("a", [1], prompt_len=120), Completion("b", [2], prompt_len=None)], [Completion("c", [3])]]
+    check_prompt_lengths(samples, groups, [120, 40])   # equal, or not reported
+    with pytest.raises(RuntimeError, match=r"record 'bikes': the rollout engine's prompt has 150 tokens and the "
+                                           r"loss's 120"):
+        check_prompt_lengths(samples, [[Completion("a", [1], prompt_len=150)], []], [120, 40])
+
+
+class _SleepyLLM(_RecordingLLM):
+    def __init__(self, end_id):
+        super().__init__(end_id)
+        self.events = []
+
+    def sleep(self, level):
+        self.events.append(("sleep", level))
+
+    def wake_up(self, tags=None):
+        self.events.append(("wake_up", tags))
+
+    def collective_rpc(self, method, args=()):
+        self.events.append(("rpc", method))
+        super().collective_rpc(method, args)
+
+
+def test_sleep_mode_wakes_before_generation_and_around_a_sync(processor, samples, model, monkeypatch):
+    from videor1.generation.vllm_engine import check_sleep_level
+
+    with pytest.raises(ValueError, match="vllm.sleep_level 1 needs a CUDA GPU"):   # this machine
+        VLLMEngine(processor, llm=_SleepyLLM(0), sampling_params_cls=_RecordingSamplingParams, sleep_level=1)
+    with pytest.raises(ValueError, match="must be 0"):
+        check_sleep_level(3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    llm = _SleepyLLM(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    engine = VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams, sleep_level=2)
+    engine.sleep()
+    engine.sleep()   # once asleep, not again
+    engine.sync_weights(model)   # weights woken, loaded, then the KV cache (vLLM's order)
+    assert llm.events == [("sleep", 2), ("wake_up", ["weights"]), ("rpc", "videor1_load_weights"),
+                          ("wake_up", ["kv_cache"])]
+    engine.sleep()
+    engine.generate(samples[:1], SamplingParams(n=1, max_new_tokens=2))
+    assert llm.events[-2:] == [("sleep", 2), ("wake_up", None)] and len(llm.calls) == 1
+    off = VLLMEngine(processor, llm=_SleepyLLM(0), sampling_params_cls=_RecordingSamplingParams)
+    off.sleep()   # level 0: never asleep
+    assert off.llm.events == []
+
+
+# ------------------------------------------------------------------------ vLLM tensor-parallel groups
+class _EchoEngine:
+    """Answers each sample with '<id>@<seed>' and records its calls (ids, n, seed)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, samples, params):
+        self.calls.append(([s.record.problem_id for s in samples], params.n, params.seed))
+        return [[Completion(f"{s.record.problem_id}@{params.seed}", [i])] * params.n for i, s in enumerate(samples)]
+
+
+def _sample_of(rid):
+    return Sample(record=SimpleNamespace(problem_id=rid), media=np.zeros((28, 28, 3), np.uint8), messages=[])
+
+
+def _group_member(rank, world, init, out_dir):
+    import json
+
+    import torch.distributed as dist
+
+    from videor1.generation.groups import group_engine
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    inner = _EchoEngine()
+    engine = group_engine(inner, world, rank, 2, backend="gloo")
+    mine = {0: (["a", "b"], 10), 1: (["c"], 20)}[rank]   # other prompts, other seeds per rank
+    texts = [[[c.text for c in g] for g in engine.generate([_sample_of(r) for r in mine[0]],
+                                                           SamplingParams(n=2, seed=mine[1]))]]
+    texts.append([[c.text for c in g] for g in engine.generate([_sample_of("d")] if rank == 0 else [],
+                                                               SamplingParams(n=2, seed=mine[1]))])
+    texts.append(engine.generate([], SamplingParams(n=2)))   # nobody has prompts: no call at all
+    (out_dir / f"{rank}.json").write_text(json.dumps({"texts": texts, "calls": inner.calls}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_tensor_parallel_group_gathers_its_prompts_over_gloo(tmp_path):
+    """Two processes of one TP group (a real gloo group): one identical generate per step with the group's
+    prompts and one seed; each rank gets its own completions back; a rank without prompts still joins."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_group_member, args=(2, f"tcp://127.0.0.1:{port}", tmp_path), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0]["calls"] == got[1]["calls"] == [[["a", "b", "c"], 2, 10], [["d"], 2, 10]]
+    assert got[0]["texts"] == [[["a@10", "a@10"], ["b@10", "b@10"]], [["d@10", "d@10"]], []]
+    assert got[1]["texts"] == [[["c@10", "c@10"]], [], []]
+
+
+def test_group_plans_and_layout():
+    from videor1.generation.groups import plan_calls, tp_group_ranks
+
+    assert tp_group_ranks(4, 2) == [[0, 1], [2, 3]] and tp_group_ranks(2, 1) == [[0], [1]]
+    with pytest.raises(ValueError, match="must divide"):
+        tp_group_ranks(3, 2)
+    a, b, c = (_sample_of(x) for x in "abc")
+    video, images = SamplingParams(n=4, seed=1), SamplingParams(n=8, seed=2)   # T-GRPO: n differs by media
+    plan = plan_calls([([a], video), ([], images), ([b, c], images), ([a], replace(video, seed=9))])
+    assert plan == [(video, [(0, 0, 1), (3, 1, 2)]), (images, [(2, 0, 2)])]
+
+
+def test_trainer_refuses_sleep_mode_without_cuda(processor, model):
+    from videor1.config import ConfigError
+    from videor1.rl.config import RLConfig, VLLMConfig
+    from videor1.rl.trainer import _build_engine
+
+    cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", vllm=VLLMConfig(sleep_level=1))
+    accelerator = SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True, mixed_precision="no",
+                                  process_index=0, num_processes=1)
+    with pytest.raises(ConfigError, match="vllm.sleep_level 1 needs a CUDA GPU"):   # before vLLM would start
+        _build_engine(cfg, model, processor, accelerator)
+    with pytest.raises(ConfigError, match="vllm.sleep_level must be 0, 1 or 2"):
+        RLConfig(model="m", train_data="d", output_dir="o", vllm=VLLMConfig(sleep_level=3)).validate()
+
+
+def test_a_rank_without_prompts_joins_its_groups_generate(processor):
+    """The trainer's rollout on a process with no usable prompt still calls a collective engine's generate."""
+    from videor1.model.inputs import pad_token_id
+    from videor1.rl.config import RLConfig
+    from videor1.rl.step import Prompts
+    from videor1.rl.trainer import _rollout
+
+    class Collective(_EchoEngine):
+        collective = True
+
+    cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", num_generations=4)
+    engine = Collective()
+    run = SimpleNamespace(cfg=cfg, engine=engine, model=None, accelerator=None, processor=processor,
+                          pad_id=pad_token_id(processor))
+    batch = _rollout(run, Prompts([], [], None, []), SamplingParams(n=1, seed=3), step=1)
+    assert engine.calls == [([], 4, 3)] and batch.weight == 0.0   # joined with nothing; a zero-weighted batch
+    engine.collective = False
+    _rollout(run, Prompts([], [], None, []), SamplingParams(n=1, seed=3), step=1)
+    assert len(engine.calls) == 1   # an engine of its own: nothing to join
+
+
+def test_an_empty_weight_sync_is_refused(processor):
+    llm = _RecordingLLM(0)
+    with pytest.raises(ValueError, match="no weights to load"):
+        VLLMEngine(processor, llm=llm, sampling_params_cls=_RecordingSamplingParams).load_weights([])
+    assert llm.rpc == []

@@ -30,7 +30,8 @@ Conventions shared by both engines (where we depart from the reference, it is sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Iterable, Protocol, Sequence
 
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
@@ -80,6 +81,8 @@ class Completion:
     text: str
     token_ids: list[int]
     finished: bool = field(default=True)
+    prompt_len: int | None = None  # tokens of the prompt the engine sampled from, vision tokens included (None:
+    #                                 not reported; HFEngine samples from the loss's own encoded batch)
 
 
 class RolloutEngine(Protocol):
@@ -103,6 +106,21 @@ def end_token_ids(processor: ProcessorMixin, model: PreTrainedModel | None = Non
         if int(tid) not in ids:
             ids.append(int(tid))
     return ids
+
+
+def check_prompt_lengths(samples: Sequence[Sample], groups: Sequence[Sequence[Completion]],
+                        lengths: Sequence[int]) -> None:
+    """Every completion's `prompt_len` (when the engine reports one) equals `lengths[i]`, the loss's prompt
+    length of sample i with its vision tokens; else a RuntimeError naming the record: the engine saw other
+    pixels (or another prompt) than the loss will score, i.e. off-policy rollouts."""
+    for sample, group, length in zip(samples, groups, lengths):
+        for completion in group:
+            if completion.prompt_len is not None and completion.prompt_len != int(length):
+                rid = getattr(sample.record, "problem_id", None)
+                raise RuntimeError(
+                    f"record {rid!r}: the rollout engine's prompt has {completion.prompt_len} tokens and the loss's "
+                    f"{int(length)} (vision tokens included): the engine resized the media (or templated the "
+                    "prompt) differently, so its completions were sampled from other inputs than the loss scores")
 
 
 def trim_completion(ids: Sequence[int], end_ids: Iterable[int], pad_id: int | None = None) -> tuple[list[int], bool]:
@@ -129,10 +147,13 @@ class HFEngine:
     prefix sharing is not yet known exact (`videor1.model.families.check_prefix_sharing`: a hybrid decoder
     without a tested route) generates from the n repeated prompt rows instead.
     The model is put in eval mode for generation and returned to its previous mode afterwards. Pass the
-    unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper.
+    unwrapped model (`accelerator.unwrap_model(model)`), not a DDP / DeepSpeed wrapper. `autocast` (e.g.
+    `accelerator.autocast`) wraps generation: RL rollouts then run in the numerics of the training forward
+    (bf16 autocast over fp32 master weights), not in fp32.
     """
 
-    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, batch_size: int = 8) -> None:
+    def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, batch_size: int = 8,
+                 autocast: Callable[[], ContextManager] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = install_mrope(model)  # idempotent: models from `load_model` already have it
@@ -142,6 +163,7 @@ class HFEngine:
         self.suppress_ids = vision_token_ids(processor)
         self.pad_id = int(processor.tokenizer.pad_token_id)
         self.opening = think_opening(processor)   # a text prefix the prompt already opened ("<think>\n")
+        self.autocast = autocast or nullcontext
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
         """For each sample, `params.n` completions."""
@@ -187,7 +209,7 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), _seeded(params.seed, chunk_index, device):
+            with torch.no_grad(), _seeded(params.seed, chunk_index, device), self.autocast():
                 if params.n > 1 and shares_prefix_exactly(self.model.config):
                     inputs = self._prefill_once(sub, params.n, device, dtype)
                 elif params.n > 1:

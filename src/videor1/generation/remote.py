@@ -12,20 +12,26 @@ Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and 
 
 * ``GET /health`` -> ``{"ok": true, "model": ..., "run": ..., "version": ...}``
 * ``POST /generate`` ``{"samples": [sample, ...], "params": {SamplingParams fields}}`` ->
-  ``{"completions": [[{"text", "token_ids", "finished"}, ...], ...]}``. A sample is
+  ``{"completions": [[{"text", "token_ids", "finished", "prompt_len"}, ...], ...]}`` (prompt_len: the
+  engine's prompt length with vision tokens, null when it reports none; the trainer checks it). A sample is
   ``{"id", "messages", "media"}`` with media ``{"kind": "video", "frames": <uint8 [T, H, W, 3]>,
   "sample_fps", "timestamps", "indices", "total_frames", "native_fps", "path"}`` or ``{"kind": "image",
   "array": <uint8 [H, W, 3]>}``. The frames are the trainer's, as sampled and (T-GRPO) permuted: the
   server never decodes, resamples or reorders them, so shuffled rollouts see exactly the shuffled frames.
 * ``POST /load_weights`` ``{"file": NAME, "run": ..., "version": ...}``: NAME is a safetensors file inside
-  the server's ``--weights-dir`` (a path outside it is refused); its tensors go to the engine's
-  ``load_weights`` and the server then reports that run and version.
+  the server's ``--weights-dir`` (a path outside it is refused); its header is read and checked against the
+  served model (names, shapes; a partial file is refused before anything is swapped), then its tensors are
+  read one at a time into the engine's ``load_weights`` (a stream: vLLM loads it in buckets) and the server
+  reports that run and version.
 
-Weight sync (`RemoteEngine.sync_weights`): the main training process writes the policy's state dict to
-``<weights_dir>/policy.safetensors`` (atomically) and posts ``/load_weights`` with the current step as the
-version; the other processes wait until ``/health`` reports that version. No collective call is made, so
-processes with no prompt in a step need not take part. The state dict must be whole on the main process
-(one process, DDP, ZeRO-2). A 7B policy is ~15 GB per sync: put ``weights_dir`` on a RAM disk.
+Weight sync (`RemoteEngine.sync_weights`): the main training process writes the policy's state dict in the
+rollout dtype (`dtype`: bf16 when training runs in bf16 autocast, else fp32) to
+``<weights_dir>/policy.safetensors``, one tensor at a time (`videor1.generation.weights.write_safetensors`:
+no second copy of the model in memory; written to a temporary name, then renamed) and posts ``/load_weights``
+with the current step as the version; the other processes wait until ``/health`` reports that version. No
+collective call is made, so processes with no prompt in a step need not take part. The state dict must be
+whole on the main process (one process, DDP, ZeRO-2). A 7B policy is ~15 GB per sync in bf16 (~30 GB in fp32):
+put ``weights_dir`` on a RAM disk.
 """
 
 from __future__ import annotations
@@ -49,10 +55,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
 
 from videor1.data.media import Clip
 from videor1.generation.engines import Completion, HFEngine, SamplingParams, ServableEngine, VLLMEngine
+from videor1.generation.weights import write_safetensors
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 
@@ -228,7 +235,8 @@ class RolloutServer:
         samples, params = self._parse_generate(body)
         with self._lock:
             groups = self.engine.generate(samples, params)
-        return {"completions": [[{"text": c.text, "token_ids": list(map(int, c.token_ids)), "finished": c.finished}
+        return {"completions": [[{"text": c.text, "token_ids": list(map(int, c.token_ids)), "finished": c.finished,
+                                  "prompt_len": c.prompt_len}
                                  for c in group] for group in groups]}
 
     def _parse_generate(self, body: dict[str, Any]) -> tuple[list[Sample], SamplingParams]:
@@ -265,15 +273,16 @@ class RolloutServer:
         path = (self.weights_dir / name).resolve()
         if self.weights_dir not in path.parents:
             raise PermissionError(f"weights file {name!r} is outside the weights directory")
-        try:
-            tensors = load_file(str(path))  # the whole file, before anything is swapped
-        except Exception as exc:  # missing, partial or corrupt: the served model is untouched
+        try:   # the header, checked against the file's size: a missing or partial file leaves the model as it was
+            handle = safe_open(str(path), framework="pt")
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        except Exception as exc:
             raise RequestError(f"weights file {name!r} cannot be read: {type(exc).__name__}: {exc}") from None
-        _check_weights(self.engine, tensors, name)
-        with self._lock:
-            self.engine.load_weights(tensors.items())
+        _check_weights(self.engine, shapes, name)
+        with self._lock:   # one tensor at a time into the engine
+            self.engine.load_weights((key, handle.get_tensor(key)) for key in shapes)
             self.run, self.version = body.get("run"), body.get("version")
-        return {"loaded": len(tensors), **self.health()}
+        return {"loaded": len(shapes), **self.health()}
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
@@ -295,16 +304,16 @@ class RolloutServer:
             close_engine()
 
 
-def _check_weights(engine: ServableEngine, tensors: dict[str, torch.Tensor], name: str) -> None:
+def _check_weights(engine: ServableEngine, shapes: dict[str, tuple[int, ...]], name: str) -> None:
     """Every tensor name and shape must match the served model's (when the engine exposes its model), so a
     mismatched file is refused before any weight is replaced."""
     model = getattr(engine, "model", None) or getattr(getattr(engine, "engine", None), "model", None)
     if not isinstance(model, torch.nn.Module):
         return
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(want) - set(tensors))
-    unexpected = sorted(set(tensors) - set(want))
-    wrong = sorted(k for k in set(want) & set(tensors) if tuple(tensors[k].shape) != want[k])
+    missing = sorted(set(want) - set(shapes))
+    unexpected = sorted(set(shapes) - set(want))
+    wrong = sorted(k for k in set(want) & set(shapes) if tuple(shapes[k]) != want[k])
     if missing or unexpected or wrong:
         raise RequestError(f"weights file {name!r} does not match the served model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
@@ -419,8 +428,9 @@ class RemoteEngine:
 
     def __init__(self, url: str, *, weights_dir: str | os.PathLike | None = None, run: str = "",
                  timeout_s: float = 600.0, token: str | None = None,
-                 token_file: str | os.PathLike | None = None) -> None:
+                 token_file: str | os.PathLike | None = None, dtype: torch.dtype | None = None) -> None:
         self.url = url.rstrip("/")
+        self.dtype = dtype  # the rollout dtype the weights are written in (None: as the policy holds them)
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.run = run
         self.timeout_s = timeout_s
@@ -450,8 +460,8 @@ class RemoteEngine:
             return []
         out = self._call("POST", "/generate", {"samples": [sample_to_wire(s) for s in samples],
                                                "params": params_to_wire(params)})
-        groups = [[Completion(text=c["text"], token_ids=list(c["token_ids"]), finished=bool(c["finished"]))
-                   for c in group] for group in out["completions"]]
+        groups = [[Completion(text=c["text"], token_ids=list(c["token_ids"]), finished=bool(c["finished"]),
+                              prompt_len=c.get("prompt_len")) for c in group] for group in out["completions"]]
         if len(groups) != len(samples):
             raise RuntimeError(f"rollout server returned {len(groups)} groups for {len(samples)} samples")
         return groups
@@ -463,7 +473,10 @@ class RemoteEngine:
             if self.weights_dir is None:
                 raise ValueError("RemoteEngine.sync_weights needs weights_dir (a directory the server also sees)")
             self.weights_dir.mkdir(parents=True, exist_ok=True)
-            _save_state_dict(model.state_dict(), self.weights_dir / WEIGHTS_FILE)
+            path = self.weights_dir / WEIGHTS_FILE
+            tmp = path.with_name(path.name + ".tmp")
+            write_safetensors(tmp, list(model.state_dict().items()), self.dtype, {"format": "pt"})
+            os.replace(tmp, path)
             self._call("POST", "/load_weights", {"file": WEIGHTS_FILE, "run": self.run, "version": version})
             return
         deadline = time.monotonic() + self.timeout_s
@@ -485,18 +498,3 @@ def _find_token(token_file: str | os.PathLike | None, weights_dir: Path | None) 
     if token_file is not None:
         raise FileNotFoundError(f"rollout server token file {token_file} not found (the server writes it at start)")
     return os.environ.get(TOKEN_ENV) or None
-
-
-def _save_state_dict(state: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors, written to a temporary name and renamed; tensors sharing storage are copied apart."""
-    seen: set[int] = set()
-    tensors = {}
-    for name, tensor in state.items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        ptr = tensor.untyped_storage().data_ptr()
-        tensors[name] = tensor.clone() if ptr in seen else tensor
-        seen.add(ptr)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
-

