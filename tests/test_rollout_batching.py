@@ -4,6 +4,7 @@ own completions; seeds survive batching (per-row generators for HF, per-request 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -196,17 +197,9 @@ def test_real_server_batches_hf_ranks(model, processor, samples):
     server = RolloutServer(engine, weights_dir=None, port=0, batching=Batching(window_s=30, ranks=3)).start()
     calls = [(samples[:2], SamplingParams(n=2, max_new_tokens=6, seed=r)) for r in range(2)] + \
             [(samples[1:], SamplingParams(n=2, max_new_tokens=6, seed=7))]
-    got: list = [None] * 3
-
-    def rank(r):
-        got[r] = RemoteEngine(server.address, token=server.token).generate(*calls[r])
-
     try:
-        threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+        with ThreadPoolExecutor(3) as pool:   # three ranks asking at once
+            got = list(pool.map(lambda call: RemoteEngine(server.address, token=server.token).generate(*call), calls))
         assert server.health()["engine_calls"] == 1
         assert [ids(g) for g in got] == [ids(engine.generate_many([c])[0]) for c in calls]
         assert ids(got[0]) != ids(got[1])   # different seeds, same prompts
