@@ -1,10 +1,10 @@
 """The rollout server's batching: concurrent /generate requests (one per training process) served by one
 engine call, each request getting exactly its own completions back.
 
-`Batcher.generate` queues a request; the first request of a batch waits up to `Batching.window_s` for others
-(or until `Batching.ranks` requests wait), then all waiting requests go to the engine together, in one
-worker thread that also does the weight loads (so a load never overlaps a generation). Requests arriving
-while the engine works form the next batch. With batching off, every request is its own engine call, one
+`Batcher.generate` queues a request; once the engine is free, all waiting requests go to it together as soon
+as `Batching.ranks` of them wait or the oldest has waited `Batching.window_s`. The engine runs in one worker
+thread that also does the weight loads (so a load never overlaps a generation); requests arriving while it
+works form the next batch. With batching off, every request is its own engine call, one
 at a time (the server of before).
 
 Requests whose `SamplingParams` differ in more than the seed go to separate engine calls (a training run
@@ -108,6 +108,7 @@ def run_batch(engine: Any, calls: Sequence[Call]) -> list[Groups | Exception]:
 class _Job:
     call: Call
     future: asyncio.Future
+    arrived: float   # the event loop's clock
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Batcher:
         if not self.batching.enabled:
             self.engine_calls += 1
             return await loop.run_in_executor(self.executor, self.engine.generate, samples, params)
-        job = _Job((samples, params), loop.create_future())
+        job = _Job((samples, params), loop.create_future(), loop.time())
         self._pending.append(job)
         if self._arrived is None:
             self._arrived = asyncio.Event()
@@ -158,8 +159,8 @@ class Batcher:
                     job.future.set_result(result)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until `ranks` requests are pending or `window_s` has passed since this wait began."""
-        deadline = loop.time() + self.batching.window_s
+        """Wait until `ranks` requests are pending or `window_s` has passed since the oldest one arrived."""
+        deadline = self._pending[0].arrived + self.batching.window_s
         while not 0 < self.batching.ranks <= len(self._pending):
             left = deadline - loop.time()
             if left <= 0:
