@@ -205,3 +205,15 @@ def test_real_server_batches_hf_ranks(model, processor, samples):
         assert ids(got[0]) != ids(got[1])   # different seeds, same prompts
     finally:
         server.close()
+
+
+def test_serve_rollouts_batching_flags_are_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from videor1.cli import app
+
+    for flag in ("--batch-window", "--ranks"):
+        result = CliRunner().invoke(app, ["serve-rollouts", "--model", str(tmp_path), "--port", "0", flag, "-1"])
+        assert result.exit_code == 2 and flag in result.output and ">= 0" in result.output
+    with pytest.raises(ValueError, match="window_s >= 0"):
+        Batching(window_s=-0.1)
