@@ -1,8 +1,8 @@
 """Rollout server: N training ranks asking at once, served one request at a time vs batched into one engine call.
 
-Starts `videor1 serve-rollouts` twice per engine on a tiny random Qwen2.5-VL (written to a temporary
-directory): once with `--no-batching` (the server before issue 33: a lock around generate, one request after
-another) and once batching (`--batch-window`). N client threads (one per rank) are released together and
+Starts `videor1 serve-rollouts` per engine on a tiny random Qwen2.5-VL (written to a temporary directory):
+once with `--no-batching` (the server before issue 33: a lock around generate, one request after another)
+and, for each N, batching with `--ranks N` (as README's server-mode command sets it to the process count). N client threads (one per rank) are released together and
 each sends one T-GRPO rollout request through `RemoteEngine` (`videor1.rl.step.generate_rollouts`: K video
 prompts x G ordered + K shuffled clips x G~, its own seed), as the trainer's processes do every step. Rounds
 alternate serial / batched; the first round of each is a warm-up and is not timed. Printed per N: the
@@ -38,9 +38,9 @@ VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def start_server(python: str, model: Path, engine: str, batching: bool, log: Path) -> tuple[subprocess.Popen, str, str]:
-    """A `serve-rollouts` process; its address and token (from its first lines)."""
-    flags = ["--batching", "--batch-window", "0.05"] if batching else ["--no-batching"]
+def start_server(python: str, model: Path, engine: str, ranks: int, log: Path) -> tuple[subprocess.Popen, str, str]:
+    """A `serve-rollouts` process batching `ranks` requests (0: not batching); its address and token."""
+    flags = ["--batching", "--ranks", str(ranks), "--batch-window", "5"] if ranks else ["--no-batching"]
     extra = ["--batch-size", "256"] if engine == "hf" else ["--gpu-memory-utilization", "0.2"]
     env = {**os.environ, "PYTHONPATH": str(SRC), **(VLLM_ENV if engine == "vllm" else {"OMP_NUM_THREADS": "1"})}
     sink = open(log, "w")
@@ -117,10 +117,13 @@ def measure(engine: str, python: str, model: Path, tmp: Path, args) -> None:
     def params_of(rank: int) -> SamplingParams:
         return SamplingParams(n=1, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=1000 + rank)
 
-    servers = {mode: start_server(python, model, engine, mode == "batched", tmp / f"{engine}_{mode}.log")
-               for mode in ("serial", "batched")}
+    serial = start_server(python, model, engine, 0, tmp / f"{engine}_serial.log")
+    started = [serial]
     try:
         for n in args.ranks:
+            batched = start_server(python, model, engine, n, tmp / f"{engine}_batched{n}.log")
+            started.append(batched)
+            servers = {"serial": serial, "batched": batched}
             work = [rank_prompts(args.prompts, args.frames, args.side, r) for r in range(n)]
             times: dict[str, list[float]] = {"serial": [], "batched": []}
             calls: dict[str, int] = {}
@@ -135,19 +138,20 @@ def measure(engine: str, python: str, model: Path, tmp: Path, args) -> None:
             _, url, token = servers["batched"]
             alone = [one_round(url, token, [work[r]], lambda _, r=r: params_of(r), args.g, args.g_shuffled)[1][0]
                      for r in range(n)]
-            serial, batched = statistics.median(times["serial"]), statistics.median(times["batched"])
+            t_serial, t_batched = statistics.median(times["serial"]), statistics.median(times["batched"])
             rows = n * args.prompts * (args.g + args.g_shuffled)
             print(f"{engine:5s} N={n}  {rows:4d} completions x {args.max_new_tokens} tokens  "
-                  f"serial {serial:7.2f} s ({calls['serial']} engine calls)  batched {batched:7.2f} s "
+                  f"serial {t_serial:7.2f} s ({calls['serial']} engine calls)  batched {t_batched:7.2f} s "
                   f"({calls['batched']} engine call{'s' if calls['batched'] > 1 else ''})  "
-                  f"speed-up {serial / batched:5.2f}x", flush=True)
+                  f"speed-up {t_serial / t_batched:5.2f}x", flush=True)
             same_alone = sum(a == b for a, b in zip(alone, outs["batched"]))
             same_serial = sum(a == b for a, b in zip(outs["serial"], outs["batched"]))
             note = "" if engine == "vllm" else " (HF: differ by design when sampling)"
             print(f"      batched == alone on the batched server: {same_alone}/{n} ranks; "
                   f"batched == serial server: {same_serial}/{n} ranks{note}", flush=True)
+            batched[0].terminate()
     finally:
-        for proc, _, _ in servers.values():
+        for proc, _, _ in started:
             proc.terminate()
             proc.wait(timeout=60)
 
