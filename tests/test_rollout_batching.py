@@ -14,7 +14,7 @@ from videor1.data.media import VideoSpec, load_video
 from videor1.generation.batching import Batching, run_batch, vllm_generate_many
 from videor1.generation.engines import Completion, HFEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
-from videor1.generation.server import RolloutServer
+from videor1.generation.server import RolloutServer, ServerLimits
 from videor1.model.inputs import Sample
 
 SMALL = VideoSpec(max_frames=4, min_pixels=28 * 28, max_pixels=56 * 56 * 2)
@@ -217,3 +217,21 @@ def test_serve_rollouts_batching_flags_are_checked(tmp_path):
         assert result.exit_code == 2 and flag in result.output and ">= 0" in result.output
     with pytest.raises(ValueError, match="window_s >= 0"):
         Batching(window_s=-0.1)
+
+
+def test_a_stalled_body_is_answered_408_and_the_server_keeps_serving():
+    import http.client
+
+    server = RolloutServer(_CountingEngine(), weights_dir=None, port=0,
+                           limits=ServerLimits(request_timeout_s=0.5)).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.putrequest("POST", "/generate")
+        for key, value in {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json",
+                           "Content-Length": "100"}.items():
+            conn.putheader(key, value)
+        conn.endheaders(b'{"samples": ')   # 12 of the 100 bytes announced, then nothing
+        assert conn.getresponse().status == 408
+        assert RemoteEngine(server.address, token=server.token).health()["ok"]
+    finally:
+        server.close()

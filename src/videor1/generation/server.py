@@ -254,23 +254,12 @@ async def read_json(request: Request, limits: ServerLimits) -> dict[str, Any]:
         raise RequestError(f"Content-Length must be an integer, got {raw!r}", 411) from None
     if not 0 <= length <= limits.max_body_bytes:
         raise RequestError(f"Content-Length {length} is outside [0, max_body_bytes={limits.max_body_bytes}]", 413)
-
-    async def read() -> bytes:
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > length:
-                raise RequestError(f"the body is longer than its Content-Length {length}")
-        return bytes(data)
-
-    try:
-        data = await asyncio.wait_for(read(), limits.request_timeout_s)
+    try:   # h11 delivers exactly Content-Length bytes, or the client is gone
+        data = await asyncio.wait_for(request.body(), limits.request_timeout_s)
     except TimeoutError:
         raise RequestError(f"the body did not arrive within {limits.request_timeout_s:g} s", 408) from None
     except ClientDisconnect:
         raise RequestError("the client went away while sending the body") from None
-    if len(data) != length:
-        raise RequestError(f"the body ended after {len(data)} of {length} bytes")
     return await run_in_threadpool(_parse_json, data)
 
 
