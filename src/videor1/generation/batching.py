@@ -122,7 +122,7 @@ class Batcher:
     engine_calls: int = 0
     requests: int = 0
     _pending: list[_Job] = field(default_factory=list)
-    _arrived: asyncio.Event | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)   # bound to the loop at its first wait
     _task: asyncio.Task | None = None
 
     async def generate(self, samples: list[Sample], params: SamplingParams) -> Groups:
@@ -133,8 +133,6 @@ class Batcher:
             return await loop.run_in_executor(self.executor, self.engine.generate, samples, params)
         job = _Job((samples, params), loop.create_future(), loop.time())
         self._pending.append(job)
-        if self._arrived is None:
-            self._arrived = asyncio.Event()
         self._arrived.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
@@ -165,9 +163,8 @@ class Batcher:
             left = deadline - loop.time()
             if left <= 0:
                 return
-            assert self._arrived is not None
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
                 return

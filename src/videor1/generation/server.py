@@ -256,7 +256,7 @@ async def read_json(request: Request, limits: ServerLimits) -> dict[str, Any]:
         raise RequestError(f"Content-Length {length} is outside [0, max_body_bytes={limits.max_body_bytes}]", 413)
     try:   # h11 delivers exactly Content-Length bytes, or the client is gone
         data = await asyncio.wait_for(request.body(), limits.request_timeout_s)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
         raise RequestError(f"the body did not arrive within {limits.request_timeout_s:g} s", 408) from None
     except ClientDisconnect:
         raise RequestError("the client went away while sending the body") from None
