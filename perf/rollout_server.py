@@ -2,9 +2,10 @@
 
 Starts `videor1 serve-rollouts` per engine on a tiny random Qwen2.5-VL (written to a temporary directory):
 once with `--no-batching` (the server before issue 33: a lock around generate, one request after another)
-and, for each N, batching with `--ranks N` (as README's server-mode command sets it to the process count). N client threads (one per rank) are released together and
-each sends one T-GRPO rollout request through `RemoteEngine` (`videor1.rl.step.generate_rollouts`: K video
-prompts x G ordered + K shuffled clips x G~, its own seed), as the trainer's processes do every step. Rounds
+and, for each N, batching with `--ranks N` (as README's server-mode command sets it to the process count).
+N client threads (one per rank) are released together and each sends one T-GRPO rollout request through
+`RemoteEngine` (`videor1.rl.step.generate_rollouts`: K video prompts x G ordered + K shuffled clips x G~,
+its own seed), as the trainer's processes do every step. Rounds
 alternate serial / batched; the first round of each is a warm-up and is not timed. Printed per N: the
 median wall time of a round (all ranks' rollouts), the ratio, and the server's engine calls per round.
 

@@ -169,11 +169,12 @@ class HFEngine:
 
         The batch is `encode(processor, samples)` (left padded, B = len(samples) rows, on CPU), i.e. the
         exact input_ids and vision tensors (pixel_values*, *_grid_thw, second_per_grid_ts,
-        mm_token_type_ids) the completions were sampled from. With `row_seeds` (one per completion row,
-        sample-major), rows sample through `RowSampler` instead of the chunk's seeded RNG. The RL trainer
-        builds its loss input from it with `videor1.model.inputs.repeat_rows(batch, n)` and `videor1.model.inputs.append_tokens(...,
+        mm_token_type_ids) the completions were sampled from. The RL trainer builds its loss input from
+        it with `videor1.model.inputs.repeat_rows(batch, n)` and `videor1.model.inputs.append_tokens(...,
         [c.token_ids for group in completions for c in group], pad_id=...)`, so the loss forward sees
-        the same frames (ordered or shuffled) and the same second_per_grid_ts as the rollout.
+        the same frames (ordered or shuffled) and the same second_per_grid_ts as the rollout. With
+        `row_seeds` (one per completion row, sample-major), rows sample through `RowSampler` instead of the
+        chunk's seeded RNG.
         """
         if not samples:
             return [], None
