@@ -148,6 +148,8 @@ def measure(engine: str, python: str, model: Path, tmp: Path, args) -> None:
             same_alone = sum(a == b for a, b in zip(alone, outs["batched"]))
             same_serial = sum(a == b for a, b in zip(outs["serial"], outs["batched"]))
             note = "" if engine == "vllm" else " (HF: differ by design when sampling)"
+            print("      rounds (s): serial " + " ".join(f"{t:.2f}" for t in times["serial"]) + "; batched "
+                  + " ".join(f"{t:.2f}" for t in times["batched"]), flush=True)
             print(f"      batched == alone on the batched server: {same_alone}/{n} ranks; "
                   f"batched == serial server: {same_serial}/{n} ranks{note}", flush=True)
             batched[0].terminate()
