@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.generation.remote import RemoteEngine, RolloutServer, sample_from_wire, sample_to_wire
+from videor1.generation.remote import RemoteEngine, sample_from_wire, sample_to_wire
+from videor1.generation.server import RolloutServer
 from videor1.generation.engines import HFEngine, SamplingParams
 from videor1.model.inputs import Sample
 

@@ -322,19 +322,26 @@ def serve_rollouts(
     max_new_tokens: int = typer.Option(32768, help="Most tokens per completion (params.max_new_tokens)."),
     max_total_tokens: int = typer.Option(1 << 22, help="Most samples x n x max_new_tokens in one /generate: the "
                                          "bound on one request's generation work (and so its time)."),
-    request_timeout: float = typer.Option(600.0, help="Seconds a request may stall while it is read."),
+    request_timeout: float = typer.Option(600.0, help="Seconds a request body may take to arrive."),
+    batching: bool = typer.Option(True, help="Serve concurrent /generate requests (one per training process) by "
+                                  "one engine call; --no-batching: one request at a time."),
+    batch_window: float = typer.Option(0.05, help="Seconds the first request of a batch waits for others."),
+    ranks: int = typer.Option(0, help="Send a batch as soon as this many requests wait (the trainer's process "
+                              "count; 0: unknown, wait --batch-window)."),
 ) -> None:
     """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU).
 
     Every request needs the token printed at start (and written to the token file); off loopback a
     warning is printed. A request over a --max-* limit is answered 400/413 naming the limit. Generation
-    time is bounded through --max-total-tokens (a running generate cannot be stopped by a clock). SIGTERM and
-    SIGINT stop the server and shut the engine down with its processes."""
+    time is bounded through --max-total-tokens (a running generate cannot be stopped by a clock). Concurrent
+    requests are batched into one engine call (--ranks, --batch-window; `videor1.generation.batching`). SIGTERM
+    and SIGINT stop the server and shut the engine down with its processes."""
     if not model.is_dir():
         fail(f"no such model directory: {model}")
     if not 0 <= port <= 65535:
         fail(f"--port must be 0-65535, got {port}")
-    from videor1.generation.remote import ServerLimits, make_server
+    from videor1.generation.batching import Batching
+    from videor1.generation.server import ServerLimits, make_server
 
     flags = {"--max-body-bytes": max_body_bytes, "--max-array-bytes": max_array_bytes, "--max-samples": max_samples,
              "--max-n": max_n, "--max-new-tokens": max_new_tokens, "--max-total-tokens": max_total_tokens,
@@ -342,6 +349,8 @@ def serve_rollouts(
     for flag, value in flags.items():
         if not value > 0:
             fail(f"{flag} must be > 0, got {value}")
+    if batch_window < 0 or ranks < 0:
+        fail(f"--batch-window and --ranks must be >= 0, got {batch_window} and {ranks}")
     limits = ServerLimits(max_body_bytes=max_body_bytes, max_array_bytes=max_array_bytes, max_samples=max_samples,
                           max_n=max_n, max_new_tokens=max_new_tokens, max_total_tokens=max_total_tokens,
                           request_timeout_s=request_timeout)
@@ -349,13 +358,14 @@ def serve_rollouts(
     llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size,
                   "dtype": None if dtype == "auto" else dtype}
     server = make_server(model, engine=engine, weights_dir=weights_dir, host=host, port=port,
-                         batch_size=batch_size, llm_kwargs=llm_kwargs, token_file=token_file, limits=limits)
+                         batch_size=batch_size, llm_kwargs=llm_kwargs, token_file=token_file, limits=limits,
+                         batching=Batching(window_s=batch_window, ranks=ranks, enabled=batching))
     print(f"serving rollouts on {server.address}", flush=True)
     where = f" (also in {server.token_file})" if server.token_file is not None else ""
     print(f"token: {server.token}{where}", flush=True)
     import signal
 
-    def stop(signum: int, _frame: object) -> None:  # SIGTERM as SIGINT: leave serve_forever, shut down below
+    def stop(signum: int, _frame: object) -> None:  # uvicorn serves until SIGTERM / SIGINT, then raises it again
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)

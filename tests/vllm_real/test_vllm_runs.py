@@ -120,6 +120,26 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()[:80].replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
+
+
+def _survivors(pids: list[int], grace_s: float = 15.0) -> list[str]:
+    """The processes of `pids` still running `grace_s` after their parent exited (with their command lines):
+    multiprocessing's resource tracker exits on its own once its parent is gone, a moment later."""
+    import time
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = [p for p in pids if _alive(p)]
+        if not left or time.monotonic() > deadline:
+            return [f"{p} {_cmdline(p)}" for p in left if _alive(p)]
+        time.sleep(0.2)
+
+
 def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> str:
     """The address from the server's "serving rollouts on URL" line (polling its log file)."""
     import time
@@ -157,7 +177,7 @@ def test_serve_rollouts_vllm_remote_run_and_sigterm(tiny_model_dir, synth_dir, t
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert "rollout server stopped" in log.read_text()
-        left = [p for p in tree if _alive(p)]
+        left = _survivors(tree)
         assert not left, f"processes left after SIGTERM: {left}"
     finally:
         if proc.poll() is None:

@@ -22,20 +22,24 @@ Conventions shared by both engines (where we depart from the reference, it is sa
   was; `VLLMEngine` gives every completion of a call its own vLLM seed (request i gets seed + i * n and
   vLLM seeds its j-th child seed + i * n + j, `vllm/v1/engine/parallel_sampling.py`), so repeated and
   shuffled copies of a prompt in one call never share a seed. Without a seed, sampling
-  draws from the global RNG (HF) or vLLM's own.
+  draws from the global RNG (HF) or vLLM's own. `HFEngine.generate_many` (the rollout server's batching of
+  several requests into one call) draws each completion from its own generator seeded like vLLM's
+  (seed + i * n + j), so a request's completions do not depend on the requests batched with it.
 * For T-GRPO the caller passes samples whose clip is already permuted (`Clip.permuted`); both engines
   send exactly the frames of the sample, so shuffled rollouts really see shuffled frames.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Iterable, Protocol, Sequence
 
 import torch
 from transformers import BatchFeature, GenerationConfig, PreTrainedModel, ProcessorMixin
 from transformers.cache_utils import Cache
+from transformers.generation.logits_process import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
 
 from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
 from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, think_opening, vision_token_ids
@@ -169,7 +173,28 @@ class HFEngine:
         """For each sample, `params.n` completions."""
         return self.generate_with_inputs(samples, params)[0]
 
-    def generate_with_inputs(self, samples: list[Sample], params: SamplingParams
+    def generate_many(self, calls: Sequence[tuple[list[Sample], SamplingParams]]) -> list[list[list[Completion]]]:
+        """Several requests in one batch (the rollout server's batching): their params must be equal but for
+        the seed. Sampled rows draw from their own generators (`RowSampler`: request seed + i * n + j), so a
+        request's completions do not depend on the requests batched with it, except through the fp rounding
+        that a different left padding brings; they differ from `generate`'s draws (one seeded RNG per chunk).
+        Greedy rows are `generate`'s."""
+        params = calls[0][1] if calls else None
+        if any(replace(p, seed=None) != replace(params, seed=None) for _, p in calls):
+            raise ValueError("generate_many: the requests' SamplingParams must be equal except for the seed")
+        samples = [s for group, _ in calls for s in group]
+        if not samples:
+            return [[] for _ in calls]
+        seeds = [None if p.seed is None else int(p.seed) + k for group, p in calls for k in range(len(group) * p.n)]
+        groups = self.generate_with_inputs(samples, params, row_seeds=seeds if params.do_sample else None)[0]
+        out, start = [], 0
+        for group, _ in calls:
+            out.append(groups[start:start + len(group)])
+            start += len(group)
+        return out
+
+    def generate_with_inputs(self, samples: list[Sample], params: SamplingParams, *,
+                             row_seeds: Sequence[int | None] | None = None
                              ) -> tuple[list[list[Completion]], BatchFeature | None]:
         """Completions plus the encoded prompt batch they were generated from.
 
@@ -178,7 +203,9 @@ class HFEngine:
         mm_token_type_ids) the completions were sampled from. The RL trainer builds its loss input from
         it with `videor1.model.inputs.repeat_rows(batch, n)` and `videor1.model.inputs.append_tokens(...,
         [c.token_ids for group in completions for c in group], pad_id=...)`, so the loss forward sees
-        the same frames (ordered or shuffled) and the same second_per_grid_ts as the rollout.
+        the same frames (ordered or shuffled) and the same second_per_grid_ts as the rollout. With
+        `row_seeds` (one per completion row, sample-major), rows sample through `RowSampler` instead of the
+        chunk's seeded RNG.
         """
         if not samples:
             return [], None
@@ -187,7 +214,8 @@ class HFEngine:
         for chunk_index, start in enumerate(range(0, len(samples), self.batch_size)):
             rows = list(range(start, min(start + self.batch_size, len(samples))))
             sub = select_rows(batch, rows)
-            results.extend(self._generate_chunk(sub, params, chunk_index))
+            seeds = None if row_seeds is None else row_seeds[rows[0] * params.n:(rows[-1] + 1) * params.n]
+            results.extend(self._generate_chunk(sub, params, chunk_index, seeds))
         return results, batch
 
     def _generate_kwargs(self, params: SamplingParams) -> dict[str, GenerationConfig]:
@@ -201,7 +229,8 @@ class HFEngine:
         )
         return {"generation_config": config}
 
-    def _generate_chunk(self, sub: BatchFeature, params: SamplingParams, chunk_index: int) -> list[list[Completion]]:
+    def _generate_chunk(self, sub: BatchFeature, params: SamplingParams, chunk_index: int,
+                        row_seeds: Sequence[int | None] | None = None) -> list[list[Completion]]:
         n_rows = sub["input_ids"].shape[0]
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
@@ -218,7 +247,11 @@ class HFEngine:
                     inputs = move_batch(sub, device, dtype)
                 # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
                 # parameters first), and one with no prompt never calls generate
-                out = self.model.generate(**inputs, **self._generate_kwargs(params), synced_gpus=False)
+                kwargs = self._generate_kwargs(params)
+                if row_seeds is not None:   # the sampler picks each row's token; greedy then takes it
+                    kwargs = {**self._generate_kwargs(replace(params, do_sample=False)),
+                              "logits_processor": LogitsProcessorList([RowSampler(params, row_seeds, device)])}
+                out = self.model.generate(**inputs, **kwargs, synced_gpus=False)
         finally:
             self.model.train(was_training)
         new_tokens = out[:, prompt_len:].tolist()
@@ -279,6 +312,33 @@ def repeat_cache(cache: Cache, n: int) -> None:
             layer.batch_repeat_interleave(n)
         elif not states:
             raise ValueError(f"cannot repeat cache layer {index} ({type(layer).__name__}) for prefill-once")
+
+
+class RowSampler(LogitsProcessor):
+    """Samples every row's next token from its own `torch.Generator` (seeded; None: the global RNG) after
+    transformers' own temperature / top-k / top-p warpers with the settings `HFEngine` gives `generate`, and
+    returns scores that are 0 at the chosen token and -inf elsewhere, for a greedy `generate` to pick.
+    Each row's draws depend only on its seed and its own distributions, not on the other rows."""
+
+    def __init__(self, params: SamplingParams, seeds: Sequence[int | None], device: torch.device) -> None:
+        self.warpers = LogitsProcessorList()
+        if params.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k=params.top_k))
+        if params.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=params.top_p))
+        self.generators = [None if seed is None else torch.Generator(device).manual_seed(int(seed) % (1 << 63))
+                           for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"RowSampler holds {len(self.generators)} generators for {scores.shape[0]} rows")
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        picks = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return out
 
 
 class _seeded:

@@ -1,0 +1,170 @@
+"""The rollout server's batching: concurrent /generate requests (one per training process) served by one
+engine call, each request getting exactly its own completions back.
+
+`Batcher.generate` queues a request; once the engine is free, all waiting requests go to it together as soon
+as `Batching.ranks` of them wait or the oldest has waited `Batching.window_s`. The engine runs in one worker
+thread that also does the weight loads (so a load never overlaps a generation); requests arriving while it
+works form the next batch. With batching off, every request is its own engine call, one
+at a time (the server of before).
+
+Requests whose `SamplingParams` differ in more than the seed go to separate engine calls (a training run
+sends equal params from every process, with a per-process seed). Seeds survive batching:
+
+* vLLM (`VLLMEngine`): one `llm.generate` over all requests' prompts; each prompt keeps the vLLM
+  `SamplingParams` (and so the seed) that `VLLMEngine.generate` gives it within its own request (request
+  seed + i * n), and vLLM draws every seeded request from its own generator.
+* transformers (`HFEngine.generate_many`): one batch; sampled rows draw from their own generators (request
+  seed + i * n + j), so a request's completions depend on its batch companions only through the fp rounding
+  of a different left padding (tests: equal tokens on the tiny model). They are not `HFEngine.generate`'s
+  draws (one seeded RNG per chunk): with batching off the server returns exactly those.
+* any other engine: its requests are generated one after another.
+
+If a batched engine call fails, each of its requests is retried alone, so the error reaches only the
+request that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from videor1.generation.engines import Completion, SamplingParams
+from videor1.model.inputs import Sample
+
+Call = tuple[list[Sample], SamplingParams]
+Groups = list[list[Completion]]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the rollout server gathers requests (`serve-rollouts --batch-window / --ranks / --no-batching`).
+
+    window_s: the longest wait, after the first request of a batch arrives, for more requests.
+    ranks: send the batch as soon as this many requests wait (the trainer's process count); 0: unknown.
+    enabled: False serves each request by itself, one at a time.
+    """
+
+    window_s: float = 0.05
+    ranks: int = 0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.window_s >= 0 or self.ranks < 0:
+            raise ValueError(f"batching needs window_s >= 0 and ranks >= 0, got {self.window_s!r}, {self.ranks!r}")
+
+
+def generate_many(engine: Any, calls: Sequence[Call]) -> list[Groups]:
+    """Each call's completions, from one engine call where the engine allows it (see the module doc)."""
+    if hasattr(engine, "generate_many"):
+        return engine.generate_many(list(calls))
+    if all(hasattr(engine, a) for a in ("llm", "request", "sampling_params", "_completion")):
+        return vllm_generate_many(engine, calls)
+    return [engine.generate(samples, params) for samples, params in calls]
+
+
+def vllm_generate_many(engine: Any, calls: Sequence[Call]) -> list[Groups]:
+    """One `llm.generate` over the prompts of all calls of a `VLLMEngine`, each prompt with the request and
+    sampling params `engine.generate(samples, params)` gives it (greedy n > 1: n copies with n = 1)."""
+    requests: list[dict[str, Any]] = []
+    sampling: list[Any] = []
+    spans: list[tuple[int, int, int]] = []   # (first request, samples, copies per sample) of each call
+    for samples, params in calls:
+        copies = params.n if not params.do_sample and params.n > 1 else 1   # vLLM: greedy needs n == 1
+        one = params if copies == 1 else replace(params, n=1)
+        own = [engine.request(s) for s in samples for _ in range(copies)]
+        spans.append((len(requests), len(samples), copies))
+        requests.extend(own)
+        sampling.extend(engine.sampling_params(one, i) for i in range(len(own)))
+    outputs = engine.llm.generate(requests, sampling_params=sampling, use_tqdm=False) if requests else []
+    if len(outputs) != len(requests):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
+    flat = [[engine._completion(o) for o in out.outputs] for out in outputs]
+    return [[sum(flat[first + i * copies:first + (i + 1) * copies], []) for i in range(count)]
+            for first, count, copies in spans]
+
+
+def run_batch(engine: Any, calls: Sequence[Call]) -> list[Groups | Exception]:
+    """Each call's completions or its error: calls with equal params but for the seed share an engine call."""
+    keys: dict[SamplingParams, list[int]] = {}
+    for index, (_, params) in enumerate(calls):
+        keys.setdefault(replace(params, seed=None), []).append(index)
+    results: list[Groups | Exception] = [ValueError("not generated")] * len(calls)
+    for indices in keys.values():
+        try:
+            for i, groups in zip(indices, generate_many(engine, [calls[i] for i in indices])):
+                results[i] = groups
+        except Exception as exc:
+            if len(indices) == 1:
+                results[indices[0]] = exc
+                continue
+            for i in indices:   # alone, so the error reaches only its own request
+                results[i] = run_batch(engine, [calls[i]])[0]
+    return results
+
+
+@dataclass
+class _Job:
+    call: Call
+    future: asyncio.Future
+    arrived: float   # the event loop's clock
+
+
+@dataclass
+class Batcher:
+    """Gathers `generate` requests into engine calls run by `executor` (one worker thread); see the module doc.
+    `engine_calls` / `requests` count what it did (reported by the server's /health)."""
+
+    engine: Any
+    executor: Executor
+    batching: Batching = Batching()
+    engine_calls: int = 0
+    requests: int = 0
+    _pending: list[_Job] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)   # bound to the loop at its first wait
+    _task: asyncio.Task | None = None
+
+    async def generate(self, samples: list[Sample], params: SamplingParams) -> Groups:
+        loop = asyncio.get_running_loop()
+        self.requests += 1
+        if not self.batching.enabled:
+            self.engine_calls += 1
+            return await loop.run_in_executor(self.executor, self.engine.generate, samples, params)
+        job = _Job((samples, params), loop.create_future(), loop.time())
+        self._pending.append(job)
+        self._arrived.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await job.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            await self._gather(loop)
+            jobs, self._pending = self._pending, []
+            self.engine_calls += len({replace(j.call[1], seed=None) for j in jobs})
+            try:
+                results = await loop.run_in_executor(self.executor, run_batch, self.engine, [j.call for j in jobs])
+            except Exception as exc:  # run_batch catches engine errors; this is the executor itself failing
+                results = [exc] * len(jobs)
+            for job, result in zip(jobs, results):
+                if job.future.done():   # the request went away
+                    continue
+                if isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait until `ranks` requests are pending or `window_s` has passed since the oldest one arrived."""
+        deadline = self._pending[0].arrived + self.batching.window_s
+        while not 0 < self.batching.ranks <= len(self._pending):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+                return
