@@ -184,7 +184,7 @@ def test_frame_factor_of_an_old_folder_follows_the_model_family(tmp_path):
 
 def test_frame_factor_read_from_the_model_directory(family_model_dirs, tmp_path):
     assert {name: frame_factor_of(d) for name, d in family_model_dirs.items()} == {
-        "qwen2_5_vl": 28, "qwen2_vl": 28, "qwen3_vl": 32}
+        "qwen2_5_vl": 28, "qwen2_vl": 28, "qwen3_vl": 32, "qwen3_5": 32, "qwen3_5_moe": 32}
     (tmp_path / "config.json").write_text("[1, 2]")
     assert frame_factor_of(tmp_path) is None and frame_factor_of(tmp_path / "nothere") is None
 
