@@ -27,7 +27,6 @@ Where we depart from the reference (Video-R1's SFT on TRL's SFTTrainer):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -53,7 +52,7 @@ from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, process_sum, seed_everything,
-                                  set_fsdp_wrap_classes, set_rng_state, zero_stage)
+                                  set_fsdp_wrap_classes, set_rng_state)
 from videor1.train.engine import (announce_engine, equal_vision_calls, make_accelerator, padding_loss,
                                   whole_parameters)
 from videor1.train.metrics import METRICS_FILE, SKIPPED_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
