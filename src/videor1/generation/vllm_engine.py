@@ -163,11 +163,11 @@ class VLLMEngine:
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
         """Copy the policy's current weights into the engine in chunks of about `chunk_bytes`, then clear
         its caches (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
-        self._send_all(_chunks(full_state_items(model, accelerator), chunk_bytes))
+        self._send_all(_chunks(self.family.vllm_weights(full_state_items(model, accelerator)), chunk_bytes))
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model, then clear its caches."""
-        self._send_all(iter([list(pairs)]))
+        self._send_all(iter([list(self.family.vllm_weights(pairs))]))
 
     def _send_all(self, chunks: Iterator[list[tuple[str, torch.Tensor]]]) -> None:
         inproc = in_process(self.llm)
