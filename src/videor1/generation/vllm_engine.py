@@ -193,8 +193,9 @@ class VLLMEngine:
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]], *, chunk_bytes: int = 1 << 30) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model (streamed: in-process in one
-        pass, multi-process in buckets of about `chunk_bytes`), then clear its caches."""
-        pairs = iter(pairs)
+        pass, multi-process in buckets of about `chunk_bytes`), then clear its caches. The family may rename or
+        split tensors into the checkpoint layout vLLM loads (`vllm_weights`: Qwen3.5-MoE's fused experts)."""
+        pairs = iter(self.family.vllm_weights(pairs))
         first = next(pairs, None)
         if first is None:
             raise ValueError("no weights to load: vLLM's reload would leave every layer of the model empty")

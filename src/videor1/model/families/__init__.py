@@ -17,6 +17,7 @@ A family module provides:
     LORA_EXPERT_PARAMETERS: tuple[str, ...]          # 3-D MoE expert weights LoRA may adapt as parameters
     VLLM_ENGINE_KWARGS: tuple[tuple[str, Any], ...]  # vllm.LLM settings the family needs (Qwen3.5: cache mode)
     VLLM_CPU_DTYPE: str | None                       # dtype vLLM must serve it in on a CPU (Qwen3.5: bfloat16)
+    vllm_weights(pairs) -> pairs                     # state dict -> the checkpoint layout vLLM loads (MoE experts)
     video_metadata(clip) -> dict                     # processor video metadata of a pre-sampled Clip
     prompt_text(text) -> str                         # chat-template text -> the text the processor expands
     tiny_config(tokenizer, **sizes) -> config; tiny_processor(tokenizer) -> processor

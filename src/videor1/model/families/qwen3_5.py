@@ -31,7 +31,7 @@ from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX
 
 from videor1.model.families.common import (chat_template, check_sizes, text_config, thirds_section,
                                            vision_token_config)
-from videor1.model.families.qwen3_vl import (FRAME_FACTOR, LORA_EXPERT_PARAMETERS, MROPE,  # noqa: F401
+from videor1.model.families.qwen3_vl import (FRAME_FACTOR, LORA_EXPERT_PARAMETERS, MROPE, vllm_weights,  # noqa: F401
                                              PROCESSOR_CLASS, ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS, VISION_MODULE,
                                              prompt_text, tiny_processor_with, video_metadata)
 from videor1.model.families.qwen3_vl import LORA_TARGETS as ATTENTION_MLP_TARGETS

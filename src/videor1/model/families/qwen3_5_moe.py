@@ -4,7 +4,7 @@ sparse mixtures of experts with a shared expert. The experts' weights are 3-D `n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
@@ -23,6 +23,28 @@ FSDP_WRAP_CLASSES: tuple[str, ...] = (DECODER_LAYER_CLASS, VISION_BLOCK_CLASS)
 # the routed experts' 3-D weights [experts, out, in]: peft adapts them only as parameters (target_parameters);
 # LORA_TARGETS' gate/up/down_proj reach the shared expert's nn.Linear layers
 LORA_EXPERT_PARAMETERS: tuple[str, ...] = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+_GATE_UP, _DOWN = "mlp.experts.gate_up_proj", "mlp.experts.down_proj"
+
+
+def vllm_weights(pairs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """The policy's (name, tensor) pairs in the checkpoint layout vLLM loads: each routed-expert block's fused
+    `gate_up_proj` [E, 2I, H] and `down_proj` [E, H, I] as E experts' `gate_proj` / `up_proj` [I, H] and
+    `down_proj` [H, I] (`experts.<e>.*.weight`; transformers' qwen2_moe conversion, reversed; gate first, as the
+    forward chunks it). vLLM 0.32's Qwen3.5-MoE loader takes only those names: a sync of the fused tensors left
+    its experts unloaded (greedy answers off by 5.5 nats in log-prob after a head-only sync)."""
+    for name, tensor in pairs:
+        if name.endswith(_GATE_UP):
+            gate, up = tensor.chunk(2, dim=1)
+            base = name[: -len("gate_up_proj")]
+            for e in range(tensor.shape[0]):
+                yield f"{base}{e}.gate_proj.weight", gate[e]
+                yield f"{base}{e}.up_proj.weight", up[e]
+        elif name.endswith(_DOWN):
+            base = name[: -len("down_proj")]
+            for e in range(tensor.shape[0]):
+                yield f"{base}{e}.down_proj.weight", tensor[e]
+        else:
+            yield name, tensor
 
 
 def tiny_config(tokenizer: Any, **sizes: Any) -> Qwen3_5MoeConfig:

@@ -35,7 +35,7 @@ from videor1.model.families.common import (WIDE_PIXELS, chat_template, sampled_f
                                            vision_token_config)
 from videor1.model.families.qwen2_5_vl import (HYBRID_LINEAR_ATTENTION, LORA_EXPERT_PARAMETERS,  # noqa: F401
                                                LORA_TARGETS, SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE,
-                                               VLLM_CPU_DTYPE, VLLM_ENGINE_KWARGS)
+                                               VLLM_CPU_DTYPE, VLLM_ENGINE_KWARGS, vllm_weights)
 
 NAME = "qwen3_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_vl",)
