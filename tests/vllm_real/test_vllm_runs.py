@@ -108,7 +108,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> str:
+def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 600.0) -> str:
     """The address from the server's "serving rollouts on URL" line (polling its log file)."""
     import time
 
