@@ -140,7 +140,7 @@ def _survivors(pids: list[int], grace_s: float = 15.0) -> list[str]:
         time.sleep(0.2)
 
 
-def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> str:
+def _server_url(proc: subprocess.Popen, log: Path, timeout_s: float = 600.0) -> str:
     """The address from the server's "serving rollouts on URL" line (polling its log file)."""
     import time
 
