@@ -106,8 +106,11 @@ class _CountingEngine:
     def generate_many(self, calls):
         with self.lock:
             self.calls.append(len(calls))
-        if any(s.record.problem_id == "bad" for samples, _ in calls for s in samples):
+        names = {s.record.problem_id for samples, _ in calls for s in samples}
+        if "bad" in names:
             raise ValueError("sample 'bad' cannot be generated")
+        if "boom" in names:
+            raise RuntimeError("the engine broke")
         return [[[Completion(text=f"{s.record.problem_id}/{p.seed}", token_ids=[1])] * p.n for s in samples]
                 for samples, p in calls]
 
@@ -178,6 +181,16 @@ def test_run_batch_without_batching_support_is_serial():
     plain = Plain()
     out = run_batch(plain, [([_image("a")], SamplingParams()), ([_image("b")], SamplingParams(seed=1))])
     assert [[[c.text for c in g] for g in r] for r in out] == [[["a"]], [["b"]]] and plain.calls == 2
+
+
+def test_an_engine_failure_is_a_500_and_the_server_keeps_serving():
+    server = RolloutServer(_CountingEngine(), weights_dir=None, port=0, batching=Batching(window_s=0)).start()
+    try:
+        (failed,) = _concurrently(server, [(["boom"], SamplingParams())])
+        assert isinstance(failed, RuntimeError) and "HTTP 500" in str(failed) and "the engine broke" in str(failed)
+        assert _concurrently(server, [(["fine"], SamplingParams(seed=4))]) == [[["fine/4"]]]
+    finally:
+        server.close()
 
 
 def test_no_batching_is_one_request_per_engine_call():
