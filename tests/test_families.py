@@ -1,5 +1,5 @@
-"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL, Qwen3.5, Qwen3.5 MoE): the family interface, and the video really reaching each
-family's model (vision weights get gradients; shuffled frames change the vision inputs).
+"""Model families (Qwen2.5-VL, Qwen3-VL, Qwen2-VL, Qwen3.5, Qwen3.5 MoE): the family interface, and the video
+really reaching each family's model (vision weights get gradients; shuffled frames change the vision inputs).
 
 The end-to-end runs (SFT, GRPO, T-GRPO, evaluation, inference, annotation, the demo) on the Qwen3-VL and
 Qwen2-VL tiny models are in tests/test_families_e2e.py (marked slow); Qwen2.5-VL's are the rest of the suite.
@@ -215,7 +215,7 @@ def test_qwen3_5_tokenizer_is_trained_under_its_own_regex(family_model_dirs):
 
     from videor1.model.tiny import train_tokenizer
 
-    text = "नमस्ते दुनिया a\u0361b the video"   # Devanagari vowel signs / virama and a combining breve: \p{M}
+    text = "नमस्ते दुनिया a\u0361b the video"   # Devanagari signs / virama, a combining breve: \p{M}
     reloaded = load_processor(family_model_dirs["qwen3_5"]).tokenizer
     own, qwen2 = train_tokenizer(regex=QWEN3_5), train_tokenizer(regex=QWEN2)
     assert reloaded(text)["input_ids"] == own(text)["input_ids"]
@@ -339,3 +339,104 @@ def test_left_padded_generation_equals_each_row_alone(name, family_model_dirs, c
     greedy = SamplingParams(n=1, max_new_tokens=8, do_sample=False)
     together = engine.generate(samples, greedy)
     assert [g[0].token_ids for g in together] == [engine.generate([s], greedy)[0][0].token_ids for s in samples]
+
+
+def _lora_cfg(dropout: float, modules: tuple[str, ...] = ()) -> SimpleNamespace:
+    return SimpleNamespace(lora_rank=2, lora_alpha=4.0, lora_dropout=dropout, lora_target_modules=modules,
+                           lora_include_vision=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lora_default_targets_per_family(name, family_model_dirs):
+    """SFT's LoRA with the default targets adapts the family's LORA_TARGETS: every attention / MLP projection,
+    and for Qwen3.5 the five Gated DeltaNet projections of every linear-attention layer; none in vision."""
+    from videor1.sft.lora import LORA_DEFAULT_TARGETS, wrap_lora
+
+    family = get_family(name)
+    model = wrap_lora(_lora_cfg(0.05), load_model(family_model_dirs[name], device="cpu"), None)
+    adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    kinds = {a.split(".")[-1] for a in adapted}
+    assert not [a for a in adapted if is_vision_param(a, family)]
+    gdn = {"in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"}
+    if name in QWEN3_5:
+        layers = model.base_model.model.config.text_config.layer_types
+        assert kinds == set(family.LORA_TARGETS) and gdn <= kinds
+        assert sum(a.endswith("linear_attn.in_proj_z") for a in adapted) == layers.count("linear_attention")
+    else:
+        assert kinds == set(LORA_DEFAULT_TARGETS) == set(family.LORA_TARGETS) and not gdn & kinds
+
+
+def test_lora_moe_experts_adapted_only_without_dropout(family_model_dirs, caplog):
+    """The MoE experts' 3-D weights: left out with a log line under LoRA dropout (peft's ParamWrapper refuses
+    it); adapted as parameters with dropout 0, where the adapted forward equals the merged model's."""
+    import logging
+
+    from videor1.sft.lora import wrap_lora
+
+    path = family_model_dirs["qwen3_5_moe"]
+    with caplog.at_level(logging.WARNING, logger="videor1.sft.lora"):
+        left_out = wrap_lora(_lora_cfg(0.05), load_model(path, device="cpu"), None)
+    assert "experts' 3-D parameters (mlp.experts.gate_up_proj, mlp.experts.down_proj) are left out" in caplog.text
+    assert not [n for n, _ in left_out.named_parameters() if "experts" in n and "lora_" in n]
+    assert [n for n, _ in left_out.named_parameters() if "shared_expert.down_proj.lora_A" in n]
+    model = wrap_lora(_lora_cfg(0.0), load_model(path, device="cpu"), None).eval()
+    experts = [p for n, p in model.named_parameters() if "mlp.experts" in n and "lora_B" in n]
+    assert experts and all(p.requires_grad for p in experts)
+    torch.manual_seed(0)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.3)
+    ids = torch.randint(0, 400, (1, 10))
+    inputs = {"input_ids": ids, "mm_token_type_ids": torch.zeros_like(ids)}
+    with torch.no_grad():
+        adapted = model(**inputs).logits
+        merged = model.merge_and_unload()(**inputs).logits
+        base = load_model(path, device="cpu").eval()(**inputs).logits
+    assert (adapted - base).abs().max() > 0.1 and torch.allclose(adapted, merged, atol=1e-3)
+
+
+def test_vllm_engine_settings_per_family(family_model_dirs):
+    """The hybrid families ask vLLM for its "align" prefix-cache mode (vLLM 0.32's only prefix caching for
+    Gated DeltaNet state); other families add nothing; the caller's llm_kwargs win."""
+    from videor1.generation.vllm_engine import llm_constructor_kwargs
+
+    for name in QWEN3_5:
+        assert llm_constructor_kwargs({}, model_path=family_model_dirs[name])["mamba_cache_mode"] == "align"
+        assert llm_constructor_kwargs({"mamba_cache_mode": "none"},
+                                      model_path=family_model_dirs[name])["mamba_cache_mode"] == "none"
+    assert "mamba_cache_mode" not in llm_constructor_kwargs({}, model_path=family_model_dirs["qwen3_vl"])
+
+
+def test_qwen3_5_recipe_configs_load():
+    """The Qwen3.5-9B recipe configs load; T-GRPO there runs without the shared prefix (refused for the family
+    until exact) and SFT's LoRA takes the family's targets."""
+    from pathlib import Path
+
+    from videor1.config import load_config
+    from videor1.rl.config import RLConfig
+    from videor1.sft.config import SFTConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    rl = load_config(RLConfig, root / "rl_qwen35_9b_tgrpo.yaml", [])
+    assert rl.algorithm == "tgrpo" and not rl.shared_prefix and rl.model == "runs/sft_qwen35_9b/final"
+    sft = load_config(SFTConfig, root / "sft_qwen35_9b.yaml", [])
+    assert sft.lora_target_modules == () and sft.model == "models/Qwen3.5-9B"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vllm_weights_split_the_moe_experts_as_the_checkpoint(name, family_model_dirs):
+    """What a weight sync sends vLLM (`vllm_weights` of the policy's state dict): the state dict as it is,
+    except Qwen3.5 MoE's fused 3-D expert weights, sent per expert with the names and values of the checkpoint
+    transformers saved (vLLM 0.32 loads only those; the fused names left its experts unloaded)."""
+    from safetensors.torch import load_file
+
+    state = load_model(family_model_dirs[name], device="cpu").state_dict()
+    sent = dict(get_family(name).vllm_weights(state.items()))
+    fused = {k for k in state if ".mlp.experts." in k}
+    assert {k: v for k, v in sent.items() if ".mlp.experts." not in k} == {k: state[k] for k in state if k not in fused}
+    assert bool(fused) == (name == "qwen3_5_moe")
+    if fused:
+        saved = load_file(str(family_model_dirs[name] / "model.safetensors"))
+        experts = {k: v for k, v in sent.items() if ".mlp.experts." in k}
+        assert set(experts) == {k for k in saved if ".mlp.experts." in k} and len(experts) == 3 * 4 * len(fused) // 2
+        assert all(torch.equal(v, saved[k]) for k, v in experts.items())

@@ -1,10 +1,13 @@
 """SFT, RL (GRPO and T-GRPO), evaluation, inference, annotation and the demo on the Qwen3-VL and Qwen2-VL
-tiny models (Qwen2.5-VL's runs are the rest of the suite). Few steps, small media: each proves the path runs
-and the video reaches the model, not that it learns."""
+tiny models, and SFT (full and LoRA), T-GRPO and evaluation on the Qwen3.5 dense and MoE ones (Qwen2.5-VL's
+runs are the rest of the suite). Few steps, small media: each proves the path runs and the video reaches the
+model, not that it learns. Qwen3.5's T-GRPO runs with `shared_prefix` where the family allows it
+(`videor1.model.families.shares_prefix_exactly`; refused for its linear-attention layers until it is exact)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import load_records
 from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.runner import read_predictions, run_eval
+from videor1.model.families import shares_prefix_exactly
 from videor1.rewards import register
 from videor1.rl.config import RLConfig
 from videor1.rl.trainer import train as train_rl
@@ -29,6 +33,7 @@ from videor1.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 OTHER_FAMILIES = ["qwen3_vl", "qwen2_vl"]
+QWEN3_5 = ["qwen3_5", "qwen3_5_moe"]
 SMALL = dict(video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
              image={"min_pixels": 3136, "max_pixels": 3136})
 
@@ -51,7 +56,7 @@ def _records(synth_dir: Path, out: Path, name: str, pick, n: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", OTHER_FAMILIES)
+@pytest.mark.parametrize("name", OTHER_FAMILIES + QWEN3_5)
 def test_sft_trains_the_vision_tower(name, family_model_dirs, synth_dir, tmp_path):
     model = family_model_dirs[name]
     data = _records(synth_dir, tmp_path, "cot.jsonl", lambda r: True, 8)
@@ -67,8 +72,28 @@ def test_sft_trains_the_vision_tower(name, family_model_dirs, synth_dir, tmp_pat
     assert json.loads((final / "config.json").read_text())["model_type"] == name
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "tgrpo"])
-@pytest.mark.parametrize("name", OTHER_FAMILIES)
+def test_sft_lora_on_the_moe_model_adapts_and_merges_its_experts(family_model_dirs, synth_dir, tmp_path):
+    """LoRA on Qwen3.5 MoE with dropout 0: the merged final weights moved in the routed experts' 3-D weights,
+    the Gated DeltaNet and attention projections; the vision tower is untouched."""
+    model = family_model_dirs["qwen3_5_moe"]
+    data = _records(synth_dir, tmp_path, "cot.jsonl", lambda r: True, 4)
+    cfg = SFTConfig(model=str(model), train_data=str(data), media_root=str(synth_dir), output_dir=str(tmp_path / "sft"),
+                    video=VideoSpec(max_frames=4, max_pixels=56 * 56), image=ImageSpec(max_pixels=56 * 56),
+                    learning_rate=5e-2, lr_scheduler="constant", per_device_batch_size=2, max_steps=1,
+                    report_to=(), save_steps=1000, lora=True, lora_rank=4, lora_dropout=0.0)
+    final = train_sft(cfg)
+    before, after = load_file(str(model / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    assert set(before) == set(after)
+    moved = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    # saved as transformers writes the checkpoint layout: one gate / up / down projection per routed expert
+    for part in (r"mlp\.experts\.\d+\.gate_proj", r"mlp\.experts\.\d+\.down_proj", r"linear_attn\.in_proj_qkv",
+                 r"linear_attn\.in_proj_b", r"self_attn\.q_proj", r"shared_expert\.up_proj"):
+        assert any(re.search(part, k) for k in moved), part
+    assert not any("visual" in k.split(".") for k in moved)
+
+
+@pytest.mark.parametrize("name,algorithm", [(n, a) for n in OTHER_FAMILIES for a in ("grpo", "tgrpo")]
+                         + [(n, "tgrpo") for n in QWEN3_5])
 def test_rl_step_trains_the_vision_tower(name, algorithm, family_model_dirs, synth_dir, tmp_path):
     model = family_model_dirs[name]
     data = _records(synth_dir, tmp_path, "rl.jsonl", lambda r: r["problem_type"] == "multiple choice", 6)
@@ -77,7 +102,7 @@ def test_rl_step_trains_the_vision_tower(name, algorithm, family_model_dirs, syn
         algorithm=algorithm, num_generations=2, num_shuffled_generations=1, prompts_per_step=2,
         max_completion_length=6, beta=0.04, learning_rate=1e-2, lr_scheduler="constant", top_p=1.0,
         rewards=["families_test_variety", "accuracy"], save_steps=0, report_to=(), progress=False,
-        max_steps=1, seed=1, num_threads=1, **SMALL))
+        max_steps=1, seed=1, num_threads=1, shared_prefix=shares_prefix_exactly(model), **SMALL))
     final = train_rl(cfg)
     row = read_metrics(tmp_path / "rl" / "metrics.jsonl")[0]
     assert row["step"] == 1 and np.isfinite(row["loss"])
@@ -87,7 +112,7 @@ def test_rl_step_trains_the_vision_tower(name, algorithm, family_model_dirs, syn
     assert sum(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before) >= len(before) // 2
 
 
-@pytest.mark.parametrize("name", OTHER_FAMILIES)
+@pytest.mark.parametrize("name", OTHER_FAMILIES + QWEN3_5)
 def test_eval_with_shuffled_frames(name, family_model_dirs, synth_dir, tmp_path):
     cfg = EvalConfig(model=family_model_dirs[name], bench="videor1", data=synth_dir / "test.jsonl",
                      media_root=synth_dir, out=tmp_path / "eval", batch_size=4, limit=4, shuffle_frames=True,

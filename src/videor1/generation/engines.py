@@ -8,7 +8,9 @@ Conventions shared by both engines (where we depart from the reference, it is sa
 * A `Completion`'s `token_ids` are the generated ids up to and including the first end-of-sequence id
   (`<|im_end|>` or `<|endoftext|>`), nothing after it and no padding; `finished` is False when the
   generation hit `max_new_tokens` before any end id. `text` is the decode with special tokens skipped;
-  `<think>`, `</think>`, `<answer>`, `</answer>` are ordinary added tokens and stay in the text.
+  `<think>`, `</think>`, `<answer>`, `</answer>` are ordinary added tokens and stay in the text. When the
+  chat template's generation prompt ends inside `<think>` (Qwen3.5's), `text` starts with that opening
+  (`videor1.model.inputs.think_opening`), so it is the whole response the rewards and reports read.
 * Vision special tokens (`videor1.model.inputs.vision_token_ids`) are suppressed during sampling: a sampled
   `<|video_pad|>` would break the loss forward that follows (the reference did not guard this).
 * Greedy when `do_sample` is False (temperature / top-p ignored). `top_k` is off unless set, so RL
@@ -35,7 +37,7 @@ from transformers import BatchFeature, GenerationConfig, PreTrainedModel, Proces
 from transformers.cache_utils import Cache
 
 from videor1.model.families import check_prefix_sharing, shares_prefix_exactly
-from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, vision_token_ids
+from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select_rows, think_opening, vision_token_ids
 from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -71,7 +73,9 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    """One generated answer: decoded text and the generated token ids (see the module doc)."""
+    """One generated answer: decoded text and the generated token ids (see the module doc). The text starts
+    with what the generation prompt left open (`videor1.model.inputs.think_opening`, e.g. "<think>\\n"), so
+    it is the whole response; token_ids are the generated tokens only."""
 
     text: str
     token_ids: list[int]
@@ -137,6 +141,7 @@ class HFEngine:
         self.end_ids = end_token_ids(processor, model)
         self.suppress_ids = vision_token_ids(processor)
         self.pad_id = int(processor.tokenizer.pad_token_id)
+        self.opening = think_opening(processor)   # a text prefix the prompt already opened ("<think>\n")
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
         """For each sample, `params.n` completions."""
@@ -233,7 +238,7 @@ class HFEngine:
 
     def _completion(self, ids: list[int]) -> Completion:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
-        text = self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=token_ids, finished=finished)
 
 

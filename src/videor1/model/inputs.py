@@ -46,6 +46,7 @@ from videor1.model.families import family_of_processor
 from videor1.model.families.common import VISION_SPECIAL_TOKENS
 
 IGNORE_INDEX = -100
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # Pixel limits passed on every processor call so that no checkpoint's processor config (e.g. a video
 # min_pixels of 128*28*28) resizes the frames that `videor1.data.media` already sized to the budget.
 _KEEP_SIZE = {"size": {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}
@@ -149,6 +150,34 @@ def prompt_texts(processor: ProcessorMixin, samples: Sequence[Sample], *, add_ge
             for s in samples]
 
 
+def think_opening(processor: ProcessorMixin) -> str:
+    """What the generation prompt leaves open of a think block: its text from the last `<think>` on (e.g.
+    `"<think>\\n"`) when the chat template ends the generation prompt inside `<think>` (Qwen3.5's official
+    template is reported to; the tiny Qwen3.5's does), else "" (no think tag, or a closed, empty block).
+
+    Completions generated after such a prompt lack the opening tag: the engines prefix their text with this
+    opening (so rewards, answer extraction and reports see the whole `<think>...</think><answer>...`
+    response), and `encode` drops the tag from SFT responses (`after_opening`), which the prompt already holds."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    bare = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    full = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt = full[len(bare):] if full.startswith(bare) else full
+    start = prompt.rfind(THINK_OPEN)
+    if start < 0 or THINK_CLOSE in prompt[start:]:
+        return ""
+    return prompt[start:]
+
+
+def after_opening(response: str, opening: str) -> str:
+    """The part of a whole response (`<think>...</think><answer>...`) that follows a generation prompt ending
+    with `opening` (`think_opening`): its leading `<think>` and the whitespace after it dropped. Unchanged
+    when there is no opening or the response does not start with `<think>`."""
+    text = response.lstrip()
+    if not opening or not text.startswith(THINK_OPEN):
+        return response
+    return text[len(THINK_OPEN):].lstrip()
+
+
 def encode(processor: ProcessorMixin, samples: Sequence[Sample], *, responses: Sequence[str] | None = None,
            add_generation_prompt: bool = True, padding_side: str = "left") -> BatchFeature:
     """Chat template + processor for a batch that may mix image and video samples.
@@ -189,7 +218,9 @@ def encode(processor: ProcessorMixin, samples: Sequence[Sample], *, responses: S
     _check_grids(processor, batch, images, videos, samples)
     if responses is None:
         return batch
-    response_ids = [_response_ids(processor, r, s, family.SUPPRESSED_TOKENS) for r, s in zip(responses, samples)]
+    opening = think_opening(processor)
+    response_ids = [_response_ids(processor, after_opening(r, opening), s, family.SUPPRESSED_TOKENS)
+                    for r, s in zip(responses, samples)]
     return append_tokens(batch, response_ids, pad_id=pad_token_id(processor), padding_side=padding_side)
 
 

@@ -47,7 +47,8 @@ class SFTConfig:
     lora_rank: int = 64  # LoRA rank r
     lora_alpha: float = 128.0  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05  # dropout on the LoRA branch input
-    lora_target_modules: tuple[str, ...] = LORA_DEFAULT_TARGETS  # module names that get adapters
+    lora_target_modules: tuple[str, ...] = ()  # module names that get adapters; empty: the model family's
+    #                 LORA_TARGETS (Qwen2.5-VL's: LORA_DEFAULT_TARGETS; Qwen3.5 adds its Gated DeltaNet projections)
     lora_include_vision: bool = False  # also adapt matching modules of the vision tower (vLLM cannot serve these)
     freeze_vision: bool = False  # full fine-tuning only: keep the vision tower frozen
     model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32; bf16 base for LoRA+bf16
@@ -87,8 +88,6 @@ class SFTConfig:
             raise ConfigError("weight_decay, max_grad_norm, num_workers and save_steps must be >= 0")
         if not 0.0 <= self.lora_dropout < 1.0 or not 0.0 <= self.max_skipped_fraction <= 1.0:
             raise ConfigError("lora_dropout must be in [0, 1) and max_skipped_fraction in [0, 1]")
-        if self.lora and not self.lora_target_modules:
-            raise ConfigError("lora: true needs at least one module in lora_target_modules")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}")
         check_report_to(self.report_to)

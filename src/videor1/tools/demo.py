@@ -106,7 +106,7 @@ from videor1.data.records import load_records
 from videor1.data.synth.build import make_dataset
 from videor1.evaluate.config import EvalConfig
 from videor1.evaluate.runner import evaluate_records, run_eval
-from videor1.model.families import get_family
+from videor1.model.families import get_family, shares_prefix_exactly
 from videor1.model.tiny import build_tiny
 from videor1.rl.config import RLConfig
 from videor1.rl.trainer import train
@@ -169,7 +169,7 @@ class DemoSettings:
     shuffle_options: bool = False  # fixed option order: the letter follows from the answer (module doc)
     hidden_size: int = 128         # tiny model: text hidden size
     num_layers: int = 2            # tiny model: text layers
-    family: str = "qwen2_5_vl"     # tiny model family (videor1.model.families): qwen2_5_vl, qwen3_vl, qwen2_vl
+    family: str = "qwen2_5_vl"     # tiny model family (videor1.model.families): qwen2_5_vl, qwen3_vl, qwen2_vl, qwen3_5...
     frames: int = 4                # frames per video (2 s clips sampled at fps)
     fps: float = 2.0
     max_pixels: int = 84 * 84      # per frame / image: 56x56 clips and 84x84 text clips are kept as drawn
@@ -294,7 +294,8 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
                    learning_rate=s.rl_lr, lr_scheduler="constant", max_grad_norm=5.0, seed=seed,
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
                    temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, report_to=(),
-                   num_workers=s.num_workers, progress=progress)
+                   num_workers=s.num_workers, progress=progress,
+                   shared_prefix=shares_prefix_exactly(start))   # refused for Qwen3.5 until exact
     cfg.validate()
     return train(cfg)
 

@@ -13,6 +13,11 @@ A family module provides:
     MROPE: str                                       # videor1.model.positions rule: time_scaled, grid_steps, frame_runs
     HYBRID_LINEAR_ATTENTION: bool                    # decoder has linear-attention (recurrent) layers: Qwen3.5
     TOKENIZER_REGEX: str                             # pre-tokenizer split regex the tiny tokenizer is trained under
+    LORA_TARGETS: tuple[str, ...]                    # default LoRA target module names (language model)
+    LORA_EXPERT_PARAMETERS: tuple[str, ...]          # 3-D MoE expert weights LoRA may adapt as parameters
+    VLLM_ENGINE_KWARGS: tuple[tuple[str, Any], ...]  # vllm.LLM settings the family needs (Qwen3.5: cache mode)
+    VLLM_CPU_DTYPE: str | None                       # dtype vLLM must serve it in on a CPU (Qwen3.5: bfloat16)
+    vllm_weights(pairs) -> pairs                     # state dict -> the checkpoint layout vLLM loads (MoE experts)
     video_metadata(clip) -> dict                     # processor video metadata of a pre-sampled Clip
     prompt_text(text) -> str                         # chat-template text -> the text the processor expands
     tiny_config(tokenizer, **sizes) -> config; tiny_processor(tokenizer) -> processor

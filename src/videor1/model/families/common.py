@@ -3,7 +3,7 @@ metadata of a pre-sampled clip and the tiny text-config sizes. Plain data and fu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from transformers import ProcessorMixin
@@ -15,13 +15,22 @@ VISION_SPECIAL_TOKENS: tuple[str, ...] = ("<|vision_start|>", "<|vision_end|>", 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
-def chat_template(default_system_prompt: str | None) -> str:
+def chat_template(default_system_prompt: str | None, *, opens_think: bool = False) -> str:
     """A Qwen-style chat template (`<|im_start|>role\\n ... <|im_end|>\\n`, vision placeholders, generation
     prompt) that opens with a default system message when `default_system_prompt` is given (Qwen2-VL and
-    Qwen2.5-VL do; Qwen3-VL does not). Newlines are emitted explicitly."""
+    Qwen2.5-VL do; Qwen3-VL does not). Newlines are emitted explicitly.
+
+    `opens_think`: the generation prompt ends inside an open think block (`<|im_start|>assistant\\n<think>\\n`),
+    as reported for Qwen3.5's (and thinking Qwen models') templates, so completions start with the reasoning
+    and lack the opening tag; with `enable_thinking=False` it ends with an empty, closed block instead."""
     system = ("{%- if loop.first and message['role'] != 'system' -%}"
               "{{- '<|im_start|>system\\n" + default_system_prompt + "<|im_end|>\\n' -}}"
               "{%- endif -%}") if default_system_prompt is not None else ""
+    think = ("{%- if enable_thinking is defined and enable_thinking is false -%}"
+             "{{- '<think>\\n\\n</think>\\n\\n' -}}"
+             "{%- else -%}"
+             "{{- '<think>\\n' -}}"
+             "{%- endif -%}") if opens_think else ""
     return (
         "{%- for message in messages -%}"
         + system +
@@ -43,6 +52,7 @@ def chat_template(default_system_prompt: str | None) -> str:
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}"
         "{{- '<|im_start|>assistant\\n' -}}"
+        + think +
         "{%- endif -%}"
     )
 
@@ -135,3 +145,8 @@ def patch14_processor(processor_class: type[ProcessorMixin], tokenizer: Any, tem
                                             min_frames=2, max_frames=4096)
     return processor_class(image_processor=image_processor, tokenizer=tokenizer,
                            video_processor=video_processor, chat_template=template)
+
+
+def same_weights(pairs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) pairs as they are: a family whose in-memory state dict is its checkpoint layout."""
+    yield from pairs

@@ -18,8 +18,8 @@ from typing import Any
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template,
-                                           patch14_processor, sampled_fps_metadata, tiny_text_config,
+from videor1.model.families.common import (DEFAULT_SYSTEM_PROMPT, VISION_SPECIAL_TOKENS, chat_template,  # noqa: F401
+                                           patch14_processor, same_weights, sampled_fps_metadata, tiny_text_config,
                                            vision_token_config)
 
 NAME = "qwen2_5_vl"
@@ -37,6 +37,11 @@ CHAT_TEMPLATE = chat_template(DEFAULT_SYSTEM_PROMPT)
 MROPE = "time_scaled"  # videor1.model.positions: temporal positions scale with absolute time
 HYBRID_LINEAR_ATTENTION = False  # every decoder layer is attention (no recurrent state)
 TOKENIZER_REGEX = PRETOKENIZE_REGEX  # the tiny tokenizer's pre-tokenizer split (Qwen2's)
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_EXPERT_PARAMETERS: tuple[str, ...] = ()  # 3-D MoE expert weights (peft target_parameters): none here
+VLLM_ENGINE_KWARGS: tuple[tuple[str, object], ...] = ()  # vllm.LLM settings the family needs (user kwargs win)
+VLLM_CPU_DTYPE: str | None = None  # the dtype vLLM must serve the family in on a CPU (None: the HF model's)
+vllm_weights = same_weights  # policy state dict -> the checkpoint layout vLLM's loader takes (weight sync)
 
 
 def video_metadata(clip: Any) -> dict[str, Any]:

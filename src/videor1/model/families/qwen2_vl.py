@@ -17,8 +17,9 @@ from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VL
 
 from videor1.model.families.common import patch14_processor, tiny_text_config, vision_token_config
 from videor1.model.families.qwen2_5_vl import (CHAT_TEMPLATE, FRAME_FACTOR, HYBRID_LINEAR_ATTENTION,  # noqa: F401
-                                               ROUNDS_FRAME_SIZES, SUPPRESSED_TOKENS, TOKENIZER_REGEX,
-                                               VISION_MODULE, prompt_text, video_metadata)
+                                               LORA_EXPERT_PARAMETERS, LORA_TARGETS, ROUNDS_FRAME_SIZES,
+                                               SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE, VLLM_CPU_DTYPE,
+                                               VLLM_ENGINE_KWARGS, prompt_text, video_metadata, vllm_weights)
 
 NAME = "qwen2_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen2_vl",)

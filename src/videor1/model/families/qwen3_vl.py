@@ -33,8 +33,9 @@ from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoP
 
 from videor1.model.families.common import (WIDE_PIXELS, chat_template, sampled_fps_metadata, tiny_text_config,
                                            vision_token_config)
-from videor1.model.families.qwen2_5_vl import (HYBRID_LINEAR_ATTENTION, SUPPRESSED_TOKENS,  # noqa: F401
-                                               TOKENIZER_REGEX, VISION_MODULE)
+from videor1.model.families.qwen2_5_vl import (HYBRID_LINEAR_ATTENTION, LORA_EXPERT_PARAMETERS,  # noqa: F401
+                                               LORA_TARGETS, SUPPRESSED_TOKENS, TOKENIZER_REGEX, VISION_MODULE,
+                                               VLLM_CPU_DTYPE, VLLM_ENGINE_KWARGS, vllm_weights)
 
 NAME = "qwen3_vl"
 MODEL_TYPES: tuple[str, ...] = ("qwen3_vl",)
@@ -86,6 +87,11 @@ def tiny_config(tokenizer: Any, *, hidden_size: int = 128, num_layers: int = 2, 
 
 def tiny_processor(tokenizer: Any) -> Qwen3VLProcessor:
     """A Qwen3VLProcessor that never samples frames and only rounds frame sizes to multiples of 32."""
+    return tiny_processor_with(tokenizer, CHAT_TEMPLATE)
+
+
+def tiny_processor_with(tokenizer: Any, template: str) -> Qwen3VLProcessor:
+    """`tiny_processor` with another chat template (Qwen3.5's)."""
     image_processor = Qwen2VLImageProcessor(**WIDE_PIXELS, patch_size=16, temporal_patch_size=2, merge_size=2,
                                             **_MEAN_STD)
     size = {"shortest_edge": WIDE_PIXELS["min_pixels"], "longest_edge": WIDE_PIXELS["max_pixels"]}
@@ -93,4 +99,4 @@ def tiny_processor(tokenizer: Any) -> Qwen3VLProcessor:
                                             do_sample_frames=False, cap_pixels_per_frame=False,
                                             min_frames=2, max_frames=4096, **_MEAN_STD)
     return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+                            video_processor=video_processor, chat_template=template)
