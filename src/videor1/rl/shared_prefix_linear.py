@@ -61,8 +61,8 @@ _SHARED_CLASSES: dict[type, type] = {}
 
 
 def linear_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The token mixers of `model`'s linear-attention decoder layers (`linear_attn` of a layer whose
-    `block_type` / layer type is "linear_attention")."""
+    """The token mixers of `model`'s linear-attention decoder layers (the `linear_attn` of a Qwen3.5 decoder
+    layer whose type is "linear_attention"; full-attention layers have none)."""
     return [m.linear_attn for m in model.modules() if hasattr(m, "linear_attn")]
 
 

@@ -300,7 +300,7 @@ def run_rl_stage(out: Path, s: DemoSettings, seed: int, start: Path, data: Mappi
                    video=video, image=image, max_completion_length=s.rl_max_tokens,
                    temperature=s.rl_temperature, top_p=1.0, save_steps=0, resume=False, report_to=(),
                    num_workers=s.num_workers, progress=progress,
-                   shared_prefix=shares_prefix_exactly(start))   # refused for Qwen3.5 until exact
+                   shared_prefix=shares_prefix_exactly(start))   # off for a hybrid family without a tested route
     cfg.validate()
     return train(cfg)
 
