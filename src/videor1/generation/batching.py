@@ -80,7 +80,9 @@ def vllm_generate_many(engine: Any, calls: Sequence[Call]) -> list[Groups]:
     outputs = engine.llm.generate(requests, sampling_params=sampling, use_tqdm=False) if requests else []
     if len(outputs) != len(requests):
         raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-    flat = [[engine._completion(o) for o in out.outputs] for out in outputs]
+    from videor1.generation.vllm_engine import prompt_length
+
+    flat = [[engine._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
     return [[sum(flat[first + i * copies:first + (i + 1) * copies], []) for i in range(count)]
             for first, count, copies in spans]
 

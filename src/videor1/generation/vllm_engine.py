@@ -169,7 +169,7 @@ class VLLMEngine:
         outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-        groups = [[self._completion(o, _prompt_len(out)) for o in out.outputs] for out in outputs]
+        groups = [[self._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
         return [sum(groups[i * copies:(i + 1) * copies], []) for i in range(len(samples))]
 
     def _completion(self, output: Any, prompt_len: int | None) -> Completion:
@@ -248,7 +248,7 @@ class VLLMEngine:
             core.shutdown()
 
 
-def _prompt_len(output: Any) -> int | None:
+def prompt_length(output: Any) -> int | None:
     """Tokens of a request's prompt as vLLM processed it (placeholders expanded to the vision tokens)."""
     ids = getattr(output, "prompt_token_ids", None)
     return None if ids is None else len(ids)

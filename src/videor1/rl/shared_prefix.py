@@ -119,7 +119,10 @@ def check_model(model: torch.nn.Module) -> None:
     `videor1.rl.shared_prefix_linear`)."""
     from videor1.rl.shared_prefix_linear import check_linear_layers   # it imports this module
 
-    check_prefix_sharing(model.config, "shared_prefix", "set shared_prefix: false")
+    inner = model
+    while not hasattr(inner, "config") and hasattr(inner, "module"):   # DDP / DeepSpeed wrappers
+        inner = inner.module
+    check_prefix_sharing(inner.config, "shared_prefix", "set shared_prefix: false")
     rule_of_model(model)
     check_linear_layers(model)
     kind = text_attention(model)
