@@ -120,8 +120,8 @@ def check_model(model: torch.nn.Module) -> None:
     from videor1.rl.shared_prefix_linear import check_linear_layers   # it imports this module
 
     inner = model
-    while not hasattr(inner, "config") and hasattr(inner, "module"):   # DDP / DeepSpeed wrappers
-        inner = inner.module
+    while isinstance(getattr(inner, "module", None), torch.nn.Module):   # DDP / DeepSpeed wrappers (DeepSpeed's
+        inner = inner.module                                           # engine has a `config` of its own)
     check_prefix_sharing(inner.config, "shared_prefix", "set shared_prefix: false")
     rule_of_model(model)
     check_linear_layers(model)
