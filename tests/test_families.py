@@ -408,8 +408,8 @@ def test_vllm_engine_settings_per_family(family_model_dirs):
 
 
 def test_qwen3_5_recipe_configs_load():
-    """The Qwen3.5-9B recipe configs load; T-GRPO there runs without the shared prefix (refused for the family
-    until exact) and SFT's LoRA takes the family's targets."""
+    """The Qwen3.5-9B recipe configs load; T-GRPO there runs with the shared prefix (exact for the family's
+    Gated DeltaNet layers) on sdpa, and SFT's LoRA takes the family's targets."""
     from pathlib import Path
 
     from videor1.config import load_config
@@ -418,7 +418,8 @@ def test_qwen3_5_recipe_configs_load():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     rl = load_config(RLConfig, root / "rl_qwen35_9b_tgrpo.yaml", [])
-    assert rl.algorithm == "tgrpo" and not rl.shared_prefix and rl.model == "runs/sft_qwen35_9b/final"
+    assert rl.algorithm == "tgrpo" and rl.shared_prefix and rl.attn_implementation == "sdpa"
+    assert rl.model == "runs/sft_qwen35_9b/final"
     sft = load_config(SFTConfig, root / "sft_qwen35_9b.yaml", [])
     assert sft.lora_target_modules == () and sft.model == "models/Qwen3.5-9B"
 
