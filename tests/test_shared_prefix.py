@@ -335,13 +335,11 @@ def _generate_repeating_rows(engine, sub, params):
     return out[:, sub["input_ids"].shape[1]:].tolist()
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_hf_rollouts_prefill_each_prompt_once_with_the_same_samples(family, models, prompts_of):
-    """Seeded sampling from one prefill per prompt gives the same tokens as n prefills of repeated rows
-    (two videos and a padded image prompt, n = 4, 10 tokens each), with one vision pass per media kind."""
+def prefill_once_and_repeated_rows(model, p) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Seeded samples (n = 4, 10 tokens) of `p["mixed"]` from n prefills of repeated rows and from
+    HFEngine's one prefill per prompt, and the number of patches of each vision-tower call of the latter."""
     from videor1.generation.engines import HFEngine, SamplingParams
 
-    model, p = models[family], prompts_of[family]
     engine = HFEngine(model, p["processor"], batch_size=8)
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, do_sample=True, n=4, seed=31)
     want = _generate_repeating_rows(engine, p["mixed"].batch, params)
@@ -351,8 +349,16 @@ def test_hf_rollouts_prefill_each_prompt_once_with_the_same_samples(family, mode
         got = engine._generate_chunk(p["mixed"].batch, params, 0)
     finally:
         hook.remove()
+    return [engine._completion(ids).token_ids for ids in want], [c.token_ids for group in got for c in group], calls
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_hf_rollouts_prefill_each_prompt_once_with_the_same_samples(family, models, prompts_of):
+    """Seeded sampling from one prefill per prompt gives the same tokens as n prefills of repeated rows
+    (two videos and a padded image prompt, n = 4, 10 tokens each), with one vision pass per media kind."""
+    model, p = models[family], prompts_of[family]
+    want, flat, calls = prefill_once_and_repeated_rows(model, p)
     assert model.training   # put back in train mode
-    flat = [c.token_ids for group in got for c in group]
-    assert [engine._completion(ids).token_ids for ids in want] == flat
+    assert want == flat
     assert len(calls) == 2 and sum(calls) == int(p["mixed"].batch["image_grid_thw"].prod(-1).sum()
                                                   + p["mixed"].batch["video_grid_thw"].prod(-1).sum())

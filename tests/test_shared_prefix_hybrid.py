@@ -16,9 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_shared_prefix import (_completions, _generate_repeating_rows, assert_same, assert_same_runs,
+from test_shared_prefix import (_completions, prefill_once_and_repeated_rows, assert_same, assert_same_runs,
                                 family_prompts)
-from videor1.generation.engines import HFEngine, SamplingParams
 from videor1.model.inputs import pad_token_id
 from videor1.model.load import load_model
 from videor1.model.tiny import build_tiny
@@ -177,18 +176,8 @@ def test_hf_rollouts_prefill_once_gives_the_samples_of_repeated_rows(family, mod
     """Seeded sampling from one prefill per prompt (attention keys / values and the Gated DeltaNet conv and
     recurrent states repeated n times) gives the same tokens as n prefills of repeated rows: two videos
     and a padded image prompt, n = 4, 10 tokens each."""
-    model, p = models[family], prompts_of[family]
-    engine = HFEngine(model, p["processor"], batch_size=8)
-    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, do_sample=True, n=4, seed=31)
-    want = _generate_repeating_rows(engine, p["mixed"].batch, params)
-    calls: list[int] = []
-    hook = model.model.visual.register_forward_hook(lambda mod, args, out: calls.append(int(args[0].shape[0])))
-    try:
-        got = engine._generate_chunk(p["mixed"].batch, params, 0)
-    finally:
-        hook.remove()
-    flat = [c.token_ids for group in got for c in group]
-    assert [engine._completion(ids).token_ids for ids in want] == flat
+    want, flat, calls = prefill_once_and_repeated_rows(models[family], prompts_of[family])
+    assert want == flat
     assert len({tuple(t) for t in flat}) > 3       # the n samples of a prompt differ: states were copied, not shared
     assert len(calls) == 2                         # one prefill: images, then videos, once
 
