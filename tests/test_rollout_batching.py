@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from videor1.data.media import VideoSpec, load_video
-from videor1.generation.batching import Batching, run_batch, vllm_generate_many
+from videor1.generation.batching import Batching, run_batch
 from videor1.generation.engines import Completion, HFEngine, SamplingParams, VLLMEngine
 from videor1.generation.remote import RemoteEngine
 from videor1.generation.server import RolloutServer, ServerLimits
@@ -87,7 +87,7 @@ def test_vllm_requests_go_in_one_call_with_their_own_seeds(processor, samples):
     engine = VLLMEngine(processor, llm=llm, sampling_params_cls=lambda **kw: SimpleNamespace(kwargs=kw))
     a = (samples[:2], SamplingParams(n=2, max_new_tokens=7, seed=5))
     b = (samples[2:], SamplingParams(n=3, max_new_tokens=5, do_sample=False))   # greedy n=3: 3 requests
-    batched = vllm_generate_many(engine, [a, b])
+    batched = engine.generate_many([a, b])
     (requests, sent), = llm.calls
     alone = [engine.generate(*a), engine.generate(*b)]
     assert each(batched) == each(alone)

@@ -13,69 +13,12 @@ hidden. A command's own argument checks call `fail(message)`, which goes through
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, List, NoReturn, Optional
+from typing import Any, List, Optional
 
-import click
 import typer
-import yaml
-from typer.core import TyperGroup
 
-from videor1.config import ConfigError
-from videor1.data.media import MediaError
-from videor1.data.records import RecordError
-
-
-class CommandError(Exception):
-    """A bad argument found by a command itself (`fail`)."""
-
-
-#: Errors that are the user's (bad input), reported in one line with exit code 2. ValueError covers bad
-#: argument values (ConfigError, RecordError, json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-#: too; listed for the reader). ImportError: a missing optional extra (vllm, deepspeed, peft). ConnectionError: a
-#: Hub request that failed (`videor1 push`: no network, a missing or wrong token).
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CommandError, ConfigError, RecordError, MediaError, FileNotFoundError, FileExistsError, NotADirectoryError,
-    IsADirectoryError, PermissionError, ConnectionError, ValueError, yaml.YAMLError, json.JSONDecodeError,
-    UnicodeDecodeError, ImportError,
-)
-DEBUG_ENV = "VIDEOR1_DEBUG"
-
-
-def one_line(exc: BaseException) -> str:
-    """The error's message on one line (an OSError as `<file>: <reason>`)."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    text = str(exc) or type(exc).__name__
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
-
-
-class GuardedGroup(TyperGroup):
-    """The root command group: runs every command inside the one error wrapper (module docstring)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except USER_ERRORS as exc:
-            if ctx.params.get("debug"):
-                raise
-            typer.echo(f"error: {one_line(exc)}", err=True)
-            raise typer.Exit(2) from None
-
-
-class OverridesGroup(TyperGroup):
-    """A group whose own callback also takes `key=value` overrides: a first argument that is not one of its
-    subcommands is left, with everything after it, in `ctx.args` for the callback."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        super().parse_args(ctx, args)
-        attr = "_protected_args" if hasattr(ctx, "_protected_args") else "protected_args"
-        protected = getattr(ctx, attr)
-        if protected and protected[0] not in self.commands:
-            ctx.args = [*protected, *ctx.args]
-            setattr(ctx, attr, [])
-        return ctx.args
+from videor1.cli_support import DEBUG_ENV, GuardedGroup, OverridesGroup, fail
 
 
 app = typer.Typer(
@@ -97,11 +40,6 @@ def main(
                                help=f"Show the full traceback of an error instead of one line (or {DEBUG_ENV}=1)."),
 ) -> None:
     """Video-R1: SFT, GRPO / T-GRPO and evaluation for video reasoning with Qwen2.5-VL."""
-
-
-def fail(message: str) -> NoReturn:
-    """Stop the command: the wrapper prints `error: <message>` on stderr and exits 2."""
-    raise CommandError(message)
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from videor1.data.media import VideoSpec, load_video  # noqa: E402
-from videor1.generation.batching import Batching, vllm_generate_many  # noqa: E402
+from videor1.generation.batching import Batching  # noqa: E402
 from videor1.generation.engines import SamplingParams, VLLMEngine  # noqa: E402
 from videor1.generation.remote import RemoteEngine  # noqa: E402
 from videor1.generation.server import RolloutServer  # noqa: E402
@@ -46,7 +46,7 @@ def test_one_vllm_call_gives_each_request_its_own_completions(engine_and_samples
              (samples[1:], SamplingParams(n=4, max_new_tokens=12, seed=23)),
              (samples[:1] + samples[2:], SamplingParams(n=2, max_new_tokens=12, do_sample=False))]
     alone = _each([engine.generate(*call) for call in calls])
-    assert _each(vllm_generate_many(engine, calls)) == alone
+    assert _each(engine.generate_many(calls)) == alone
     assert alone[0][1] != alone[1][0]   # same shuffled clip, other seed: other completions
 
 

@@ -10,7 +10,7 @@ at a time (the server of before).
 Requests whose `SamplingParams` differ in more than the seed go to separate engine calls (a training run
 sends equal params from every process, with a per-process seed). Seeds survive batching:
 
-* vLLM (`VLLMEngine`): one `llm.generate` over all requests' prompts; each prompt keeps the vLLM
+* vLLM (`VLLMEngine.generate_many`): one `llm.generate` over all requests' prompts; each prompt keeps the vLLM
   `SamplingParams` (and so the seed) that `VLLMEngine.generate` gives it within its own request (request
   seed + i * n), and vLLM draws every seeded request from its own generator.
 * transformers (`HFEngine.generate_many`): one batch; sampled rows draw from their own generators (request
@@ -59,32 +59,7 @@ def generate_many(engine: Any, calls: Sequence[Call]) -> list[Groups]:
     """Each call's completions, from one engine call where the engine allows it (see the module doc)."""
     if hasattr(engine, "generate_many"):
         return engine.generate_many(list(calls))
-    if all(hasattr(engine, a) for a in ("llm", "request", "sampling_params", "_completion")):
-        return vllm_generate_many(engine, calls)
     return [engine.generate(samples, params) for samples, params in calls]
-
-
-def vllm_generate_many(engine: Any, calls: Sequence[Call]) -> list[Groups]:
-    """One `llm.generate` over the prompts of all calls of a `VLLMEngine`, each prompt with the request and
-    sampling params `engine.generate(samples, params)` gives it (greedy n > 1: n copies with n = 1)."""
-    requests: list[dict[str, Any]] = []
-    sampling: list[Any] = []
-    spans: list[tuple[int, int, int]] = []   # (first request, samples, copies per sample) of each call
-    for samples, params in calls:
-        copies = params.n if not params.do_sample and params.n > 1 else 1   # vLLM: greedy needs n == 1
-        one = params if copies == 1 else replace(params, n=1)
-        own = [engine.request(s) for s in samples for _ in range(copies)]
-        spans.append((len(requests), len(samples), copies))
-        requests.extend(own)
-        sampling.extend(engine.sampling_params(one, i) for i in range(len(own)))
-    outputs = engine.llm.generate(requests, sampling_params=sampling, use_tqdm=False) if requests else []
-    if len(outputs) != len(requests):
-        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-    from videor1.generation.vllm_engine import prompt_length
-
-    flat = [[engine._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
-    return [[sum(flat[first + i * copies:first + (i + 1) * copies], []) for i in range(count)]
-            for first, count, copies in spans]
 
 
 def run_batch(engine: Any, calls: Sequence[Call]) -> list[Groups | Exception]:

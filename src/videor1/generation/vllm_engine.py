@@ -66,9 +66,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -158,19 +159,30 @@ class VLLMEngine:
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
         """For each sample, `params.n` completions, in sample order."""
-        if not samples:
-            return []
+        return self.generate_many([(samples, params)])[0]
+
+    def generate_many(self, calls: Sequence[tuple[list[Sample], SamplingParams]]) -> list[list[list[Completion]]]:
+        """`[self.generate(*call) for call in calls]` from one `llm.generate` over all the calls' prompts: each
+        prompt keeps the vLLM params (and seed) it has within its own call (the rollout server's batching)."""
+        requests: list[dict[str, Any]] = []
+        sampling: list[Any] = []
+        spans: list[tuple[int, int, int]] = []   # (first request, samples, copies per sample) of each call
+        for samples, params in calls:
+            copies = params.n if not params.do_sample and params.n > 1 else 1   # vLLM: greedy needs n == 1
+            one = params if copies == 1 else replace(params, n=1)
+            own = [self.request(s) for s in samples for _ in range(copies)]
+            spans.append((len(requests), len(samples), copies))
+            requests.extend(own)
+            sampling.extend(self.sampling_params(one, i) for i in range(len(own)))
+        if not requests:
+            return [[] for _ in calls]
         self.wake()
-        copies = params.n if not params.do_sample and params.n > 1 else 1  # vLLM: greedy needs n == 1
-        one = params if copies == 1 else SamplingParams(
-            n=1, max_new_tokens=params.max_new_tokens, do_sample=False, seed=params.seed)
-        requests = [self.request(s) for s in samples for _ in range(copies)]
-        sampling = [self.sampling_params(one, i) for i in range(len(requests))]
         outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-        groups = [[self._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
-        return [sum(groups[i * copies:(i + 1) * copies], []) for i in range(len(samples))]
+        flat = [[self._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
+        return [[sum(flat[first + i * copies:first + (i + 1) * copies], []) for i in range(count)]
+                for first, count, copies in spans]
 
     def _completion(self, output: Any, prompt_len: int | None) -> Completion:
         ids, finished = trim_completion(list(output.token_ids), self.end_ids)
