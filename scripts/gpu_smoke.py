@@ -50,7 +50,7 @@ PREFLIGHT_MODULES = ("torch", "safetensors.torch", "videor1.config", "videor1.da
                      "videor1.model.tiny", "videor1.model.load", "videor1.model.inputs",
                      "videor1.data.records", "videor1.data.media", "videor1.generation.engines",
                      "videor1.generation.remote", "videor1.sft.trainer", "videor1.rl.config",
-                     "videor1.rl.trainer", "videor1.evaluate.runner")
+                     "videor1.rl.trainer", "videor1.evaluate.runner", "videor1.tools.probe7b")
 
 
 class Skip(Exception):
@@ -323,72 +323,18 @@ def _needs_cuda(require_gpu: bool) -> None:
 
 
 # ------------------------------------------------------------------------ 7B-architecture probe
-QWEN25VL_7B = {  # Qwen/Qwen2.5-VL-7B-Instruct config.json (architecture only; weights random)
-    "text_config": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                    "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-                    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "tie_word_embeddings": False},
-    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                      "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"},
-    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-    "vision_end_token_id": 151653, "tie_word_embeddings": False,
-}
-
-
 def check_probe7b(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
     """Random-init Qwen2.5-VL-7B in bf16: one generate of 8 x 768 tokens on 16 frames at 128*28*28 pixels,
-    one forward/backward with gradient checkpointing; peak memory and tokens/s."""
+    one forward/backward with gradient checkpointing; peak memory and tokens/s (`videor1.tools.probe7b`)."""
     _needs_cuda(require_gpu)
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     from videor1.model.load import resolve_attn_implementation
-    from videor1.train.common import enable_gradient_checkpointing
+    from videor1.tools.probe7b import probe
 
-    cfg = Qwen2_5_VLConfig(**QWEN25VL_7B)
-    attn = resolve_attn_implementation("flash_attention_2") or "sdpa"
-    cfg._attn_implementation = attn
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        net = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
-    n_params = sum(p.numel() for p in net.parameters())
-    t, h, w = 16 // 2, 224 // 14, 448 // 14  # 16 frames of 224 x 448 = 128 * 28 * 28 pixels
-    n_video = t * h * w // 4
-    pixel_values = torch.randn(t * h * w, 3 * 2 * 14 * 14, device="cuda", dtype=torch.bfloat16)
-    grid = torch.tensor([[t, h, w]], device="cuda")
-    ids = [151644, 872, 198, 151652] + [151656] * n_video + [151653, 3838, 374, 30, 151645, 198, 151644, 77091, 198]
-    input_ids = torch.tensor([ids], device="cuda")
-    rows = 8
-    torch.cuda.reset_peak_memory_stats()
-    net.eval()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        out = net.generate(input_ids=input_ids.repeat(rows, 1), attention_mask=torch.ones_like(input_ids).repeat(rows, 1),
-                           pixel_values_videos=pixel_values.repeat(rows, 1), video_grid_thw=grid.repeat(rows, 1),
-                           second_per_grid_ts=torch.tensor([1.0] * rows, device="cuda"), do_sample=True,
-                           max_new_tokens=768, min_new_tokens=768, eos_token_id=None, pad_token_id=0,
-                           synced_gpus=False)
-    torch.cuda.synchronize()
-    gen_s = time.perf_counter() - t0
-    new = (out.shape[1] - input_ids.shape[1]) * rows
-    gen_peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.reset_peak_memory_stats()
-    net.train()
-    enable_gradient_checkpointing(net)
-    full = torch.cat([input_ids, out[:1, input_ids.shape[1]:]], dim=1)
-    t0 = time.perf_counter()
-    loss = net(input_ids=full, attention_mask=torch.ones_like(full), pixel_values_videos=pixel_values,
-               video_grid_thw=grid, second_per_grid_ts=torch.tensor([1.0], device="cuda"), labels=full).loss
-    loss.backward()
-    torch.cuda.synchronize()
-    fb_s = time.perf_counter() - t0
-    fb_peak = torch.cuda.max_memory_allocated() / 2**30
-    del net, out
-    torch.cuda.empty_cache()
-    return (f"{n_params / 1e9:.2f}B params, attn {attn}; generate {rows}x{new // rows} tokens ({n_video} video "
-            f"tokens) {gen_s:.1f} s = {new / gen_s:.0f} tok/s, peak {gen_peak:.1f} GiB; fwd/bwd (grad ckpt) "
-            f"{full.shape[1]} tokens {fb_s:.1f} s, peak {fb_peak:.1f} GiB")
+    r = probe("cuda", attn=resolve_attn_implementation("flash_attention_2") or "sdpa")
+    return (f"{r['params_b']:.2f}B params, attn {r['attn']}; generate {r['rows']}x{r['new_tokens']} tokens "
+            f"({r['video_tokens']} video tokens) {r['generate_s']:.1f} s = {r['tokens_per_s']:.0f} tok/s, peak "
+            f"{r['generate_peak_gib']:.1f} GiB; fwd/bwd (grad ckpt) {r['train_tokens']} tokens {r['fwd_bwd_s']:.1f} s, "
+            f"peak {r['fwd_bwd_peak_gib']:.1f} GiB")
 
 
 # ---------------------------------------------------------------- distributed checks (accelerate launch)
