@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,39 @@ def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_proce
     if proc.returncode != 0:
         pytest.fail(f"{config} {kind}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def run_together(cmds: list[list[str]], logs: list[Path], *, env: dict[str, str], timeout: float = RUN_TIMEOUT_S,
+                 cwd: Path = REPO) -> list[str]:
+    """Start every command at once (e.g. the launchers of a multi-node run), each writing stdout and stderr to its
+    own log file, wait for all of them and return their outputs; fails the test (killing all, with each output's
+    tail) on a non-zero exit or when they have not all ended after `timeout` s.
+
+    Files, not pipes: a pipe holds 64 KiB, and a process whose pipe nobody drains blocks in its next write. Reading
+    one launcher's pipe to its end before the other's (`communicate` in turn) deadlocked the two-node ZeRO-3 run
+    once the second node's output (FutureWarnings included) passed 64 KiB: that process stopped inside a
+    collective's warning, the other waited in the collective until gloo's timeout."""
+    sinks = [log.open("w") for log in logs]
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+             for cmd, sink in zip(cmds, sinks)]
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        tails = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in logs)
+        pytest.fail(f"no end after {timeout} s (a deadlock?)\n{tails}")
+    finally:
+        for sink in sinks:
+            sink.close()
+    outputs = [log.read_text() for log in logs]
+    for cmd, proc, text in zip(cmds, procs, outputs):
+        if proc.returncode != 0:
+            pytest.fail(f"exit {proc.returncode}: {' '.join(cmd[:3])}...\n{text[-4000:]}")
+    return outputs
 
 
 def engine_of(out: Path) -> dict:
