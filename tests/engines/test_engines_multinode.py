@@ -2,29 +2,28 @@
 process each, `--num_machines 2 --machine_rank 0|1 --main_process_ip 127.0.0.1`, DeepSpeed's standard (torchrun)
 multi-node launcher, configs/accelerate/zero3.yaml (ZeRO-3):
 - T-GRPO with mixed media across the nodes and a node whose prompts are all unusable at step 2;
-- SFT writing one shared output directory, then a resume of it from checkpoint-2, again as two nodes, ending
-  with the same weights. Its data gives both nodes videos only: with the SFT engine test's data (mixed media
-  and skipped micro-batches under gradient accumulation) ZeRO-3 SFT across two launchers hangs at step 3 (the
-  same data passes under one launcher; docs/multinode.md "Known limits" says what was found).
+- SFT with the SFT engine test's data (mixed media in a micro-batch, micro-batches whose samples are all
+  skipped, under gradient accumulation) writing one shared output directory, then a resume of it from
+  checkpoint-2, again as two nodes, ending with the same weights.
+Each launcher writes to its own log file (`run_together`): a pipe read only after the other launcher had ended
+filled up and blocked that node inside a collective, which looked like a ZeRO-3 hang (docs/multinode.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from engines_common import DIST_TIMEOUT_S, LAUNCHER, REPO, copy_media, engine_of, metrics_of, run_together
+from engines_common import DIST_TIMEOUT_S, LAUNCHER, REPO, engine_of, metrics_of, run_together
 from test_engines_rl import _data as rl_data
 from test_engines_rl import _overrides as rl_overrides
+from test_engines_sft import _data as sft_data
 from test_engines_sft import _overrides
 
 CONFIG = "zero3"
@@ -65,19 +64,8 @@ def test_run_together_drains_every_output(tmp_path):
     assert first == "" and second == "x" * 262144
 
 
-def _videos_only(tmp: Path, synth_dir: Path) -> Path:
-    """24 SFT records, all videos (the same media kind on both nodes at every micro-batch), none unusable."""
-    rows = [json.loads(x) for x in (synth_dir / "cot.jsonl").read_text().splitlines()]
-    videos = [r for r in rows if r["data_type"] == "video"]
-    copy_media(videos, synth_dir, tmp)
-    data = tmp / "cot.jsonl"
-    data.write_text("".join(json.dumps(dict(r, problem_id=f"{r['problem_id']}-{i}")) + "\n"
-                            for i, r in enumerate((videos * 24)[:24])))
-    return data
-
-
 def test_two_nodes_on_loopback_train_and_resume(tiny_model_dir, synth_dir, tmp_path):
-    data = _videos_only(tmp_path, synth_dir)
+    data = sft_data(tmp_path, synth_dir)
     out = tmp_path / "shared" / "run"
     node0, _ = _two_nodes(_overrides(tiny_model_dir, data, tmp_path, out), tmp_path)
     assert f"engine {CONFIG} (2 process(es), DEEPSPEED" in node0
