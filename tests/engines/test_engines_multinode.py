@@ -15,8 +15,10 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -62,6 +64,17 @@ def test_run_together_drains_every_output(tmp_path):
     first, second = run_together([[sys.executable, "-c", wait], [sys.executable, "-c", write]],
                                  [tmp_path / "first.log", tmp_path / "second.log"], env=dict(os.environ), timeout=120)
     assert first == "" and second == "x" * 262144
+
+
+def test_run_together_stops_all_when_one_fails(tmp_path):
+    """A node that fails at start leaves the other waiting in its first collective: the harness ends both at
+    once, with the failing one's output, instead of waiting out the timeout."""
+    start = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)a process failed.*exit 3.*no rendezvous"):
+        run_together([[sys.executable, "-c", "import sys; print('no rendezvous'); sys.exit(3)"],
+                      [sys.executable, "-c", "import time; time.sleep(120)"]],
+                     [tmp_path / "first.log", tmp_path / "second.log"], env=dict(os.environ), timeout=300)
+    assert time.monotonic() - start < 60
 
 
 def test_two_nodes_on_loopback_train_and_resume(tiny_model_dir, synth_dir, tmp_path):
