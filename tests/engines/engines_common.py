@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,46 @@ def launch(config: str, kind: str, overrides: list[str], tmp: Path, *, num_proce
     if proc.returncode != 0:
         pytest.fail(f"{config} {kind}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def run_together(cmds: list[list[str]], logs: list[Path], *, env: dict[str, str], timeout: float = RUN_TIMEOUT_S,
+                 cwd: Path = REPO) -> list[str]:
+    """Start every command at once (e.g. the launchers of a multi-node run), each writing stdout and stderr to its
+    own log file, wait for all of them and return their outputs; fails the test with each output's tail as soon as
+    one exits non-zero (killing the others, which would wait for it in a collective) or when they have not all
+    ended after `timeout` s.
+
+    Files, not pipes: a pipe holds 64 KiB, and a process whose pipe nobody drains blocks in its next write. Reading
+    one launcher's pipe to its end before the other's (`communicate` in turn) deadlocked the two-node ZeRO-3 run
+    once the second node's output (FutureWarnings included) passed 64 KiB: that process stopped inside a
+    collective's warning, the other waited in the collective until gloo's timeout."""
+    sinks = [log.open("w") for log in logs]
+    # each in its own process group, so that a kill reaches the launcher's workers too
+    procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for cmd, sink in zip(cmds, sinks)]
+    deadline = time.monotonic() + timeout
+    try:
+        while not _all_ended_or_one_failed([proc.poll() for proc in procs]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        timed_out = time.monotonic() >= deadline
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for sink in sinks:
+            sink.close()
+    outputs = [log.read_text() for log in logs]
+    codes = [proc.returncode for proc in procs]
+    if codes != [0] * len(procs):
+        why = f"no end after {timeout} s (a deadlock?)" if timed_out else "a process failed, the others were killed"
+        tails = "\n".join(f"--- {log.name} (exit {code})\n{text[-3000:]}" for log, code, text in zip(logs, codes, outputs))
+        pytest.fail(f"{why}\n{tails}")
+    return outputs
+
+
+def _all_ended_or_one_failed(codes: list[int | None]) -> bool:
+    return all(code is not None for code in codes) or any(code not in (None, 0) for code in codes)
 
 
 def engine_of(out: Path) -> dict:
