@@ -118,7 +118,8 @@ class Prefetcher:
         self.remote, self.real_sync, self.prompts, self.params_for = remote, sync, prompts, params_for
         self.cfg, self.barrier, self.rank = cfg, barrier, rank
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="async-rollouts")
-        self.pending: tuple[int, Future] | None = None   # (step, future of its calls)
+        self.pending: tuple[int, Future] | None = None   # (step, future of its calls) made ahead
+        self.current: list[Call] | None = None   # this step's calls made ahead (None: generated on the spot)
         self.step = 0
         self.planned = 0   # the staleness planned for `step`
         self.seen: int | None = None   # the staleness the server reported for `step`
@@ -128,10 +129,8 @@ class Prefetcher:
         """At the start of step `step` (see the module doc)."""
         self.step, self.seen = step, None
         ahead = self.pending is not None and self.pending[0] == step
-        if ahead:
-            self.pending[1].result()   # step's rollouts are in (an error in the background thread shows here)
-        else:
-            self.pending = None
+        # step's rollouts are in (an error in the background thread shows here)
+        self.current, self.pending = (self.pending[1].result() if ahead else None), None
         self.planned = MAX_STALENESS if ahead else 0
         self.barrier()
         self.real_sync(step)
@@ -142,12 +141,11 @@ class Prefetcher:
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
         """Step `step`'s rollouts: the request made ahead (checked to be this one), else the server's now."""
-        if self.pending is not None and self.pending[0] == self.step:
-            calls = self.pending[1].result()
-            if not calls:
+        if self.current is not None:
+            if not self.current:
                 raise RuntimeError(f"async_rollouts: step {self.step} asked for more generate calls than were "
                                    "made ahead")
-            call = calls.pop(0)
+            call = self.current.pop(0)
             _check_same(call, samples, params, self.step)
             groups, weights = call.groups, call.weights
         else:
