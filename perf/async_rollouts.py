@@ -8,10 +8,12 @@ layers, completion length) so that a step's generation and its update take compa
 load, first weight sync, and the async run's first, on-the-spot generation).
 
 Printed per mode (medians over repeats): steps/s, completion tokens generated per second (every
-completion the server returned in the timed window, shuffled ones included), and each side's idle
-fraction, 1 - CPU time / wall time over the window (the trainer's from `time.process_time`, the server's
-from /proc/<pid>/stat). Then the async / sync ratio, and the load average: the machine may be shared, and
-the other processes' load makes both sides look less busy than they are.
+completion the server returned in the timed window, shuffled ones included), each side's idle fraction,
+1 - CPU time / wall time over the window (the trainer's from `time.process_time`, the server's from
+/proc/<pid>/stat), and each side's CPU seconds a step. Then the async / sync ratio, the bound the sync run's
+CPU seconds give it ((trainer + server) / max(trainer, server): what overlapping the two sides can reach when
+each owns its core), and the load average: on a shared machine other processes' load stretches wall times
+and makes both sides look idle, while CPU seconds stay what the work costs.
 
     python perf/async_rollouts.py [--steps 7] [--warmup 2] [--repeats 2] [--hidden 256] [--layers 4]
         [--max-new-tokens 32] [--g 4] [--g-shuffled 2] [--prompts 2] [--cores 0 1]
@@ -100,8 +102,9 @@ def config(args, model: Path, data: Path, out: Path, url: str, weights: Path, as
 def window(probe: Probe, first: int, last: int) -> dict[str, float]:
     (w0, c0, s0, t0), (w1, c1, s1, t1) = probe.rows[first], probe.rows[last]
     wall = w1 - w0
-    return {"steps/s": (last - first) / wall, "tokens/s": (t1 - t0) / wall,
-            "trainer idle": 1 - (c1 - c0) / wall, "server idle": 1 - (s1 - s0) / wall}
+    steps = last - first
+    return {"steps/s": steps / wall, "tokens/s": (t1 - t0) / wall, "trainer idle": 1 - (c1 - c0) / wall,
+            "server idle": 1 - (s1 - s0) / wall, "trainer cpu": (c1 - c0) / steps, "server cpu": (s1 - s0) / steps}
 
 
 def main() -> None:
@@ -158,12 +161,18 @@ def main() -> None:
           f"{trainer_core}; hidden {args.hidden}, {args.layers} layers, {args.prompts} prompts x ({args.g} + "
           f"{args.g_shuffled} shuffled) completions of up to {args.max_new_tokens} tokens; steps "
           f"{args.warmup + 1}-{args.steps} of each run, median of {args.repeats}")
-    print(f"{'':14}{'steps/s':>10}{'tokens/s':>10}{'trainer idle':>14}{'server idle':>13}")
+    print(f"{'':8}{'steps/s':>9}{'tokens/s':>10}{'trainer idle':>14}{'server idle':>13}"
+          f"{'trainer CPU s/step':>20}{'server CPU s/step':>19}")
     for mode in ("sync", "async"):
         m = med[mode]
-        print(f"{mode:14}{m['steps/s']:10.3f}{m['tokens/s']:10.1f}{m['trainer idle']:14.2f}{m['server idle']:13.2f}")
-    print(f"async / sync steps/s: {med['async']['steps/s'] / med['sync']['steps/s']:.2f}x;  load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+        print(f"{mode:8}{m['steps/s']:9.3f}{m['tokens/s']:10.1f}{m['trainer idle']:14.2f}{m['server idle']:13.2f}"
+              f"{m['trainer cpu']:20.2f}{m['server cpu']:19.2f}")
+    trainer, server = med["sync"]["trainer cpu"], med["sync"]["server cpu"]
+    print(f"async / sync steps/s: {med['async']['steps/s'] / med['sync']['steps/s']:.2f}x measured; "
+          f"{(trainer + server) / max(trainer, server):.2f}x is the bound from the sync run's CPU seconds "
+          f"(trainer + server) / max(trainer, server), i.e. with each side owning its core")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores "
+          "(other processes' load stretches wall times and idle fractions, not CPU seconds)")
 
 
 if __name__ == "__main__":
