@@ -2,7 +2,10 @@
 
 The rollout server (`videor1 serve-rollouts --engine hf --ranks 1`, one torch thread) is pinned to one core
 and this process, which trains in-process (one torch thread), to the other (`os.sched_setaffinity`), as the
-7 + 1 GPU layout gives the server its own device. The model is a random tiny Qwen2.5-VL sized (hidden size,
+7 + 1 GPU layout gives the server its own device. The server also runs in its own session: Linux's
+autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled) shares the CPUs fairly between sessions, so
+on a machine other jobs load, two busy processes of one session get no more CPU than one; in its own
+session the server gets its own share, as a rollout GPU would be its own device. The model is a random tiny Qwen2.5-VL sized (hidden size,
 layers, completion length) so that a step's generation and its update take comparable time. Each mode runs
 `--steps` steps `--repeats` times, alternating; the first `--warmup` steps of a run are not timed (model
 load, first weight sync, and the async run's first, on-the-spot generation).
@@ -41,7 +44,7 @@ def start_server(model: Path, weights: Path, core: int, log: Path) -> tuple[subp
     proc = subprocess.Popen([sys.executable, "-m", "videor1.cli", "serve-rollouts", "--model", str(model),
                              "--engine", "hf", "--port", "0", "--weights-dir", str(weights), "--ranks", "1",
                              "--batch-size", "256"], stdout=sink, stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+                            preexec_fn=lambda: os.sched_setaffinity(0, {core}), start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():

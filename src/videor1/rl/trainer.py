@@ -236,10 +236,10 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     rows = [i * G + j for i in keep for j in range(G)]
     prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
     drop = scored.truncated[rows] if cfg.mask_truncated_completions else None
-    kept = [c for i in keep for c in ordered[i]]
-    parts = loss_parts(prompt_batch, [c.token_ids for c in kept], scored.advantages[rows], G, run.pad_id,
-                       shared=cfg.shared_prefix, drop=drop, per_part=groups_per_part(cfg.loss_micro_batch_size, G,
-                       len(keep)), logprobs=[c.logprobs for c in kept] if cfg.async_rollouts else None)
+    behaviour = [c.logprobs for i in keep for c in ordered[i]] if cfg.async_rollouts else None
+    parts = loss_parts(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], scored.advantages[rows], G,
+                       run.pad_id, shared=cfg.shared_prefix, drop=drop, logprobs=behaviour,
+                       per_part=groups_per_part(cfg.loss_micro_batch_size, G, len(keep)))
     return LossBatch(parts, 1.0, scored, tokens, len(keep))
 
 
