@@ -364,10 +364,13 @@ def _import_vllm() -> ModuleType:
     return vllm
 
 
-def sampled_logprobs(output: Any, ids: Sequence[int]) -> list[float]:
+def sampled_logprobs(output: Any, ids: Sequence[int]) -> list[float] | None:
     """The log-prob vLLM reports for each token of `ids` (a `CompletionOutput` asked with logprobs=0: one
-    {token id: Logprob} per generated token); NaN where it reports none (a stop id vLLM left out)."""
+    {token id: Logprob} per generated token); NaN where it reports none (a stop id vLLM left out); None when
+    the output carries no log-probs at all."""
     steps = list(getattr(output, "logprobs", None) or [])
+    if not steps:
+        return None
     out = []
     for i, tid in enumerate(ids):
         entry = steps[i].get(int(tid)) if i < len(steps) and steps[i] is not None else None

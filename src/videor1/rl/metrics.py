@@ -16,7 +16,7 @@ from videor1.rl.step import LossBatch
 CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
               "temporal_advantage_shift", "kl", "completion_length", "truncated_ratio", "clip_fraction",
               "all_correct_rate", "all_wrong_rate", "kept_group_rate",
-              "lr", "step_time", "samples_skipped")
+              "lr", "step_time", "samples_skipped", "is_ratio_mean", "is_truncated_fraction")  # is_*: async only
 SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
 MAX_KEYS = ("is_ratio_max",)  # the largest over processes
 IS_KEYS = ("is_ratio_mean", "is_ratio_max", "is_truncated_fraction")  # async_rollouts: truncated IS statistics
