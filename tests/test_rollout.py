@@ -201,6 +201,7 @@ def test_vllm_engine_sends_what_we_intend(processor, samples):
         assert im_end in kw["stop_token_ids"]
         assert sorted(kw["logit_bias"]) == sorted(vision_token_ids(processor))
         assert all(v <= -100 for v in kw["logit_bias"].values())
+        assert kw["logprobs"] == 0   # the sampled token's log-prob (async_rollouts' behaviour policy)
         assert "top_k" not in kw
     decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731 (as HFEngine)
     assert out[0][0] == Completion(text=decode([11, 12, im_end]), token_ids=[11, 12, im_end], finished=True)

@@ -19,6 +19,10 @@ sends equal params from every process, with a per-process seed). Seeds survive b
   draws (one seeded RNG per chunk): with batching off the server returns exactly those.
 * any other engine: its requests are generated one after another.
 
+Every answer carries what `Batcher.weights` returns when its engine call starts, read in the worker thread
+(the server's run and weight version: the weights the completions were generated with, since weight loads
+run in the same thread).
+
 If a batched engine call fails, each of its requests is retried alone, so the error reaches only the
 request that caused it.
 """
@@ -28,7 +32,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from videor1.generation.engines import Completion, SamplingParams
 from videor1.model.inputs import Sample
@@ -91,23 +95,29 @@ class _Job:
 @dataclass
 class Batcher:
     """Gathers `generate` requests into engine calls run by `executor` (one worker thread); see the module doc.
-    `engine_calls` / `requests` count what it did (reported by the server's /health)."""
+    `engine_calls` / `requests` count what it did (reported by the server's /health). `generate` returns the
+    completions and `weights()` as read when their engine call started."""
 
     engine: Any
     executor: Executor
     batching: Batching = Batching()
+    weights: Callable[[], Any] = lambda: None
     engine_calls: int = 0
     requests: int = 0
     _pending: list[_Job] = field(default_factory=list)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)   # bound to the loop at its first wait
     _task: asyncio.Task | None = None
 
-    async def generate(self, samples: list[Sample], params: SamplingParams) -> Groups:
+    def _with_weights(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
+        weights = self.weights()   # in the worker thread, before the engine call
+        return fn(*args), weights
+
+    async def generate(self, samples: list[Sample], params: SamplingParams) -> tuple[Groups, Any]:
         loop = asyncio.get_running_loop()
         self.requests += 1
         if not self.batching.enabled:
             self.engine_calls += 1
-            return await loop.run_in_executor(self.executor, self.engine.generate, samples, params)
+            return await loop.run_in_executor(self.executor, self._with_weights, self.engine.generate, samples, params)
         job = _Job((samples, params), loop.create_future(), loop.time())
         self._pending.append(job)
         self._arrived.set()
@@ -121,8 +131,10 @@ class Batcher:
             await self._gather(loop)
             jobs, self._pending = self._pending, []
             self.engine_calls += len({replace(j.call[1], seed=None) for j in jobs})
+            weights = None
             try:
-                results = await loop.run_in_executor(self.executor, run_batch, self.engine, [j.call for j in jobs])
+                results, weights = await loop.run_in_executor(self.executor, self._with_weights, run_batch,
+                                                              self.engine, [j.call for j in jobs])
             except Exception as exc:  # run_batch catches engine errors; this is the executor itself failing
                 results = [exc] * len(jobs)
             for job, result in zip(jobs, results):
@@ -131,7 +143,7 @@ class Batcher:
                 if isinstance(result, Exception):
                     job.future.set_exception(result)
                 else:
-                    job.future.set_result(result)
+                    job.future.set_result((result, weights))
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until `ranks` requests are pending or `window_s` has passed since the oldest one arrived."""

@@ -27,6 +27,15 @@ Conventions shared by both engines (where we depart from the reference, it is sa
   (seed + i * n + j), so a request's completions do not depend on the requests batched with it.
 * For T-GRPO the caller passes samples whose clip is already permuted (`Clip.permuted`); both engines
   send exactly the frames of the sample, so shuffled rollouts really see shuffled frames.
+* Behaviour log-probs (`Completion.logprobs`, one float per token of `token_ids`; what one-step off-policy
+  training corrects with, `videor1.rl.async_rollouts`): `HFEngine` records log_softmax(logits / temperature)
+  of each sampled token over the vocabulary with the vision special tokens suppressed, before top-k / top-p
+  (`BehaviourLogprobs`; temperature 1 when greedy): the trainer's own log-probs (logits / temperature, full
+  vocabulary) of the same weights differ only by the suppressed tokens' tiny mass and fp rounding.
+  `VLLMEngine` asks vLLM for logprobs=0 (the sampled token's) in vLLM's default `raw_logprobs` mode:
+  log_softmax of the logits before temperature and logit_bias, i.e. the same distribution at temperature 1
+  (the default); at another temperature they differ (say so if you train that way). A token the engine
+  reports no log-prob for is NaN (the correction then weighs it 1).
 """
 
 from __future__ import annotations
@@ -87,6 +96,8 @@ class Completion:
     finished: bool = field(default=True)
     prompt_len: int | None = None  # tokens of the prompt the engine sampled from, vision tokens included (None:
     #                                 not reported; HFEngine samples from the loss's own encoded batch)
+    logprobs: list[float] | None = None  # behaviour log-prob of each token of token_ids (module doc; None: not
+    #                                      reported)
 
 
 class RolloutEngine(Protocol):
@@ -247,15 +258,17 @@ class HFEngine:
                     inputs = move_batch(sub, device, dtype)
                 # synced_gpus off: every process generates on its own (under ZeRO-3 the trainer gathers the
                 # parameters first), and one with no prompt never calls generate
-                kwargs = self._generate_kwargs(params)
+                recorder = BehaviourLogprobs(params.temperature if params.do_sample else 1.0)
+                kwargs = {**self._generate_kwargs(params), "logits_processor": LogitsProcessorList([recorder])}
                 if row_seeds is not None:   # the sampler picks each row's token; greedy then takes it
-                    kwargs = {**self._generate_kwargs(replace(params, do_sample=False)),
-                              "logits_processor": LogitsProcessorList([RowSampler(params, row_seeds, device)])}
+                    kwargs = {**self._generate_kwargs(replace(params, do_sample=False)), "logits_processor":
+                              LogitsProcessorList([recorder, RowSampler(params, row_seeds, device)])}
                 out = self.model.generate(**inputs, **kwargs, synced_gpus=False)
+                logprobs = recorder.finish(out).tolist()
         finally:
             self.model.train(was_training)
         new_tokens = out[:, prompt_len:].tolist()
-        completions = [self._completion(ids) for ids in new_tokens]
+        completions = [self._completion(ids, lp) for ids, lp in zip(new_tokens, logprobs)]
         return [completions[i * params.n:(i + 1) * params.n] for i in range(n_rows)]
 
     def _prefill_once(self, sub: BatchFeature, n: int, device: torch.device, dtype: torch.dtype) -> dict:
@@ -291,10 +304,10 @@ class HFEngine:
             raise ValueError(f"weights do not match the served model: missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
 
-    def _completion(self, ids: list[int]) -> Completion:
+    def _completion(self, ids: list[int], logprobs: list[float]) -> Completion:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
         text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
-        return Completion(text=text, token_ids=token_ids, finished=finished)
+        return Completion(text=text, token_ids=token_ids, finished=finished, logprobs=logprobs[:len(token_ids)])
 
 
 def repeat_cache(cache: Cache, n: int) -> None:
@@ -339,6 +352,34 @@ class RowSampler(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(len(picks), device=scores.device), picks] = 0.0
         return out
+
+
+class BehaviourLogprobs(LogitsProcessor):
+    """Records the behaviour log-prob of every sampled token and leaves the scores as they are. transformers
+    runs a caller's processors after its own suppress-tokens processor and before the temperature / top-k /
+    top-p warpers (`GenerationMixin._get_logits_processor`; `RowSampler` comes after this one), so it sees
+    the logits with the vision tokens suppressed; it keeps log_softmax(scores / temperature) of the last step only (one [B, V]
+    tensor) and takes each sampled token's entry at the next call, when the token is in `input_ids`."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = float(temperature)
+        self.last: torch.Tensor | None = None
+        self.taken: list[torch.Tensor] = []
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.last is not None:
+            self.taken.append(self.last.gather(1, tokens.view(-1, 1).to(self.last.device)).squeeze(1).cpu())
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """[B, T] log-probs of the T generated tokens, `sequences` being generate's output."""
+        self._take(sequences[:, -1])
+        self.last = None
+        return torch.stack(self.taken, dim=1) if self.taken else torch.zeros(sequences.shape[0], 0)
 
 
 class _seeded:

@@ -14,8 +14,12 @@ Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and 
 * ``GET /health`` -> ``{"ok": true, "model": ..., "run": ..., "version": ..., "requests": ...,
   "engine_calls": ...}`` (the last two count /generate requests and the engine calls that served them)
 * ``POST /generate`` ``{"samples": [sample, ...], "params": {SamplingParams fields}}`` ->
-  ``{"completions": [[{"text", "token_ids", "finished", "prompt_len"}, ...], ...]}`` (prompt_len: the
-  engine's prompt length with vision tokens, null when it reports none; the trainer checks it). A sample is
+  ``{"completions": [[{"text", "token_ids", "finished", "prompt_len", "logprobs"}, ...], ...], "run": ...,
+  "version": ...}`` (prompt_len: the engine's prompt length with vision tokens, null when it reports none;
+  the trainer checks it. logprobs: the behaviour log-prob of each token, a list of floats, null for a token
+  the engine reported none for, or null for the whole list; `videor1.generation.engines` says which
+  distribution. run, version: those of the weights the completions were generated with, read when their
+  engine call started). A sample is
   ``{"id", "messages", "media"}`` with media ``{"kind": "video", "frames": <uint8 [T, H, W, 3]>,
   "sample_fps", "timestamps", "indices", "total_frames", "native_fps", "path"}`` or ``{"kind": "image",
   "array": <uint8 [H, W, 3]>}``. The frames are the trainer's, as sampled and (T-GRPO) permuted: the
@@ -136,6 +140,29 @@ def sample_from_wire(obj: dict[str, Any], max_array_bytes: int | None = None) ->
     return Sample(record=WireRecord(obj.get("id")), media=decoded, messages=obj["messages"])
 
 
+def logprobs_to_wire(logprobs: list[float] | None) -> list[float | None] | None:
+    """Per-token log-probs as JSON (strict JSON has no NaN: an unknown one travels as null)."""
+    return None if logprobs is None else [None if x != x else float(x) for x in logprobs]
+
+
+def logprobs_from_wire(values: Any) -> list[float] | None:
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        raise ValueError(f"logprobs must be a list of numbers, got {type(values).__name__}")
+    return [float("nan") if x is None else float(x) for x in values]
+
+
+def completion_to_wire(c: Completion) -> dict[str, Any]:
+    return {"text": c.text, "token_ids": list(map(int, c.token_ids)), "finished": c.finished,
+            "prompt_len": c.prompt_len, "logprobs": logprobs_to_wire(c.logprobs)}
+
+
+def completion_from_wire(obj: dict[str, Any]) -> Completion:
+    return Completion(text=obj["text"], token_ids=list(obj["token_ids"]), finished=bool(obj["finished"]),
+                      prompt_len=obj.get("prompt_len"), logprobs=logprobs_from_wire(obj.get("logprobs")))
+
+
 def params_to_wire(params: SamplingParams) -> dict[str, Any]:
     return {k: getattr(params, k) for k in SamplingParams.__dataclass_fields__}
 
@@ -174,15 +201,19 @@ class RemoteEngine:
         return self._call("GET", "/health")
 
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
+        return self.generate_versioned(samples, params)[0]
+
+    def generate_versioned(self, samples: list[Sample], params: SamplingParams
+                           ) -> tuple[list[list[Completion]], tuple[str | None, int | None]]:
+        """The completions and the (run, version) of the server's weights they were generated with."""
         if not samples:
-            return []
+            return [], (None, None)
         out = self._call("POST", "/generate", {"samples": [sample_to_wire(s) for s in samples],
                                                "params": params_to_wire(params)})
-        groups = [[Completion(text=c["text"], token_ids=list(c["token_ids"]), finished=bool(c["finished"]),
-                              prompt_len=c.get("prompt_len")) for c in group] for group in out["completions"]]
+        groups = [[completion_from_wire(c) for c in group] for group in out["completions"]]
         if len(groups) != len(samples):
             raise RuntimeError(f"rollout server returned {len(groups)} groups for {len(samples)} samples")
-        return groups
+        return groups, (out.get("run"), out.get("version"))
 
     def sync_weights(self, model: torch.nn.Module, *, version: int, writer: bool = True, poll_s: float = 0.05) -> None:
         """Make the server generate from `model`'s weights (see the module doc): the writer saves and posts

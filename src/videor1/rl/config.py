@@ -121,6 +121,14 @@ class RLConfig:
     rollout_batch_size: int = 0  # prompt rows per HF generate call (0: all rows of a step in one call)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)  # vLLM engine settings
     remote: RemoteConfig = field(default_factory=RemoteConfig)  # rollout server settings
+    # --- one-step off-policy rollouts (videor1.rl.async_rollouts; rollout_engine remote only)
+    async_rollouts: bool = False  # while the trainer optimises step t, the server already generates step t+1's
+    #                 rollouts from the weights the trainer had at the start of step t (one version stale,
+    #                 enforced, logged as rollout_staleness; the first step is generated on the spot, staleness
+    #                 0); the policy-gradient term is then weighted per token by truncated importance sampling
+    #                 min(pi_old / pi_behaviour, async_is_cap), pi_behaviour from the engine's log-probs
+    #                 (is_ratio_mean / is_ratio_max / is_truncated_fraction logged). false: today's loop exactly
+    async_is_cap: float = 2.0  # truncation of the importance weight (verl's TIS cap); > 0
     # --- runtime
     gradient_checkpointing: bool = False  # recompute activations in backward (needed for 7B)
     loss_micro_batch_size: int = 0  # completions per loss forward/backward, rounded down to whole prompt groups
@@ -204,6 +212,10 @@ class RLConfig:
         _check(self.rollout_engine != "remote" or self.remote.weights_dir is not None,
                "rollout_engine 'remote' needs remote.weights_dir (a directory the server's --weights-dir also "
                "points to), or the server would generate from stale weights")
+        _check(not self.async_rollouts or self.rollout_engine == "remote",
+               f"async_rollouts needs rollout_engine 'remote' (a server generating while the trainer trains), "
+               f"got {self.rollout_engine!r}")
+        _check(self.async_is_cap > 0, f"async_is_cap must be > 0, got {self.async_is_cap}")
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
         _check(not self.shared_prefix or self.attn_implementation in ("auto", "sdpa", "eager"),

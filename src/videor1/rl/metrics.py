@@ -16,8 +16,10 @@ from videor1.rl.step import LossBatch
 CURVE_KEYS = ("loss", "reward", "accuracy", "ordered_accuracy", "shuffled_accuracy", "temporal_bonus_rate",
               "temporal_advantage_shift", "kl", "completion_length", "truncated_ratio", "clip_fraction",
               "all_correct_rate", "all_wrong_rate", "kept_group_rate",
-              "lr", "step_time", "samples_skipped")
+              "lr", "step_time", "samples_skipped", "is_ratio_mean", "is_truncated_fraction")  # is_*: async only
 SUM_KEYS = ("prompts", "samples_skipped")  # summed over processes; every other metric is a mean
+MAX_KEYS = ("is_ratio_max",)  # the largest over processes
+IS_KEYS = ("is_ratio_mean", "is_ratio_max", "is_truncated_fraction")  # async_rollouts: truncated IS statistics
 
 
 def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prompts: int, n_skipped: int
@@ -26,8 +28,8 @@ def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prom
     scored = batch.scored
     stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
     in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
-    for key in ("loss", "kl", "clip_fraction"):
-        stats[key] = (losses[key] * in_loss, in_loss)
+    for key in ("loss", "kl", "clip_fraction", *(IS_KEYS if cfg.async_rollouts else ())):
+        stats[key] = (losses.get(key, 0.0) * in_loss, in_loss)
     keys = ["reward", "accuracy", "completion_length", "truncated_ratio", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
     if cfg.temporal:
@@ -70,12 +72,15 @@ def gather_stats(accelerator: Accelerator, stats: dict[str, tuple[float, float]]
     """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes."""
     keys = list(stats)
     local = torch.tensor([v for k in keys for v in stats[k]], dtype=torch.float64, device=accelerator.device)
-    total = accelerator.gather(local.unsqueeze(0)).reshape(-1, len(keys), 2).sum(dim=0).cpu()
+    gathered = accelerator.gather(local.unsqueeze(0)).reshape(-1, len(keys), 2)
+    total = gathered.sum(dim=0).cpu()
     out = {}
     for i, key in enumerate(keys):
         s, c = float(total[i, 0]), float(total[i, 1])
         if key in SUM_KEYS:
             out[key] = s
+        elif key in MAX_KEYS and c > 0:
+            out[key] = float(gathered[:, i, 0][gathered[:, i, 1] > 0].max())
         elif c > 0:
             out[key] = s / c
     return out

@@ -54,6 +54,7 @@ from videor1.model.inputs import Sample, append_tokens, encode, make_sample, rep
 from videor1.rewards import CORRECT_THRESHOLD, get_reward
 from videor1.rl.algorithms import (
     ADVANTAGES,
+    PolicyLoss,
     TemporalBonus,
     length_bonus,
     selective_log_softmax,
@@ -337,6 +338,7 @@ class LossPart:
     ids: torch.Tensor  # completion token ids [n, C]
     mask: torch.Tensor  # 1 on completion tokens up to and including EOS (0 on a masked truncated completion)
     advantages: torch.Tensor  # [n]
+    behaviour: torch.Tensor | None = None  # [n, C] the engine's log-probs of ids (`async_rollouts`; NaN: unknown)
 
 
 @dataclass
@@ -361,11 +363,13 @@ def groups_per_part(loss_micro_batch_size: int, n: int, n_groups: int) -> int:
 
 
 def loss_parts(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], advantages: torch.Tensor, n: int,
-               pad_id: int, *, shared: bool, per_part: int, drop: torch.Tensor | None = None) -> list[LossPart]:
+               pad_id: int, *, shared: bool, per_part: int, drop: torch.Tensor | None = None,
+               logprobs: Sequence[Sequence[float] | None] | None = None) -> list[LossPart]:
     """The loss micro-batches of K = len(prompt_batch rows) groups of n completions (prompt-major, as
     `loss_inputs`), `per_part` whole groups each (the last may have fewer). `drop` [K n] bool: completions
     whose mask is zeroed (no loss weight: `mask_truncated_completions`); they still count as sequences
-    for grpo / dr_grpo's normaliser, as in TRL."""
+    for grpo / dr_grpo's normaliser, as in TRL. `logprobs` (one list per completion, or None): the engine's
+    behaviour log-probs, laid out like the ids (`LossPart.behaviour`)."""
     k = len(token_ids) // n
     out = []
     for first in range(0, k, per_part):
@@ -375,8 +379,46 @@ def loss_parts(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], a
         inputs, ids, mask = loss_inputs(batch, [token_ids[r] for r in rows], n, pad_id, shared=shared)
         if drop is not None:
             mask = mask * (~drop[rows]).to(mask.dtype).unsqueeze(1)
-        out.append(LossPart(inputs, ids, mask, advantages[rows]))
+        behaviour = None if logprobs is None else right_aligned([logprobs[r] for r in rows], ids.shape[1])
+        out.append(LossPart(inputs, ids, mask, advantages[rows], behaviour))
     return out
+
+
+def right_aligned(values: Sequence[Sequence[float] | None], width: int) -> torch.Tensor:
+    """[N, width] float32: row r holds values[r] in its last len(values[r]) columns, NaN elsewhere (and in the
+    whole row when values[r] is None), the layout of `loss_inputs`' completion ids."""
+    out = torch.full((len(values), width), float("nan"), dtype=torch.float32)
+    for row, v in enumerate(values):
+        if v:
+            out[row, width - len(v):] = torch.as_tensor(list(v), dtype=torch.float32)
+    return out
+
+
+def add_loss_sums(sums: dict[str, float], out: PolicyLoss, mask: torch.Tensor) -> None:
+    """Adds one micro-batch's loss and its token-weighted statistics to `sums` (the trainer's per-step
+    totals: loss, kl, clip, tokens; with importance weights also is_ratio, is_truncated and is_ratio_max)."""
+    n_tokens = float(mask.sum())
+    sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
+    for key, value in (("kl", out.kl), ("clip", out.clip_fraction), ("is_ratio", out.is_ratio_mean),
+                       ("is_truncated", out.is_truncated_fraction)):
+        if value is not None:
+            sums[key] = sums.get(key, 0.0) + float(value) * n_tokens
+    if out.is_ratio_max is not None:
+        sums["is_ratio_max"] = max(sums.get("is_ratio_max", 0.0), float(out.is_ratio_max))
+    sums["tokens"] = sums.get("tokens", 0.0) + n_tokens
+
+
+def step_loss_stats(sums: dict[str, float], active: float, processes: int, grad_norm: float) -> dict[str, float]:
+    """The step's loss statistics from `add_loss_sums`' totals: the loss times active / processes (see the
+    trainer's `_optimise`), token means of kl, clip fraction (and the importance-sampling ratio / truncated
+    fraction and their max when present)."""
+    tokens = max(sums.get("tokens", 0.0), 1.0)
+    stats = {"loss": sums.get("loss", 0.0) * active / processes, "kl": sums.get("kl", 0.0) / tokens,
+             "clip_fraction": sums.get("clip", 0.0) / tokens, "grad_norm": float(grad_norm)}
+    if "is_ratio" in sums:
+        stats.update(is_ratio_mean=sums["is_ratio"] / tokens, is_ratio_max=sums["is_ratio_max"],
+                     is_truncated_fraction=sums["is_truncated"] / tokens)
+    return stats
 
 
 def loss_inputs(prompt_batch: BatchFeature, token_ids: Sequence[Sequence[int]], n: int, pad_id: int, *,

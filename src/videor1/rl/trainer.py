@@ -76,6 +76,7 @@ from videor1.model.families import fit_media_specs
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor
 from videor1.rl.algorithms import informative_groups, loss_count, policy_loss
+from videor1.rl.async_rollouts import attach as attach_async, rollout_metrics, save_inflight
 from videor1.rl.config import RLConfig
 from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
 from videor1.rl.shared_prefix import check_model
@@ -84,6 +85,7 @@ from videor1.rl.step import (
     LossPart,
     Prompts,
     PromptSource,
+    add_loss_sums,
     completion_logps,
     dummy_part,
     generate_rollouts,
@@ -92,6 +94,7 @@ from videor1.rl.step import (
     loss_parts,
     score_rollouts,
     shuffled_samples,
+    step_loss_stats,
 )
 from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
@@ -103,7 +106,6 @@ from videor1.train.engine import (announce_engine, equal_vision_calls, make_acce
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
-
 
 
 def run_training(config_path: str | Path | None, overrides: Sequence[str] = ()) -> Path:
@@ -134,7 +136,8 @@ def _train(cfg: RLConfig) -> Path:
     video, image = fit_media_specs(run.processor, cfg.video, cfg.image)  # the family's frame factor
     source = PromptSource(records, run.processor, root, video, image, cfg.max_prompt_length, cfg.seed, pps,
                           rank, world, first_step=step + 1, position=position, cache_dir=cfg.frame_cache)
-    stream = prefetch(source, range(step + 1, cfg.max_steps + 1), num_workers=cfg.num_workers)
+    stream = attach_async(run, prefetch(source, range(step + 1, cfg.max_steps + 1), num_workers=cfg.num_workers),
+                          lambda s: replace(sampling, seed=_step_seed(cfg.seed, s, rank)))   # off: `stream` as is
     cache_stats = CacheStats()
     while step < cfg.max_steps:
         step += 1
@@ -162,7 +165,7 @@ def _train(cfg: RLConfig) -> Path:
         _check_skipped(cfg, skipped_total, position, out)
         metrics.update(lr=run.scheduler.get_last_lr()[0], grad_norm=losses["grad_norm"],
                        step_time=time.perf_counter() - t0, samples_skipped_total=skipped_total,
-                       engine=run.engine_name, num_processes=world)
+                       engine=run.engine_name, num_processes=world, **rollout_metrics(run.engine))
         if cfg.frame_cache:
             metrics.update(frame_cache_hit_rate=cache_stats.hit_rate)  # this process's, over the run so far
         if step % cfg.logging_steps == 0 or step == cfg.max_steps:
@@ -233,8 +236,9 @@ def _rollout(run: _Run, prompts: Prompts, params: SamplingParams, step: int) -> 
     rows = [i * G + j for i in keep for j in range(G)]
     prompt_batch = prompts.batch if len(keep) == len(ordered) else select_rows(prompts.batch, keep)
     drop = scored.truncated[rows] if cfg.mask_truncated_completions else None
+    behaviour = [c.logprobs for i in keep for c in ordered[i]] if cfg.async_rollouts else None
     parts = loss_parts(prompt_batch, [c.token_ids for i in keep for c in ordered[i]], scored.advantages[rows], G,
-                       run.pad_id, shared=cfg.shared_prefix, drop=drop,
+                       run.pad_id, shared=cfg.shared_prefix, drop=drop, logprobs=behaviour,
                        per_part=groups_per_part(cfg.loss_micro_batch_size, G, len(keep)))
     return LossBatch(parts, 1.0, scored, tokens, len(keep))
 
@@ -269,9 +273,7 @@ def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
-        tokens = max(sums["tokens"], 1.0)
-        stats = {"loss": sums["loss"] * active / accelerator.num_processes, "kl": sums["kl"] / tokens,
-                 "clip_fraction": sums["clip"] / tokens, "grad_norm": float(grad_norm)}
+        stats = step_loss_stats(sums, active, accelerator.num_processes, grad_norm)
     return stats
 
 
@@ -299,7 +301,7 @@ def _backward_passes(run: _Run, passes: list[tuple[LossPart, float]], normaliser
     the step's metrics are made of (loss, and kl / clipped tokens over `tokens`)."""
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
     device = accelerator.device
-    sums = {"loss": 0.0, "kl": 0.0, "clip": 0.0, "tokens": 0.0}
+    sums: dict[str, float] = {}
     try:
         for i, (part, weight) in enumerate(passes):
             accelerator.sync_gradients = i == len(passes) - 1
@@ -312,14 +314,11 @@ def _backward_passes(run: _Run, passes: list[tuple[LossPart, float]], normaliser
             out = policy_loss(logp, old_logps[i], advantages, mask,
                               ref_logp=None if ref_logps is None else ref_logps[i], beta=cfg.beta,
                               epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-                              max_completion_length=cfg.max_completion_length, normaliser=normaliser)
+                              max_completion_length=cfg.max_completion_length, normaliser=normaliser,
+                              behaviour_logp=part.behaviour, is_cap=cfg.async_is_cap)   # behaviour: async only
             accelerator.backward(out.loss * weight + padding_loss(extra))
             if weight > 0:
-                n_tokens = float(mask.sum())
-                sums["loss"] += float(out.loss.detach())
-                sums["kl"] += float(out.kl) * n_tokens
-                sums["clip"] += float(out.clip_fraction) * n_tokens
-                sums["tokens"] += n_tokens
+                add_loss_sums(sums, out, mask)
     finally:
         accelerator.sync_gradients = True
     return sums
@@ -496,6 +495,7 @@ def _save(run: _Run, step: int, position: int, skipped_total: int) -> Path:
     state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "data_position": position, "skipped_total": skipped_total, "config": config_to_dict(run.cfg),
              "num_processes": run.accelerator.num_processes}
+    save_inflight(run.engine, run.out, step)   # async_rollouts: step + 1's rollouts, before the checkpoint
     return save_checkpoint(run.out, step, run.model, run.processor, state, accelerator=run.accelerator,
                            save_total_limit=run.cfg.save_total_limit)
 

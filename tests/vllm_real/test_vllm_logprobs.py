@@ -1,0 +1,44 @@
+"""The behaviour log-probs vLLM returns (`Completion.logprobs`, asked with logprobs=0) on the tiny model: at
+temperature 1 they are the trainer's log-probs of the same tokens (vLLM's raw_logprobs: log_softmax of the
+logits over the whole vocabulary), the distribution `async_rollouts`' importance correction compares with."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from videor1.data.media import VideoSpec, load_video  # noqa: E402
+from videor1.generation.engines import SamplingParams, VLLMEngine  # noqa: E402
+from videor1.model.inputs import Sample, encode, pad_token_id  # noqa: E402
+from videor1.model.load import load_model, load_processor  # noqa: E402
+from videor1.rl.step import completion_logps, loss_inputs  # noqa: E402
+
+QUESTION = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where do the bikes go?"}]}]
+
+
+def test_vllm_sampled_logprobs_are_the_trainers_at_temperature_one(tiny_model_dir, bikes_mp4, vllm_memory):
+    processor = load_processor(tiny_model_dir)
+    clip = load_video(bikes_mp4, VideoSpec(min_frames=4, max_frames=4, fps=8.0, min_pixels=1024, max_pixels=6272))
+    samples = [Sample(SimpleNamespace(problem_id="a"), clip, QUESTION),
+               Sample(SimpleNamespace(problem_id="b"), clip.permuted([1, 3, 0, 2]), QUESTION)]
+    engine = VLLMEngine(processor, model_path=str(tiny_model_dir), llm_kwargs={"gpu_memory_utilization": vllm_memory})
+    try:
+        groups = engine.generate(samples, SamplingParams(n=2, max_new_tokens=10, temperature=1.0, top_p=1.0, seed=5))
+    finally:
+        engine.close()
+    completions = [c for g in groups for c in g]
+    assert all(len(c.logprobs) == len(c.token_ids) for c in completions)
+    model = load_model(tiny_model_dir, device="cpu").eval()
+    inputs, ids, _ = loss_inputs(encode(processor, samples), [c.token_ids for c in completions], 2,
+                                 pad_token_id(processor))
+    with torch.no_grad():
+        trainer = completion_logps(model, inputs, ids, 1.0)
+    width = ids.shape[1]
+    for row, c in enumerate(completions):
+        mine = trainer[row, width - len(c.token_ids):].numpy()
+        assert np.allclose(c.logprobs, mine, atol=1e-3), (c.logprobs, mine.tolist())
