@@ -110,3 +110,23 @@ def test_checkpoints_atomic_keep_last_and_restore(tmp_path):
     with pytest.raises(FileNotFoundError, match="rank 1"):
         load_trainer_state(ckpt, rank=1)
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_the_collectives_deepspeed_calls_do_not_flood_the_log_with_deprecation_warnings():
+    """torch 2.14 marks the collectives DeepSpeed 0.19 calls as deprecated; libraries reset the once-per-place
+    registry, so each step printed them again (256 lines in 3 tiny ZeRO-3 steps). Other warnings still show."""
+    import warnings
+
+    import torch.distributed as dist
+
+    from videor1.train.engine import make_accelerator
+
+    deprecated = [f.__deprecated__ for f in (dist.all_gather_into_tensor, dist.reduce_scatter_tensor,
+                                             dist._all_gather_base, dist._reduce_scatter_base)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        make_accelerator()
+        for message in deprecated + ["`torch.distributed.all_reduce_coalesced` will be deprecated."]:
+            warnings.warn(message, FutureWarning)
+    assert [str(w.message) for w in seen if w.category is FutureWarning] == [
+        "`torch.distributed.all_reduce_coalesced` will be deprecated."]

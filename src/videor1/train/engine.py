@@ -11,6 +11,10 @@
 - The helpers below keep every process's collective calls in step (see `videor1.rl.trainer`'s docstring for
   the invariant): `any_process`, `max_over_processes`, `equal_vision_calls`.
 
+`make_accelerator` also silences torch's FutureWarnings about the collectives DeepSpeed 0.19 still calls
+(`all_gather_into_tensor`, `reduce_scatter_tensor` and their `_base` forms): libraries reset Python's
+once-per-place warning registry, so each was printed again at every step (hundreds of lines a run).
+
 The process-group timeout is `VIDEOR1_DIST_TIMEOUT_S` (seconds; default 1800, gloo's and NCCL's usual): the
 engine tests set it short so that a collective-count mismatch fails in about a minute instead of hanging.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +38,9 @@ from videor1.config import ConfigError
 
 TIMEOUT_ENV = "VIDEOR1_DIST_TIMEOUT_S"
 ENGINE_FILE = "engine.yaml"
+#: torch's deprecation messages of the collectives DeepSpeed calls (see the module doc)
+DEPRECATED_COLLECTIVES = r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor|_all_gather_base|" \
+                         r"_reduce_scatter_base)` (is|will be)"
 
 
 def _env_flag(name: str) -> bool:
@@ -57,6 +65,7 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
     config on every device; `kwargs` go to `Accelerator` (mixed_precision, gradient_accumulation_steps).
     Raises ConfigError when the engine that would run is not the one asked for (see `check_engine`)."""
     wanted = requested_engine()
+    warnings.filterwarnings("ignore", message=DEPRECATED_COLLECTIVES, category=FutureWarning)
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
     gpu = _has_accelerator()
     if wanted == "fsdp" and int(os.environ.get("FSDP_VERSION", "1")) != 2:
