@@ -17,8 +17,8 @@ import videor1.rl.trainer as trainer
 from videor1.config import load_config
 from videor1.data.records import read_records
 from videor1.rl.config import RLConfig
+from videor1.rl.metrics import gather_stats, step_stats
 from videor1.rl.step import LossBatch, dummy_part, groups_per_part, load_prompts, loss_parts
-from videor1.train.common import process_sum
 
 G = 2
 LR = 1e-2   # small enough that 9 updates leave the model near its start (lr 1 diverged by the third)
@@ -80,11 +80,11 @@ def main() -> None:
             before = weights(run)
             stats = trainer._optimise(run, batch)
             after = weights(run)
-            # the logged loss: the mean over the processes with data, as rl/metrics.py takes it
-            loss = process_sum(accelerator, stats["loss"]) / process_sum(accelerator, float(batch.weight > 0))
+            logged = gather_stats(accelerator, step_stats(run.cfg, batch, stats, len(mine), 0))  # the metrics row
             if rank == 0:
                 results[(phase, loss_type, size, shared)] = {"delta": {k: before[k] - after[k] for k in before},
-                                                             "loss": loss, "passes": len(batch.parts)}
+                                                             "passes": len(batch.parts),
+                                                             **{k: logged[k] for k in ("loss", "kl", "clip_fraction")}}
     if rank == 0:
         torch.save(results, out)
     accelerator.wait_for_everyone()

@@ -75,5 +75,7 @@ def test_unequal_groups_per_process_make_the_one_process_update(config, one_proc
         err = max(float((got["delta"][k] - d).abs().max()) for k, d in ref["delta"].items())
         print(f"{config} {variant}: max |update diff| {err:.3g}, largest update {scale:.3g}")
         assert scale > 0 and err <= RELATIVE_TOLERANCE * scale, (variant, err, scale)
-        # the logged loss (the mean over the processes with data, as rl/metrics.py takes it) is the whole step's
-        assert got["loss"] == pytest.approx(ref["loss"], rel=1e-4, abs=1e-7)
+        # the logged loss (the mean over the processes with data, as rl/metrics.py takes it) is the whole step's,
+        # and so are kl and the clip fraction: means over every process's completion tokens
+        for key in ("loss", "kl", "clip_fraction"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-7), (variant, key)

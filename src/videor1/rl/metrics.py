@@ -28,8 +28,11 @@ def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prom
     scored = batch.scored
     stats: dict[str, tuple[float, float]] = {"prompts": (n_prompts, 1), "samples_skipped": (n_skipped, 1)}
     in_loss = 1.0 if batch.weight > 0 else 0.0   # a dummy batch's loss is not averaged in
-    for key in ("loss", "kl", "clip_fraction", *(IS_KEYS if cfg.async_rollouts else ())):
-        stats[key] = (losses.get(key, 0.0) * in_loss, in_loss)
+    stats["loss"] = (losses.get("loss", 0.0) * in_loss, in_loss)
+    tokens = losses.get("loss_tokens", 0.0) * in_loss   # kl, clip fraction, IS ratios: means over every
+    for key in ("kl", "clip_fraction", *(IS_KEYS if cfg.async_rollouts else ())):   # process's loss tokens
+        weight = in_loss if key in MAX_KEYS else tokens
+        stats[key] = (losses.get(key, 0.0) * weight, weight)
     keys = ["reward", "accuracy", "completion_length", "truncated_ratio", "all_correct_rate", "all_wrong_rate",
             *(f"reward_{name}" for name in cfg.rewards)]
     if cfg.temporal:

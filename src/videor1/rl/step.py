@@ -411,10 +411,12 @@ def add_loss_sums(sums: dict[str, float], out: PolicyLoss, mask: torch.Tensor) -
 def step_loss_stats(sums: dict[str, float], active: float, processes: int, grad_norm: float) -> dict[str, float]:
     """The step's loss statistics from `add_loss_sums`' totals: the loss times active / processes (see the
     trainer's `_optimise`), token means of kl, clip fraction (and the importance-sampling ratio / truncated
-    fraction and their max when present)."""
+    fraction and their max when present), and `loss_tokens`, the completion tokens they are means over (the
+    metrics weigh each process's means by it)."""
     tokens = max(sums.get("tokens", 0.0), 1.0)
     stats = {"loss": sums.get("loss", 0.0) * active / processes, "kl": sums.get("kl", 0.0) / tokens,
-             "clip_fraction": sums.get("clip", 0.0) / tokens, "grad_norm": float(grad_norm)}
+             "clip_fraction": sums.get("clip", 0.0) / tokens, "grad_norm": float(grad_norm),
+             "loss_tokens": sums.get("tokens", 0.0)}
     if "is_ratio" in sums:
         stats.update(is_ratio_mean=sums["is_ratio"] / tokens, is_ratio_max=sums["is_ratio_max"],
                      is_truncated_fraction=sums["is_truncated"] / tokens)
