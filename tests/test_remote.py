@@ -128,7 +128,7 @@ def test_remote_engine_needs_a_weights_dir():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     with pytest.raises(ConfigError, match="remote.weights_dir"):
-        load_config(RLConfig, root / "rl_demo_cpu.yaml", ["rollout_engine=remote"])
+        load_config(RLConfig, root / "rl_demo_cpu.yaml", ["rollout_engine=remote", "remote.weight_transport=file"])
 
 
 def test_unreachable_server_names_the_command():
@@ -156,7 +156,8 @@ def test_rl_through_the_cli_server(tiny_model_dir, synth_dir, tmp_path):
         cfg = load_config(RLConfig, root / "rl_demo_cpu.yaml", [
             f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
             f"output_dir={tmp_path / 'run'}", "max_steps=3", "save_steps=0", "report_to=[]",
-            "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}"])
+            "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}",
+            "remote.weight_transport=file"])
         final = train(cfg)
         rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3]
