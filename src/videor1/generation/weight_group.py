@@ -199,11 +199,6 @@ def close_group(group: Any) -> None:
             continue
 
 
-def _broadcast(group: Any, flat: torch.Tensor, timeout_s: float) -> None:
-    if flat.numel():
-        group.broadcast(flat, 0, datetime.timedelta(seconds=timeout_s)).wait()
-
-
 # ------------------------------------------------------------------------------------ trainer's side
 class GroupSender:
     """The trainer's (main process's) end: joins the server into a group, then sends syncs (module doc).
@@ -262,25 +257,45 @@ class GroupSender:
 
     def _broadcast_all(self, pairs: Iterator[tuple[str, torch.Tensor]], buckets: list[list[Entry]],
                        version: int) -> None:
-        for index, bucket in enumerate(buckets):
-            offsets, size = bucket_offsets(bucket)
-            tensors = [_checked(next(pairs, None), entry) for entry in bucket]
-            if len(bucket) == 1:   # the tensor's own bytes
-                flat = tensors[0].to(self.device).contiguous().reshape(-1).view(torch.uint8)
-            else:
-                flat = torch.empty(size, dtype=torch.uint8, device=self.device)
-                for entry, offset, tensor in zip(bucket, offsets, tensors):
-                    _view(flat, entry, offset).copy_(tensor)
-            del tensors
-            try:
-                _broadcast(self.group, flat, self.timeout_s)
-            except RuntimeError as exc:
-                raise ConnectionError(f"weight sync of version {version} failed at bucket {index + 1} of "
-                                      f"{len(buckets)}: the rollout server left the group or timed out "
-                                      f"({str(exc).splitlines()[0][:300]})") from None
+        """Each bucket packed into one of two reused buffers (each tensor copied in as it comes; a one-tensor
+        bucket is its own bytes) and broadcast asynchronously, so the next bucket is gathered and packed
+        while this one travels."""
+        largest = max((bucket_offsets(b)[1] for b in buckets if len(b) > 1), default=0)
+        buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2 if largest else 0)]
+        sending: list[tuple[Any, torch.Tensor] | None] = [None, None]
+        try:
+            for index, bucket in enumerate(buckets):
+                slot = index % 2
+                self._wait(sending[slot], version, index - 2, len(buckets))
+                offsets, size = bucket_offsets(bucket)
+                if len(bucket) == 1:
+                    flat = _checked(next(pairs, None), bucket[0]).to(self.device).contiguous().reshape(-1).view(torch.uint8)
+                else:
+                    flat = buffers[slot][:size]
+                    for entry, offset in zip(bucket, offsets):
+                        _view(flat, entry, offset).copy_(_checked(next(pairs, None), entry))
+                timeout = datetime.timedelta(seconds=self.timeout_s)
+                sending[slot] = (self.group.broadcast(flat, 0, timeout), flat) if flat.numel() else None
+            for back in (2, 1):
+                self._wait(sending[(len(buckets) - back) % 2], version, len(buckets) - back, len(buckets))
+        except RuntimeError as exc:   # gloo refusing a broadcast at once
+            raise ConnectionError(f"weight sync of version {version} failed: the rollout server left the group "
+                                  f"or timed out ({str(exc).splitlines()[0][:300]})") from None
         extra = next(pairs, None)
         if extra is not None:
-            raise RuntimeError(f"the policy yielded {extra[0]!r} beyond its manifest of the weight sync")
+            raise ValueError(f"the policy yielded {extra[0]!r} beyond its manifest of the weight sync")
+
+    @staticmethod
+    def _wait(sending: tuple[Any, torch.Tensor] | None, version: int, index: int, total: int) -> None:
+        """Wait for one bucket's broadcast (the buffer is then free again)."""
+        if sending is None:
+            return
+        try:
+            sending[0].wait()
+        except RuntimeError as exc:
+            raise ConnectionError(f"weight sync of version {version} failed at bucket {index + 1} of {total}: the "
+                                  f"rollout server left the group or timed out "
+                                  f"({str(exc).splitlines()[0][:300]})") from None
 
     def close(self) -> None:
         if self.group is not None:
@@ -291,10 +306,10 @@ class GroupSender:
 def _checked(pair: tuple[str, torch.Tensor] | None, entry: Entry) -> torch.Tensor:
     """The pair's tensor in the entry's dtype, after checking its name and shape against the entry."""
     if pair is None:
-        raise RuntimeError(f"the policy's weights ended before {entry.name!r} of the weight sync manifest")
+        raise ValueError(f"the policy's weights ended before {entry.name!r} of the weight sync manifest")
     name, tensor = pair
     if name != entry.name or tuple(tensor.shape) != entry.shape:
-        raise RuntimeError(f"weight sync: got {name!r} {list(tensor.shape)} where the manifest has "
+        raise ValueError(f"weight sync: got {name!r} {list(tensor.shape)} where the manifest has "
                            f"{entry.name!r} {list(entry.shape)}")
     return tensor.detach().to(DTYPES[entry.dtype])
 
@@ -378,12 +393,21 @@ class GroupReceiver:
         """In the engine thread: the buckets streamed into the engine's load_weights."""
         device = group_device(self.backend)
 
+        timeout = datetime.timedelta(seconds=self.timeout_s)
+
+        def post(bucket: list[Entry]) -> tuple[torch.Tensor, Any]:
+            """The receive of a bucket, started (fresh buffer: the loader may keep views of the last one)."""
+            flat = torch.empty(bucket_offsets(bucket)[1], dtype=torch.uint8, device=device)
+            return flat, (group.broadcast(flat, 0, timeout) if flat.numel() else None)
+
         def pairs() -> Iterator[tuple[str, torch.Tensor]]:
-            for bucket in buckets:
-                offsets, size = bucket_offsets(bucket)
-                flat = torch.empty(size, dtype=torch.uint8, device=device)   # fresh: the loader may keep views
-                _broadcast(group, flat, self.timeout_s)
-                for entry, offset in zip(bucket, offsets):
+            following = post(buckets[0])
+            for index, bucket in enumerate(buckets):   # the next bucket arrives while this one loads
+                flat, work = following
+                if work is not None:
+                    work.wait()
+                following = post(buckets[index + 1]) if index + 1 < len(buckets) else (None, None)
+                for entry, offset in zip(bucket, bucket_offsets(bucket)[0]):
                     yield entry.name, _view(flat, entry, offset)
 
         try:
