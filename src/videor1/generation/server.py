@@ -44,7 +44,7 @@ from starlette.requests import ClientDisconnect
 from videor1.generation.batching import Batcher, Batching
 from videor1.generation.engines import HFEngine, SamplingParams, ServableEngine, VLLMEngine
 from videor1.generation.remote import TOKEN_FILE, sample_from_wire
-from videor1.generation.weight_group import GroupReceiver, add_group_routes
+from videor1.generation.weight_group_server import GroupReceiver, add_group_routes
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 
@@ -105,7 +105,7 @@ class RolloutServer:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="rollout-engine")  # the only thread using the engine
         self.batcher = Batcher(engine, self.worker, batching)
         self.ranks_flag = batching.ranks   # --ranks (0: unset; the trainer's POST /trainer sets it)
-        self.weight_group: GroupReceiver | None = None   # set by build_app (`videor1.generation.weight_group`)
+        self.weight_group: GroupReceiver | None = None   # set by build_app (`videor1.generation.weight_group_server`)
         self.sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.port = self.sock.getsockname()[1]
         self.host = host
