@@ -8,9 +8,11 @@ pickles objects through the store, and its data path is NCCL only.
 
 Joining (`POST /weight_group/join`, behind the server's token like every route): the trainer binds the store
 and its gloo device to `remote.group_host` (loopback by default) and sends the store's port, the backend, the
-timeout and a random nonce; the server connects to the store at the address its HTTP request came from
-(never at an address the body names) and both build the group under a store prefix made of the nonce, so
-only the client that was given the nonce over the authenticated HTTP can rendezvous. The store and gloo's
+timeout and a random nonce; the server checks them and answers at once (a refusal, e.g. a wrong token or nccl
+without CUDA, is an HTTP error, not a wait), then connects to the store at the address its HTTP request came
+from (never at an address the body names) and both build the group under a store prefix made of the nonce,
+so only the client that was given the nonce over the authenticated HTTP can rendezvous. A server that cannot
+reach the trainer leaves the trainer's end waiting `remote.timeout_s`, then a ConnectionError saying so. The store and gloo's
 sockets themselves carry no authentication: keep `group_host` on loopback or a private network.
 
 One sync (`GroupSender.send`, the main process):
@@ -24,8 +26,9 @@ One sync (`GroupSender.send`, the main process):
    tensor larger than that is a bucket alone): a flat uint8 buffer holding the bucket's tensors at 8-byte
    aligned offsets (`bucket_offsets`); a one-tensor bucket is the tensor's own bytes, no copy. The server
    views each tensor out of the received buffer and hands the pairs to its engine's `load_weights` as one
-   stream (HF: copied into the model; vLLM: its layerwise reload), receiving the next bucket when the
-   loader asks for its first tensor.
+   stream (HF: copied into the model tensor by tensor; vLLM: its reload path), while the next bucket
+   arrives. Both ends double-buffer: the trainer gathers and packs bucket i+1 while bucket i travels
+   (two buffers of one bucket each), the server receives bucket i+1 while it loads bucket i.
 3. ``POST /weight_group/done`` ``{"version"}``: answers once the server has loaded that version (or with
    the load's error). The other processes wait until /health reports the version, as with the file.
 
