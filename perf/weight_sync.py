@@ -309,8 +309,9 @@ def compare_transports(a: argparse.Namespace) -> None:
         disk = file_mb if name == "file" else 0.0
         print(f"{name:<10} {row['seconds']:>8.2f} {row['trainer_mb']:>12.0f} {row['server_mb']:>11.0f} {disk:>12.0f}")
     f, g = rows["file"], rows["group"]
-    print(f"ratio file / group: time {f['seconds'] / g['seconds']:.2f}x; group: {buckets} buckets of "
-          f"{bucket / 2 ** 20:.1f} MiB (1 GiB / {a.scale}**2), gloo over loopback")
+    origin = "--bucket-bytes" if a.bucket_bytes else f"1 GiB / {a.scale}**2"
+    print(f"ratio file / group: time {f['seconds'] / g['seconds']:.2f}x; group: {buckets} bucket(s) of at most "
+          f"{bucket / 2 ** 20:.1f} MiB ({origin}), gloo over loopback")
     print("load average (1, 5, 15 min) at start / after file / after group: "
           + " / ".join(", ".join(f"{x:.2f}" for x in avg) for avg in load))
 

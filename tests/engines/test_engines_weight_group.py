@@ -65,3 +65,29 @@ def test_weight_group_sync_from_sharded_trainer(config, tiny_model_dir, processo
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_zero3_rl_through_the_server_over_the_group(tiny_model_dir, synth_dir, tmp_path):
+    """T-GRPO under ZeRO-3 (2 processes) with rollouts from `serve-rollouts --engine hf --ranks 2`: every
+    step's sync over the group (both processes gather, the main one sends); a process without a prompt at
+    step 2 sends no rollout request; the server ends at version 3 (the policy of the start of step 3)."""
+    from test_engines_rl import _data, _overrides
+
+    from engines_common import metrics_of
+    from videor1.generation.remote import RemoteEngine
+
+    data = _data(tmp_path, synth_dir, with_bad=True)
+    out = tmp_path / "run"
+    proc, url, token = start_server(tiny_model_dir, tmp_path, "--ranks", "2")
+    try:
+        launch("zero3", "rl", _overrides(tiny_model_dir, data, tmp_path, out) + [
+            "save_steps=0", "rollout_engine=remote", f"remote.url={url}", f"remote.token_file={tmp_path / 'token0'}",
+            "remote.bucket_bytes=65536", "remote.timeout_s=60"], tmp_path)
+        metrics = metrics_of(out)
+        assert [m["step"] for m in metrics] == [1, 2, 3] and [m["prompts"] for m in metrics] == [4, 2, 4]
+        assert all(m["completion_length"] > 0 for m in metrics)
+        state = RemoteEngine(url, token=token).health()
+        assert state["version"] == 3 and state["run"] == str(out.resolve())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
