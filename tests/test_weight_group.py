@@ -198,3 +198,33 @@ def test_process_count_sets_the_batchers_ranks(tmp_path):
             RemoteEngine(server.address, token="t" * 32)._call("POST", "/trainer", {"ranks": 0})
     finally:
         server.close()
+
+
+def test_group_routes_refuse_bad_requests():
+    """Refusals are immediate HTTP errors naming the field, before any group or load exists."""
+    from test_hostile_server import FakeEngine
+
+    from videor1.generation.server import RolloutServer
+
+    server = RolloutServer(FakeEngine(), weights_dir=None, port=0, token="t" * 32).start()
+    try:
+        call = RemoteEngine(server.address, token="t" * 32)._call
+        entries = [{"name": "weight", "shape": [2, 2], "dtype": "float32"}, {"name": "bias", "shape": [2], "dtype": "float32"}]
+        with pytest.raises(RuntimeError, match="HTTP 403.*join first"):
+            call("POST", "/weight_group/load", {"entries": entries, "buckets": [2], "version": 1})
+        with pytest.raises(RuntimeError, match="HTTP 400.*adding up"):
+            call("POST", "/weight_group/load", {"entries": entries, "buckets": [1], "version": 1})
+        with pytest.raises(RuntimeError, match="HTTP 400.*do not match"):
+            call("POST", "/weight_group/load", {"entries": entries[:1], "buckets": [1], "version": 1})
+        join = {"port": 1234, "backend": "gloo", "nonce": "n" * 32, "timeout_s": 5}
+        for bad, match in (({"port": 0}, "port"), ({"nonce": "short"}, "nonce"), ({"timeout_s": -1}, "timeout_s"),
+                           ({"backend": "mpi"}, "backend must be one of")):
+            with pytest.raises(RuntimeError, match=f"HTTP 400.*{match}"):
+                call("POST", "/weight_group/join", {**join, **bad})
+        if not torch.cuda.is_available():
+            with pytest.raises(RuntimeError, match="HTTP 400.*nccl needs CUDA"):
+                call("POST", "/weight_group/join", {**join, "backend": "nccl"})
+        with pytest.raises(RuntimeError, match="HTTP 403.*no weight load"):
+            call("POST", "/weight_group/done", {"version": 1})
+    finally:
+        server.close()
