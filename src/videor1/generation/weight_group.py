@@ -226,6 +226,8 @@ class GroupSender:
                                     self.timeout_s)
         except (RuntimeError, ValueError) as exc:
             self.close()
+            if "HTTP 404" in str(exc):
+                raise RuntimeError(f"{exc}: this server has no weight group; set remote.weight_transport: file") from None
             if "HTTP" in str(exc):   # refused by the server (token, backend, ...)
                 raise
             raise ConnectionError(f"the rollout server did not join the weight group at {self.host}:{port} within "
