@@ -228,3 +228,29 @@ def test_group_routes_refuse_bad_requests():
             call("POST", "/weight_group/done", {"version": 1})
     finally:
         server.close()
+
+
+def test_trainer_failing_mid_stream_fails_the_servers_load_at_once(server, tiny_model_dir):
+    """The trainer's weights break off after a few tensors: its sync raises that error, the server's pending
+    load fails within seconds (not at the timeout) and reports version null (its weights are a mix); the
+    next sync joins afresh and loads."""
+    proc, url, token = server
+    remote = RemoteEngine(url, token=token, run="r")
+    sender = GroupSender(remote._call, bucket_bytes=64, timeout_s=120)
+    policy = changed_policy(tiny_model_dir, 7)
+    assert send(sender, policy, torch.float32, version=1)["version"] == 1
+
+    def broken():
+        for index, pair in enumerate(full_state_items(policy, dtype=torch.float32)):
+            if index == 4:
+                raise OSError("disk gone")
+            yield pair
+
+    start = time.monotonic()
+    with pytest.raises(OSError, match="disk gone"):
+        sender.send(broken(), state_manifest(policy, dtype=torch.float32), run="r", version=2)
+    while remote.health()["version"] is not None and time.monotonic() - start < 30:
+        time.sleep(0.1)
+    assert remote.health()["version"] is None and time.monotonic() - start < 30
+    assert send(sender, policy, torch.float32, version=3)["version"] == 3
+    sender.close()

@@ -263,6 +263,7 @@ class GroupSender:
         largest = max((bucket_offsets(b)[1] for b in buckets if len(b) > 1), default=0)
         buffers = [torch.empty(largest, dtype=torch.uint8, device=self.device) for _ in range(2 if largest else 0)]
         sending: list[tuple[Any, torch.Tensor] | None] = [None, None]
+        timeout = datetime.timedelta(seconds=self.timeout_s)
         try:
             for index, bucket in enumerate(buckets):
                 slot = index % 2
@@ -274,7 +275,6 @@ class GroupSender:
                     flat = buffers[slot][:size]
                     for entry, offset in zip(bucket, offsets):
                         _view(flat, entry, offset).copy_(_checked(next(pairs, None), entry))
-                timeout = datetime.timedelta(seconds=self.timeout_s)
                 sending[slot] = (self.group.broadcast(flat, 0, timeout), flat) if flat.numel() else None
             for back in (2, 1):
                 self._wait(sending[(len(buckets) - back) % 2], version, len(buckets) - back, len(buckets))

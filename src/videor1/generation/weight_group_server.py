@@ -97,7 +97,6 @@ class GroupReceiver:
     def _receive(self, group: Any, buckets: list[list[Entry]], run: Any, version: Any) -> int:
         """In the engine thread: the buckets streamed into the engine's load_weights."""
         device = group_device(self.backend)
-
         timeout = datetime.timedelta(seconds=self.timeout_s)
 
         def post(bucket: list[Entry]) -> tuple[torch.Tensor, Any]:
