@@ -209,7 +209,8 @@ def test_group_routes_refuse_bad_requests():
     server = RolloutServer(FakeEngine(), weights_dir=None, port=0, token="t" * 32).start()
     try:
         call = RemoteEngine(server.address, token="t" * 32)._call
-        entries = [{"name": "weight", "shape": [2, 2], "dtype": "float32"}, {"name": "bias", "shape": [2], "dtype": "float32"}]
+        entries = [{"name": "weight", "shape": [2, 2], "dtype": "float32"},
+                   {"name": "bias", "shape": [2], "dtype": "float32"}]
         with pytest.raises(RuntimeError, match="HTTP 403.*join first"):
             call("POST", "/weight_group/load", {"entries": entries, "buckets": [2], "version": 1})
         with pytest.raises(RuntimeError, match="HTTP 400.*adding up"):

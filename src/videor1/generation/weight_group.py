@@ -12,8 +12,8 @@ timeout and a random nonce; the server checks them and answers at once (a refusa
 without CUDA, is an HTTP error, not a wait), then connects to the store at the address its HTTP request came
 from (never at an address the body names) and both build the group under a store prefix made of the nonce,
 so only the client that was given the nonce over the authenticated HTTP can rendezvous. A server that cannot
-reach the trainer leaves the trainer's end waiting `remote.timeout_s`, then a ConnectionError saying so. The store and gloo's
-sockets themselves carry no authentication: keep `group_host` on loopback or a private network.
+reach the trainer leaves the trainer's end waiting `remote.timeout_s`, then a ConnectionError saying so. The
+store and gloo's sockets themselves carry no authentication: keep `group_host` on loopback or a private network.
 
 One sync (`GroupSender.send`, the main process):
 
@@ -227,7 +227,8 @@ class GroupSender:
         except (RuntimeError, ValueError) as exc:
             self.close()
             if "HTTP 404" in str(exc):
-                raise RuntimeError(f"{exc}: this server has no weight group; set remote.weight_transport: file") from None
+                raise RuntimeError(f"{exc}: this server has no weight group; set remote.weight_transport: "
+                                   "file") from None
             if "HTTP" in str(exc):   # refused by the server (token, backend, ...)
                 raise
             raise ConnectionError(f"the rollout server did not join the weight group at {self.host}:{port} within "
@@ -270,7 +271,8 @@ class GroupSender:
                 self._wait(sending[slot], version, index - 2, len(buckets))
                 offsets, size = bucket_offsets(bucket)
                 if len(bucket) == 1:
-                    flat = _checked(next(pairs, None), bucket[0]).to(self.device).contiguous().reshape(-1).view(torch.uint8)
+                    tensor = _checked(next(pairs, None), bucket[0]).to(self.device)
+                    flat = tensor.contiguous().reshape(-1).view(torch.uint8)
                 else:
                     flat = buffers[slot][:size]
                     for entry, offset in zip(bucket, offsets):
@@ -310,5 +312,5 @@ def _checked(pair: tuple[str, torch.Tensor] | None, entry: Entry) -> torch.Tenso
     name, tensor = pair
     if name != entry.name or tuple(tensor.shape) != entry.shape:
         raise ValueError(f"weight sync: got {name!r} {list(tensor.shape)} where the manifest has "
-                           f"{entry.name!r} {list(entry.shape)}")
+                         f"{entry.name!r} {list(entry.shape)}")
     return tensor.detach().to(DTYPES[entry.dtype])
