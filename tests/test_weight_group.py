@@ -1,6 +1,6 @@
 """Weights to the rollout server over a process group (issue 33 item 3), against the real server process
-(`videor1 serve-rollouts --engine hf` on the tiny model), gloo on this CPU; and the trainer's process count
-told to the server (`POST /trainer`)."""
+(`videor1 serve-rollouts --engine hf` on the tiny model, the tests marked slow), gloo on this CPU; and the
+trainer's process count told to the server (`POST /trainer`)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ def test_manifest_matches_the_stream(tiny_model_dir):
 
 
 # --------------------------------------------------------------------------------- the real server
+@pytest.mark.slow
 def test_group_sync_then_greedy_equals_the_trainers(server, tiny_model_dir, processor):
     """A sync over the group (fp32, then bf16 with a bucket smaller than most tensors): the server's greedy
     generations equal the trainer's HF greedy generations of the same weights; the process count is told."""
@@ -130,6 +131,7 @@ def test_group_sync_then_greedy_equals_the_trainers(server, tiny_model_dir, proc
     sender.close()
 
 
+@pytest.mark.slow
 def test_wrong_token_refused_and_bad_manifest_leaves_the_model(server, tiny_model_dir):
     proc, url, token = server
     with pytest.raises(RuntimeError, match="HTTP 401"):
@@ -146,6 +148,7 @@ def test_wrong_token_refused_and_bad_manifest_leaves_the_model(server, tiny_mode
     assert send(sender, policy, torch.float32, version=8)["version"] == 8
 
 
+@pytest.mark.slow
 def test_server_killed_mid_transfer_is_a_clean_error(tiny_model_dir, tmp_path):
     """SIGKILL of the server while buckets stream: the trainer's sync fails at once with a ConnectionError
     naming the version, not a hang."""
@@ -172,6 +175,7 @@ def test_server_killed_mid_transfer_is_a_clean_error(tiny_model_dir, tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_trainer_tells_the_server_its_process_count(tiny_model_dir, tmp_path):
     proc, url, token = start_server(tiny_model_dir, tmp_path, "--ranks", "3")
     try:
@@ -231,6 +235,7 @@ def test_group_routes_refuse_bad_requests():
         server.close()
 
 
+@pytest.mark.slow
 def test_trainer_failing_mid_stream_fails_the_servers_load_at_once(server, tiny_model_dir):
     """The trainer's weights break off after a few tensors: its sync raises that error, the server's pending
     load fails within seconds (not at the timeout) and reports version null (its weights are a mix); the
