@@ -23,11 +23,25 @@ greedy HF == greedy vLLM after a sync of changed weights.
     PYTHONPATH=src .venv-vllm/bin/python perf/weight_sync.py [--scale 7 --policy fsdp2 --dtype bfloat16]
 
 Then the 7B projection (per GPU, no measurement): what the sync holds beside the models, before and now.
+
+`--transports` instead compares the two ways weights reach a rollout server (`remote.weight_transport`, issue
+33): a file on /dev/shm vs. the weight group (gloo here), on the same model, each after a warm-up sync,
+`--repeats` times. The server is `videor1 serve-rollouts --engine hf` in its own process; this process is the
+trainer's main process with the fp32 policy whole (DDP's layout). Reported per transport: the sync's time
+(until the server reports the version), the trainer's and the server's peak extra resident memory (each
+process's high-water mark reset through /proc/<pid>/clear_refs just before; the trainer first returns its
+freed heap with malloc_trim, else memory kept from the warm-up hides the peak), and for the file the bytes it
+occupies on the RAM disk (tmpfs pages, in neither resident set). The group's bucket is 1 GiB scaled like the
+model's matrices (/ scale**2), so the number of buckets is the 7B's. The load average is printed: the machine
+is shared.
+
+    PYTHONPATH=src .venv/bin/python perf/weight_sync.py --transports [--scale 7 --dtype bfloat16]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -215,6 +229,93 @@ def projection() -> None:
           "keeps no host copy (the next sync reloads every weight anyway).")
 
 
+# ------------------------------------------------------------------------- file vs group (issue 33)
+def proc_memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+def start_server(model_dir: Path, weights_dir: Path) -> tuple[subprocess.Popen, str, str]:
+    """`videor1 serve-rollouts --engine hf` (one thread) in its own process: (process, url, token)."""
+    videor1 = str(Path(sys.executable).parent / "videor1")
+    proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model_dir), "--engine", "hf", "--port", "0",
+                             "--weights-dir", str(weights_dir)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    url = proc.stdout.readline().split()[-1]
+    token = proc.stdout.readline().split()[1]
+    return proc, url, token
+
+
+def compare_transports(a: argparse.Namespace) -> None:
+    import torch
+
+    from videor1.generation.remote import WEIGHTS_FILE, RemoteEngine
+    from videor1.generation.weight_group import GroupSender, plan_buckets, state_manifest
+    from videor1.generation.weights import full_state_items
+    from videor1.model.load import load_model
+
+    torch.set_num_threads(1)
+    libc = ctypes.CDLL("libc.so.6")
+    dtype = getattr(torch, a.dtype)
+    bucket = a.bucket_bytes or (1 << 30) // a.scale ** 2
+    root = Path(tempfile.mkdtemp(prefix="weight_sync_"))
+    shm = Path(tempfile.mkdtemp(prefix="videor1_weights_", dir="/dev/shm"))
+    proc = None
+    try:
+        model_dir = build_scaled(root / "model", a.scale)
+        proc, url, token = start_server(model_dir, shm)
+        policy = load_model(model_dir, device="cpu", dtype=torch.float32)
+        remote = RemoteEngine(url, token=token, weights_dir=shm, run="perf", dtype=dtype)
+        sender = GroupSender(remote._call, bucket_bytes=bucket, timeout_s=600)
+        sender.join()
+        syncs = {"file": lambda v: remote.sync_weights(policy, version=v),
+                 "group": lambda v: sender.send(full_state_items(policy, dtype=dtype),
+                                                state_manifest(policy, dtype=dtype), run="perf", version=v)}
+        rows: dict[str, dict] = {}
+        load = [os.getloadavg()]
+        version = 0
+        for name, sync in syncs.items():
+            version += 1
+            sync(version)   # warm-up
+            runs = []
+            for _ in range(a.repeats):
+                version += 1
+                perturb(policy, seed=version)
+                libc.malloc_trim(0)   # freed heap back to the OS, so the mark shows the sync's own peak
+                Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+                server_before = proc_memory_kb(proc.pid, "VmRSS")
+                seconds, extra = measured(lambda: sync(version))
+                assert remote.health()["version"] == version
+                runs.append((seconds, extra, (proc_memory_kb(proc.pid, "VmHWM") - server_before) / 1024.0))
+            rows[name] = {"seconds": min(r[0] for r in runs), "trainer_mb": max(r[1] for r in runs),
+                          "server_mb": max(r[2] for r in runs)}
+            load.append(os.getloadavg())
+        file_mb = (shm / WEIGHTS_FILE).stat().st_size / 2 ** 20
+        model_mb = sum(p.numel() * 4 for p in policy.parameters()) / 2 ** 20
+        buckets = len(plan_buckets(state_manifest(policy, dtype=dtype), bucket))
+        sender.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
+    print(f"fp32 policy {model_mb:.0f} MB (widths / {a.scale}), sent in {a.dtype} to `serve-rollouts --engine hf`; "
+          f"best time / worst peak of {a.repeats} syncs after a warm-up")
+    print(f"{'transport':<10} {'time s':>8} {'trainer +MB':>12} {'server +MB':>11} {'RAM disk MB':>12}")
+    for name, row in rows.items():
+        disk = file_mb if name == "file" else 0.0
+        print(f"{name:<10} {row['seconds']:>8.2f} {row['trainer_mb']:>12.0f} {row['server_mb']:>11.0f} {disk:>12.0f}")
+    f, g = rows["file"], rows["group"]
+    origin = "--bucket-bytes" if a.bucket_bytes else f"1 GiB / {a.scale}**2"
+    print(f"ratio file / group: time {f['seconds'] / g['seconds']:.2f}x; group: {buckets} bucket(s) of at most "
+          f"{bucket / 2 ** 20:.1f} MiB ({origin}), gloo over loopback")
+    print("load average (1, 5, 15 min) at start / after file / after group: "
+          + " / ".join(", ".join(f"{x:.2f}" for x in avg) for avg in load))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=7, help="divide the 7B's LLM widths by this (default 7)")
@@ -222,12 +323,19 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="the rollout dtype")
     parser.add_argument("--processes", type=int, default=2, help="training processes, each with its engine")
     parser.add_argument("--port", type=int, default=29613, help="torch.distributed.run's master port")
+    parser.add_argument("--transports", action="store_true",
+                        help="compare file vs group weight sync to a rollout server instead (see the doc)")
+    parser.add_argument("--repeats", type=int, default=3, help="--transports: measured syncs per transport")
+    parser.add_argument("--bucket-bytes", type=int, default=0, help="--transports: group bucket (0: 1 GiB / scale**2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=("before", "streamed"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
         child(a)
+        return
+    if a.transports:
+        compare_transports(a)
         return
     root = Path(tempfile.mkdtemp(prefix="weight_sync_"))
     try:

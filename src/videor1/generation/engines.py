@@ -298,8 +298,20 @@ class HFEngine:
         return out
 
     def load_weights(self, pairs: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy (name, tensor) pairs of a full HF state dict into the model (every name must match)."""
-        missing, unexpected = self.model.load_state_dict(dict(pairs), strict=False)
+        """Copy (name, tensor) pairs of a full HF state dict into the model one at a time, as they come (a
+        stream holds no second copy of the model); every name and shape must match."""
+        state, unexpected = self.model.state_dict(), []
+        missing = set(state)
+        with torch.no_grad():
+            for name, tensor in pairs:
+                if name not in state:
+                    unexpected.append(name)
+                    continue
+                if tuple(tensor.shape) != tuple(state[name].shape):
+                    raise ValueError(f"weight {name!r}: shape {list(tensor.shape)}, the served model's "
+                                     f"{list(state[name].shape)}")
+                state[name].copy_(tensor)
+                missing.discard(name)
         if missing or unexpected:
             raise ValueError(f"weights do not match the served model: missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")

@@ -32,7 +32,9 @@ Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and 
   read one at a time into the engine's ``load_weights`` (a stream: vLLM loads it in buckets) and the server
   reports that run and version.
 
-Weight sync (`RemoteEngine.sync_weights`): the main training process writes the policy's state dict in the
+Weight sync by default goes over a process group instead (`remote.weight_transport: group`: the routes
+``/weight_group/*`` and ``/trainer``, `videor1.generation.remote_sync` / `.weight_group`); the file path
+(`weight_transport: file`) stays for servers that cannot join one. File sync (`RemoteEngine.sync_weights`): the main training process writes the policy's state dict in the
 rollout dtype (`dtype`: bf16 when training runs in bf16 autocast, else fp32) to
 ``<weights_dir>/policy.safetensors``, one tensor at a time (`videor1.generation.weights.write_safetensors`:
 no second copy of the model in memory; written to a temporary name, then renamed) and posts ``/load_weights``

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import dataclasses
 import hmac
 import json
 import os
@@ -43,6 +44,7 @@ from starlette.requests import ClientDisconnect
 from videor1.generation.batching import Batcher, Batching
 from videor1.generation.engines import HFEngine, SamplingParams, ServableEngine, VLLMEngine
 from videor1.generation.remote import TOKEN_FILE, completion_to_wire, sample_from_wire
+from videor1.generation.weight_group_server import GroupReceiver, add_group_routes
 from videor1.model.inputs import Sample
 from videor1.model.load import load_model, load_processor
 
@@ -102,6 +104,8 @@ class RolloutServer:
         self.token = token or secrets.token_urlsafe(32)
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="rollout-engine")  # the only thread using the engine
         self.batcher = Batcher(engine, self.worker, batching, weights=lambda: (self.run, self.version))
+        self.ranks_flag = batching.ranks   # --ranks (0: unset; the trainer's POST /trainer sets it)
+        self.weight_group: GroupReceiver | None = None   # set by build_app (`videor1.generation.weight_group_server`)
         self.sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.port = self.sock.getsockname()[1]
         self.host = host
@@ -181,7 +185,7 @@ class RolloutServer:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
         except Exception as exc:
             raise RequestError(f"weights file {name!r} cannot be read: {type(exc).__name__}: {exc}") from None
-        _check_weights(self.engine, shapes, name)
+        _check_weights(self.engine, shapes, f"file {name!r}")
 
         def swap() -> None:   # in the engine's worker thread, never during a generation: one tensor at a time
             self.engine.load_weights((key, handle.get_tensor(key)) for key in shapes)
@@ -189,6 +193,18 @@ class RolloutServer:
 
         self.worker.submit(swap).result()
         return {"loaded": len(shapes), **self.health()}
+
+    def set_trainer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's process count (``POST /trainer {"ranks": N}``): the batcher waits for N requests.
+        An explicit, different `--ranks` is refused (409), naming both."""
+        ranks = body.get("ranks")
+        if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
+            raise RequestError(f"ranks must be an integer >= 1, got {ranks!r}")
+        if self.ranks_flag and ranks != self.ranks_flag:
+            raise RequestError(f"this server was started with --ranks {self.ranks_flag} but the trainer runs {ranks} "
+                               f"processes: restart it with --ranks {ranks} (or 0: the trainer says)", 409)
+        self.batcher.batching = dataclasses.replace(self.batcher.batching, ranks=ranks)
+        return {"ranks": ranks}
 
     def serve_forever(self) -> None:
         self.uvicorn.run(sockets=[self.sock])
@@ -203,6 +219,8 @@ class RolloutServer:
     def close(self) -> None:
         """Stop serving HTTP (the engine stays up: `shutdown` also stops it)."""
         self.uvicorn.should_exit = True
+        if self.weight_group is not None:
+            self.weight_group.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.sock.close()
@@ -227,7 +245,7 @@ def _check_weights(engine: ServableEngine, shapes: dict[str, tuple[int, ...]], n
     unexpected = sorted(set(shapes) - set(want))
     wrong = sorted(k for k in set(want) & set(shapes) if tuple(shapes[k]) != want[k])
     if missing or unexpected or wrong:
-        raise RequestError(f"weights file {name!r} does not match the served model: missing {missing[:3]}, "
+        raise RequestError(f"weights {name} do not match the served model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
 
 
@@ -281,7 +299,7 @@ def _error(code: int, message: str) -> JSONResponse:
 
 
 def build_app(server: RolloutServer) -> FastAPI:
-    """The routes (/health, /generate, /load_weights) behind the Host and token checks."""
+    """The routes (/health, /generate, /load_weights, /trainer, /weight_group/*) behind the Host and token checks."""
 
     async def guard(request: Request) -> None:
         server.check_host(request.headers.get("host"))
@@ -301,6 +319,13 @@ def build_app(server: RolloutServer) -> FastAPI:
     async def load_weights(request: Request) -> JSONResponse:
         body = await read_json(request, server.limits)
         return JSONResponse(await run_in_threadpool(server.load_weights, body))
+
+    @app.post("/trainer")
+    async def trainer(request: Request) -> JSONResponse:
+        return JSONResponse(server.set_trainer(await read_json(request, server.limits)))
+
+    server.weight_group = add_group_routes(app, server, read_json,
+                                           lambda shapes, label: _check_weights(server.engine, shapes, label))
 
     @app.exception_handler(RequestError)
     async def refused(_: Request, exc: RequestError) -> JSONResponse:

@@ -45,6 +45,13 @@ class RemoteConfig:
     timeout_s: float = 600.0  # per request, and for the non-main processes' wait for a weight sync
     token_file: Optional[str] = None  # the server's token (None: <weights_dir>/rollout_server.token, written
     #                                   by `serve-rollouts` at start; else $VIDEOR1_ROLLOUT_TOKEN)
+    # --- weight sync (videor1.generation.remote_sync / weight_group)
+    weight_transport: Literal["group", "file"] = "group"  # group: the main process streams the weights in
+    #   buckets over a process group it shares with the server (no file; works under ZeRO-3 / FSDP2); file:
+    #   <weights_dir>/policy.safetensors per sync, for a server that cannot reach the trainer (whole weights only)
+    group_backend: Literal["gloo", "nccl"] = "gloo"  # the group's backend: nccl is GPU-only (unrun so far)
+    group_host: str = "127.0.0.1"  # the trainer's address the server connects to (store + gloo bind here)
+    bucket_bytes: int = 1 << 30  # bytes per broadcast bucket (a larger tensor travels alone)
 
 
 @dataclass(frozen=True)
@@ -209,9 +216,11 @@ class RLConfig:
         _check(self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.rollout_batch_size >= 0, "rollout_batch_size must be >= 0")
         _check(self.vllm.sleep_level in (0, 1, 2), f"vllm.sleep_level must be 0, 1 or 2, got {self.vllm.sleep_level}")
-        _check(self.rollout_engine != "remote" or self.remote.weights_dir is not None,
-               "rollout_engine 'remote' needs remote.weights_dir (a directory the server's --weights-dir also "
-               "points to), or the server would generate from stale weights")
+        _check(self.rollout_engine != "remote" or self.remote.weight_transport == "group"
+               or self.remote.weights_dir is not None,
+               "remote.weight_transport 'file' needs remote.weights_dir (a directory the server's --weights-dir "
+               "also points to), or the server would generate from stale weights")
+        _check(self.remote.bucket_bytes >= 1, f"remote.bucket_bytes must be >= 1, got {self.remote.bucket_bytes}")
         _check(not self.async_rollouts or self.rollout_engine == "remote",
                f"async_rollouts needs rollout_engine 'remote' (a server generating while the trainer trains), "
                f"got {self.rollout_engine!r}")

@@ -69,7 +69,7 @@ from videor1.data.pipeline import CacheStats, prefetch
 from videor1.data.records import Record
 from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine, check_prompt_lengths
 from videor1.generation.groups import group_engine
-from videor1.generation.remote import RemoteEngine
+from videor1.generation.remote_sync import connect_remote
 from videor1.generation.vllm_engine import check_sleep_level
 from videor1.limits import limits_in_force
 from videor1.model.families import fit_media_specs
@@ -371,9 +371,9 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _check_distributed(cfg: RLConfig, accelerator: Accelerator) -> None:
-    if cfg.rollout_engine == "remote" and params_sharded(accelerator):
-        raise ConfigError("rollout_engine 'remote' needs whole weights on the main process for the weight sync "
-                          "(one process, DDP or ZeRO-2), not ZeRO-3 / FSDP")
+    if cfg.rollout_engine == "remote" and cfg.remote.weight_transport == "file" and params_sharded(accelerator):
+        raise ConfigError("remote.weight_transport 'file' needs whole weights on the main process (one process, "
+                          "DDP or ZeRO-2); under ZeRO-3 / FSDP use weight_transport: group")
 
 
 def _build_models(cfg: RLConfig, ckpt: Path | None, accelerator: Accelerator
@@ -444,16 +444,14 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, processor: ProcessorMix
     """The rollout engine and `sync(step)`, which gives an engine with its own weights the policy's.
 
     `model` is the prepared policy (DeepSpeed engine / FSDP2 module); the engines get the unwrapped one."""
-    policy, main = accelerator.unwrap_model(model), accelerator.is_main_process
+    policy = accelerator.unwrap_model(model)
     if cfg.rollout_engine == "hf":   # sampling in the training forward's numerics (bf16 autocast where it trains so)
         return HFEngine(policy, processor, batch_size=cfg.rollout_batch_size or 1 << 30,
                         autocast=accelerator.autocast), lambda step: None
     rollout_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     if cfg.rollout_engine == "remote":
-        r = cfg.remote
-        remote = RemoteEngine(r.url, weights_dir=r.weights_dir, run=str(Path(cfg.output_dir).resolve()),
-                              timeout_s=r.timeout_s, token_file=r.token_file, dtype=rollout_dtype)
-        return remote, lambda step: remote.sync_weights(policy, version=step, writer=main)
+        return connect_remote(cfg.remote, model, accelerator, run=str(Path(cfg.output_dir).resolve()),
+                              dtype=rollout_dtype)
     rank, world, v = accelerator.process_index, accelerator.num_processes, cfg.vllm
     try:
         check_sleep_level(v.sleep_level)   # before vLLM starts: sleep mode needs CUDA
