@@ -37,8 +37,9 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -230,6 +231,21 @@ def window_range(total_frames: int, native_fps: float, start: float | None, end:
     return first, last
 
 
+def _resizer(path: Path, spec: VideoSpec) -> Callable[[av.VideoFrame], np.ndarray]:
+    """Frame -> uint8 [H, W, 3] at `smart_resize` of the first frame it is given (the first sampled frame: the
+    decoders convert in increasing index order), whose geometry it checks; every frame gets that size."""
+    size: list[tuple[int, int]] = []
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        if not size:
+            check_geometry(path, frame.height, frame.width)
+            size.append(smart_resize(frame.height, frame.width, factor=spec.side_factor,
+                                     min_pixels=spec.min_pixels, max_pixels=spec.max_pixels))
+        return resize_frame(frame, size[0])
+
+    return convert
+
+
 def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start: float | None = None,
                end: float | None = None, threads: int | None = None) -> Clip:
     """Sample and resize frames of `path` per `spec`, optionally within ``[start, end]`` seconds.
@@ -259,12 +275,8 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start:
         if keyframes_only:
             wanted = nearest_keyframes(index, wanted)
         check_geometry(path, stream.codec_context.height or 1, stream.codec_context.width or 1)
-        decoded = decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only)
-        probe = decoded[wanted[0]]
-        check_geometry(path, probe.height, probe.width)
-        size = smart_resize(probe.height, probe.width, factor=spec.side_factor, min_pixels=spec.min_pixels,
-                            max_pixels=spec.max_pixels)
-        resized = {i: resize_frame(frame, size) for i, frame in decoded.items()}
+        resized = decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only,
+                                convert=_resizer(path, spec))
         stamps = frame_timestamps(index, stream, native_fps, wanted)
     return Clip(frames=np.stack([resized[i] for i in wanted]), sample_fps=len(wanted) / count * native_fps,
                 timestamps=stamps, indices=wanted, total_frames=int(total), native_fps=native_fps,
