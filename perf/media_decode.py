@@ -28,7 +28,8 @@ and, per frame count, ours' seconds against the clip's length.
 max_frames = T, so a clip shorter than T frames gives all of its frames): `load_video`, and the RL frame cache
 (`videor1.data.pipeline.FrameCache`: a miss decodes and writes the clip, a hit reads it back), each with its
 seconds (median of `--repeat`) and the peak resident memory above the process's level before the call
-(sampled every millisecond by a thread), beside the size of the frames it returns and of the cache file.
+(sampled every millisecond by a thread, glibc's mmap threshold fixed at 64 KiB so that freed blocks leave the
+process), beside the size of the frames it returns and of the cache file.
 
     python perf/media_decode.py [--repeat 3] [--cache-dir ~/.cache/videor1/perf] [FILE ...]
     python perf/media_decode.py --long 256 [--repeat 3] [FILE ...]
@@ -40,6 +41,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -60,6 +62,7 @@ from videor1.data.pipeline import FrameCache, cached_load_video  # noqa: E402
 
 FRAME_COUNTS = (16, 64)
 LONG_ONCE_S = 300  # every-frame runs once on clips longer than this
+MMAP_THRESHOLD = 65536  # --long: glibc's mmap threshold, fixed (see main_long)
 GENERATED = (("generated_2min.mp4", 120, (640, 360)), ("generated_30min.mp4", 1800, (320, 180)))
 
 
@@ -229,6 +232,11 @@ def long_bench(path: Path, frames: int, repeat: int) -> dict:
 
 
 def main_long(files: list[Path], frames: int, repeat: int) -> None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != str(MMAP_THRESHOLD):
+        # glibc keeps freed small-arena memory in the process; with large blocks mmapped, a freed frame goes back
+        # to the system and resident memory tracks what is live (as perf/gpu_memory.py's self-check does)
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD)))
     print(f"PyAV {av.__version__}; {frames} frames (min_frames = max_frames), 128*28*28 px/frame; median of {repeat} "
           f"runs, peak RSS above the level before each call (largest of the runs); load avg "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
