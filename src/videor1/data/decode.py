@@ -150,7 +150,7 @@ def _frames_from(container: InputContainer, stream: VideoStream, wanted_pts: set
 
 
 def _decode_seeking(container: InputContainer, stream: VideoStream, index: PacketIndex, wanted: list[int],
-                    path: Path, convert: Callable[[av.VideoFrame], Any]) -> dict[int, Any]:
+                    path: Path, convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
     """`convert` of the decoded frames of the `wanted` indices (sorted, unique), seeking between GOPs."""
     wanted_pts = {index.pts[i] for i in wanted}
     rank = {p: i for i, p in enumerate(index.pts)}
@@ -171,13 +171,13 @@ def _decode_seeking(container: InputContainer, stream: VideoStream, index: Packe
                 raise MediaError(path, f"decoded a frame with pts {frame.pts}, not in the stream's packets")
             cur = max(cur, i)
             if frame.pts in wanted_pts and i not in got:
-                got[i] = convert(frame)
+                got[i] = convert(i, frame)
             if i > target and target not in got:
                 raise MediaError(path, f"frame {target} was not produced by the decoder (got {i} after it)")
     return got
 
 
-def _decode_in_order(path: Path, wanted: list[int], convert: Callable[[av.VideoFrame], Any]) -> dict[int, Any]:
+def _decode_in_order(path: Path, wanted: list[int], convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
     """For streams without packet timestamps (raw H.264 ...): decode from the start, index = output
     order. The only place we count frames, and only from the very first one. Such streams often
     cannot seek, so the file is opened afresh."""
@@ -186,7 +186,7 @@ def _decode_in_order(path: Path, wanted: list[int], convert: Callable[[av.VideoF
         wanted_set, got = set(wanted), {}
         for i, frame in enumerate(fresh.decode(video)):
             if i in wanted_set:
-                got[i] = convert(frame)
+                got[i] = convert(i, frame)
             if i >= wanted[-1]:
                 return got
     raise MediaError(path, f"truncated: the decoder ran out before frame {wanted[-1]}")
@@ -205,7 +205,7 @@ def nearest_keyframes(index: PacketIndex, wanted: list[int]) -> list[int]:
 
 
 def _decode_keyframes(container: InputContainer, stream: VideoStream, index: PacketIndex, keys: list[int],
-                      path: Path, convert: Callable[[av.VideoFrame], Any]) -> dict[int, Any]:
+                      path: Path, convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
     """Decoded frames of the keyframe indices `keys` (sorted, unique): per key one seek, one packet decoded
     and the decoder drained; every other packet is only demuxed."""
     got: dict[int, av.VideoFrame] = {}
@@ -220,7 +220,7 @@ def _decode_keyframes(container: InputContainer, stream: VideoStream, index: Pac
                 break
             frames = [f for f in (*codec.decode(packet), *codec.decode(None)) if f.pts == pts]
             if frames:
-                got[key] = convert(frames[0])
+                got[key] = convert(key, frames[0])
             break
         if key not in got:
             raise MediaError(path, f"keyframe {key} (pts {pts}) was not produced by the decoder")
@@ -229,9 +229,9 @@ def _decode_keyframes(container: InputContainer, stream: VideoStream, index: Pac
 
 def decode_frames(container: InputContainer, stream: VideoStream, index: PacketIndex, wanted: list[int],
                   path: Path, *, keyframes_only: bool = False,
-                  convert: Callable[[av.VideoFrame], Any] = lambda frame: frame) -> dict[int, Any]:
-    """{index: convert(frame)} for the `wanted` frame indices, each converted as soon as it is decoded (in
-    increasing index order), so that only converted frames are held (at 256 frames of a 720p clip the decoded
+                  convert: Callable[[int, av.VideoFrame], Any] = lambda frame: frame) -> dict[int, Any]:
+    """{index: convert(index, frame)} for the `wanted` frame indices, each converted as soon as it is decoded
+    (in increasing index order), so that only converted frames are held (at 256 frames of a 720p clip the decoded
     frames alone take ~350 MB; resized to 128*28*28 px, 77 MB)."""
     unique = sorted(set(wanted))
     if unique[-1] >= index.count:
