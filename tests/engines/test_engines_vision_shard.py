@@ -42,10 +42,13 @@ def test_embeddings_and_gradients_equal_the_plain_call(probe):
 
 
 def test_wrong_backward_for_the_downstream_is_detected(probe):
-    """Own-slice backward while each rank back-propagates only its chunk of rows loses the other ranks' share:
-    the check above would see it (here where the vision shares and the row chunks differ)."""
+    """Own-slice backward while each rank back-propagates only its chunk of rows loses the other ranks' share
+    (here where the vision shares and the row chunks differ); a summed backward while every rank
+    back-propagates the whole loss doubles the gradient (relative difference 1): the check above sees both."""
     for family in ("qwen2_5_vl", "qwen3_vl"):
         assert probe["results"][f"{family}:video_t3"]["grads_own_chunk"] > 1e-3
+        for case in ("video_t3", "images", "mixed"):
+            assert abs(probe["results"][f"{family}:{case}"]["grads_sum_whole"] - 1.0) < 1e-12
 
 
 def test_whole_model_with_sharded_features(probe):

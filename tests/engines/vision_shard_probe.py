@@ -95,8 +95,9 @@ def tower_case(model, grid: list[list[int]], seed: int) -> dict[str, float]:
     result = {"same_class": float(type(ref_out) is type(sharded_vision_embeds(visual, pixels, grid_t)))}
     grads(model)
     # "own": every rank back-propagates the whole loss; "sum": each rank its chunk of rows (not aligned with the
-    # ranks' vision shares); the wrong pairing ("own" with chunks) must differ where the shares and chunks differ
-    for mode, part in (("own", None), ("sum", (rank, world)), ("own", (rank, world))):
+    # ranks' vision shares); the wrong pairings must differ: "own" with chunks loses the other ranks' share
+    # where the shares and chunks differ, "sum" with the whole loss on every rank doubles the gradient
+    for mode, part in (("own", None), ("sum", (rank, world)), ("own", (rank, world)), ("sum", None)):
         out = fields(sharded_vision_embeds(visual, pixels, grid_t, grad=mode))
         key = f"{mode}_{'whole' if part is None else 'chunk'}"
         result[f"embeds_{key}"] = rel(out, ref)
