@@ -78,7 +78,8 @@ def _traced_gb(chunk: int, kept: int, depths: tuple[int, ...]) -> float:
 def vllm_need_gb(frames: int, total_params: int) -> float:
     """vLLM's own need: bf16 weights + KV of the ordered and shuffled prompts and G + G/2 completions + workspace."""
     text = QWEN25_VL_7B["text"]
-    kv_token = 2 * text["num_hidden_layers"] * text["num_key_value_heads"] * (text["hidden_size"] // text["num_attention_heads"]) * 2
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    kv_token = 2 * text["num_hidden_layers"] * text["num_key_value_heads"] * head_dim * 2   # K and V, bf16
     prompt = frames * TOKENS_PER_FRAME + TEXT_TOKENS
     return (2 * total_params + (2 * prompt + (G + G // 2) * C) * kv_token) / GB + VLLM_WORKSPACE_GB
 
@@ -125,7 +126,8 @@ def print_table(frames: tuple[int, ...] = FRAMES, sp_sizes: tuple[int, ...] = SP
               f"{t['model_states'] + t['zero3_gathered']:>6.1f} {t['vllm']:>5.0f} {t['text_activations']:>8.1f} "
               f"{t['vision_activations']:>6.1f} {t['full_embeds']:>6.1f} {t['ulysses_buffers']:>5.1f} "
               f"{r['peak_gb']:>6.1f} {'yes' if r['fits'] else 'no':>5} {r['peak_vllm_asleep_gb']:>6.1f} "
-              f"{'yes' if r['fits_vllm_asleep'] else 'no':>5} {r['vllm_need_gb']:>9.1f}{'' if r['vllm_fits'] else ' !'}")
+              f"{'yes' if r['fits_vllm_asleep'] else 'no':>5} {r['vllm_need_gb']:>9.1f}"
+              f"{'' if r['vllm_fits'] else ' !'}")
     budget = rows[0]["budget_gb"]
     for sp in sp_sizes:
         awake = [r["frames"] for r in rows if r["sp"] == sp and r["fits"]]

@@ -213,7 +213,8 @@ def long_bench(path: Path, frames: int, repeat: int) -> dict:
     """The training path at `frames` frames: load_video, a frame-cache miss and a hit (see the module doc)."""
     spec = VideoSpec(min_frames=frames, max_frames=frames, max_pixels=128 * 28 * 28)
     clip = load_video(path, spec)   # warm-up (file in the page cache, codec libraries loaded)
-    row: dict = {"file": path.name, "frames": len(clip.indices), "size": f"{clip.frames.shape[1]}x{clip.frames.shape[2]}",
+    height, width = clip.frames.shape[1:3]
+    row: dict = {"file": path.name, "frames": len(clip.indices), "size": f"{height}x{width}",
                  "array_mb": clip.frames.nbytes / 2**20}
     with tempfile.TemporaryDirectory() as root:
         cache = FrameCache(root)

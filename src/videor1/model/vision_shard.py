@@ -160,9 +160,6 @@ def gather_rows(local: torch.Tensor, rows: tuple[int, ...], group: Any = None, g
 
 
 # ------------------------------------------------------------------------------------------ the tower
-_ROW_FIELDS = ("pooler_output", "last_hidden_state")
-
-
 def _pack(out: Any, merge_unit: int, with_last_hidden_state: bool) -> tuple[torch.Tensor, list[tuple[str, int]]]:
     """The output's row-aligned fields as one (rows, sum of widths) tensor: pooler_output, each deepstack feature,
     then last_hidden_state with its `merge_unit` patch rows per output row side by side."""
@@ -170,7 +167,8 @@ def _pack(out: Any, merge_unit: int, with_last_hidden_state: bool) -> tuple[torc
     parts = [("pooler_output", out.pooler_output)]
     parts += [(f"deepstack_features.{k}", f) for k, f in enumerate(getattr(out, "deepstack_features", None) or [])]
     if with_last_hidden_state:
-        parts.append(("last_hidden_state", out.last_hidden_state.reshape(rows, merge_unit * out.last_hidden_state.shape[-1])))
+        hidden = out.last_hidden_state
+        parts.append(("last_hidden_state", hidden.reshape(rows, merge_unit * hidden.shape[-1])))
     return torch.cat([t for _, t in parts], dim=-1), [(name, t.shape[-1]) for name, t in parts]
 
 
