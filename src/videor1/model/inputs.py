@@ -48,8 +48,11 @@ from videor1.model.families.common import VISION_SPECIAL_TOKENS
 IGNORE_INDEX = -100
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # Pixel limits passed on every processor call so that no checkpoint's processor config (e.g. a video
-# min_pixels of 128*28*28) resizes the frames that `videor1.data.media` already sized to the budget.
-_KEEP_SIZE = {"size": {"shortest_edge": 28 * 28, "longest_edge": 16384 * 28 * 28}}
+# min_pixels of 128*28*28) resizes the frames that `videor1.data.media` already sized to the budget. Qwen2/2.5-VL
+# read `longest_edge` per frame, Qwen3-VL's video processor per whole video (frames x H x W): 2**34 pixels lets
+# 1,024 frames of 16 Mpx through (16384*28*28 shrank Qwen3-VL videos from 128 frames at 128*32*32 px on).
+KEEP_PIXELS = {"shortest_edge": 28 * 28, "longest_edge": 1 << 34}
+_KEEP_SIZE = {"size": KEEP_PIXELS}
 
 
 class RecordLike(Protocol):

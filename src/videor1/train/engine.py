@@ -35,6 +35,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
 from videor1.atomic import atomic_write_text
 from videor1.config import ConfigError
+from videor1.model.vision_shard import dummy_pixels
 
 TIMEOUT_ENV = "VIDEOR1_DIST_TIMEOUT_S"
 ENGINE_FILE = "engine.yaml"
@@ -209,17 +210,6 @@ def _visual_module(model: torch.nn.Module) -> torch.nn.Module:
     raise TypeError(f"{type(model).__name__}: no vision tower (.visual) found")
 
 
-def _dummy_pixels(visual: torch.nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The smallest vision input (one merge window of patches, zeros) and its grid_thw."""
-    cfg = visual.config
-    merge = int(getattr(cfg, "spatial_merge_size", 2))
-    t = int(getattr(cfg, "temporal_patch_size", 2))
-    dim = int(getattr(cfg, "in_channels", getattr(cfg, "in_chans", 3))) * t * int(cfg.patch_size) ** 2
-    grid = torch.tensor([[1, merge, merge]], dtype=torch.long, device=device)
-    dtype = getattr(visual, "dtype", None) or next(p.dtype for p in visual.parameters())
-    return torch.zeros(merge * merge, dim, dtype=dtype, device=device), grid
-
-
 @contextlib.contextmanager
 def equal_vision_calls(accelerator: Accelerator, model: torch.nn.Module, inputs: Any) -> Iterator[list]:
     """Within this context, a forward of `model` over `inputs` runs the vision tower as many times as the
@@ -243,7 +233,7 @@ def equal_vision_calls(accelerator: Accelerator, model: torch.nn.Module, inputs:
         yield extra
         return
     visual = _visual_module(model)
-    pixels, grid = _dummy_pixels(visual, accelerator.device)
+    pixels, grid = dummy_pixels(visual, accelerator.device)
     pending = [missing]
 
     def run_extra(module: torch.nn.Module, *_: Any) -> None:
