@@ -248,7 +248,7 @@ def _check_grids(processor: ProcessorMixin, batch: BatchFeature, images: list[np
                     for im in images]
         if batch["image_grid_thw"].tolist() != expected:
             raise ValueError(f"processor changed image sizes: grids {batch['image_grid_thw'].tolist()} != "
-                             f"{expected}; images must be multiples of 28 within the pixel budget "
+                             f"{expected}; images must be multiples of {patch * merge} within the pixel budget "
                              f"(records {[_record_id(s) for s in samples]})")
     if not videos:
         return
@@ -258,7 +258,7 @@ def _check_grids(processor: ProcessorMixin, batch: BatchFeature, images: list[np
                  _grid_side(v.shape[2], patch, merge, rounds)] for v in videos]
     if batch["video_grid_thw"].tolist() != expected:
         raise ValueError(f"processor changed video sizes: grids {batch['video_grid_thw'].tolist()} != "
-                         f"{expected}; frames must be multiples of 28 within the pixel budget "
+                         f"{expected}; frames must be multiples of {patch * merge} within the pixel budget "
                          f"(records {[_record_id(s) for s in samples]})")
 
 
