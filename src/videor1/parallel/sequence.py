@@ -329,7 +329,7 @@ def spread_logps(lm_head: torch.nn.Module, hidden: torch.Tensor, keep: torch.Ten
     chunk of final hidden states [K, chunk, D] (rank r holds positions r*chunk .. (r+1)*chunk - 1), with the
     lm_head + log-softmax work split evenly over the SP ranks (an all-to-all of the needed hidden states,
     differentiable), and the result gathered to every rank with an own-slice backward."""
-    from torch.distributed.nn.functional import all_to_all_single
+    from deepspeed.sequence.layer import _dim_zero_all_to_all   # Ulysses' own differentiable exchange
 
     sp_size, rank, group = _GROUP.size, _GROUP.rank, _GROUP.group
     k, n = targets.shape
@@ -348,7 +348,7 @@ def spread_logps(lm_head: torch.nn.Module, hidden: torch.Tensor, keep: torch.Ten
         piece = hidden[row[sel], pos[sel] - rank * chunk]
         pieces.append(_pad_end(piece, width, 0))
     send = torch.stack(pieces)                                                   # [S, width, D]
-    received = all_to_all_single(torch.empty_like(send), send, group=group)      # [S, width, D] from each rank
+    received = _dim_zero_all_to_all(group, send)                                # [S, width, D] from each rank
     mine = torch.nonzero(dest == rank).flatten()
     states = received.reshape(sp_size * width, -1)[owners[mine] * width + slot[mine]]
     logits = lm_head(states)[None]
