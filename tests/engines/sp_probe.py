@@ -25,11 +25,12 @@ import videor1.rl.trainer as trainer
 from videor1.config import load_config
 from videor1.data.media import ImageSpec, VideoSpec
 from videor1.data.records import read_records
-from videor1.model.inputs import pad_token_id
+from videor1.model.inputs import make_sample, pad_token_id
 from videor1.model.load import load_model, load_processor
 from videor1.parallel import sequence
 from videor1.rl.algorithms import loss_count, policy_loss
 from videor1.rl.config import RLConfig
+from videor1.sft.data import collate, first_target, response_text, token_nll
 from videor1.rl.step import LossBatch, completion_logps, dummy_part, load_prompts, loss_inputs, loss_parts
 from videor1.train.common import enable_gradient_checkpointing, process_sum
 
@@ -116,6 +117,38 @@ def _compare(model, inputs, ids, mask, adv, loss_type="grpo", grad=True) -> tupl
     return dlogp, worst
 
 
+def _sft_forward(model, inputs, labels, keep):
+    model.zero_grad(set_to_none=True)
+    if sequence.active():
+        nll, count = sequence.token_nll(model, inputs, labels, keep)
+    else:
+        nll, count = token_nll(model(**inputs, logits_to_keep=keep, use_cache=False).logits, labels[:, -keep:])
+    nll.backward()
+    return nll.detach(), int(count), {n: p.grad.detach().clone() for n, p in model.named_parameters()
+                                      if p.grad is not None}
+
+
+def _compare_sft(model, processor, root) -> tuple[float, float]:
+    """SFT's summed NLL and gradients over a right-padded micro-batch of a video and an image sample (different
+    lengths), SP against SP off."""
+    records, _ = read_records(Path(root) / "cot.jsonl", root)
+    picks = [next(r for r in records if r.data_type == kind) for kind in ("video", "image")]
+    pairs = [(make_sample(r, root, VIDEO, IMAGE), response_text(r)) for r in picks]
+    inputs = dict(collate(pairs, processor=processor, max_length=4096).inputs)
+    labels = inputs.pop("labels")
+    keep = labels.shape[1] - first_target(labels) + 1
+    with sp_off():
+        nll0, n0, g0 = _sft_forward(model, inputs, labels, keep)
+    nll1, n1, g1 = _sft_forward(model, inputs, labels, keep)
+    assert n0 == n1 > 0 and bool(inputs["attention_mask"].bool().all()) is False   # padding present
+    worst = 0.0
+    for name, g in g0.items():
+        mine = g1.get(name, torch.zeros_like(g))
+        dist.all_reduce(mine, group=sequence._GROUP.group)
+        worst = max(worst, float((mine - g).abs().max()) / max(float(g.abs().max()), 1e-30))
+    return float((nll0 - nll1).abs()) / n0, worst
+
+
 def exact(out: str, model_dirs: list[str], data: str, root: str) -> None:
     from videor1.train.engine import make_accelerator
 
@@ -149,6 +182,7 @@ def exact(out: str, model_dirs: list[str], data: str, root: str) -> None:
         dummy = dummy_part(processor, pad)
         results[(family, "dummy-unpadded", "grpo")] = _compare(model, dummy.inputs, dummy.ids, dummy.mask,
                                                                 dummy.advantages.double() + 1.0)
+        results[(family, "sft", "right-padded")] = _compare_sft(model, processor, root)
         enable_gradient_checkpointing(model)
         results[(family, "mixed", "checkpointing")] = _compare(model, inputs, ids, mask, ADVANTAGES.double())
     if dist.get_rank() == 0:

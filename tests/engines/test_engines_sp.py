@@ -47,9 +47,12 @@ def sp_data(tmp_path_factory, synth_dir) -> tuple[Path, Path]:
     rows = [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()]
     videos = [r for r in rows if r["data_type"] == "video"]
     picked = [videos[0], next(r for r in rows if r["data_type"] == "image"), videos[1]]
-    copy_media(picked, synth_dir, tmp)
+    cot = [json.loads(x) for x in (synth_dir / "cot.jsonl").read_text().splitlines()]
+    cot = [next(r for r in cot if r["data_type"] == kind) for kind in ("video", "image")]   # SFT samples
+    copy_media(picked + cot, synth_dir, tmp)
     data = tmp / "rl.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    (tmp / "cot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cot))
     return tmp, data
 
 
@@ -80,7 +83,8 @@ def test_logps_and_gradients_equal_one_process(zero2):
     _, exact = zero2
     families = {"qwen2_5_vl", "qwen3_vl"}
     expected = {(f, kind, "grpo") for f in families for kind in ("video", "image", "mixed", "dummy-unpadded")} | \
-        {(f, "mixed", x) for f in families for x in ("bnpo", "dr_grpo", "dapo", "reference-eval", "checkpointing")}
+        {(f, "mixed", x) for f in families for x in ("bnpo", "dr_grpo", "dapo", "reference-eval", "checkpointing")} | \
+        {(f, "sft", "right-padded") for f in families}
     assert set(exact) == expected
     for case, (dlogp, dgrad) in exact.items():
         print(f"{case}: max |dlogp| {dlogp:.3g}, max relative grad error {dgrad:.3g}")
