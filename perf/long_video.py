@@ -135,13 +135,17 @@ def run_variant(args: argparse.Namespace, model_dir: str, frames: int, sp: int) 
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(sp), DS_ACCELERATOR="cpu",
                OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
                MALLOC_MMAP_THRESHOLD_="65536")   # large tensors are unmapped when freed: RSS follows them
-    procs = [subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(sp)]
-    outs = [p.communicate(timeout=1800) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        if p.returncode != 0:
-            raise RuntimeError(f"frames {frames} SP {sp}: exit {p.returncode}\n{err[-3000:]}")
-    line = [x for x in outs[0][0].splitlines() if x.startswith("{")][-1]
+    with tempfile.TemporaryDirectory() as tmp:   # files, not pipes: a rank blocked on a full pipe would stall all
+        logs = [Path(tmp) / f"rank{r}.log" for r in range(sp)]
+        procs = []
+        for r, log in enumerate(logs):
+            with log.open("w") as fh:
+                procs.append(subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=fh,
+                                              stderr=subprocess.STDOUT))
+        for p, log in zip(procs, logs):
+            if p.wait(timeout=1800) != 0:
+                raise RuntimeError(f"frames {frames} SP {sp}: exit {p.returncode}\n{log.read_text()[-3000:]}")
+        line = [x for x in logs[0].read_text().splitlines() if x.startswith("{")][-1]
     return json.loads(line)
 
 

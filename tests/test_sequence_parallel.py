@@ -106,3 +106,19 @@ def test_chunk_positions_carry_a_text_row_and_continue_into_the_padding():
     assert out.shape == (4, 1, 6)
     assert out[0, 0].tolist() == list(range(6))
     assert torch.equal(out[1:, :, :5], pos) and out[1:, 0, 5].tolist() == [4, 4, 4]
+
+
+def test_installed_sp_attention_leaves_generation_and_other_forwards_unchanged(family_model_dirs):
+    """Only calls carrying the SP keyword go through Ulysses: HF generate and plain forwards of a model whose text
+    attention is SP_SDPA give what sdpa gives (the HF rollout engine is not wrapped)."""
+    model = load_model(family_model_dirs["qwen2_5_vl"], device="cpu", dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 17, 99, 230, 41, 8]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        gen_before = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        sequence.register()
+        sequence.install(model)
+        assert sequence._text_configs(model)[0]._attn_implementation == sequence.SP_SDPA
+        after = model(input_ids=ids).logits
+        gen_after = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+    assert torch.equal(before, after) and torch.equal(gen_before, gen_after)

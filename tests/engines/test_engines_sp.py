@@ -8,8 +8,9 @@ Five launches (each ~20-60 s here), every case parametrised inside them (`sp_pro
    (SGD lr 1e-2, sequence_parallel_size 2) on a fixed batch and on the dummy batch of a process without usable
    prompts, with every rank's sequence of collectives recorded.
 2. ZeRO-3, SP 2: the same trainer step.  3. One process, SP off: the same trainer step (the baseline).
-4./5. A 2-step T-GRPO run with HF rollouts: 2 processes, ZeRO-2, SP 2 against one process (SP 1) on the same
-   prompts: the same logged rewards, losses and gradient norms.
+4./5. A 2-step T-GRPO run with HF rollouts, then a 2-step SFT run (a right-padded video + image micro-batch), in
+   one launch: 2 processes, ZeRO-2, SP 2 against one process (SP 1) on the same data: the same logged rewards,
+   losses, gradient norms and token counts.
 
 Tolerances. The project's log-softmax runs in float32 whatever the logits' dtype (`videor1.train.logprobs`), so
 in the float64 cases log-probs agree to fp32 rounding: |dlogp| <= 4e-6 (seen: <= 9.6e-7, one ulp at |logp| ~10;
@@ -116,22 +117,49 @@ def test_zero3_step_equals_one_process(sp_data, tiny_model_dir, one_process):
     assert any("allgather_fn" in c or "all_gather_into_tensor" in c for c in got["collectives"][0])   # ZeRO-3 ran
 
 
-def _run(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path) -> list[dict]:
-    out = tmp / f"rl-{config}-{processes}"
-    overrides = _step_overrides(model, data, tmp, out, sp)
-    overrides = [o for o in overrides if not o.startswith(("algorithm=", "max_grad_norm="))]
-    launch(config, "rl", [*overrides, "algorithm=tgrpo", "num_generations=4", "prompts_per_step=2", "max_steps=2",
-                          "save_steps=0", "rewards=[engine_test_variety]", "temperature=1.0"], tmp,
-           num_processes=processes)
-    return metrics_of(out)
+RL_THEN_SFT = """
+import sys
+from videor1.rewards import register
+
+@register("engine_test_variety", overwrite=True)
+def variety(completions, **columns):
+    return [len(set(c)) / (1.0 + len(c)) for c in completions]
+
+from videor1.rl.trainer import run_training
+from videor1.sft.trainer import run_sft
+split = sys.argv.index("--sft")
+run_training(None, sys.argv[2:split])
+run_sft(None, sys.argv[split + 1:])
+print("FINAL", flush=True)
+"""
 
 
-def test_sp_run_equals_one_process_on_the_same_prompts(sp_data, tiny_model_dir):
+def _runs(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path) -> tuple[list, list]:
+    """A 2-step T-GRPO run, then a 2-step SFT run (a right-padded video + image micro-batch), in one launch."""
+    rl, sft = tmp / f"rl-{config}-{processes}", tmp / f"sft-{config}-{processes}"
+    rl_overrides = [o for o in _step_overrides(model, data, tmp, rl, sp)
+                    if not o.startswith(("algorithm=", "max_grad_norm="))]
+    sft_overrides = [f"model={model}", f"train_data={tmp / 'cot.jsonl'}", f"media_root={tmp}", f"output_dir={sft}",
+                     "per_device_batch_size=2", "max_steps=2", "learning_rate=1e-3", "lr_scheduler=constant",
+                     "save_steps=0", "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
+                     "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
+                     "image.max_pixels=3136", "num_threads=1", "bf16=false", f"sequence_parallel_size={sp}"]
+    launch(config, "rl+sft", [*rl_overrides, "algorithm=tgrpo", "num_generations=4", "prompts_per_step=2",
+                              "max_steps=2", "save_steps=0", "rewards=[engine_test_variety]", "--sft",
+                              *sft_overrides], tmp, num_processes=processes, script_text=RL_THEN_SFT)
+    return metrics_of(rl), metrics_of(sft)
+
+
+def test_sp_runs_equal_one_process_on_the_same_prompts(sp_data, tiny_model_dir):
     tmp, data = sp_data
-    one = _run("multi_gpu", 1, 1, tiny_model_dir, data, tmp)
-    two = _run("zero2", 2, 2, tiny_model_dir, data, tmp)
-    assert len(one) == len(two) == 2
-    for a, b in zip(one, two):
+    rl_one, sft_one = _runs("multi_gpu", 1, 1, tiny_model_dir, data, tmp)
+    rl_two, sft_two = _runs("zero2", 2, 2, tiny_model_dir, data, tmp)
+    assert len(rl_one) == len(rl_two) == len(sft_one) == len(sft_two) == 2
+    for a, b in zip(rl_one, rl_two):
         assert b["engine"] == "zero2" and b["num_processes"] == 1   # one data-parallel rank
         for key in ("reward", "loss", "kl", "grad_norm", "completion_length"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), (key, a[key], b[key])
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), ("rl", key, a[key], b[key])
+    for a, b in zip(sft_one, sft_two):
+        assert b["engine"] == "zero2"
+        for key in ("loss", "grad_norm", "target_tokens", "tokens", "samples"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), ("sft", key, a[key], b[key])

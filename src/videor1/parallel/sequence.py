@@ -103,9 +103,14 @@ def start(sp_size: int) -> None:
     mpu.initialize_sequence_parallel(sequence_parallel_size=sp_size)
     group = mpu.get_sequence_parallel_group()
     register_all_to_all_group(group)
+    register()
+    _GROUP = _Group(sp_size, dist.get_rank(group), group, {})
+
+
+def register() -> None:
+    """Register `SP_SDPA` (and sdpa's mask function under that name) with transformers."""
     AttentionInterface.register(SP_SDPA, _sp_attention)
     AttentionMaskInterface.register(SP_SDPA, sdpa_mask)
-    _GROUP = _Group(sp_size, dist.get_rank(group), group, {})
 
 
 def data_parallel(accelerator: Any) -> tuple[int, int]:
