@@ -122,9 +122,10 @@ def data_parallel(accelerator: Any) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------ checks
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(getattr(model, "module", None), torch.nn.Module):   # DeepSpeed / DDP wrappers
+    """The transformers model inside DeepSpeed / DDP wrappers and peft (LoRA)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
         model = model.module
-    return getattr(model, "base_model", model) if hasattr(model, "peft_config") else model
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _text_configs(model: torch.nn.Module) -> list[Any]:
