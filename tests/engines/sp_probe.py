@@ -4,8 +4,8 @@
 - exact (when EXACT_MODELS are given; ZeRO-2 launch, 2 processes): for the tiny Qwen2.5-VL and Qwen3-VL in
   float64, plain models (no engine), every case's per-token log-probs and gradients (summed over the SP
   group) against the same forward with SP off on the same process: video / image / mixed prompts (mixed:
-  left-padded shared-prefix rows), every loss_type, gradient checkpointing, the reference model in eval mode under no_grad, the unpadded
-  one-row dummy batch (a rank whose prompt is unusable), SFT's right-padded NLL. Saves {case: (max |dlogp|,
+  left-padded shared-prefix rows), every loss_type, gradient checkpointing, the reference model in eval
+  mode under no_grad, the unpadded one-row dummy batch (a rank whose prompt is unusable), SFT's right-padded NLL. Saves {case: (max |dlogp|,
   max relative grad error)}.
 - step (2 processes, ZeRO-2 or ZeRO-3, sequence_parallel_size=2; or 1 process, SP off): the trainer's own
   `_setup` / `_optimise` on a fixed batch (both ranks of the SP group hold the same groups), SGD lr 1e-2,
