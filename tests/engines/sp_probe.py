@@ -1,12 +1,12 @@
 """Launched by test_engines_sp.py (`accelerate launch ... sp_probe.py OUT EXACT_MODELS|- EXACT_DATA|- key=value...`),
 2 processes on gloo (or 1 for the baseline). Two parts, in this order:
 
-- exact (when EXACT_MODELS are given; ZeRO-2 launch, 2 processes): for the tiny Qwen2.5-VL and Qwen3-VL in
-  float64, plain models (no engine), every case's per-token log-probs and gradients (summed over the SP
-  group) against the same forward with SP off on the same process: video / image / mixed prompts (mixed:
-  left-padded shared-prefix rows), every loss_type, gradient checkpointing, the reference model in eval
-  mode under no_grad, the unpadded one-row dummy batch (a rank whose prompt is unusable), SFT's right-padded NLL. Saves {case: (max |dlogp|,
-  max relative grad error)}.
+- exact (when EXACT_MODELS are given; ZeRO-2 launch, 2 processes): for the tiny Qwen2.5-VL and Qwen3-VL in float64,
+  plain models (no engine), every case's per-token log-probs and gradients (summed over the SP group) against the
+  same forward with SP off on the same process: video / image / mixed prompts (mixed: left-padded shared-prefix
+  rows), every loss_type, gradient checkpointing, the reference model in eval mode under no_grad, the unpadded one-
+  row dummy batch (a rank whose prompt is unusable), SFT's right-padded NLL. Saves {case: (max |dlogp|, max
+  relative grad error)}.
 - step (2 processes, ZeRO-2 or ZeRO-3, sequence_parallel_size=2; or 1 process, SP off): the trainer's own
   `_setup` / `_optimise` on a fixed batch (both ranks of the SP group hold the same groups), SGD lr 1e-2,
   twice: a real batch, then the zero-weighted dummy batch. Saves the weight updates and the logged loss; every
