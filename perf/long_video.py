@@ -128,7 +128,9 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_variant(args: argparse.Namespace, model_dir: str, frames: int, sp: int) -> dict:
     port = _free_port()
-    cmd = [sys.executable, __file__, "--worker", "--model", model_dir, "--frame-count", str(frames), "--sp", str(sp),
+    # the venv by its real path: DeepSpeed's JIT-built comm op is rebuilt whenever the include paths differ
+    python = Path(sys.prefix).resolve() / "bin" / "python"
+    cmd = [str(python), __file__, "--worker", "--model", model_dir, "--frame-count", str(frames), "--sp", str(sp),
            "--side", str(args.side), "--G", str(args.G), "--C", str(args.C), "--repeats", str(args.repeats),
            "--threads", str(args.threads)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
