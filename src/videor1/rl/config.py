@@ -148,6 +148,11 @@ class RLConfig:
     #                 (videor1.rl.shared_prefix): the same log-probs and gradients as one row per completion
     #                 (tested), P + G C tokens per group instead of G (P + C). Needs attn_implementation auto,
     #                 sdpa or eager (a text attention taking a 4D mask); false: one row per completion
+    # --- sequence parallelism (videor1.parallel.sequence: DeepSpeed Ulysses, DeepSpeed engine only)
+    sequence_parallel_size: int = 1  # processes sharing each loss forward's sequence (1: off); they form one
+    #                 data-parallel rank (same prompts, rollouts, loss); must divide the process count and the
+    #                 model's heads and KV heads; needs shared_prefix: true and attn_implementation auto / sdpa.
+    #                 Tested on CPU / gloo only (float32 / float64); nothing has run on a GPU
     bf16: Union[bool, Literal["auto"]] = "auto"  # bf16 autocast; auto: on where the device supports it
     save_steps: int = 100  # checkpoint every this many steps (0: only the final model)
     save_total_limit: Optional[int] = 2  # keep this many checkpoints (None: all)
@@ -230,6 +235,12 @@ class RLConfig:
         _check(not self.shared_prefix or self.attn_implementation in ("auto", "sdpa", "eager"),
                f"shared_prefix needs a text attention that takes a 4D mask (attn_implementation auto, sdpa or "
                f"eager), got {self.attn_implementation!r}: set attn_implementation: sdpa, or shared_prefix: false")
+        _check(self.sequence_parallel_size >= 1, f"sequence_parallel_size must be >= 1, got "
+                                                 f"{self.sequence_parallel_size}")
+        sp_ok = self.shared_prefix and self.attn_implementation in ("auto", "sdpa")
+        _check(self.sequence_parallel_size == 1 or sp_ok,
+               "sequence_parallel_size > 1 needs shared_prefix: true and attn_implementation auto or sdpa (Ulysses "
+               "drops the attention mask; the shared-prefix layout carries the padding)")
         check_report_to(self.report_to)
         check_repo_id(self.push_to_hub)
         self._validate_rewards()

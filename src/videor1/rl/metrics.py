@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
+from videor1.parallel.sequence import replicas
 from videor1.rewards import CORRECT_THRESHOLD
 from videor1.rl.config import RLConfig
 from videor1.rl.step import LossBatch
@@ -72,11 +73,12 @@ def step_stats(cfg: RLConfig, batch: LossBatch, losses: dict[str, float], n_prom
 
 
 def gather_stats(accelerator: Accelerator, stats: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes."""
+    """One gather of every (sum, count); means (or sums, for SUM_KEYS) over all processes (the ranks of a
+    sequence-parallel group, which hold the same work, counted once)."""
     keys = list(stats)
     local = torch.tensor([v for k in keys for v in stats[k]], dtype=torch.float64, device=accelerator.device)
     gathered = accelerator.gather(local.unsqueeze(0)).reshape(-1, len(keys), 2)
-    total = gathered.sum(dim=0).cpu()
+    total = gathered.sum(dim=0).cpu() / replicas()
     out = {}
     for i, key in enumerate(keys):
         s, c = float(total[i, 0]), float(total[i, 1])

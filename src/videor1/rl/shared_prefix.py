@@ -59,7 +59,8 @@ SEGMENTS = "shared_segments"  # [K, L] long: -1 padding, 0 prompt, j + 1 a token
 LENGTHS = "shared_lengths"  # [N] long: token count of each completion (prompt-major, as token_ids)
 SHARED_SDPA = "videor1_shared_sdpa"  # our text attention: sdpa, plus the packed layout when given one
 LAYOUT_KWARG = "shared_prefix_layout"  # the forward keyword that carries the `Layout` to every attention call
-MASK_KINDS = ("sdpa", "eager", SHARED_SDPA)  # text attention implementations the packed forward runs on
+SP_SDPA = "videor1_ulysses_sdpa"  # shared_sdpa under DeepSpeed Ulysses when asked (videor1.parallel.sequence)
+MASK_KINDS = ("sdpa", "eager", SHARED_SDPA, SP_SDPA)  # text attention implementations the packed forward runs on
 _VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
@@ -250,6 +251,7 @@ def shared_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor
     lp = length - n * c
     if text_attention(model) == "sdpa":
         install_shared_sdpa(model)
+    from videor1.parallel import sequence
     from videor1.rl.shared_prefix_linear import install_shared_linear
 
     install_shared_linear(model)
@@ -259,12 +261,16 @@ def shared_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Tensor
     positions = packed_positions(model, inputs, n, c)
     model_inputs = {key: v for key, v in inputs.items() if key not in (SEGMENTS, LENGTHS)}
     keep = logit_indices(lp, n, c, segments.device)
-    logits = model(**model_inputs, **extra, position_ids=positions, logits_to_keep=keep, use_cache=False).logits
-    logits = logits.reshape(n_rows, c, logits.shape[-1])
-    if temperature != 1.0:
-        logits = logits / temperature
-    slot_ids = inputs["input_ids"][:, lp:].reshape(n_rows, c).to(logits.device)
-    left = selective_log_softmax(logits, slot_ids)                        # completion j left aligned
+    slot_ids = inputs["input_ids"][:, lp:].reshape(n_rows, c)
+    if sequence.active():   # the same log-probs, sequence-parallel
+        left = sequence.sp_logps(model, model_inputs, positions, keep, slot_ids.reshape(k, n * c), temperature,
+                                 **extra).reshape(n_rows, c)
+    else:
+        logits = model(**model_inputs, **extra, position_ids=positions, logits_to_keep=keep, use_cache=False).logits
+        logits = logits.reshape(n_rows, c, logits.shape[-1])
+        if temperature != 1.0:
+            logits = logits / temperature
+        left = selective_log_softmax(logits, slot_ids.to(logits.device))  # completion j left aligned
     col = torch.arange(c, device=left.device)[None, :] - (c - lengths.to(left.device))[:, None]
     taken = torch.gather(left, 1, col.clamp(min=0))
     return torch.where(col >= 0, taken, torch.zeros((), dtype=taken.dtype, device=taken.device))

@@ -51,6 +51,7 @@ from videor1.data.prompts import build_messages
 from videor1.data.records import Record, RecordError, resolve_media_path
 from videor1.generation.engines import Completion, RolloutEngine, SamplingParams
 from videor1.model.inputs import Sample, append_tokens, encode, make_sample, repeat_rows, select_rows
+from videor1.parallel import sequence
 from videor1.rewards import CORRECT_THRESHOLD, get_reward
 from videor1.rl.algorithms import (
     ADVANTAGES,
@@ -451,6 +452,8 @@ def completion_logps(model: torch.nn.Module, inputs: BatchFeature, ids: torch.Te
     (`selective_log_softmax`)."""
     if is_shared(inputs):
         return shared_logps(model, inputs, ids, temperature)
+    if sequence.active():
+        return sequence.plain_logps(model, inputs, ids, temperature)
     c = ids.shape[1]
     logits = model(**inputs, logits_to_keep=c + 1, use_cache=False).logits[:, :-1, :]
     return selective_log_softmax(logits, ids.to(logits.device), temperature)

@@ -101,8 +101,8 @@ from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_ch
 from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
                                   media_root, mixed_precision, param_groups, params_sharded, process_sum,
                                   seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
-from videor1.train.engine import (announce_engine, equal_vision_calls, make_accelerator, max_over_processes,
-                                  padding_loss, whole_parameters)
+from videor1.train.engine import (announce_engine, data_parallel, equal_vision_calls, make_accelerator,
+                                  max_over_processes, padding_loss, sequence_parallel, whole_parameters)
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
 
 __all__ = ["RLConfig", "run_training", "train"]
@@ -123,7 +123,7 @@ def train(cfg: RLConfig) -> Path:
 def _train(cfg: RLConfig) -> Path:
     run = _setup(cfg)
     accelerator, out, records, pps = run.accelerator, run.out, run.records, cfg.prompts_per_step
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    (rank, world), main = data_parallel(accelerator), accelerator.is_main_process   # SP group = 1 rank
     step, position, skipped_total = run.step, run.position, run.skipped_total
     logger = MetricsLogger(out, cfg.report_to, resume_step=step if run.resumed else None, enabled=main,
                            command="train", config=config_to_dict(cfg))
@@ -345,7 +345,7 @@ def _setup(cfg: RLConfig) -> _Run:
     model, optimizer = accelerator.prepare(model, optimizer)
     if ref is not None:  # after prepare: the DeepSpeed config's "auto" entries are filled by then
         ref = _prepare_reference(ref, accelerator)
-    engine, sync = _build_engine(cfg, model, processor, accelerator)
+    engine, sync = sequence_parallel(cfg, accelerator, (model, ref), _build_engine(cfg, model, processor, accelerator))
     info = announce_engine(accelerator, optimizer, model, out, "train")
     run = _Run(cfg, out, accelerator, records, processor, pad_token_id(processor), model, ref, optimizer, scheduler,
                engine, sync, resumed=ckpt is not None, engine_name=info["engine"])

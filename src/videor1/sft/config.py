@@ -69,6 +69,10 @@ class SFTConfig:
     push_to_hub: str | None = None  # Hub repo id ("user/name") the final model and a generated model card are
     #                 uploaded to at the end of the run (main process; `videor1 push`); None: not uploaded
     progress: bool = True  # tqdm progress bar on the main process
+    # --- sequence parallelism (videor1.parallel.sequence: DeepSpeed Ulysses, DeepSpeed engine only)
+    sequence_parallel_size: int = 1  # processes sharing each forward's sequence (1: off); they form one
+    #                 data-parallel rank (same samples); must divide the process count and the model's heads and
+    #                 KV heads; sdpa text attention. Tested on CPU / gloo only (float32 / float64)
 
     def validate(self) -> None:
         positive = {"per_device_batch_size": self.per_device_batch_size,
@@ -90,5 +94,7 @@ class SFTConfig:
             raise ConfigError("lora_dropout must be in [0, 1) and max_skipped_fraction in [0, 1]")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}")
+        if self.sequence_parallel_size < 1:
+            raise ConfigError(f"sequence_parallel_size must be >= 1, got {self.sequence_parallel_size}")
         check_report_to(self.report_to)
         check_repo_id(self.push_to_hub)

@@ -44,6 +44,7 @@ from videor1.data.pipeline import make_loader
 from videor1.data.records import Record
 from videor1.limits import limits_in_force
 from videor1.model.load import load_model, load_processor
+from videor1.parallel import sequence
 from videor1.sft.config import SFTConfig
 from videor1.sft.data import (DataPlan, MicroBatch, SFTDataset, StepBatchSampler, dummy_micro_batch, first_target,
                               make_collate, token_nll)
@@ -185,6 +186,7 @@ def _setup(cfg: SFTConfig) -> _Run:
     seed_everything(cfg.seed)
     processor = load_processor(cfg.model)
     model = build_model(cfg, ckpt, accelerator.device)
+    sequence.sequence_parallel(cfg, accelerator, (model,), (None, None))   # SP groups + attention (size 1: nothing)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
                                   betas=tuple(cfg.adam_betas))
     plan = _plan(cfg, len(records), accelerator)
@@ -231,8 +233,8 @@ def _without_process(train_data: str) -> Callable[[Record], str | None]:
 
 
 def _plan(cfg: SFTConfig, n_records: int, accelerator: Accelerator) -> DataPlan:
-    plan = DataPlan(n_records, cfg.seed, cfg.per_device_batch_size, cfg.gradient_accumulation_steps,
-                    accelerator.num_processes, accelerator.process_index)
+    rank, world = sequence.data_parallel(accelerator)   # the ranks of an SP group read the same samples
+    plan = DataPlan(n_records, cfg.seed, cfg.per_device_batch_size, cfg.gradient_accumulation_steps, world, rank)
     try:
         plan.check()
     except ValueError as exc:
@@ -303,8 +305,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
             labels = inputs.pop("labels")
             keep = min(labels.shape[1], labels.shape[1] - first_target(labels) + 1)   # no logits before the
             with equal_vision_calls(accelerator, model, inputs) as extra:             # first target's position
-                logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-            nll, _ = token_nll(logits, labels[:, -keep:])
+                if sequence.active():
+                    nll, _ = sequence.token_nll(model, inputs, labels, keep)
+                else:
+                    nll, _ = token_nll(model(**inputs, logits_to_keep=keep, use_cache=False).logits, labels[:, -keep:])
             accelerator.backward(nll * (scale * weight) + padding_loss(extra))
             nll_sum += nll.detach().double() * weight
     if not accelerator.sync_gradients:
@@ -314,7 +318,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window:
     optimizer.zero_grad(set_to_none=True)
     sums = torch.tensor([float(nll_sum), sum(mb.n_tokens for mb in window), sum(mb.n_samples for mb in window),
                          sum(len(mb.skipped) for mb in window)], dtype=torch.float64, device=device)
-    nll_total, tokens, samples, skipped = accelerator.reduce(sums, reduction="sum").tolist()
+    nll_total, tokens, samples, skipped = (accelerator.reduce(sums, reduction="sum") / sequence.replicas()).tolist()
     return {"nll_sum": nll_total, "target_tokens": total_targets, "tokens": tokens, "samples": samples,
             "samples_skipped": skipped, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
 

@@ -74,9 +74,13 @@ def is_sharded(accelerator: Accelerator) -> bool:
 
 
 def process_sum(accelerator: Accelerator, value: float) -> float:
-    """`value` summed over every process (one all-reduce; the same float on every process)."""
+    """`value` summed over every data-parallel rank (one all-reduce; the same float on every process). The
+    ranks of one sequence-parallel group hold the same work, so it is counted once
+    (`videor1.parallel.sequence.replicas`)."""
+    from videor1.parallel.sequence import replicas
+
     local = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(local, reduction="sum").item())
+    return float(accelerator.reduce(local, reduction="sum").item()) / replicas()
 
 
 def barrier(accelerator: Accelerator | None) -> None:

@@ -36,6 +36,7 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from videor1.atomic import atomic_write_text
 from videor1.config import ConfigError
 from videor1.model.vision_shard import dummy_pixels
+from videor1.parallel.sequence import data_parallel, sequence_parallel  # noqa: F401 (the trainers' entry)
 
 TIMEOUT_ENV = "VIDEOR1_DIST_TIMEOUT_S"
 ENGINE_FILE = "engine.yaml"

@@ -1,0 +1,1 @@
+"""Parallelism beyond data parallelism: sequence parallelism on DeepSpeed Ulysses (`sequence`)."""
