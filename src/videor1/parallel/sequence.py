@@ -7,8 +7,9 @@ runs without an `mpu` (every process is a data-parallel rank to it), so `process
 count each SP group once (`replicas`) and the gradient comes out as one process's over the same prompts.
 
 One SP forward (`sp_logps`), the same on every rank of the group:
-1. the whole sequence's `inputs_embeds` (token embeddings with the vision tower's output merged in, through
-   `vision_embeds`, the one place to swap in a sharded vision tower) and its global M-RoPE positions;
+1. the whole sequence's `inputs_embeds` (token embeddings with the vision tower's output merged in; the tower's
+   work split over the group by temporal patches, `vision_embeds` / `videor1.model.vision_shard`) and its
+   global M-RoPE positions;
 2. rank r keeps the r-th of S equal chunks (the sequence padded at its end to a multiple of S; causal
    attention never lets a real token see that padding) and runs the language model on it with 4-row
    positions [text; t; h; w] (the text row is what reaches the attention call, where Ulysses gathers it);
@@ -47,6 +48,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from videor1.config import ConfigError
+from videor1.model.vision_shard import sharded_vision_embeds
 from videor1.rl.algorithms import selective_log_softmax
 from videor1.rl.shared_prefix import SHARED_SDPA, SP_SDPA, shared_sdpa
 
@@ -228,10 +230,12 @@ def _trimmed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
 
 # ------------------------------------------------------------------------------------------ forward
 def vision_embeds(visual: torch.nn.Module, pixel_values: torch.Tensor, grid_thw: torch.Tensor, group: Any) -> Any:
-    """What `visual(pixel_values, grid_thw=grid_thw)` returns. The ONE call of the vision tower under SP:
-    `videor1.model.vision_shard.sharded_vision_embeds` (same signature and result, work split by temporal
-    patches over `group`) is meant to replace it."""
-    return visual(pixel_values, grid_thw=grid_thw)
+    """What `visual(pixel_values, grid_thw=grid_thw)` returns, the vision tower's work split over the SP
+    `group` by temporal patches (`videor1.model.vision_shard`). Its backward sums the group's gradients of each
+    rank's slice: under Ulysses a rank holds the gradient of its own sequence chunk's features only."""
+    if group is None:
+        return visual(pixel_values, grid_thw=grid_thw, return_dict=True)
+    return sharded_vision_embeds(visual, pixel_values, grid_thw, group, grad="sum", with_last_hidden_state=False)
 
 
 def full_embeddings(backbone: torch.nn.Module, inputs: Mapping[str, Any]
