@@ -13,8 +13,9 @@ falls when they are freed. Threads: --threads torch threads per process (default
 OpenMP threads in one process ran ~8x slower here than 1), so SP 2 uses twice the cores of SP 1: its tokens/s
 ratio is a parallel speed-up on 2 cores, not a per-core gain.
 
-Only the language model's activations are split under SP; the vision tower and the full-sequence embedding
-run on every rank here (the sharded vision tower, `videor1.model.vision_shard`, is wired in separately).
+Under SP the language model's activations are split by sequence and the vision tower's work by temporal patches
+(`videor1.model.vision_shard`); the full-sequence embedding runs on every rank. At the end, the projection for
+Qwen2.5-VL-7B on 8 x 80 GB (perf/long_video_memory.py; --no-projection skips it).
 
     .venv/bin/python perf/long_video.py [--frames 64,128,256 --side 112 --hidden 256 --layers 4 --G 4 --C 32]
 """
@@ -152,11 +153,12 @@ def run_variant(args: argparse.Namespace, model_dir: str, frames: int, sp: int) 
 
 
 def print_projection() -> None:
-    """--- PROJECTION FOR Qwen2.5-VL-7B ON 8 x 80 GB (which frame count fits at SP 1, 2, 4) ---
-    The projection itself is perf/gpu_memory.py's (helper branch h-longvid); to be printed here at the merge.
-    Until then this prints where to find it."""
-    print("\nQwen2.5-VL-7B on 8 x 80 GB, frames that fit at SP 1 / 2 / 4: PROJECTED, see perf/gpu_memory.py "
-          "(to be printed here once merged)")
+    """The projection for Qwen2.5-VL-7B on 8 x 80 GB (which frame count fits at SP 1, 2, 4), from
+    perf/long_video_memory.py (the shape model of perf/gpu_memory.py): PROJECTED, not measured."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from long_video_memory import print_table
+
+    print_table()
 
 
 def main() -> None:
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("--C", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--no-projection", action="store_true", help="skip the 7B projection (about a minute)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--frame-count", type=int, help=argparse.SUPPRESS)
@@ -195,7 +198,8 @@ def main() -> None:
             print(f"{frames:>6} {one['tokens']:>7} | {t1:>9.0f} {t2:>9.0f} {t2 / t1:>6.2f} | "
                   f"{m1:>12.0f} {m2:>17.0f} {m2 / max(m1, 1e-9):>6.2f}", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print_projection()
+    if not args.no_projection:
+        print_projection()
 
 
 if __name__ == "__main__":

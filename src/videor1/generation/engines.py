@@ -316,10 +316,11 @@ class HFEngine:
             raise ValueError(f"weights do not match the served model: missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
 
-    def _completion(self, ids: list[int], logprobs: list[float]) -> Completion:
+    def _completion(self, ids: list[int], logprobs: list[float] | None = None) -> Completion:
         token_ids, finished = trim_completion(ids, self.end_ids, self.pad_id)
         text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
-        return Completion(text=text, token_ids=token_ids, finished=finished, logprobs=logprobs[:len(token_ids)])
+        kept = logprobs[:len(token_ids)] if logprobs is not None else None
+        return Completion(text=text, token_ids=token_ids, finished=finished, logprobs=kept)
 
 
 def repeat_cache(cache: Cache, n: int) -> None:
