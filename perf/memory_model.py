@@ -10,18 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
+from videor1.model.architectures import QWEN25_VL_7B  # Qwen/Qwen2.5-VL-7B-Instruct's config.json (shapes)
+
 GB = 1e9
-# Qwen/Qwen2.5-VL-7B-Instruct config.json (https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/blob/main/config.json),
-# read from a printed copy of it (verl's log of loading that directory: 8.29B parameters).
-QWEN25_VL_7B = {
-    "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                 num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                 max_position_embeddings=128000, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
-                 tie_word_embeddings=False),
-    "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, in_channels=3, patch_size=14,
-                   spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2, window_size=112,
-                   out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31]),
-}
 
 
 @dataclass(frozen=True)

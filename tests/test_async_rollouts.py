@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rollout_server import start_server
 from safetensors.torch import load_file
 
 from videor1.config import ConfigError, config_from_dict
@@ -110,22 +111,13 @@ def test_hf_behaviour_logprobs_are_the_sampling_distribution(model, processor, b
 # ------------------------------------------------------------------------- through a real server
 @pytest.fixture
 def server(tiny_model_dir, tmp_path):
-    """`videor1 serve-rollouts --engine hf` on the tiny model, in its own process: (url, weights dir)."""
-    videor1 = str(Path(sys.executable).parent / "videor1")
-    weights = tmp_path / "shm"
-    proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(tiny_model_dir), "--engine", "hf",
-                             "--port", "0", "--weights-dir", str(weights)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("serving rollouts on http://"), line
-        yield line.split()[-1], weights
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """`videor1 serve-rollouts --engine hf` on the tiny model, in its own process."""
+    started = start_server(tiny_model_dir, tmp_path)
+    yield started
+    started.stop()
 
 
 def _config(tiny_model_dir, synth_dir, out, server, **extra) -> RLConfig:
-    url, weights = server
     base = dict(model=str(tiny_model_dir), train_data=str(synth_dir / "rl.jsonl"), media_root=str(synth_dir),
                 output_dir=str(out), algorithm="tgrpo", num_generations=2, num_shuffled_generations=1,
                 prompts_per_step=2, max_completion_length=6, beta=0.0, learning_rate=1e-2, top_p=1.0,
@@ -133,7 +125,7 @@ def _config(tiny_model_dir, synth_dir, out, server, **extra) -> RLConfig:
                 save_steps=0, report_to=(), progress=False,
                 video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
                 image={"min_pixels": 3136, "max_pixels": 3136}, seed=1, num_threads=1,
-                rollout_engine="remote", remote={"url": url, "weights_dir": str(weights)})
+                rollout_engine="remote", remote={"url": server.url, "token_file": str(server.token_file)})
     base.update(extra)
     return config_from_dict(RLConfig, base)
 
@@ -208,12 +200,9 @@ def _run_tree(src: Path, tiny_model_dir: Path, synth_dir: Path, out: Path) -> li
     """`serve-rollouts` and a 3-step T-GRPO run through it, both on the source tree `src`; its metrics."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     weights = out.parent / f"{out.name}-shm"
-    server = subprocess.Popen([sys.executable, "-m", "videor1.cli", "serve-rollouts", "--model", str(tiny_model_dir),
-                               "--engine", "hf", "--port", "0", "--weights-dir", str(weights)],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    server = start_server(tiny_model_dir, out.parent, "--weights-dir", str(weights), env=env,
+                          command=[sys.executable, "-m", "videor1.cli"])
     try:
-        line = server.stdout.readline()
-        assert line.startswith("serving rollouts on http://"), line
         cfg = dict(model=str(tiny_model_dir), train_data=str(synth_dir / "rl.jsonl"), media_root=str(synth_dir),
                    output_dir=str(out), algorithm="tgrpo", num_generations=2, num_shuffled_generations=1,
                    prompts_per_step=2, max_completion_length=6, beta=0.04, learning_rate=1e-2, top_p=0.9,
@@ -221,11 +210,10 @@ def _run_tree(src: Path, tiny_model_dir: Path, synth_dir: Path, out: Path) -> li
                    report_to=[], progress=False, max_steps=3, num_iterations=2, seed=1, num_threads=1,
                    video={"min_frames": 4, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136},
                    image={"min_pixels": 3136, "max_pixels": 3136}, rollout_engine="remote",
-                   remote={"url": line.split()[-1], "weights_dir": str(weights)})
+                   remote={"url": server.url, "weights_dir": str(weights), "token_file": str(server.token_file)})
         subprocess.run([sys.executable, "-c", RUNNER, json.dumps(cfg)], env=env, check=True, timeout=900)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     return [{k: v for k, v in row.items() if "time" not in k} for row in read_metrics(out / "metrics.jsonl")]
 
 

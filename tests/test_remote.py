@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from rollout_server import start_server
 
 from videor1.data.media import VideoSpec, load_video
 from videor1.generation.remote import RemoteEngine, sample_from_wire, sample_to_wire
@@ -145,28 +145,23 @@ def test_rl_through_the_cli_server(transport, tiny_model_dir, synth_dir, tmp_pat
     from videor1.rl.trainer import train
     from videor1.config import load_config
 
-    videor1 = str(Path(sys.executable).parent / "videor1")
     weights = tmp_path / "shm"
-    proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(tiny_model_dir), "--engine", "hf",
-                             "--port", "0", "--weights-dir", str(weights)], stdout=subprocess.PIPE, text=True)
+    server = start_server(tiny_model_dir, tmp_path, "--weights-dir", str(weights))
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("serving rollouts on http://"), line
-        url = line.split()[-1]
+        url = server.url
         root = Path(__file__).resolve().parents[1] / "configs"
         cfg = load_config(RLConfig, root / "rl_demo_cpu.yaml", [
             f"model={tiny_model_dir}", f"train_data={synth_dir / 'rl.jsonl'}", f"media_root={synth_dir}",
             f"output_dir={tmp_path / 'run'}", "max_steps=3", "save_steps=0", "report_to=[]",
             "progress=false", "rollout_engine=remote", f"remote.url={url}", f"remote.weights_dir={weights}",
-            f"remote.weight_transport={transport}"])
+            f"remote.weight_transport={transport}", f"remote.token_file={server.token_file}"])
         final = train(cfg)
         rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3]
         assert all(r["completion_length"] > 0 for r in rows)
-        health = RemoteEngine(url, weights_dir=weights).health()
+        health = RemoteEngine(url, token=server.token).health()
         assert health["version"] == 3 and health["run"] == str((tmp_path / "run").resolve())
         assert (weights / "policy.safetensors").is_file() == (transport == "file")
         assert (final / "model.safetensors").is_file()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()

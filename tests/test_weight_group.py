@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from rollout_server import start_server
 
 from videor1.generation.engines import HFEngine, SamplingParams
 from videor1.generation.remote import RemoteEngine
@@ -27,24 +27,11 @@ QUESTION = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "te
 GREEDY = SamplingParams(n=1, max_new_tokens=10, do_sample=False)
 
 
-def start_server(model_dir: Path, tmp: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
-    """`videor1 serve-rollouts --engine hf` in its own process: (process, url, token)."""
-    videor1 = str(Path(sys.executable).parent / "videor1")
-    token_file = tmp / f"token{len(list(tmp.glob('token*')))}"
-    proc = subprocess.Popen([videor1, "serve-rollouts", "--model", str(model_dir), "--engine", "hf", "--port", "0",
-                             "--token-file", str(token_file), *extra], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    line = proc.stdout.readline()
-    assert line.startswith("serving rollouts on http://"), line
-    return proc, line.split()[-1], token_file.read_text().strip()
-
-
 @pytest.fixture
 def server(tiny_model_dir, tmp_path):
-    proc, url, token = start_server(tiny_model_dir, tmp_path)
-    yield proc, url, token
-    proc.terminate()
-    proc.wait(timeout=30)
+    started = start_server(tiny_model_dir, tmp_path)
+    yield started.proc, started.url, started.token
+    started.stop()
 
 
 def changed_policy(model_dir: Path, seed: int) -> torch.nn.Module:
@@ -152,7 +139,8 @@ def test_wrong_token_refused_and_bad_manifest_leaves_the_model(server, tiny_mode
 def test_server_killed_mid_transfer_is_a_clean_error(tiny_model_dir, tmp_path):
     """SIGKILL of the server while buckets stream: the trainer's sync fails at once with a ConnectionError
     naming the version, not a hang."""
-    proc, url, token = start_server(tiny_model_dir, tmp_path)
+    started = start_server(tiny_model_dir, tmp_path)
+    proc, url, token = started.proc, started.url, started.token
     try:
         remote = RemoteEngine(url, token=token, run="r", timeout_s=30)
         sender = GroupSender(remote._call, bucket_bytes=64, timeout_s=30)
@@ -177,15 +165,14 @@ def test_server_killed_mid_transfer_is_a_clean_error(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_trainer_tells_the_server_its_process_count(tiny_model_dir, tmp_path):
-    proc, url, token = start_server(tiny_model_dir, tmp_path, "--ranks", "3")
+    started = start_server(tiny_model_dir, tmp_path, "--ranks", "3")
     try:
-        remote = RemoteEngine(url, token=token)
+        remote = RemoteEngine(started.url, token=started.token)
         with pytest.raises(RuntimeError, match="HTTP 409.*--ranks 3 but the trainer runs 2 processes"):
             announce_ranks(remote, 2)
         announce_ranks(remote, 3)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        started.stop()
 
 
 def test_process_count_sets_the_batchers_ranks(tmp_path):

@@ -98,9 +98,10 @@ from videor1.rl.step import (
 )
 from videor1.hub import push_at_end
 from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
-from videor1.train.common import (enable_gradient_checkpointing, fill_deepspeed_auto, freeze_vision, load_records,
-                                  media_root, mixed_precision, param_groups, params_sharded, process_sum,
-                                  seed_everything, set_fsdp_wrap_classes, set_rng_state, zero_stage)
+from videor1.train.common import (advance_schedule, enable_gradient_checkpointing, fill_deepspeed_auto,
+                                  freeze_vision, load_records, media_root, mixed_precision, param_groups,
+                                  params_sharded, process_sum, seed_everything, set_fsdp_wrap_classes,
+                                  set_rng_state, zero_stage)
 from videor1.train.engine import (announce_engine, data_parallel, equal_vision_calls, make_accelerator,
                                   max_over_processes, padding_loss, sequence_parallel, whole_parameters)
 from videor1.train.metrics import METRICS_FILE, MetricsLogger, plot_curves, skip_log, trim_skip_log
@@ -255,8 +256,8 @@ def _optimise(run: _Run, batch: LossBatch) -> dict[str, float]:
     """
     cfg, accelerator = run.cfg, run.accelerator
     if cfg.dynamic_sampling and process_sum(accelerator, batch.kept_groups) == 0:
-        for _ in range(cfg.num_iterations):   # no informative group on any process: no update (a zero
-            run.scheduler.step()              # gradient would still move AdamW's weights), same schedule
+        # no informative group on any process: no update (a zero gradient would still move AdamW's weights)
+        advance_schedule(run.scheduler, cfg.num_iterations)
         return {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
     passes = _passes(run, batch)
     local = sum(loss_count(cfg.loss_type, p.mask, cfg.max_completion_length) for p, w in passes if w > 0)

@@ -6,6 +6,7 @@ vision freezing and the optimizer's parameter groups.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping
@@ -81,6 +82,15 @@ def process_sum(accelerator: Accelerator, value: float) -> float:
 
     local = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
     return float(accelerator.reduce(local, reduction="sum").item()) / replicas()
+
+
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
+    """Step the learning-rate schedule `steps` times without an optimizer step (a step that makes no update
+    keeps the schedule aligned), without torch's warning about that order, which assumes a mistake."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        for _ in range(steps):
+            scheduler.step()
 
 
 def barrier(accelerator: Accelerator | None) -> None:
