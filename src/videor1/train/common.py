@@ -6,6 +6,7 @@ vision freezing and the optimizer's parameter groups.
 from __future__ import annotations
 
 import random
+import re
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -88,7 +89,7 @@ def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int
     """Step the learning-rate schedule `steps` times without an optimizer step (a step that makes no update
     keeps the schedule aligned), without torch's warning about that order, which assumes a mistake."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
         for _ in range(steps):
             scheduler.step()
 
