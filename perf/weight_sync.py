@@ -11,7 +11,7 @@ The model: the 7B's widths divided by `--scale` (heads of 128 dims, MLP 5.29 x h
 layers, a vision tower of 32 blocks with widths / 8 (80-dim heads), the vocabulary divided by `--scale` so the
 embeddings' and output layer's share of the parameters stays the 7B's (13 %). As the colocated trainer runs it:
 `--processes` (2) processes under torch.distributed.run (gloo), each with its own in-process vLLM engine
-(`external_launcher`, as `rl.trainer.vllm_llm_kwargs` builds it) in the rollout dtype (`--dtype`, bfloat16 as the
+(`external_launcher`, as `rl.rollout_engine.vllm_llm_kwargs` builds it) in the rollout dtype (`--dtype`, bfloat16 as the
 7B recipe), and the fp32 policy sharded by FSDP2 over them (`--policy fsdp2`: parameters are DTensors and
 `full_tensor()` really gathers; a one-process group would not: there `full_tensor()` returns the local shard
 without a copy) or whole on each (`--policy plain`, DDP's layout). Peak extra memory = a process's resident-set

@@ -192,7 +192,7 @@ def test_in_process_detection_and_cpu_payload(processor):
 def test_vllm_llm_kwargs_colocated_multi_gpu():
     from videor1.config import ConfigError
     from videor1.rl.config import RLConfig, VLLMConfig
-    from videor1.rl.trainer import vllm_llm_kwargs
+    from videor1.rl.rollout_engine import vllm_llm_kwargs
 
     cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", max_prompt_length=1000,
                    max_completion_length=200, bf16=True)

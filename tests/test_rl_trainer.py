@@ -73,7 +73,7 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
     import videor1.rl.trainer as trainer
 
     seen = []
-    real_build = trainer._build_engine
+    real_build = trainer.build_rollout_engine
 
     def spying_engine(cfg, policy, processor, main):
         engine, sync = real_build(cfg, policy, processor, main)
@@ -86,7 +86,7 @@ def test_tgrpo_step_trains_the_vision_tower_and_shuffles_frames(tiny_model_dir, 
         engine.generate = record
         return engine, sync
 
-    monkeypatch.setattr(trainer, "_build_engine", spying_engine)
+    monkeypatch.setattr(trainer, "build_rollout_engine", spying_engine)
     data, _ = _subset(synth_dir, tmp_path, lambda r: r["problem_type"] == "multiple choice")
     _write(data, [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()
                   if json.loads(x)["problem_type"] == "multiple choice"])

@@ -391,13 +391,13 @@ def test_group_plans_and_layout():
 def test_trainer_refuses_sleep_mode_without_cuda(processor, model):
     from videor1.config import ConfigError
     from videor1.rl.config import RLConfig, VLLMConfig
-    from videor1.rl.trainer import _build_engine
+    from videor1.rl.rollout_engine import build_rollout_engine
 
     cfg = RLConfig(model="m", train_data="d", output_dir="o", rollout_engine="vllm", vllm=VLLMConfig(sleep_level=1))
     accelerator = SimpleNamespace(unwrap_model=lambda m: m, is_main_process=True, mixed_precision="no",
                                   process_index=0, num_processes=1)
     with pytest.raises(ConfigError, match="vllm.sleep_level 1 needs a CUDA GPU"):   # before vLLM would start
-        _build_engine(cfg, model, processor, accelerator)
+        build_rollout_engine(cfg, model, processor, accelerator)
     with pytest.raises(ConfigError, match="vllm.sleep_level must be 0, 1 or 2"):
         RLConfig(model="m", train_data="d", output_dir="o", vllm=VLLMConfig(sleep_level=3)).validate()
 
