@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engines_common import launch
-from test_weight_group import GREEDY, changed_policy, image_samples, start_server
+from rollout_server import start_server
+from test_weight_group import GREEDY, changed_policy, image_samples
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -51,11 +52,12 @@ def test_weight_group_sync_from_sharded_trainer(config, tiny_model_dir, processo
     trained = tmp_path / "trained"
     policy.save_pretrained(str(trained))
     processor.save_pretrained(str(trained))
-    proc, url, token = start_server(tiny_model_dir, tmp_path, "--ranks", "2")
+    server = start_server(tiny_model_dir, tmp_path, "--ranks", "2")
+    url, token = server.url, server.token
     try:
         samples = image_samples()
         before = [g[0].token_ids for g in RemoteEngine(url, token=token).generate(samples, GREEDY)]
-        launch(config, "sync", [str(trained), url, str(tmp_path / "token0"), str(tmp_path)], tmp_path,
+        launch(config, "sync", [str(trained), url, str(server.token_file), str(tmp_path)], tmp_path,
                script_text=SCRIPT)
         for rank in (0, 1):
             assert (tmp_path / f"sync{rank}.txt").read_text() == "version=2 sharded=True"
@@ -63,8 +65,7 @@ def test_weight_group_sync_from_sharded_trainer(config, tiny_model_dir, processo
         got = [g[0].token_ids for g in RemoteEngine(url, token=token).generate(samples, GREEDY)]
         assert got == want and got != before
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
 
 
 def test_zero3_rl_through_the_server_over_the_group(tiny_model_dir, synth_dir, tmp_path):
@@ -78,10 +79,11 @@ def test_zero3_rl_through_the_server_over_the_group(tiny_model_dir, synth_dir, t
 
     data = _data(tmp_path, synth_dir, with_bad=True)
     out = tmp_path / "run"
-    proc, url, token = start_server(tiny_model_dir, tmp_path, "--ranks", "2")
+    server = start_server(tiny_model_dir, tmp_path, "--ranks", "2")
+    url, token = server.url, server.token
     try:
         launch("zero3", "rl", _overrides(tiny_model_dir, data, tmp_path, out) + [
-            "save_steps=0", "rollout_engine=remote", f"remote.url={url}", f"remote.token_file={tmp_path / 'token0'}",
+            "save_steps=0", "rollout_engine=remote", f"remote.url={url}", f"remote.token_file={server.token_file}",
             "remote.bucket_bytes=65536", "remote.timeout_s=60"], tmp_path)
         metrics = metrics_of(out)
         assert [m["step"] for m in metrics] == [1, 2, 3] and [m["prompts"] for m in metrics] == [4, 2, 4]
@@ -89,5 +91,4 @@ def test_zero3_rl_through_the_server_over_the_group(tiny_model_dir, synth_dir, t
         state = RemoteEngine(url, token=token).health()
         assert state["version"] == 3 and state["run"] == str(out.resolve())
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
