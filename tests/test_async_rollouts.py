@@ -79,6 +79,20 @@ def test_async_rollouts_needs_the_server_and_a_positive_cap(tiny_model_dir, tmp_
                                     "async_is_cap": 0})
 
 
+def test_async_rollouts_refuses_log_probs_of_another_distribution():
+    """vLLM's raw log-probs are the behaviour policy's only at temperature 1; a server that reports none is
+    refused too (the correction would silently weigh every token 1)."""
+    from videor1.generation.vllm_engine import VLLMEngine
+    from videor1.rl.async_rollouts import check_behaviour_logprobs
+
+    check_behaviour_logprobs(HFEngine.behaviour_logprobs, 0.7)
+    check_behaviour_logprobs(VLLMEngine.behaviour_logprobs, 1.0)
+    with pytest.raises(ValueError, match="at temperature 0.7: .* train at temperature 1 or serve with --engine hf"):
+        check_behaviour_logprobs(VLLMEngine.behaviour_logprobs, 0.7)
+    with pytest.raises(ValueError, match="reports behaviour_logprobs None"):
+        check_behaviour_logprobs(None, 1.0)
+
+
 # ------------------------------------------------------------------------------ engine log-probs
 @pytest.mark.parametrize("batched", [False, True])
 def test_hf_behaviour_logprobs_are_the_sampling_distribution(model, processor, bikes_mp4, batched):

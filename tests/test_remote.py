@@ -161,6 +161,7 @@ def test_rl_through_the_cli_server(transport, tiny_model_dir, synth_dir, tmp_pat
         assert all(r["completion_length"] > 0 for r in rows)
         health = RemoteEngine(url, token=server.token).health()
         assert health["version"] == 3 and health["run"] == str((tmp_path / "run").resolve())
+        assert health["behaviour_logprobs"] == "any temperature"   # the HF engine's (async_rollouts checks it)
         assert (weights / "policy.safetensors").is_file() == (transport == "file")
         assert (final / "model.safetensors").is_file()
     finally:

@@ -34,8 +34,9 @@ Conventions shared by both engines (where we depart from the reference, it is sa
   vocabulary) of the same weights differ only by the suppressed tokens' tiny mass and fp rounding.
   `VLLMEngine` asks vLLM for logprobs=0 (the sampled token's) in vLLM's default `raw_logprobs` mode:
   log_softmax of the logits before temperature and logit_bias, i.e. the same distribution at temperature 1
-  (the default); at another temperature they differ (say so if you train that way). A token the engine
-  reports no log-prob for is NaN (the correction then weighs it 1).
+  (the default) only; `async_rollouts` refuses a vLLM server at another temperature (each engine's
+  `behaviour_logprobs`, reported by the server's /health). A token the engine reports no log-prob for is NaN
+  (the correction then weighs it 1).
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class HFEngine:
     `accelerator.autocast`) wraps generation: RL rollouts then run in the numerics of the training forward
     (bf16 autocast over fp32 master weights), not in fp32.
     """
+
+    # the temperatures at which `Completion.logprobs` are log_softmax(logits / temperature) (module doc)
+    behaviour_logprobs = "any temperature"
 
     def __init__(self, model: PreTrainedModel, processor: ProcessorMixin, *, batch_size: int = 8,
                  autocast: Callable[[], ContextManager] | None = None) -> None:

@@ -12,7 +12,9 @@ Wire format: JSON, no pickle. Arrays travel as base64 of `numpy.save` bytes and 
 `allow_pickle=False`.
 
 * ``GET /health`` -> ``{"ok": true, "model": ..., "run": ..., "version": ..., "requests": ...,
-  "engine_calls": ...}`` (the last two count /generate requests and the engine calls that served them)
+  "engine_calls": ..., "behaviour_logprobs": ...}`` (requests, engine_calls: the /generate requests and the
+  engine calls that served them; behaviour_logprobs: "any temperature" or "temperature 1", where the engine's
+  log-probs are log_softmax(logits / temperature), null when it reports none)
 * ``POST /generate`` ``{"samples": [sample, ...], "params": {SamplingParams fields}}`` ->
   ``{"completions": [[{"text", "token_ids", "finished", "prompt_len", "logprobs"}, ...], ...], "run": ...,
   "version": ...}`` (prompt_len: the engine's prompt length with vision tokens, null when it reports none;

@@ -138,7 +138,8 @@ class RolloutServer:
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "model": self.model_name, "run": self.run, "version": self.version,
-                "requests": self.batcher.requests, "engine_calls": self.batcher.engine_calls}
+                "requests": self.batcher.requests, "engine_calls": self.batcher.engine_calls,
+                "behaviour_logprobs": getattr(self.engine, "behaviour_logprobs", None)}
 
     async def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         samples, params = await run_in_threadpool(self.parse_generate, body)

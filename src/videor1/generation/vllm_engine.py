@@ -88,6 +88,9 @@ _log = logging.getLogger(__name__)
 class VLLMEngine:
     """vLLM's offline `LLM` as a rollout engine (see the module doc)."""
 
+    # vLLM's raw_logprobs are taken before temperature: log_softmax(logits / temperature) only at 1
+    behaviour_logprobs = "temperature 1"
+
     def __init__(self, processor: ProcessorMixin, *, llm: Any = None, model_path: str | None = None,
                  sampling_params_cls: Callable[..., Any] | None = None, video_metadata: bool = True,
                  rpc_method: str | None = None, llm_kwargs: dict | None = None,

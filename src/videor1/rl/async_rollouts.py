@@ -211,6 +211,7 @@ def attach(run: Any, stream: Iterator[Any], params_for: Callable[[int], Sampling
         return stream
     if not isinstance(run.engine, RemoteEngine):
         raise TypeError(f"async_rollouts needs a RemoteEngine, got {type(run.engine).__name__}")
+    check_behaviour_logprobs(run.engine.health().get("behaviour_logprobs"), cfg.temperature)
     ahead = Lookahead(stream)
     rank = run.accelerator.process_index
     prefetcher = Prefetcher(run.engine, run.sync_rollout_weights, ahead, params_for, cfg,
@@ -225,6 +226,19 @@ def attach(run: Any, stream: Iterator[Any], params_for: Callable[[int], Sampling
                          path, run.step + 1)
     run.engine, run.sync_rollout_weights = prefetcher, prefetcher.sync
     return ahead
+
+
+def check_behaviour_logprobs(kind: str | None, temperature: float) -> None:
+    """Refuses a server whose engine's log-probs are not the behaviour policy's at this temperature (every
+    process asks the server, so all refuse together): the correction would be biased, not merely noisy."""
+    if kind == "any temperature" or (kind == "temperature 1" and temperature == 1.0):
+        return
+    if kind == "temperature 1":
+        raise ValueError(f"async_rollouts at temperature {temperature}: the rollout server's engine (vLLM) reports "
+                         f"log-probs before temperature (its raw_logprobs), the behaviour policy's only at "
+                         f"temperature 1; train at temperature 1 or serve with --engine hf")
+    raise ValueError(f"async_rollouts needs the rollout server's behaviour log-probs, but its /health reports "
+                     f"behaviour_logprobs {kind!r} (a server older than async_rollouts?)")
 
 
 def rollout_metrics(engine: Any) -> dict[str, float]:
