@@ -153,14 +153,16 @@ def test_async_staleness_and_kill_resume_through_a_real_server(tiny_model_dir, s
     import videor1.rl.trainer as trainer
 
     common = dict(max_steps=4, save_steps=2, num_iterations=2, async_rollouts=True)
-    trainer.train(_config(tiny_model_dir, synth_dir, tmp_path / "full", server, **common))
+    # a checkpoint at every step (2 kept) here: the in-flight files of the deleted ones go with them
+    trainer.train(_config(tiny_model_dir, synth_dir, tmp_path / "full", server, **{**common, "save_steps": 1}))
     full = read_metrics(tmp_path / "full" / "metrics.jsonl")
     assert [m["rollout_staleness"] for m in full] == [0.0, 1.0, 1.0, 1.0]
     assert all(m["is_ratio_max"] >= m["is_ratio_mean"] > 0 and 0 <= m["is_truncated_fraction"] <= 1 for m in full)
     # step 1 is on-policy: the ratio is 1 but for the vision tokens' mass the engine suppresses (and fp rounding)
     assert full[0]["is_ratio_mean"] == pytest.approx(1.0, abs=1e-2)
     assert len({m["loss"] for m in full}) > 1
-    assert (tmp_path / "full" / "async_rollouts" / "step-3-rank-0.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "full").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert [p.name for p in (tmp_path / "full" / "async_rollouts").iterdir()] == ["step-4-rank-0.json"]
 
     with killed_after(3):
         trainer.train(_config(tiny_model_dir, synth_dir, tmp_path / "cut", server, **common))

@@ -39,7 +39,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -251,6 +251,17 @@ def save_inflight(engine: Any, out: Path, step: int) -> None:
     calls = engine.inflight(step) if isinstance(engine, Prefetcher) else None
     if calls is not None:
         atomic_write_json(inflight_path(out, step + 1, engine.rank), [call_to_json(c) for c in calls])
+
+
+def prune_inflight(engine: Any, out: Path, kept_steps: Iterable[int]) -> None:
+    """After a checkpoint is written (and older ones deleted): drop this process's stored in-flight rollouts
+    that no kept checkpoint resumes into (checkpoint-s resumes with step s + 1's file)."""
+    if not isinstance(engine, Prefetcher):
+        return
+    wanted = {inflight_path(out, s + 1, engine.rank) for s in kept_steps}
+    for path in (Path(out) / INFLIGHT_DIR).glob(f"step-*-rank-{engine.rank}.json"):
+        if path not in wanted:
+            path.unlink(missing_ok=True)
 
 
 def inflight_path(out: Path, step: int, rank: int) -> Path:

@@ -73,7 +73,7 @@ from videor1.model.families import fit_media_specs
 from videor1.model.inputs import move_batch, pad_token_id, select_rows
 from videor1.model.load import load_model, load_processor
 from videor1.rl.algorithms import informative_groups, loss_count, policy_loss
-from videor1.rl.async_rollouts import attach as attach_async, rollout_metrics, save_inflight
+from videor1.rl.async_rollouts import attach as attach_async, prune_inflight, rollout_metrics, save_inflight
 from videor1.rl.config import RLConfig
 from videor1.rl.metrics import CURVE_KEYS, gather_stats, step_stats
 from videor1.rl.rollout_engine import build_rollout_engine
@@ -95,7 +95,8 @@ from videor1.rl.step import (
     step_loss_stats,
 )
 from videor1.hub import push_at_end
-from videor1.train.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, save_final
+from videor1.train.checkpoint import (checkpoint_step, list_checkpoints, load_trainer_state, resolve_resume,
+                                      save_checkpoint, save_final)
 from videor1.train.common import (advance_schedule, enable_gradient_checkpointing, fill_deepspeed_auto,
                                   freeze_vision, load_records, media_root, mixed_precision, param_groups,
                                   params_sharded, process_sum, seed_everything, set_fsdp_wrap_classes,
@@ -445,8 +446,10 @@ def _save(run: _Run, step: int, position: int, skipped_total: int) -> Path:
              "data_position": position, "skipped_total": skipped_total, "config": config_to_dict(run.cfg),
              "num_processes": run.accelerator.num_processes}
     save_inflight(run.engine, run.out, step)   # async_rollouts: step + 1's rollouts, before the checkpoint
-    return save_checkpoint(run.out, step, run.model, run.processor, state, accelerator=run.accelerator,
+    path = save_checkpoint(run.out, step, run.model, run.processor, state, accelerator=run.accelerator,
                            save_total_limit=run.cfg.save_total_limit)
+    prune_inflight(run.engine, run.out, [checkpoint_step(p) for p in list_checkpoints(run.out)])
+    return path
 
 
 def _restore(ckpt: Path, accelerator: Accelerator, optimizer: torch.optim.Optimizer,

@@ -81,6 +81,14 @@ def save_checkpoint(out_dir: str | Path, step: int, model: torch.nn.Module, proc
     return final
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a `checkpoint-<step>` directory."""
+    m = _CKPT_RE.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not a checkpoint-<step> directory")
+    return int(m.group(1))
+
+
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
     """Complete checkpoint directories under `out_dir`, oldest step first (`.tmp` ones are ignored)."""
     out_dir = Path(out_dir)
