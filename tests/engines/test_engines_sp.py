@@ -134,12 +134,13 @@ print("FINAL", flush=True)
 """
 
 
-def _runs(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path) -> tuple[list, list]:
+def _runs(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path, cot: str = "cot.jsonl"
+          ) -> tuple[list, list]:
     """A 2-step T-GRPO run, then a 2-step SFT run (a right-padded video + image micro-batch), in one launch."""
     rl, sft = tmp / f"rl-{config}-{processes}", tmp / f"sft-{config}-{processes}"
     rl_overrides = [o for o in _step_overrides(model, data, tmp, rl, sp)
                     if not o.startswith(("algorithm=", "max_grad_norm="))]
-    sft_overrides = [f"model={model}", f"train_data={tmp / 'cot.jsonl'}", f"media_root={tmp}", f"output_dir={sft}",
+    sft_overrides = [f"model={model}", f"train_data={tmp / cot}", f"media_root={tmp}", f"output_dir={sft}",
                      "per_device_batch_size=2", "max_steps=2", "learning_rate=1e-3", "lr_scheduler=constant",
                      "save_steps=0", "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
                      "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
