@@ -34,7 +34,7 @@ def bench_dir(tmp_path_factory, bikes_mp4) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_eval_at_128_frames(family, bench_dir, tiny_model_dir, tmp_path, monkeypatch):
+def test_eval_at_128_frames(family, bench_dir, tiny_model_dir, tmp_path, monkeypatch, caplog):
     model = tiny_model_dir if family == "qwen2_5_vl" else build_tiny(tmp_path / "tiny", family=family, seed=0)
     grids = []
     real_encode = engines.encode
@@ -45,6 +45,7 @@ def test_eval_at_128_frames(family, bench_dir, tiny_model_dir, tmp_path, monkeyp
         return batch
 
     monkeypatch.setattr(engines, "encode", spy)
+    monkeypatch.setattr(engines, "_WARNED", set())
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["eval", "--model", str(model), "--bench", "videor1",
                                    "--data", str(bench_dir / "test.jsonl"), "--media-root", str(bench_dir),
@@ -52,6 +53,8 @@ def test_eval_at_128_frames(family, bench_dir, tiny_model_dir, tmp_path, monkeyp
                                    "--max-new-tokens", "2", "--batch-size", "1", f"video.min_frames={FRAMES}",
                                    "report_to=[]"])
     assert res.exit_code == 0, res.output
+    # 64 x 160 vision tokens: past the tiny model's 4,096 positions, which HF runs anyway, with a warning
+    assert "more than the model's max_position_embeddings 4096" in caplog.text
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["error"] is None and rows[0]["n_tokens"] >= 1
     meta = json.loads((out / "meta.json").read_text())

@@ -106,6 +106,38 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_model_dir, small_set, tm
     assert resumed["counts"] == full["counts"]
 
 
+def test_an_item_the_engine_refuses_is_an_error_item(tiny_model_dir, small_set, tmp_path, monkeypatch):
+    """vLLM refuses a whole call when one prompt is longer than its max_model_len (`RequestRejected`, real
+    vLLM: tests/vllm_real/test_vllm_logprobs.py): the batch is retried item by item, the refused item becomes
+    an error item with the reason, and every other item is answered as in a run without the refusal."""
+    from videor1.generation.engines import RequestRejected
+
+    plain = evaluate(tiny_model_dir, small_set, tmp_path / "plain")
+    real_make_engine = runner.make_engine
+    calls = []
+
+    class Refusing:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def generate(self, samples, params):
+            calls.append([s.record.problem_id for s in samples])
+            if "q4" in calls[-1]:
+                raise RequestRejected("the decoder prompt (length 9999) is longer than the maximum model length")
+            return self.engine.generate(samples, params)
+
+    monkeypatch.setattr(runner, "make_engine", lambda *a, **k: Refusing(real_make_engine(*a, **k)))
+    summary = evaluate(tiny_model_dir, small_set, tmp_path / "refused")
+    assert calls == [["q0", "q1", "q2"], ["q3", "q4", "q5"], ["q3"], ["q4"], ["q5"]]
+    assert summary["counts"] == {"items": 8, "answered": 5, "errors": 3, "shuffled_items": 0}
+    reasons = {e["id"]: e["reason"] for e in summary["errors"]}
+    assert reasons["q4"].startswith("engine refused the item: the decoder prompt (length 9999)")
+    rows = read_predictions(tmp_path / "refused" / "predictions.jsonl")
+    before = read_predictions(tmp_path / "plain" / "predictions.jsonl")
+    assert comparable([r for r in rows if r["id"] != "q4"]) == comparable([r for r in before if r["id"] != "q4"])
+    assert plain["counts"]["errors"] == 2
+
+
 def test_resume_with_other_settings_is_refused(tiny_model_dir, small_set, tmp_path):
     evaluate(tiny_model_dir, small_set, tmp_path / "run", limit=2)
     with pytest.raises(ValueError, match="video"):

