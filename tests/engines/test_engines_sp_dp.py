@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from engines_common import copy_media
+from engines_common import copy_media, engine_of
 from test_engines_sp import _runs, sp_data  # noqa: F401  (the fixture)
 
 
@@ -24,6 +24,10 @@ def test_sp2_dp2_equals_dp2(sp_data, tiny_model_dir, synth_dir):  # noqa: F811
     rl_dp, sft_dp = _runs("multi_gpu", 2, 1, tiny_model_dir, data, tmp, cot="cot4.jsonl")
     rl_sp, sft_sp = _runs("zero2", 4, 2, tiny_model_dir, data, tmp, cot="cot4.jsonl")
     assert len(rl_dp) == len(rl_sp) == len(sft_dp) == len(sft_sp) == 2
+    for run in ("rl", "sft"):   # engine.yaml states the world and the SP size; the metrics the data-parallel ranks
+        assert {k: engine_of(tmp / f"{run}-zero2-4")[k] for k in ("num_processes", "sequence_parallel_size")} == \
+            {"num_processes": 4, "sequence_parallel_size": 2}
+        assert engine_of(tmp / f"{run}-multi_gpu-2")["sequence_parallel_size"] == 1
     for a, b in zip(rl_dp, rl_sp):
         assert a["num_processes"] == b["num_processes"] == 2   # data-parallel ranks
         for key in ("reward", "loss", "kl", "grad_norm", "completion_length", "prompts"):

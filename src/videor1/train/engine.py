@@ -37,6 +37,7 @@ from videor1.atomic import atomic_write_text
 from videor1.config import ConfigError
 from videor1.model.vision_shard import dummy_pixels
 from videor1.parallel.sequence import data_parallel, sequence_parallel  # noqa: F401 (the trainers' entry)
+from videor1.parallel.sequence import size as sequence_parallel_size
 
 TIMEOUT_ENV = "VIDEOR1_DIST_TIMEOUT_S"
 ENGINE_FILE = "engine.yaml"
@@ -134,6 +135,7 @@ def engine_info(accelerator: Accelerator, optimizer: torch.optim.Optimizer | Non
                 model: torch.nn.Module | None = None) -> dict[str, Any]:
     """Plain data stating the engine (written to engine.yaml and every metrics row)."""
     info: dict[str, Any] = {"engine": engine_name(accelerator), "num_processes": accelerator.num_processes,
+                            "sequence_parallel_size": sequence_parallel_size(),   # data-parallel ranks: the ratio
                             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
                             "backend": str(getattr(accelerator.state, "backend", None)),
                             "device": str(accelerator.device)}
@@ -163,7 +165,8 @@ def announce_engine(accelerator: Accelerator, optimizer: torch.optim.Optimizer |
     """The log line + `<out>/engine.yaml` (main process); returns `engine_info`."""
     info = engine_info(accelerator, optimizer, model)
     if accelerator.is_main_process:
-        print(f"videor1 {what}: engine {info['engine']} ({info['num_processes']} process(es), "
+        sp = f", SP {info['sequence_parallel_size']}" if info["sequence_parallel_size"] > 1 else ""
+        print(f"videor1 {what}: engine {info['engine']} ({info['num_processes']} process(es){sp}, "
               f"{info['distributed_type']}, backend {info['backend']}, device {info['device']}, "
               f"optimizer {info.get('optimizer')}, parameters {info.get('parameters')})", flush=True)
         out.mkdir(parents=True, exist_ok=True)
