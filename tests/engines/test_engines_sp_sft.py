@@ -1,6 +1,7 @@
 """SFT under sequence parallelism with what the SP step tests leave out: LoRA adapters (peft inside DeepSpeed) and
-a resume. 2 processes, ZeRO-2 (LoRA is refused under ZeRO-3), SP 2, LoRA (dropout 0): the same losses and gradient norms as one process without
-SP (relative 1e-4); resumed from checkpoint-2, step 3 is bit-identical to the uninterrupted run's."""
+a resume. 2 processes, ZeRO-2 (LoRA is refused under ZeRO-3), SP 2, LoRA (dropout 0): the same losses and
+gradient norms as one process without SP (relative 1e-4); resumed from checkpoint-2, step 3 is bit-identical to
+the uninterrupted run's."""
 
 from __future__ import annotations
 

@@ -384,7 +384,8 @@ def _import_vllm() -> ModuleType:
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
-    """vLLM's exceptions for a request it refuses (`vllm.exceptions.VLLMClientError`, in the vLLM 0.32-0.33 we support)."""
+    """vLLM's exceptions for a request it refuses (`vllm.exceptions.VLLMClientError`, in the vLLM 0.32-0.33
+    we support)."""
     try:
         client = getattr(importlib.import_module("vllm.exceptions"), "VLLMClientError", None)
     except ImportError:   # a stand-in `llm` without vLLM installed
