@@ -3,7 +3,8 @@
 One short script for a session that is lent a GPU (it also runs on a CPU, where the GPU-only checks are
 reported as skipped). Each check runs on the tiny model and a small synthetic set made on the spot, is
 timed, and is reported as ok / FAILED (with the reason) / skipped; the script goes on after a failure and
-exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``.
+exits 1 if any check failed. Results also go to ``OUT/gpu_smoke.json``. The checks run under `accelerate
+launch` live in `gpu_smoke_launch.py`, what both share in `gpu_smoke_common.py` (imported from this folder).
 
     python scripts/gpu_smoke.py [--out DIR] [--only probe7b,sft,rl,zero3,zero2,fsdp2_sft,eval,vllm,vllm_sleep,server,async]
                                 [--dry-run] [--require-gpu]
@@ -43,20 +44,20 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling modules, however this file is run
+
+from gpu_smoke_common import Skip, _metrics, _needs_cuda, _rl_config  # noqa: E402
+from gpu_smoke_launch import check_fsdp2_sft, check_zero2, check_zero3  # noqa: E402
+
 CHECKS = ("probe7b", "sft", "rl", "zero3", "zero2", "fsdp2_sft", "eval", "vllm", "vllm_sleep", "server", "async")
 GPU_CHECKS = ("probe7b", "zero3", "zero2", "fsdp2_sft", "vllm_sleep")  # CUDA only: skipped on a CPU w/o --require-gpu
 REQUIRED = ("torch", "torchvision", "transformers", "accelerate", "peft", "av", "safetensors")  # --require-gpu:
 REQUIRED_GPU = ("deepspeed",)  # + these; a missing one FAILS the preflight (vllm stays optional)
-REPO = Path(__file__).resolve().parents[1]
 PREFLIGHT_MODULES = ("torch", "safetensors.torch", "videor1.config", "videor1.data.synth.build",
                      "videor1.model.tiny", "videor1.model.load", "videor1.model.inputs",
                      "videor1.data.records", "videor1.data.media", "videor1.generation.engines",
                      "videor1.generation.remote", "videor1.sft.trainer", "videor1.rl.config",
                      "videor1.rl.trainer", "videor1.evaluate.runner", "videor1.tools.probe7b")
-
-
-class Skip(Exception):
-    """A check that cannot run here (no CUDA, no vLLM)."""
 
 
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
@@ -82,21 +83,6 @@ def _vllm_memory() -> float:
     import torch
 
     return 0.3 if torch.cuda.is_available() else 0.2
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _rl_config(work: Path, name: str, model: Path, data: dict, **over: Any) -> Any:
-    from videor1.config import load_config
-    from videor1.rl.config import RLConfig
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    pairs = {"model": model, "train_data": data["rl"], "media_root": data["media_root"],
-             "output_dir": work / name, "max_steps": 3, "save_steps": 0, "report_to": "[]",
-             "progress": "false", "beta": 0.04, "prompts_per_step": 2, **over}
-    return load_config(RLConfig, root / "rl_demo_cpu.yaml", [f"{k}={v}" for k, v in pairs.items()])
 
 
 def check_sft(work: Path, model: Path, data: dict) -> str:
@@ -340,15 +326,6 @@ def preflight(require_gpu: bool = False) -> str:
     return f"{len(PREFLIGHT_MODULES)} modules import; " + ", ".join(f"{k} {v}" for k, v in found.items() if v)
 
 
-def _needs_cuda(require_gpu: bool) -> None:
-    import torch
-
-    if not torch.cuda.is_available():
-        if require_gpu:
-            raise AssertionError("no CUDA device")
-        raise Skip("no CUDA device")
-
-
 # ------------------------------------------------------------------------ 7B-architecture probe
 def check_probe7b(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
     """Random-init Qwen2.5-VL-7B in bf16: one generate of 8 x 768 tokens on 16 frames at 128*28*28 pixels,
@@ -362,110 +339,6 @@ def check_probe7b(work: Path, model: Path, data: dict, require_gpu: bool = False
             f"({r['video_tokens']} video tokens) {r['generate_s']:.1f} s = {r['tokens_per_s']:.0f} tok/s, peak "
             f"{r['generate_peak_gib']:.1f} GiB; fwd/bwd (grad ckpt) {r['train_tokens']} tokens {r['fwd_bwd_s']:.1f} s, "
             f"peak {r['fwd_bwd_peak_gib']:.1f} GiB")
-
-
-# ---------------------------------------------------------------- distributed checks (accelerate launch)
-def _launch(work: Path, name: str, accel_config: str, kind: str, model: Path, data: dict) -> dict:
-    """Run this script's `--worker KIND` under `accelerate launch` (one process); returns the worker's JSON."""
-    out = work / name
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / accel_config),
-           "--num_processes", "1", str(Path(__file__).resolve()), "--worker", kind, "--out", str(out),
-           "--model", str(model), "--data", json.dumps({k: str(v) for k, v in data.items()})]
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env, cwd=str(REPO))
-    if proc.returncode != 0:
-        raise AssertionError(f"{kind} exited {proc.returncode}: {proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
-    return json.loads((out / "worker.json").read_text())
-
-
-def _needs_deepspeed(require_gpu: bool) -> None:
-    _needs_cuda(require_gpu)
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        if require_gpu:
-            raise
-        raise Skip("DeepSpeed is not installed") from None
-
-
-def check_zero3(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
-    _needs_deepspeed(require_gpu)
-    return _check_zero(work, model, data, "zero3")
-
-
-def check_zero2(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
-    _needs_deepspeed(require_gpu)
-    return _check_zero(work, model, data, "zero2")
-
-
-def _check_zero(work: Path, model: Path, data: dict, stage: str) -> str:
-    res = _launch(work, f"rl_{stage}", f"configs/accelerate/{stage}.yaml", "rl", model, data)
-    if not res["decay_params"] > 0 or not res["max_change"] > 0 or res["steps"] != 2:
-        raise AssertionError(f"{stage}: {res}")
-    return f"2 T-GRPO steps, beta 0.04: {res}"
-
-
-def check_fsdp2_sft(work: Path, model: Path, data: dict, require_gpu: bool = False) -> str:
-    _needs_cuda(require_gpu)
-    res = _launch(work, "sft_fsdp2", "configs/accelerate/fsdp2.yaml", "sft", model, data)
-    if not res["max_change"] > 0 or res["empty"]:
-        raise AssertionError(f"fsdp2 sft: {res}")
-    return f"SFT under FSDP2, final save loaded back: {res}"
-
-
-def _max_change(before_dir: Path, after_dir: Path) -> tuple[float, list[str]]:
-    from safetensors.torch import load_file
-
-    def tensors(d: Path) -> dict:
-        out = {}
-        for f in sorted(d.glob("*.safetensors")):
-            out.update(load_file(str(f)))
-        return out
-
-    before, after = tensors(before_dir), tensors(after_dir)
-    empty = [k for k, v in after.items() if v.numel() == 0 or k not in before]
-    change = max((after[k].float() - before[k].float()).abs().max().item() for k in before if k in after)
-    return change, empty
-
-
-def worker(kind: str, out: Path, model: Path, data: dict) -> None:
-    """Runs under `accelerate launch` (see `_launch`): 2 T-GRPO steps or 5 SFT steps; writes worker.json."""
-    from accelerate import PartialState
-
-    result: dict[str, Any] = {}
-    if kind == "rl":
-        import videor1.rl.trainer as rl
-
-        build = rl._build_optimizer
-
-        def recording(cfg, m):  # the weight-decay group must not be empty (ZeRO-3 placeholder shapes)
-            opt, sched = build(cfg, m)
-            result["decay_params"] = len(opt.param_groups[0]["params"])
-            return opt, sched
-
-        rl._build_optimizer = recording
-        final = rl.train(_rl_config(out, "run", model, data, max_steps=2, bf16="true", gradient_checkpointing="true",
-                                    prompts_per_step=1))
-        result["steps"] = len(_metrics(out / "run"))
-        result["kl"] = [round(r.get("kl", 0.0), 6) for r in _metrics(out / "run")]
-    else:
-        from videor1.config import load_config
-        from videor1.sft.config import SFTConfig
-        from videor1.sft.trainer import train_sft
-
-        cfg = load_config(SFTConfig, REPO / "configs" / "sft_demo_cpu.yaml", [
-            f"model={model}", f"train_data={data['cot']}", f"media_root={data['media_root']}",
-            f"output_dir={out / 'run'}", "max_steps=5", "save_steps=0", "report_to=[]", "progress=false",
-            "bf16=true", "gradient_checkpointing=true"])
-        final = train_sft(cfg)
-    if PartialState().is_main_process:
-        from videor1.model.load import load_model
-
-        load_model(final, device="cpu")  # the final save loads back
-        result["max_change"], empty = _max_change(model, Path(final))
-        result["empty"] = empty[:5]
-        (out / "worker.json").write_text(json.dumps(result))
 
 
 def _run(name: str, fn: Callable[[], str], results: dict) -> None:  # noqa: C901
@@ -489,13 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="preflight only (imports); report the selected checks as skipped")
     parser.add_argument("--require-gpu", action="store_true",
                         help="the GPU machine: a missing CUDA device, DeepSpeed or PyAV fails instead of skipping")
-    parser.add_argument("--worker", choices=("rl", "sft"), help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.worker, args.out, args.model, json.loads(args.data))
-        return 0
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(CHECKS))
     if unknown:

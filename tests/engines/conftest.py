@@ -8,9 +8,14 @@ collective-count mismatch fails in about a minute instead of hanging for gloo's 
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
+
+from engines_common import copy_media
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -30,3 +35,17 @@ def _needs_deepspeed():
         pytest.skip("the engine tests need deepspeed (make test-engines installs it)")
 
 
+@pytest.fixture(scope="module")
+def sp_data(tmp_path_factory, synth_dir) -> tuple[Path, Path]:
+    """Three records (video, image, video) with their media under one root."""
+    tmp = tmp_path_factory.mktemp("sp")
+    rows = [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()]
+    videos = [r for r in rows if r["data_type"] == "video"]
+    picked = [videos[0], next(r for r in rows if r["data_type"] == "image"), videos[1]]
+    cot = [json.loads(x) for x in (synth_dir / "cot.jsonl").read_text().splitlines()]
+    cot = [next(r for r in cot if r["data_type"] == kind) for kind in ("video", "image")]   # SFT samples
+    copy_media(picked + cot, synth_dir, tmp)
+    data = tmp / "rl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    (tmp / "cot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cot))
+    return tmp, data

@@ -21,13 +21,12 @@ largest update (seen: 6e-8 against 1e-2 under ZeRO-2 and ZeRO-3). Run metrics: r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from engines_common import copy_media, launch, metrics_of
+from engines_common import launch, metrics_of
 
 PROBE = Path(__file__).with_name("sp_probe.py")
 LOGP_TOL, GRAD_TOL, STEP_TOL = 4e-6, 1e-6, 1e-5
@@ -39,22 +38,6 @@ def _step_overrides(model: Path, data: Path, tmp: Path, out: Path, sp: int) -> l
             "progress=false", "video.min_frames=4", "video.max_frames=4", "video.min_pixels=3136",
             "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136", "num_threads=1", "seed=5",
             f"sequence_parallel_size={sp}"]
-
-
-@pytest.fixture(scope="module")
-def sp_data(tmp_path_factory, synth_dir) -> tuple[Path, Path]:
-    """Three records (video, image, video) with their media under one root."""
-    tmp = tmp_path_factory.mktemp("sp")
-    rows = [json.loads(x) for x in (synth_dir / "rl.jsonl").read_text().splitlines()]
-    videos = [r for r in rows if r["data_type"] == "video"]
-    picked = [videos[0], next(r for r in rows if r["data_type"] == "image"), videos[1]]
-    cot = [json.loads(x) for x in (synth_dir / "cot.jsonl").read_text().splitlines()]
-    cot = [next(r for r in cot if r["data_type"] == kind) for kind in ("video", "image")]   # SFT samples
-    copy_media(picked + cot, synth_dir, tmp)
-    data = tmp / "rl.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in picked))
-    (tmp / "cot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cot))
-    return tmp, data
 
 
 def _probe(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path, exact_models: str = "-"

@@ -10,10 +10,10 @@ import json
 import pytest
 
 from engines_common import copy_media, engine_of
-from test_engines_sp import _runs, sp_data  # noqa: F401  (the fixture)
+from test_engines_sp import _runs
 
 
-def test_sp2_dp2_equals_dp2(sp_data, tiny_model_dir, synth_dir):  # noqa: F811
+def test_sp2_dp2_equals_dp2(sp_data, tiny_model_dir, synth_dir):
     tmp, data = sp_data
     rows = [json.loads(x) for x in (synth_dir / "cot.jsonl").read_text().splitlines()]
     videos = [r for r in rows if r["data_type"] == "video"][:2]

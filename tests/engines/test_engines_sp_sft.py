@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from engines_common import engine_of, launch, metrics_of
-from test_engines_sp import sp_data  # noqa: F401  (the fixture)
 
 LORA = ["lora=true", "lora_dropout=0", "lora_rank=4", "save_steps=1"]
 
@@ -26,7 +25,7 @@ def _sft(config: str, processes: int, sp: int, model: Path, tmp: Path, out: Path
     return metrics_of(out)
 
 
-def test_sp_lora_sft_equals_one_process_and_resumes(sp_data, tiny_model_dir):  # noqa: F811
+def test_sp_lora_sft_equals_one_process_and_resumes(sp_data, tiny_model_dir):
     tmp, _ = sp_data
     one = _sft("multi_gpu", 1, 1, tiny_model_dir, tmp, tmp / "lora-1")
     full = _sft("zero2", 2, 2, tiny_model_dir, tmp, tmp / "lora-sp")

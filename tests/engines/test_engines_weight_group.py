@@ -7,7 +7,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-import torch
 
 from engines_common import launch
 from rollout_server import start_server
