@@ -117,20 +117,26 @@ print("FINAL", flush=True)
 """
 
 
+def sft_overrides(model: Path, tmp: Path, out: Path, sp: int, *, cot: str = "cot.jsonl", steps: int = 2,
+                  save_steps: int = 0) -> list[str]:
+    """An SFT run of `steps` steps on `tmp / cot`, micro-batches of 2 (a right-padded video + image)."""
+    return [f"model={model}", f"train_data={tmp / cot}", f"media_root={tmp}", f"output_dir={out}",
+            "per_device_batch_size=2", f"max_steps={steps}", "learning_rate=1e-3", "lr_scheduler=constant",
+            f"save_steps={save_steps}", "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
+            "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136", "image.max_pixels=3136",
+            "num_threads=1", "bf16=false", f"sequence_parallel_size={sp}"]
+
+
 def _runs(config: str, processes: int, sp: int, model: Path, data: Path, tmp: Path, cot: str = "cot.jsonl"
           ) -> tuple[list, list]:
     """A 2-step T-GRPO run, then a 2-step SFT run (a right-padded video + image micro-batch), in one launch."""
     rl, sft = tmp / f"rl-{config}-{processes}", tmp / f"sft-{config}-{processes}"
     rl_overrides = [o for o in _step_overrides(model, data, tmp, rl, sp)
                     if not o.startswith(("algorithm=", "max_grad_norm="))]
-    sft_overrides = [f"model={model}", f"train_data={tmp / cot}", f"media_root={tmp}", f"output_dir={sft}",
-                     "per_device_batch_size=2", "max_steps=2", "learning_rate=1e-3", "lr_scheduler=constant",
-                     "save_steps=0", "report_to=[]", "progress=false", "video.min_frames=4", "video.max_frames=4",
-                     "video.min_pixels=3136", "video.max_pixels=3136", "image.min_pixels=3136",
-                     "image.max_pixels=3136", "num_threads=1", "bf16=false", f"sequence_parallel_size={sp}"]
     launch(config, "rl+sft", [*rl_overrides, "algorithm=tgrpo", "num_generations=4", "prompts_per_step=2",
                               "max_steps=2", "save_steps=0", "rewards=[engine_test_variety]", "--sft",
-                              *sft_overrides], tmp, num_processes=processes, script_text=RL_THEN_SFT)
+                              *sft_overrides(model, tmp, sft, sp, cot=cot)], tmp, num_processes=processes,
+           script_text=RL_THEN_SFT)
     return metrics_of(rl), metrics_of(sft)
 
 

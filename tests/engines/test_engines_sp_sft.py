@@ -11,17 +11,14 @@ from pathlib import Path
 import pytest
 
 from engines_common import engine_of, launch, metrics_of
+from test_engines_sp import sft_overrides
 
-LORA = ["lora=true", "lora_dropout=0", "lora_rank=4", "save_steps=1"]
+LORA = ["lora=true", "lora_dropout=0", "lora_rank=4"]
 
 
 def _sft(config: str, processes: int, sp: int, model: Path, tmp: Path, out: Path, *extra: str) -> list[dict]:
-    launch(config, "sft", [f"model={model}", f"train_data={tmp / 'cot.jsonl'}", f"media_root={tmp}",
-                           f"output_dir={out}", "per_device_batch_size=2", "max_steps=3", "learning_rate=1e-3",
-                           "lr_scheduler=constant", "report_to=[]", "progress=false", "video.min_frames=4",
-                           "video.max_frames=4", "video.min_pixels=3136", "video.max_pixels=3136",
-                           "image.min_pixels=3136", "image.max_pixels=3136", "num_threads=1", "bf16=false",
-                           f"sequence_parallel_size={sp}", *LORA, *extra], tmp, num_processes=processes)
+    launch(config, "sft", [*sft_overrides(model, tmp, out, sp, steps=3, save_steps=1), *LORA, *extra], tmp,
+           num_processes=processes)
     return metrics_of(out)
 
 
